@@ -1,0 +1,114 @@
+// The decision engine's public types: what a probe asks and what a verdict answers (DESIGN §4, §5).
+// Owns: the shapes shared by the CLI, the conformance runner, the benchmarks and, later, the
+// enforcement points. Must never: depend on how verdicts are computed.
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP' | 'ICMPv6' | 'UDPLite' | number;
+
+/** One connection or request to judge (the `--probes` line format of DESIGN §5). */
+export interface Probe {
+  /** `namespace/name` of a pod or workload endpoint, a host endpoint's name, or an IP address. */
+  readonly from: string;
+  readonly to: string;
+  /** Protocol name or number; defaults to TCP. */
+  readonly protocol?: string | number;
+  readonly port?: number;
+  readonly icmp?: { readonly type?: number; readonly code?: number };
+  /** Any of method, path, host or headers makes the probe an HTTP request. */
+  readonly method?: string;
+  readonly path?: string;
+  readonly host?: string;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly http2?: boolean;
+  /**
+   * The presented client certificate's SPIFFE ID. Absent: the source's own service account
+   * identity (mTLS). `null`: a plaintext client.
+   */
+  readonly principal?: string | null;
+  readonly sni?: string;
+  /** The original client address (X-Forwarded-For), for Istio `remoteIpBlocks`/`remote.ip`. */
+  readonly remoteIp?: string;
+}
+
+export type Decision = 'allow' | 'deny';
+export type EnforcementPoint = 'kernel' | 'l7';
+export type Direction = 'ingress' | 'egress';
+
+/** Why a verdict came out as it did (DESIGN §4, last paragraph). */
+export type ProvenanceKind =
+  /** A rule of a policy decided (Allow or Deny). */
+  | 'rule'
+  /** A tier selected the endpoint, no rule decided, the tier's default action applied. */
+  | 'tier-default'
+  /** A profile's rule decided, or the endpoint's profiles ended without a match. */
+  | 'profile'
+  | 'profile-default'
+  /** No policy selects this endpoint for this direction (and no profile decided). */
+  | 'no-policy'
+  /** Host endpoint fail-safe port. */
+  | 'failsafe'
+  /** Traffic from a pod to itself is never blocked. */
+  | 'loopback'
+  /** The endpoint is not known or the traffic leaves the cluster: nothing to enforce here. */
+  | 'unmanaged'
+  /** Istio AuthorizationPolicy outcomes. */
+  | 'istio-deny'
+  | 'istio-allow'
+  | 'istio-no-allow-match'
+  | 'istio-no-policy'
+  /** Istio PeerAuthentication refused a plaintext connection. */
+  | 'peer-authentication'
+  /** The kernel refused, so the request never reached L7. */
+  | 'not-reached'
+  /** L7 had nothing to judge: the endpoint has no L7 enforcement point. */
+  | 'no-l7-point';
+
+export interface Provenance {
+  readonly point: EnforcementPoint;
+  readonly direction?: Direction;
+  readonly kind: ProvenanceKind;
+  readonly tier?: string;
+  /** Qualified policy name, e.g. `default/allow-frontend`, `knp.default.deny`, `istio/ns/name`. */
+  readonly policy?: string;
+  /** 0-based index of the rule within its direction. */
+  readonly rule?: number;
+  readonly profile?: string;
+  /** One line a person can read: "rule 0 of policy x in tier security allowed". */
+  readonly reason: string;
+}
+
+/** The would-be verdict of a staged policy, reported beside the real one. */
+export interface StagedVerdict {
+  readonly policy: string;
+  readonly tier: string;
+  readonly verdict: Decision | 'pass' | 'no-match';
+  readonly rule?: number;
+}
+
+export interface DirectionVerdict {
+  readonly verdict: Decision;
+  readonly provenance: Provenance;
+  /** Each policy consulted, in evaluation order, for `explain`. */
+  readonly trace: readonly string[];
+  readonly staged?: readonly StagedVerdict[];
+  /** Rules matched here that need L7 (http) and were handed on to the L7 point. */
+  readonly deferredToL7?: boolean;
+}
+
+export interface L7Verdict {
+  readonly verdict: Decision;
+  readonly provenance: Provenance;
+  readonly trace: readonly string[];
+  /** The Calico-model rules evaluated at L7 for each side (absent where there is no L7 point). */
+  readonly egress?: DirectionVerdict;
+  readonly ingress?: DirectionVerdict;
+  /** The Istio AuthorizationPolicy outcome at the destination. */
+  readonly istio?: { readonly verdict: Decision; readonly provenance: Provenance };
+  readonly mtls: 'mutual' | 'plaintext';
+  readonly principal: string | null;
+}
+
+export interface CheckResult {
+  readonly verdict: Decision;
+  readonly kernel: { readonly egress: DirectionVerdict; readonly ingress: DirectionVerdict };
+  readonly l7: L7Verdict;
+}

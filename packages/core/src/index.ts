@@ -1,0 +1,7 @@
+// Public surface of the policy core.
+export * from './model/resources.js';
+export * from './diagnostics/diagnostic.js';
+export * from './diagnostics/suggest.js';
+export * from './engine/types.js';
+export * from './engine/engine.js';
+export * from './selector/selector.js';
