@@ -1,44 +1,961 @@
-// PLACEHOLDER — the decision engine is being written. These signatures are the contract.
+// The decision engine: resources in (in any order, incrementally), verdicts out, for the kernel,
+// for L7 and combined (DESIGN §4). Derived state (endpoints, the policies active on each) is
+// computed lazily and invalidated precisely, so one label or policy change costs little.
+// Owns: resolving probes and combining the enforcement points. Must never: do I/O.
+
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
-import type { Resource } from '../model/resources.js';
-import type { CheckResult, Probe } from './types.js';
+import type {
+  AuthorizationPolicy,
+  GlobalNetworkSet,
+  HostEndpoint,
+  Namespace,
+  NetworkSet,
+  Pod,
+  Profile,
+  Resource,
+  Service,
+  ServiceAccount,
+  Tier,
+  WorkloadEndpoint,
+} from '../model/resources.js';
+import { canonicalIp, cidrContains, formatIp, parseIp } from '../net/ip.js';
+import type { IpAddr } from '../net/ip.js';
+import { suggest } from '../diagnostics/suggest.js';
+import { evaluateDirection } from './evaluate.js';
+import type { ActiveTier, CompiledProfileRules } from './evaluate.js';
+import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
+import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
+import { protocolNumber } from './matchers.js';
+import {
+  hostEndpoint,
+  namespaceInfo,
+  namespaceProfile,
+  networkSet,
+  parseSpiffeId,
+  podEndpoint,
+  serviceAccountProfile,
+  serviceInfo,
+  spiffeId,
+  TRUST_DOMAIN,
+  userProfile,
+  workloadEndpoint,
+  NS_PROFILE_PREFIX,
+  SA_PROFILE_PREFIX,
+} from './model.js';
+import type {
+  CompiledProfile,
+  Endpoint,
+  NamespaceInfo,
+  NetSetEntity,
+  ServiceInfo,
+} from './model.js';
+import {
+  compareOrder,
+  compileCalicoPolicy,
+  compileK8sPolicy,
+  DEFAULT_TIER,
+  DEFAULT_TIER_ORDER,
+} from './policies.js';
+import type { CompiledPolicy } from './policies.js';
+import { compileRule } from './rules.js';
+import type { HttpRequest, MatchContext, Peer, PeerIdentity } from './rules.js';
+import type {
+  CheckResult,
+  Direction,
+  DirectionVerdict,
+  L7Verdict,
+  Probe,
+  Provenance,
+} from './types.js';
 
 export interface CompileOptions {
   /** Istio root namespace (default `istio-system`). */
   readonly istioRootNamespace?: string;
   /** Store revision the resources came from; stamped on the compiled form. */
   readonly revision?: number;
+  /** SPIFFE trust domain of workload identities (default `cluster.local`). */
+  readonly trustDomain?: string;
 }
 
 export type CheckOutcome =
   | { readonly ok: true; readonly result: CheckResult }
   | { readonly ok: false; readonly code: string; readonly message: string };
 
+type Key = string;
+
+interface CompiledProfileBoth {
+  readonly profile: CompiledProfile;
+  readonly ingress: CompiledProfileRules['rules'];
+  readonly egress: CompiledProfileRules['rules'];
+}
+
+function resourceKey(kind: string, namespace: string | undefined, name: string): Key {
+  return `${kind}\u0000${namespace ?? ''}\u0000${name}`;
+}
+
+const NAMESPACED_KINDS = new Set([
+  'NetworkPolicy',
+  'StagedNetworkPolicy',
+  'StagedKubernetesNetworkPolicy',
+  'NetworkSet',
+  'WorkloadEndpoint',
+  'Pod',
+  'ServiceAccount',
+  'Service',
+  'AuthorizationPolicy',
+  'PeerAuthentication',
+]);
+
+interface ActiveSet {
+  readonly ep: Endpoint;
+  readonly globalGen: number;
+  readonly nsGen: number;
+  readonly ingress: readonly ActiveTier[];
+  readonly egress: readonly ActiveTier[];
+  readonly profilesIn: readonly CompiledProfileRules[];
+  readonly profilesOut: readonly CompiledProfileRules[];
+}
+
+interface Resolved {
+  readonly endpoint: Endpoint | undefined;
+  readonly ip: IpAddr | undefined;
+  readonly label: string;
+}
+
 /**
  * The incremental engine: feed resources in any order, then query. `compile` is a convenience
  * that feeds a whole list into a fresh engine.
  */
 export class Engine {
-  constructor(readonly options: CompileOptions = {}) {}
-  /** Adds or replaces a resource (keyed by kind, namespace and name). */
-  upsert(_r: Resource): void {}
-  /** Removes a resource; a no-op when absent. */
-  remove(_kind: Resource['kind'], _namespace: string | undefined, _name: string): void {}
-  /** Problems found while compiling (unresolvable references, L7 rules without an L7 point...). */
-  diagnostics(): Diagnostic[] {
-    return [];
+  readonly rootNamespace: string;
+  readonly trustDomain: string;
+  revision: number | undefined;
+
+  // Raw inputs.
+  private readonly namespaces = new Map<string, Namespace>();
+  private readonly serviceAccounts = new Map<string, ServiceAccount>();
+  private readonly pods = new Map<string, Pod>();
+  private readonly weps = new Map<string, WorkloadEndpoint>();
+  private readonly heps = new Map<string, HostEndpoint>();
+  private readonly netsetsRaw = new Map<Key, NetworkSet | GlobalNetworkSet>();
+  private readonly profilesRaw = new Map<string, Profile>();
+  private readonly servicesRaw = new Map<string, Service>();
+  private readonly tiers = new Map<string, Tier>();
+  private readonly globalPolicies = new Map<Key, CompiledPolicy>();
+  private readonly nsPolicies = new Map<string, Map<Key, CompiledPolicy>>();
+  private readonly authz = new Map<Key, CompiledAuthz>();
+  private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
+  private readonly peerAuthn = new Map<Key, CompiledPeerAuthn>();
+  private readonly selectorProblems = new Map<Key, Diagnostic[]>();
+
+  // Generations for precise invalidation.
+  private worldGen = 0;
+  private globalPolicyGen = 0;
+  private readonly nsPolicyGen = new Map<string, number>();
+
+  // Derived, lazily built.
+  private readonly endpointCache = new Map<string, { gen: number; ep: Endpoint }>();
+  private readonly activeCache = new Map<string, ActiveSet>();
+  private ipIndex: Map<string, string> | undefined;
+  private netsetCache:
+    { gen: number; sets: NetSetEntity[]; byIp: Map<string, NetSetEntity[]> } | undefined;
+  private serviceCache: Map<string, ServiceInfo> | undefined;
+  private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
+
+  constructor(readonly options: CompileOptions = {}) {
+    this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
+    this.trustDomain = options.trustDomain ?? TRUST_DOMAIN;
+    this.revision = options.revision;
   }
+
+  // ---------------------------------------------------------------- input
+
+  /** Adds or replaces a resource (keyed by kind, namespace and name). */
+  upsert(r: Resource): void {
+    this.apply(r, false);
+  }
+
+  /** Removes a resource; a no-op when absent. */
+  remove(kind: Resource['kind'], namespace: string | undefined, name: string): void {
+    const ns = NAMESPACED_KINDS.has(kind) ? (namespace ?? 'default') : undefined;
+    this.apply({ kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource, true);
+  }
+
+  private apply(r: Resource, removing: boolean): void {
+    const name = r.metadata.name;
+    const ns = NAMESPACED_KINDS.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
+    const nsName = `${ns ?? ''}/${name}`;
+    const key = resourceKey(r.kind, ns, name);
+    const set = <T>(m: Map<string, T>, k: string, v: T) => {
+      if (removing) m.delete(k);
+      else m.set(k, v);
+    };
+    switch (r.kind) {
+      case 'Namespace':
+        set(this.namespaces, name, r);
+        this.worldChanged();
+        break;
+      case 'ServiceAccount':
+        set(this.serviceAccounts, nsName, r);
+        this.worldChanged();
+        break;
+      case 'Pod':
+        set(this.pods, nsName, r);
+        this.endpointChanged(nsName);
+        break;
+      case 'WorkloadEndpoint': {
+        const old = this.weps.get(nsName);
+        set(this.weps, nsName, r);
+        const id = `${ns}/${r.kind === 'WorkloadEndpoint' && !removing ? (r.spec.pod ?? r.spec.workload ?? name) : name}`;
+        if (old) this.endpointChanged(`${ns}/${old.spec.pod ?? old.spec.workload ?? name}`);
+        this.endpointChanged(id);
+        break;
+      }
+      case 'HostEndpoint':
+        set(this.heps, name, r);
+        this.endpointChanged(name);
+        break;
+      case 'NetworkSet':
+      case 'GlobalNetworkSet':
+        set(this.netsetsRaw, key, r);
+        this.netsetCache = undefined;
+        break;
+      case 'Profile':
+        set(this.profilesRaw, name, r);
+        this.worldChanged();
+        break;
+      case 'Service':
+        set(this.servicesRaw, nsName, r);
+        this.serviceCache = undefined;
+        break;
+      case 'Tier':
+        set(this.tiers, name, r);
+        this.globalPolicyGen++;
+        break;
+      case 'NetworkPolicy':
+      case 'StagedNetworkPolicy':
+      case 'StagedKubernetesNetworkPolicy':
+      case 'GlobalNetworkPolicy':
+      case 'StagedGlobalNetworkPolicy':
+        this.applyPolicy(r, key, ns, removing);
+        break;
+      case 'AuthorizationPolicy':
+        if (removing) {
+          this.authz.delete(key);
+          this.authzRaw.delete(key);
+        } else {
+          this.authz.set(key, compileAuthz(r, this.rootNamespace));
+          this.authzRaw.set(key, r);
+        }
+        break;
+      case 'PeerAuthentication':
+        if (removing) this.peerAuthn.delete(key);
+        else this.peerAuthn.set(key, compilePeerAuthn(r));
+        break;
+    }
+  }
+
+  private applyPolicy(r: Resource, key: Key, ns: string | undefined, removing: boolean): void {
+    let compiled: CompiledPolicy | undefined;
+    this.selectorProblems.delete(key);
+    if (!removing) {
+      const problems: Diagnostic[] = [];
+      const onError = (e: { text: string; message: string }) =>
+        problems.push({
+          code: 'POLICY_ERR_INVALID_SELECTOR',
+          severity: 'error',
+          message: `selector ${JSON.stringify(e.text)} of ${r.kind} ${r.metadata.name} is invalid (${e.message}); it matches nothing`,
+          file: r.source?.file ?? '<input>',
+          line: r.source?.line ?? 0,
+          column: r.source?.column ?? 0,
+        });
+      if (r.apiVersion === 'projectcalico.org/v3' && r.kind !== 'StagedKubernetesNetworkPolicy') {
+        compiled = compileCalicoPolicy(r as Parameters<typeof compileCalicoPolicy>[0], onError);
+      } else {
+        compiled = compileK8sPolicy(r as Parameters<typeof compileK8sPolicy>[0]);
+      }
+      if (problems.length > 0) this.selectorProblems.set(key, problems);
+    }
+    if (ns === undefined) {
+      if (compiled) this.globalPolicies.set(key, compiled);
+      else this.globalPolicies.delete(key);
+      this.globalPolicyGen++;
+    } else {
+      let m = this.nsPolicies.get(ns);
+      if (!m) {
+        m = new Map();
+        this.nsPolicies.set(ns, m);
+      }
+      if (compiled) m.set(key, compiled);
+      else m.delete(key);
+      this.nsPolicyGen.set(ns, (this.nsPolicyGen.get(ns) ?? 0) + 1);
+    }
+  }
+
+  private worldChanged(): void {
+    this.worldGen++;
+    this.netsetCache = undefined;
+    this.userProfileCache = new Map();
+  }
+
+  private endpointChanged(id: string): void {
+    this.endpointCache.delete(id);
+    this.activeCache.delete(id);
+    this.ipIndex = undefined;
+  }
+
+  // ---------------------------------------------------------------- derived state
+
+  private namespaceInfo(name: string): NamespaceInfo {
+    return namespaceInfo(name, this.namespaces.get(name));
+  }
+
+  private profileFor(name: string): CompiledProfile {
+    if (name.startsWith(NS_PROFILE_PREFIX)) {
+      const ns = name.slice(NS_PROFILE_PREFIX.length);
+      return namespaceProfile(this.namespaceInfo(ns));
+    }
+    if (name.startsWith(SA_PROFILE_PREFIX)) {
+      const rest = name.slice(SA_PROFILE_PREFIX.length);
+      const dot = rest.indexOf('.');
+      if (dot > 0) {
+        const ns = rest.slice(0, dot);
+        const sa = rest.slice(dot + 1);
+        return serviceAccountProfile(ns, sa, this.serviceAccounts.get(`${ns}/${sa}`));
+      }
+    }
+    const p = this.profilesRaw.get(name);
+    // A missing profile has no rules, so traffic it would judge is denied (fail closed).
+    return p ? userProfile(p) : { name, labels: {}, ingress: [], egress: [] };
+  }
+
+  private buildEndpoint(id: string): Endpoint | undefined {
+    const pod = this.pods.get(id);
+    const slash = id.indexOf('/');
+    if (pod && slash > 0) {
+      const ns = id.slice(0, slash);
+      const saName = pod.spec.serviceAccountName ?? pod.spec.serviceAccount ?? 'default';
+      const info = this.namespaceInfo(ns);
+      const sa = this.serviceAccounts.get(`${ns}/${saName}`);
+      return podEndpoint(pod, {
+        ns: info,
+        saName,
+        sa,
+        profiles: [namespaceProfile(info), serviceAccountProfile(ns, saName, sa)],
+      });
+    }
+    if (slash > 0) {
+      for (const [k, wep] of this.weps) {
+        const ns = k.slice(0, k.indexOf('/'));
+        const wname = wep.spec.pod ?? wep.spec.workload ?? wep.metadata.name;
+        if (`${ns}/${wname}` !== id) continue;
+        const saName = wep.spec.serviceAccountName ?? 'default';
+        const info = this.namespaceInfo(ns);
+        const sa = this.serviceAccounts.get(`${ns}/${saName}`);
+        const explicit = wep.spec.profiles?.map((p) => this.profileFor(p));
+        return workloadEndpoint(
+          wep,
+          {
+            ns: info,
+            saName,
+            sa,
+            profiles: [namespaceProfile(info), serviceAccountProfile(ns, saName, sa)],
+          },
+          explicit && explicit.length > 0 ? explicit : undefined,
+        );
+      }
+      return undefined;
+    }
+    const hep = this.heps.get(id);
+    if (hep)
+      return hostEndpoint(
+        hep,
+        (hep.spec.profiles ?? []).map((p) => this.profileFor(p)),
+      );
+    return undefined;
+  }
+
+  private endpoint(id: string): Endpoint | undefined {
+    const c = this.endpointCache.get(id);
+    if (c && c.gen === this.worldGen) return c.ep;
+    const ep = this.buildEndpoint(id);
+    if (ep) this.endpointCache.set(id, { gen: this.worldGen, ep });
+    else this.endpointCache.delete(id);
+    return ep;
+  }
+
+  private allEndpointIds(): string[] {
+    const ids = new Set<string>();
+    for (const k of this.pods.keys()) ids.add(k);
+    for (const [k, w] of this.weps) {
+      const ns = k.slice(0, k.indexOf('/'));
+      ids.add(`${ns}/${w.spec.pod ?? w.spec.workload ?? w.metadata.name}`);
+    }
+    for (const k of this.heps.keys()) ids.add(k);
+    return [...ids];
+  }
+
+  private ipToEndpoint(ip: IpAddr): string | undefined {
+    if (!this.ipIndex) {
+      const idx = new Map<string, string>();
+      for (const id of this.allEndpointIds()) {
+        const ep = this.endpoint(id);
+        if (!ep) continue;
+        for (const a of ep.ips) {
+          const k = formatIp(a);
+          if (!idx.has(k)) idx.set(k, id);
+        }
+      }
+      this.ipIndex = idx;
+    }
+    return this.ipIndex.get(formatIp(ip));
+  }
+
+  private netsetsFor(ip: IpAddr | undefined): NetSetEntity[] {
+    if (!ip) return [];
+    if (!this.netsetCache || this.netsetCache.gen !== this.worldGen) {
+      const sets: NetSetEntity[] = [];
+      for (const r of this.netsetsRaw.values()) {
+        const ns =
+          r.kind === 'NetworkSet'
+            ? this.namespaceInfo(r.metadata.namespace ?? 'default')
+            : undefined;
+        sets.push(networkSet(r, ns));
+      }
+      this.netsetCache = { gen: this.worldGen, sets, byIp: new Map() };
+    }
+    const k = formatIp(ip);
+    let hit = this.netsetCache.byIp.get(k);
+    if (!hit) {
+      hit = this.netsetCache.sets.filter((s) => s.nets.some((n) => cidrContains(n, ip)));
+      if (this.netsetCache.byIp.size > 100_000) this.netsetCache.byIp.clear();
+      this.netsetCache.byIp.set(k, hit);
+    }
+    return hit;
+  }
+
+  private services(): Map<string, ServiceInfo> {
+    if (!this.serviceCache) {
+      this.serviceCache = new Map();
+      for (const [k, s] of this.servicesRaw) this.serviceCache.set(k, serviceInfo(s));
+    }
+    return this.serviceCache;
+  }
+
+  private tierInfo(name: string): { order: number | undefined; defaultAction: 'Deny' | 'Pass' } {
+    const t = this.tiers.get(name);
+    if (t) {
+      return {
+        order: t.spec.order ?? (name === DEFAULT_TIER ? DEFAULT_TIER_ORDER : undefined),
+        defaultAction: t.spec.defaultAction ?? 'Deny',
+      };
+    }
+    return { order: name === DEFAULT_TIER ? DEFAULT_TIER_ORDER : undefined, defaultAction: 'Deny' };
+  }
+
+  private compiledProfile(name: string): CompiledProfileBoth {
+    const c = this.userProfileCache.get(name);
+    if (c && c.gen === this.worldGen) return c.p;
+    const profile = this.profileFor(name);
+    const p: CompiledProfileBoth = {
+      profile,
+      ingress: profile.ingress.map((r, i) => compileRule(r, i, { namespace: undefined })),
+      egress: profile.egress.map((r, i) => compileRule(r, i, { namespace: undefined })),
+    };
+    this.userProfileCache.set(name, { gen: this.worldGen, p });
+    return p;
+  }
+
+  private profilesFor(ep: Endpoint, dir: Direction): CompiledProfileRules[] {
+    return ep.profiles.map((name) => {
+      const c = this.compiledProfile(name);
+      return { profile: c.profile, rules: c[dir] };
+    });
+  }
+
+  /** The tiers (in order) with the policies (in order) that select `ep`, per direction. */
+  private active(ep: Endpoint): ActiveSet {
+    const nsGen = ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0);
+    const cached = this.activeCache.get(ep.id);
+    if (
+      cached &&
+      cached.ep === ep &&
+      cached.globalGen === this.globalPolicyGen &&
+      cached.nsGen === nsGen
+    )
+      return cached;
+    const candidates: CompiledPolicy[] = [];
+    const consider = (p: CompiledPolicy) => {
+      if (ep.kind === 'host' && p.preDNAT) return;
+      if (p.applies(ep)) candidates.push(p);
+    };
+    for (const p of this.globalPolicies.values()) consider(p);
+    if (ep.namespace !== undefined) {
+      for (const p of this.nsPolicies.get(ep.namespace)?.values() ?? []) consider(p);
+    }
+    const byTier = new Map<string, CompiledPolicy[]>();
+    for (const p of candidates) {
+      const l = byTier.get(p.tier);
+      if (l) l.push(p);
+      else byTier.set(p.tier, [p]);
+    }
+    const tierNames = [...byTier.keys()]
+      .map((name) => ({ name, ...this.tierInfo(name) }))
+      .sort(compareOrder);
+    const build = (dir: Direction): ActiveTier[] =>
+      tierNames.map((t) => {
+        const ps = (byTier.get(t.name) ?? [])
+          .filter((p) => p[dir] !== undefined)
+          .sort(compareOrder);
+        return {
+          name: t.name,
+          defaultAction: t.defaultAction,
+          policies: ps.filter((p) => !p.staged),
+          staged: ps.filter((p) => p.staged),
+        };
+      });
+    const set: ActiveSet = {
+      ep,
+      globalGen: this.globalPolicyGen,
+      nsGen,
+      ingress: build('ingress'),
+      egress: build('egress'),
+      profilesIn: this.profilesFor(ep, 'ingress'),
+      profilesOut: this.profilesFor(ep, 'egress'),
+    };
+    this.activeCache.set(ep.id, set);
+    return set;
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  /** Problems found while compiling (selectors that failed to compile, unknown tiers...). */
+  diagnostics(): Diagnostic[] {
+    const out: Diagnostic[] = [];
+    for (const list of this.selectorProblems.values()) out.push(...list);
+    const policies = [
+      ...this.globalPolicies.values(),
+      ...[...this.nsPolicies.values()].flatMap((m) => [...m.values()]),
+    ];
+    for (const p of policies) {
+      if (p.tier !== DEFAULT_TIER && !this.tiers.has(p.tier)) {
+        out.push({
+          code: 'POLICY_ERR_UNKNOWN_TIER',
+          severity: 'warning',
+          message: `policy ${p.name} is in tier ${JSON.stringify(p.tier)}, which no Tier resource defines; it is ordered last with default action Deny`,
+          hint: `define the tier: apiVersion: projectcalico.org/v3, kind: Tier, metadata: {name: ${p.tier}}`,
+          file: p.source?.file ?? '<input>',
+          line: p.source?.line ?? 0,
+          column: p.source?.column ?? 0,
+        });
+      }
+    }
+    return out;
+  }
+
   /** `namespace/name` of every workload endpoint (pods and WorkloadEndpoints), sorted. */
   workloadEndpoints(): string[] {
-    return [];
+    return this.allEndpointIds()
+      .filter((id) => id.includes('/'))
+      .sort();
   }
-  check(_probe: Probe): CheckOutcome {
-    return { ok: false, code: 'ENGINE_ERR_NOT_READY', message: 'engine not implemented' };
+
+  /** Every host endpoint's name, sorted. */
+  hostEndpoints(): string[] {
+    return [...this.heps.keys()].sort();
   }
+
+  /** The endpoint behind a `namespace/name`, host endpoint name or IP address, for callers. */
+  describeEndpoint(ref: string): Endpoint | undefined {
+    return this.resolve(ref)?.endpoint;
+  }
+
+  private resolve(ref: string): Resolved | undefined {
+    const ip = parseIp(ref);
+    if (ip) {
+      const id = this.ipToEndpoint(ip);
+      return { endpoint: id ? this.endpoint(id) : undefined, ip, label: canonicalIp(ref) ?? ref };
+    }
+    const ep =
+      this.endpoint(ref) ?? (ref.includes('/') ? undefined : this.endpoint(`default/${ref}`));
+    if (!ep) return undefined;
+    return { endpoint: ep, ip: undefined, label: ep.id };
+  }
+
+  private unknownRef(ref: string): CheckOutcome {
+    const all = [...this.workloadEndpoints(), ...this.hostEndpoints()];
+    const near = suggest(ref, all);
+    return {
+      ok: false,
+      code: 'ENGINE_ERR_UNKNOWN_ENDPOINT',
+      message: `no pod, workload endpoint or host endpoint named ${JSON.stringify(ref)}${near ? `; did you mean ${JSON.stringify(near)}?` : ''} (give namespace/name, a host endpoint name or an IP address)`,
+    };
+  }
+
   /** Kernel-only verdict (egress at source and ingress at destination), for `matrix`. */
-  kernelAllows(_from: string, _to: string, _protocol: string | number, _port: number): boolean {
-    return false;
+  kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
+    const r = this.check({ from, to, protocol, port }, false, true);
+    return (
+      r.ok &&
+      r.result.kernel.egress.verdict === 'allow' &&
+      r.result.kernel.ingress.verdict === 'allow'
+    );
   }
+
+  /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
+  check(probe: Probe, explain = true, kernelOnly = false): CheckOutcome {
+    const src = this.resolve(probe.from);
+    if (!src) return this.unknownRef(probe.from);
+    const dst = this.resolve(probe.to);
+    if (!dst) return this.unknownRef(probe.to);
+    const protocol = protocolNumber(probe.protocol ?? 'TCP');
+    if (protocol === undefined) {
+      return {
+        ok: false,
+        code: 'ENGINE_ERR_BAD_PROBE',
+        message: `unknown protocol ${JSON.stringify(probe.protocol)} (use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or a number 0-255)`,
+      };
+    }
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const services = this.services();
+    const serviceMatch: MatchContext['serviceMatch'] = (ns, name, ep, proto, port, checkPort) =>
+      serviceCovers(services.get(`${ns}/${name}`), ep, proto, port, checkPort);
+    const base = {
+      protocol,
+      dstPort: probe.port,
+      icmp: probe.icmp,
+      family,
+      src: srcPeer,
+      dst: dstPeer,
+      serviceMatch,
+    };
+
+    if (src.endpoint && src.endpoint === dst.endpoint)
+      return { ok: true, result: loopback(src.endpoint) };
+
+    const kernelSide = (ep: Endpoint | undefined, dir: Direction): DirectionVerdict => {
+      if (!ep) return unmanaged('kernel', dir, dir === 'egress' ? src.label : dst.label);
+      const act = this.active(ep);
+      const ctx: MatchContext = {
+        ...base,
+        point: 'kernel',
+        l7Available: ep.l7,
+        request: undefined,
+        srcIdentity: undefined,
+      };
+      return evaluateDirection(
+        ep,
+        dir,
+        dir === 'ingress' ? act.ingress : act.egress,
+        dir === 'ingress' ? act.profilesIn : act.profilesOut,
+        ctx,
+        explain,
+      );
+    };
+    const egress = kernelSide(src.endpoint, 'egress');
+    const ingress = kernelSide(dst.endpoint, 'ingress');
+    const kernel = { egress, ingress };
+    if (kernelOnly) {
+      return { ok: true, result: { verdict: 'deny', kernel, l7: notJudged() } };
+    }
+    const l7 = this.judgeL7(probe, src, dst, base, explain);
+    const verdict =
+      egress.verdict === 'allow' && ingress.verdict === 'allow' && l7.verdict === 'allow'
+        ? 'allow'
+        : 'deny';
+    return { ok: true, result: { verdict, kernel, l7 } };
+  }
+
+  private judgeL7(
+    probe: Probe,
+    src: Resolved,
+    dst: Resolved,
+    base: Omit<MatchContext, 'point' | 'l7Available' | 'request' | 'srcIdentity'>,
+    explain: boolean,
+  ): L7Verdict {
+    const request = httpRequest(probe);
+    const srcEp = src.endpoint;
+    const dstEp = dst.endpoint;
+    const ownIdentity =
+      srcEp?.kind === 'workload' && srcEp.namespace !== undefined && srcEp.serviceAccount
+        ? spiffeId(srcEp.namespace, srcEp.serviceAccount, this.trustDomain)
+        : undefined;
+    let principal: string | null =
+      probe.principal === undefined ? (ownIdentity ?? null) : probe.principal;
+    const trace: string[] = [];
+    const parts: { verdict: 'allow' | 'deny'; provenance: Provenance }[] = [];
+
+    // The source's own L7 point judges its egress rules (secure naming gives the peer identity).
+    let egressL7: DirectionVerdict | undefined;
+    if (srcEp?.l7) {
+      const act = this.active(srcEp);
+      egressL7 = evaluateDirection(
+        srcEp,
+        'egress',
+        act.egress,
+        act.profilesOut,
+        { ...base, point: 'l7', l7Available: true, request, srcIdentity: undefined },
+        explain,
+      );
+      parts.push(egressL7);
+      trace.push(
+        `source L7 point (${srcEp.id}) egress: ${egressL7.verdict} — ${egressL7.provenance.reason}`,
+      );
+    }
+
+    if (!dstEp?.l7) {
+      const reason = dstEp
+        ? `${dstEp.id} has no L7 enforcement point`
+        : `${dst.label} is not a Palisade endpoint; nothing judges L7 there`;
+      const provenance: Provenance = {
+        point: 'l7',
+        direction: 'ingress',
+        kind: 'no-l7-point',
+        reason,
+      };
+      trace.push(reason);
+      const deny = parts.find((p) => p.verdict === 'deny');
+      return {
+        verdict: deny ? 'deny' : 'allow',
+        provenance: deny?.provenance ?? provenance,
+        trace,
+        ...(egressL7 ? { egress: egressL7 } : {}),
+        mtls: principal === null ? 'plaintext' : 'mutual',
+        principal,
+      };
+    }
+
+    const port = probe.port;
+    const mtls = effectiveMtlsMode([...this.peerAuthn.values()], dstEp, port, this.rootNamespace);
+    if (mtls.mode === 'DISABLE' && principal !== null) {
+      trace.push(
+        `PeerAuthentication ${mtls.policy ?? ''} disables mTLS: the caller is treated as plaintext`,
+      );
+      principal = null;
+    }
+    const finish = (
+      verdict: 'allow' | 'deny',
+      provenance: Provenance,
+      extra: Partial<L7Verdict> = {},
+    ): L7Verdict => ({
+      verdict,
+      provenance,
+      trace,
+      ...(egressL7 ? { egress: egressL7 } : {}),
+      ...extra,
+      mtls: principal === null ? 'plaintext' : 'mutual',
+      principal,
+    });
+    if (mtls.mode === 'STRICT' && principal === null) {
+      const reason = `PeerAuthentication ${mtls.policy ?? ''} requires mTLS (STRICT) and the caller is plaintext`;
+      trace.push(reason);
+      return finish('deny', {
+        point: 'l7',
+        direction: 'ingress',
+        kind: 'peer-authentication',
+        reason,
+      });
+    }
+
+    // The presented identity must be a valid SVID of our trust domain, held by an endpoint that
+    // runs under it at the connection's source address (a stolen certificate is refused).
+    let identity: PeerIdentity | null = null;
+    if (principal !== null) {
+      const parsed = parseSpiffeId(principal);
+      let refusal: string | undefined;
+      if (!parsed) refusal = `${JSON.stringify(principal)} is not a SPIFFE workload identity`;
+      else if (parsed.trustDomain !== this.trustDomain)
+        refusal = `identity ${principal} is from trust domain ${parsed.trustDomain}, not ${this.trustDomain}`;
+      else if (principal !== ownIdentity)
+        refusal = `identity ${principal} presented from ${src.label}, which ${ownIdentity ? `runs as ${ownIdentity}` : 'is not an endpoint running under that identity'} (stolen or misused certificate)`;
+      if (refusal || !parsed) {
+        trace.push(refusal ?? '');
+        return finish('deny', {
+          point: 'l7',
+          direction: 'ingress',
+          kind: 'identity-mismatch',
+          reason: refusal ?? 'invalid identity',
+        });
+      }
+      identity = {
+        namespace: parsed.namespace,
+        serviceAccount: parsed.serviceAccount,
+        saLabels: {
+          ...(this.serviceAccounts.get(`${parsed.namespace}/${parsed.serviceAccount}`)?.metadata
+            .labels ?? {}),
+          'projectcalico.org/name': parsed.serviceAccount,
+        },
+      };
+    }
+
+    const act = this.active(dstEp);
+    const ingressL7 = evaluateDirection(
+      dstEp,
+      'ingress',
+      act.ingress,
+      act.profilesIn,
+      { ...base, point: 'l7', l7Available: true, request, srcIdentity: identity },
+      explain,
+    );
+    trace.push(
+      `destination L7 point (${dstEp.id}) ingress: ${ingressL7.verdict} — ${ingressL7.provenance.reason}`,
+    );
+
+    const istioReq: IstioRequest = {
+      principal: principal === null ? undefined : principal.replace(/^spiffe:\/\//, ''),
+      sourceNamespace: identity?.namespace,
+      sourceIp: base.src.ip,
+      remoteIp: probe.remoteIp !== undefined ? parseIp(probe.remoteIp) : base.src.ip,
+      destinationIp: base.dst.ip,
+      port,
+      sni: probe.sni,
+      http: request,
+    };
+    const io = evaluateIstio([...this.authz.values()], dstEp, istioReq);
+    trace.push(...io.trace);
+    const istioProv: Provenance = {
+      point: 'l7',
+      direction: 'ingress',
+      kind: io.kind,
+      ...(io.policy !== undefined ? { policy: io.policy } : {}),
+      ...(io.rule !== undefined ? { rule: io.rule } : {}),
+      reason:
+        io.kind === 'istio-deny'
+          ? `Istio DENY policy ${io.policy ?? ''} rule ${io.rule ?? 0} matched`
+          : io.kind === 'istio-allow'
+            ? `Istio ALLOW policy ${io.policy ?? ''} rule ${io.rule ?? 0} matched`
+            : io.kind === 'istio-no-allow-match'
+              ? `Istio ALLOW policies apply to ${dstEp.id} (${io.policy ?? ''}) and none matched`
+              : `no Istio authorization policy applies to ${dstEp.id}`,
+    };
+    const istio = { verdict: io.verdict, provenance: istioProv };
+    parts.push(ingressL7, istio);
+    const deny = parts.find((p) => p.verdict === 'deny');
+    const decisive = deny ?? (io.kind === 'istio-allow' ? istio : ingressL7);
+    return finish(deny ? 'deny' : 'allow', decisive.provenance, { ingress: ingressL7, istio });
+  }
+
+  /** Every Istio AuthorizationPolicy as loaded, for tools that list them. */
+  authorizationPolicies(): AuthorizationPolicy[] {
+    return [...this.authzRaw.values()];
+  }
+}
+
+function pickAddresses(
+  src: Resolved,
+  dst: Resolved,
+): { srcIp: IpAddr | undefined; dstIp: IpAddr | undefined; family: 4 | 6 } {
+  const fixed = src.ip?.family ?? dst.ip?.family;
+  const candidates: (4 | 6)[] = fixed ? [fixed] : [4, 6];
+  for (const family of candidates) {
+    const s = src.ip ?? src.endpoint?.ips.find((a) => a.family === family);
+    const d = dst.ip ?? dst.endpoint?.ips.find((a) => a.family === family);
+    if ((s || !src.endpoint?.ips.length) && (d || !dst.endpoint?.ips.length)) {
+      return {
+        srcIp: s?.family === family ? s : undefined,
+        dstIp: d?.family === family ? d : undefined,
+        family,
+      };
+    }
+  }
+  const family = fixed ?? 4;
+  return {
+    srcIp: src.ip ?? src.endpoint?.ips.find((a) => a.family === family),
+    dstIp: dst.ip ?? dst.endpoint?.ips.find((a) => a.family === family),
+    family,
+  };
+}
+
+function serviceCovers(
+  svc: ServiceInfo | undefined,
+  ep: Endpoint | undefined,
+  protocol: number,
+  port: number | undefined,
+  checkPort: boolean,
+): boolean {
+  if (!svc || !ep || ep.kind !== 'workload' || ep.namespace !== svc.namespace || !svc.selector)
+    return false;
+  for (const [k, v] of Object.entries(svc.selector)) if (ep.ownLabels[k] !== v) return false;
+  if (!checkPort) return true;
+  return svc.ports.some((p) => {
+    if (p.protocol !== protocol) return false;
+    if (typeof p.targetPort === 'number') return p.targetPort === port;
+    return ep.namedPorts.some(
+      (np) => np.name === p.targetPort && np.protocol === protocol && np.port === port,
+    );
+  });
+}
+
+function httpRequest(probe: Probe): HttpRequest | undefined {
+  const isHttp =
+    probe.method !== undefined ||
+    probe.path !== undefined ||
+    probe.host !== undefined ||
+    (probe.headers !== undefined && Object.keys(probe.headers).length > 0) ||
+    probe.http2 === true;
+  if (!isHttp) return undefined;
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(probe.headers ?? {})) headers[k.toLowerCase()] = v;
+  return {
+    method: probe.method ?? 'GET',
+    path: probe.path ?? '/',
+    host: probe.host ?? headers[':authority'] ?? headers['host'],
+    headers,
+  };
+}
+
+function unmanaged(point: 'kernel' | 'l7', dir: Direction, label: string): DirectionVerdict {
+  return {
+    verdict: 'allow',
+    provenance: {
+      point,
+      direction: dir,
+      kind: 'unmanaged',
+      reason: `${label} is not a Palisade endpoint; no ${dir} policy is enforced there`,
+    },
+    trace: [],
+  };
+}
+
+function loopback(ep: Endpoint): CheckResult {
+  const p = (point: 'kernel' | 'l7', direction: Direction): Provenance => ({
+    point,
+    direction,
+    kind: 'loopback',
+    reason: `traffic from ${ep.id} to itself is never blocked`,
+  });
+  const v = (point: 'kernel' | 'l7', d: Direction): DirectionVerdict => ({
+    verdict: 'allow',
+    provenance: p(point, d),
+    trace: [],
+  });
+  return {
+    verdict: 'allow',
+    kernel: { egress: v('kernel', 'egress'), ingress: v('kernel', 'ingress') },
+    l7: {
+      verdict: 'allow',
+      provenance: p('l7', 'ingress'),
+      trace: [],
+      mtls: 'plaintext',
+      principal: null,
+    },
+  };
+}
+
+function notJudged(): L7Verdict {
+  return {
+    verdict: 'allow',
+    provenance: {
+      point: 'l7',
+      kind: 'not-reached',
+      reason: 'L7 not evaluated (kernel-only query)',
+    },
+    trace: [],
+    mtls: 'plaintext',
+    principal: null,
+  };
 }
 
 export function compile(resources: readonly Resource[], options: CompileOptions = {}): Engine {

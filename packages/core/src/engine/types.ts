@@ -57,6 +57,8 @@ export type ProvenanceKind =
   | 'istio-no-policy'
   /** Istio PeerAuthentication refused a plaintext connection. */
   | 'peer-authentication'
+  /** The presented certificate does not belong to the endpoint at the source address. */
+  | 'identity-mismatch'
   /** The kernel refused, so the request never reached L7. */
   | 'not-reached'
   /** L7 had nothing to judge: the endpoint has no L7 enforcement point. */
