@@ -83,6 +83,8 @@ export type CheckOutcome =
 
 type Key = string;
 
+const NO_NETSETS: readonly NetSetEntity[] = [];
+
 interface CompiledProfileBoth {
   readonly profile: CompiledProfile;
   readonly ingress: CompiledProfileRules['rules'];
@@ -158,7 +160,8 @@ export class Engine {
   private readonly activeCache = new Map<string, ActiveSet>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
-    { gen: number; sets: NetSetEntity[]; byIp: Map<string, NetSetEntity[]> } | undefined;
+    | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
+    | undefined;
   private serviceCache: Map<string, ServiceInfo> | undefined;
   private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
 
@@ -411,8 +414,8 @@ export class Engine {
     return this.ipIndex.get(formatIp(ip));
   }
 
-  private netsetsFor(ip: IpAddr | undefined): NetSetEntity[] {
-    if (!ip) return [];
+  private netsetsFor(ip: IpAddr | undefined): readonly NetSetEntity[] {
+    if (!ip || this.netsetsRaw.size === 0) return NO_NETSETS;
     if (!this.netsetCache || this.netsetCache.gen !== this.worldGen) {
       const sets: NetSetEntity[] = [];
       for (const r of this.netsetsRaw.values()) {
@@ -422,14 +425,13 @@ export class Engine {
             : undefined;
         sets.push(networkSet(r, ns));
       }
-      this.netsetCache = { gen: this.worldGen, sets, byIp: new Map() };
+      this.netsetCache = { gen: this.worldGen, sets, byIp: new WeakMap() };
     }
-    const k = formatIp(ip);
-    let hit = this.netsetCache.byIp.get(k);
+    // Keyed by the address object: endpoint addresses are stable while the endpoint is cached.
+    let hit = this.netsetCache.byIp.get(ip);
     if (!hit) {
       hit = this.netsetCache.sets.filter((s) => s.nets.some((n) => cidrContains(n, ip)));
-      if (this.netsetCache.byIp.size > 100_000) this.netsetCache.byIp.clear();
-      this.netsetCache.byIp.set(k, hit);
+      this.netsetCache.byIp.set(ip, hit);
     }
     return hit;
   }
