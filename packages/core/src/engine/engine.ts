@@ -684,8 +684,9 @@ export class Engine {
       srcEp?.kind === 'workload' && srcEp.namespace !== undefined && srcEp.serviceAccount
         ? spiffeId(srcEp.namespace, srcEp.serviceAccount, this.trustDomain)
         : undefined;
+    // Without a sidecar of its own the source cannot originate mTLS: it is a plaintext client.
     let principal: string | null =
-      probe.principal === undefined ? (ownIdentity ?? null) : probe.principal;
+      probe.principal === undefined ? (srcEp?.l7 ? (ownIdentity ?? null) : null) : probe.principal;
     const trace: string[] = [];
     const parts: { verdict: 'allow' | 'deny'; provenance: Provenance }[] = [];
 

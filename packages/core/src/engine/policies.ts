@@ -167,9 +167,7 @@ function k8sPeer(peer: NetworkPolicyPeer, namespace: string): K8sPeerParts {
   const ns = peer.namespaceSelector ? compileK8sSelector(peer.namespaceSelector) : undefined;
   let matcher: (e: Entity) => boolean;
   if (ns && pod) matcher = (e) => e.namespace !== undefined && ns(e.nsView) && pod(e.labels);
-  else if (ns)
-    matcher = (e) =>
-      e.namespace !== undefined && e.labels[LABEL_ORCHESTRATOR] === 'k8s' && ns(e.nsView);
+  else if (ns) matcher = (e) => e.namespace !== undefined && ns(e.nsView);
   else if (pod) matcher = (e) => e.namespace === namespace && pod(e.labels);
   else matcher = (e) => e.namespace === namespace;
   return { entity: {}, matcher };
