@@ -2,7 +2,7 @@
 // Calico's label-prefix conventions), Kubernetes label selectors, protocols and ports.
 // Owns: turning text and YAML shapes into predicates. Must never: evaluate whole policies.
 
-import { matchSelector, parseSelector, printSelector } from '../selector/selector.js';
+import { compileSelector, isAllSelector, parseSelector } from '../selector/selector.js';
 import type { K8sLabelSelector, PortSpec, ProtocolSpec } from '../model/resources.js';
 
 export type Labels = Readonly<Record<string, string>>;
@@ -26,16 +26,14 @@ export function compileCalicoSelector(
     onError?.({ text, message: r.error.message });
     return () => false;
   }
-  const sel = r.selector;
-  if (printSelector(sel) === 'all()') return () => true;
-  return (labels) => matchSelector(sel, labels);
+  return compileSelector(r.selector);
 }
 
 /** True when the text is `all()` (or empty), so callers can take fast paths. */
 export function selectorIsAll(text: string | undefined): boolean {
   if (text === undefined || text.trim() === '') return true;
   const r = parseSelector(text);
-  return r.ok && printSelector(r.selector) === 'all()';
+  return r.ok && isAllSelector(r.selector);
 }
 
 /** A Kubernetes metav1.LabelSelector; `{}` matches everything. */
