@@ -84,3 +84,8 @@ export const MAX_SELECTOR_DEPTH = 128;
 export function labelValue(labels: Labels, key: string): string | undefined {
   return Object.hasOwn(labels, key) ? labels[key] : undefined;
 }
+
+/** True for the match-everything selector (`all()`, or the empty selector). */
+export function isAllSelector(s: Selector): boolean {
+  return s.kind === 'all';
+}
