@@ -31,3 +31,4 @@ export {
   matchSelector,
   type LabelPredicate,
 } from './evaluate.js';
+export { SelectorIndex } from './selector-index.js';
