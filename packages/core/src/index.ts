@@ -5,3 +5,4 @@ export * from './diagnostics/suggest.js';
 export * from './engine/types.js';
 export * from './engine/engine.js';
 export * from './selector/selector.js';
+export * from './errors.js';

@@ -1,0 +1,66 @@
+// The one error catalogue (STYLE 7): every stable code Palisade emits, with its HTTP status and a
+// one-line summary. Callers branch on codes, never on message text. `docs/errors.md` is kept in
+// sync by a test.
+
+import { LOAD_ERRORS } from './load/codes.js';
+
+export interface ErrorSpec {
+  /** HTTP status the API answers with when this error is returned. */
+  readonly status: number;
+  readonly summary: string;
+}
+
+export const ENGINE_ERRORS = {
+  ENGINE_ERR_UNKNOWN_ENDPOINT: {
+    status: 404,
+    summary: 'A probe names a pod, workload endpoint or host endpoint that is not loaded.',
+  },
+  ENGINE_ERR_BAD_PROBE: {
+    status: 400,
+    summary: 'A probe is malformed: unknown protocol, port out of range, missing field.',
+  },
+  POLICY_ERR_UNKNOWN_TIER: {
+    status: 422,
+    summary: 'A policy names a tier that no Tier resource defines (warning: ordered last, Deny).',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export const CLI_ERRORS = {
+  CLI_ERR_USAGE: {
+    status: 400,
+    summary: 'The command line is wrong: unknown command or flag, missing or invalid value.',
+  },
+  CLI_ERR_FILE: {
+    status: 400,
+    summary: 'An input file or directory cannot be read, or is larger than the limit.',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+/** Every code, in one table. */
+export const ERRORS: Readonly<Record<string, ErrorSpec>> = {
+  ...LOAD_ERRORS,
+  ...ENGINE_ERRORS,
+  ...CLI_ERRORS,
+};
+
+export type ErrorCode =
+  keyof typeof LOAD_ERRORS | keyof typeof ENGINE_ERRORS | keyof typeof CLI_ERRORS;
+
+/** The catalogue as the Markdown table of docs/errors.md. */
+export function renderErrorCatalogue(): string {
+  const rows = Object.entries(ERRORS)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([code, e]) => `| \`${code}\` | ${e.status} | ${e.summary} |`);
+  return [
+    '# Error codes',
+    '',
+    'Every stable code Palisade emits. Callers branch on the code, never on the message. This',
+    'file is generated from `packages/core/src/errors.ts`; a test keeps them in sync',
+    '(`PALISADE_WRITE_DOCS=1 node --import tsx --test packages/core/src/errors.test.ts` rewrites it).',
+    '',
+    '| code | HTTP status | meaning |',
+    '|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
