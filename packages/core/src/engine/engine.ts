@@ -21,7 +21,7 @@ import type {
 import { canonicalIp, cidrContains, formatIp, parseIp } from '../net/ip.js';
 import type { IpAddr } from '../net/ip.js';
 import { suggest } from '../diagnostics/suggest.js';
-import { evaluateDirection } from './evaluate.js';
+import { decideDirection, evaluateDirection } from './evaluate.js';
 import type { ActiveTier, CompiledProfileRules } from './evaluate.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
@@ -157,7 +157,8 @@ export class Engine {
 
   // Derived, lazily built.
   private readonly endpointCache = new Map<string, { gen: number; ep: Endpoint }>();
-  private readonly activeCache = new Map<string, ActiveSet>();
+  /** Keyed by endpoint object: a rebuilt endpoint is a new key, so stale sets are never hit. */
+  private readonly activeByEndpoint = new WeakMap<Endpoint, ActiveSet>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
     | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
@@ -303,7 +304,6 @@ export class Engine {
 
   private endpointChanged(id: string): void {
     this.endpointCache.delete(id);
-    this.activeCache.delete(id);
     this.ipIndex = undefined;
   }
 
@@ -478,7 +478,7 @@ export class Engine {
   /** The tiers (in order) with the policies (in order) that select `ep`, per direction. */
   private active(ep: Endpoint): ActiveSet {
     const nsGen = ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0);
-    const cached = this.activeCache.get(ep.id);
+    const cached = this.activeByEndpoint.get(ep);
     if (
       cached &&
       cached.ep === ep &&
@@ -525,7 +525,7 @@ export class Engine {
       profilesIn: this.profilesFor(ep, 'ingress'),
       profilesOut: this.profilesFor(ep, 'egress'),
     };
-    this.activeCache.set(ep.id, set);
+    this.activeByEndpoint.set(ep, set);
     return set;
   }
 
@@ -573,7 +573,9 @@ export class Engine {
   }
 
   private resolve(ref: string): Resolved | undefined {
-    const ip = parseIp(ref);
+    const c0 = ref.charCodeAt(0);
+    const mayBeIp = (c0 >= 48 && c0 <= 57) || ref.includes(':');
+    const ip = mayBeIp ? parseIp(ref) : undefined;
     if (ip) {
       const id = this.ipToEndpoint(ip);
       return { endpoint: id ? this.endpoint(id) : undefined, ip, label: canonicalIp(ref) ?? ref };
@@ -594,15 +596,54 @@ export class Engine {
     };
   }
 
-  /** Kernel-only verdict (egress at source and ingress at destination), for `matrix`. */
+  /**
+   * Kernel-only verdict (egress at source and ingress at destination), for `matrix` and the
+   * agent's hot path: no provenance, no strings.
+   */
   kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
-    const r = this.check({ from, to, protocol, port }, false, true);
-    return (
-      r.ok &&
-      r.result.kernel.egress.verdict === 'allow' &&
-      r.result.kernel.ingress.verdict === 'allow'
-    );
+    const src = this.resolve(from);
+    const dst = this.resolve(to);
+    const proto = protocolNumber(protocol);
+    if (!src || !dst || proto === undefined) return false;
+    if (src.endpoint && src.endpoint === dst.endpoint) return true;
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const ctx = (l7Available: boolean): MatchContext => ({
+      point: 'kernel',
+      protocol: proto,
+      dstPort: port,
+      icmp: undefined,
+      family,
+      src: srcPeer,
+      dst: dstPeer,
+      l7Available,
+      request: undefined,
+      srcIdentity: undefined,
+      serviceMatch: this.serviceMatch,
+    });
+    const s = src.endpoint;
+    if (s) {
+      const act = this.active(s);
+      if (!decideDirection(s, 'egress', act.egress, act.profilesOut, ctx(s.l7)).allow) return false;
+    }
+    const d = dst.endpoint;
+    if (d) {
+      const act = this.active(d);
+      if (!decideDirection(d, 'ingress', act.ingress, act.profilesIn, ctx(d.l7)).allow)
+        return false;
+    }
+    return true;
   }
+
+  private readonly serviceMatch: MatchContext['serviceMatch'] = (
+    ns,
+    name,
+    ep,
+    proto,
+    port,
+    checkPort,
+  ) => serviceCovers(this.services().get(`${ns}/${name}`), ep, proto, port, checkPort);
 
   /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
   check(probe: Probe, explain = true, kernelOnly = false): CheckOutcome {
@@ -621,9 +662,7 @@ export class Engine {
     const { srcIp, dstIp, family } = pickAddresses(src, dst);
     const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
     const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
-    const services = this.services();
-    const serviceMatch: MatchContext['serviceMatch'] = (ns, name, ep, proto, port, checkPort) =>
-      serviceCovers(services.get(`${ns}/${name}`), ep, proto, port, checkPort);
+    const serviceMatch = this.serviceMatch;
     const base = {
       protocol,
       dstPort: probe.port,
@@ -850,6 +889,12 @@ function pickAddresses(
   src: Resolved,
   dst: Resolved,
 ): { srcIp: IpAddr | undefined; dstIp: IpAddr | undefined; family: 4 | 6 } {
+  if (!src.ip && !dst.ip) {
+    // Fast path: two endpoints whose first addresses share a family.
+    const a = src.endpoint?.ips[0];
+    const b = dst.endpoint?.ips[0];
+    if (a && b && a.family === b.family) return { srcIp: a, dstIp: b, family: a.family };
+  }
   const fixed = src.ip?.family ?? dst.ip?.family;
   const candidates: (4 | 6)[] = fixed ? [fixed] : [4, 6];
   for (const family of candidates) {

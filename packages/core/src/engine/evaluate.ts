@@ -86,9 +86,190 @@ function stagedVerdicts(tier: ActiveTier, dir: Direction, ctx: MatchContext): St
   return out;
 }
 
+/** What decided one direction, before it is dressed as a DirectionVerdict. */
+export interface Outcome {
+  readonly allow: boolean;
+  readonly kind: 'rule' | 'tier-default' | 'profile' | 'profile-default' | 'no-policy' | 'failsafe';
+  readonly tier: ActiveTier | undefined;
+  readonly policy: CompiledPolicy | undefined;
+  readonly rule: CompiledRule | undefined;
+  readonly profile: CompiledProfileRules | undefined;
+  readonly deferred: boolean;
+  /** Whether any tier had enforced policies selecting the endpoint. */
+  readonly anyTier: boolean;
+}
+
+function outcome(
+  allow: boolean,
+  kind: Outcome['kind'],
+  anyTier: boolean,
+  tier?: ActiveTier,
+  policy?: CompiledPolicy,
+  rule?: CompiledRule,
+  deferred = false,
+  profile?: CompiledProfileRules,
+): Outcome {
+  return { allow, kind, tier, policy, rule, profile, deferred, anyTier };
+}
+
 /**
- * Judges one direction at `ep`. `trace` collects a line per policy consulted when `explain` is
- * set; the hot path passes false and builds no strings.
+ * The decision walk (DESIGN §4 items 1–3, 5): tiers, policies, rules, then profiles. Builds no
+ * strings, so the kernel's hot path stays cheap; `trace` is filled only when given.
+ */
+export function decideDirection(
+  ep: Endpoint,
+  dir: Direction,
+  tiers: readonly ActiveTier[],
+  profiles: readonly CompiledProfileRules[],
+  ctx: MatchContext,
+  trace?: string[],
+): Outcome {
+  if (ep.kind === 'host' && ctx.point === 'kernel' && ctx.dstPort !== undefined) {
+    const list = dir === 'ingress' ? FAILSAFE_INBOUND : FAILSAFE_OUTBOUND;
+    for (const f of list) {
+      if (f.protocol === ctx.protocol && f.port === ctx.dstPort)
+        return outcome(true, 'failsafe', false);
+    }
+  }
+  let anyTier = false;
+  tiers: for (const tier of tiers) {
+    if (tier.policies.length === 0) continue;
+    anyTier = true;
+    for (const p of tier.policies) {
+      const hit = ruleOutcome(p[dir] ?? NO_RULES, ctx);
+      if (!hit) {
+        trace?.push(`tier ${tier.name}: policy ${p.name}: no rule matched`);
+        continue;
+      }
+      trace?.push(
+        `tier ${tier.name}: policy ${p.name}: rule ${hit.rule.index} (${hit.rule.action}) matched${hit.deferred ? ', handed to L7' : ''}`,
+      );
+      if (hit.rule.action === 'Pass') {
+        trace?.push(`tier ${tier.name}: passed to the next tier`);
+        continue tiers;
+      }
+      return outcome(hit.rule.action === 'Allow', 'rule', true, tier, p, hit.rule, hit.deferred);
+    }
+    if (tier.defaultAction === 'Pass') {
+      trace?.push(`tier ${tier.name}: no rule decided; default action Pass`);
+      continue;
+    }
+    trace?.push(`tier ${tier.name}: no rule decided; default action Deny`);
+    return outcome(false, 'tier-default', true, tier);
+  }
+  if (profiles.length === 0) {
+    return outcome(
+      ep.kind !== 'host',
+      anyTier && ep.kind === 'host' ? 'profile-default' : 'no-policy',
+      anyTier,
+    );
+  }
+  for (const pr of profiles) {
+    const hit = ruleOutcome(pr.rules, ctx);
+    if (!hit || hit.rule.action === 'Pass') {
+      trace?.push(`profile ${pr.profile.name}: no rule matched`);
+      continue;
+    }
+    trace?.push(`profile ${pr.profile.name}: rule ${hit.rule.index} (${hit.rule.action}) matched`);
+    const allow = hit.rule.action === 'Allow';
+    return outcome(
+      allow,
+      !anyTier && allow ? 'no-policy' : 'profile',
+      anyTier,
+      undefined,
+      undefined,
+      hit.rule,
+      hit.deferred,
+      pr,
+    );
+  }
+  return outcome(false, 'profile-default', anyTier);
+}
+
+const NO_RULES: readonly CompiledRule[] = [];
+
+/** Dresses an outcome with its provenance and a readable reason. */
+export function describeOutcome(
+  o: Outcome,
+  ep: Endpoint,
+  dir: Direction,
+  point: 'kernel' | 'l7',
+  profiles: readonly CompiledProfileRules[],
+): Provenance {
+  const base = { point, direction: dir };
+  switch (o.kind) {
+    case 'failsafe':
+      return {
+        ...base,
+        kind: 'failsafe',
+        reason: `a fail-safe port of host endpoint ${ep.id} is always open`,
+      };
+    case 'rule': {
+      const r = o.rule;
+      const tier = o.tier?.name ?? '';
+      const policy = o.policy?.name ?? '';
+      return {
+        ...base,
+        kind: 'rule',
+        tier,
+        policy,
+        rule: r?.index ?? 0,
+        reason: `${dir} rule ${r?.index ?? 0} (${r?.action ?? ''}) of policy ${policy} in tier ${tier}${o.deferred ? ' (HTTP match left to the L7 point)' : ''}`,
+      };
+    }
+    case 'tier-default': {
+      const tier = o.tier?.name ?? '';
+      return {
+        ...base,
+        kind: 'tier-default',
+        tier,
+        reason: `default deny of tier ${tier}: policies select ${ep.id} for ${dir} and none allowed this traffic`,
+      };
+    }
+    case 'no-policy':
+      if (ep.kind === 'host')
+        return {
+          ...base,
+          kind: 'no-policy',
+          reason: `host endpoint ${ep.id} is denied by default: no policy selects it for ${dir}`,
+        };
+      if (o.profile)
+        return {
+          ...base,
+          kind: 'no-policy',
+          profile: o.profile.profile.name,
+          reason: `no policy selects ${ep.id} for ${dir}; profile ${o.profile.profile.name} allows`,
+        };
+      return { ...base, kind: 'no-policy', reason: `no policy selects ${ep.id} for ${dir}` };
+    case 'profile': {
+      const pr = o.profile;
+      const name = pr?.profile.name ?? '';
+      const legacy = pr?.profile.legacyIsolation === true && !o.allow;
+      return {
+        ...base,
+        kind: 'profile',
+        profile: name,
+        rule: o.rule?.index ?? 0,
+        reason: legacy
+          ? `namespace ${ep.namespace ?? ''} isolates ingress (DefaultDeny annotation) and no policy allowed this traffic`
+          : `profile ${name} rule ${o.rule?.index ?? 0} (${o.rule?.action ?? ''})`,
+      };
+    }
+    case 'profile-default':
+      return {
+        ...base,
+        kind: 'profile-default',
+        reason:
+          profiles.length === 0
+            ? `host endpoint ${ep.id} is denied by default: its tiers passed and it has no profile`
+            : `no rule of the profiles of ${ep.id} (${profiles.map((p) => p.profile.name).join(', ')}) matched`,
+      };
+  }
+}
+
+/**
+ * Judges one direction at `ep` with provenance; with `explain`, a trace line per policy consulted
+ * and the would-be verdicts of staged policies.
  */
 export function evaluateDirection(
   ep: Endpoint,
@@ -98,147 +279,20 @@ export function evaluateDirection(
   ctx: MatchContext,
   explain: boolean,
 ): DirectionVerdict {
-  const point = ctx.point;
   const trace: string[] = [];
+  const o = decideDirection(ep, dir, tiers, profiles, ctx, explain ? trace : undefined);
   const staged: StagedVerdict[] = [];
-  const base = { point, direction: dir } as const;
-
-  if (ep.kind === 'host' && point === 'kernel' && ctx.dstPort !== undefined) {
-    const list = dir === 'ingress' ? FAILSAFE_INBOUND : FAILSAFE_OUTBOUND;
-    if (list.some((f) => f.protocol === ctx.protocol && f.port === ctx.dstPort)) {
-      return {
-        verdict: 'allow',
-        provenance: {
-          ...base,
-          kind: 'failsafe',
-          reason: `fail-safe port ${ctx.dstPort} of host endpoint ${ep.id} is always open`,
-        },
-        trace,
-      };
-    }
-  }
-
-  for (const tier of tiers) {
+  for (const tier of tiers)
     if (tier.staged.length > 0) staged.push(...stagedVerdicts(tier, dir, ctx));
-    if (tier.policies.length === 0) continue;
-    let passed = false;
-    for (const p of tier.policies) {
-      const hit = ruleOutcome(p[dir] ?? [], ctx);
-      if (!hit) {
-        if (explain) trace.push(`tier ${tier.name}: policy ${p.name}: no rule matched`);
-        continue;
-      }
-      const { rule, deferred } = hit;
-      if (explain)
-        trace.push(
-          `tier ${tier.name}: policy ${p.name}: rule ${rule.index} (${rule.action}) matched${deferred ? ', handed to L7' : ''}`,
-        );
-      if (rule.action === 'Pass') {
-        passed = true;
-        break;
-      }
-      const verdict = rule.action === 'Allow' ? 'allow' : 'deny';
-      const provenance: Provenance = {
-        ...base,
-        kind: 'rule',
-        tier: tier.name,
-        policy: p.name,
-        rule: rule.index,
-        reason: `${dir} rule ${rule.index} (${rule.action}) of policy ${p.name} in tier ${tier.name}${deferred ? ' (HTTP match left to the L7 point)' : ''}`,
-      };
-      return {
-        verdict,
-        provenance,
-        trace,
-        ...(staged.length > 0 ? { staged } : {}),
-        ...(deferred ? { deferredToL7: true } : {}),
-      };
-    }
-    if (passed) {
-      if (explain) trace.push(`tier ${tier.name}: passed to the next tier`);
-      continue;
-    }
-    if (tier.defaultAction === 'Pass') {
-      if (explain) trace.push(`tier ${tier.name}: no rule decided; default action Pass`);
-      continue;
-    }
-    if (explain) trace.push(`tier ${tier.name}: no rule decided; default action Deny`);
-    return {
-      verdict: 'deny',
-      provenance: {
-        ...base,
-        kind: 'tier-default',
-        tier: tier.name,
-        reason: `default deny of tier ${tier.name}: policies select ${ep.id} for ${dir} and none allowed this traffic`,
-      },
-      trace,
-      ...(staged.length > 0 ? { staged } : {}),
-    };
-  }
-
-  const anyTier = tiers.some((t) => t.policies.length > 0);
-  const withStaged = staged.length > 0 ? { staged } : {};
-  if (profiles.length === 0) {
-    if (ep.kind === 'host') {
-      return {
-        verdict: 'deny',
-        provenance: {
-          ...base,
-          kind: anyTier ? 'profile-default' : 'no-policy',
-          reason: `host endpoint ${ep.id} is denied by default: ${anyTier ? 'its tiers passed and it has no profile' : 'no policy selects it'} for ${dir}`,
-        },
-        trace,
-        ...withStaged,
-      };
-    }
-    return {
-      verdict: 'allow',
-      provenance: {
-        ...base,
-        kind: 'no-policy',
-        reason: `no policy selects ${ep.id} for ${dir}`,
-      },
-      trace,
-      ...withStaged,
-    };
-  }
-  for (const pr of profiles) {
-    const hit = ruleOutcome(pr.rules, ctx);
-    if (!hit || hit.rule.action === 'Pass') {
-      if (explain) trace.push(`profile ${pr.profile.name}: no rule matched`);
-      continue;
-    }
-    const verdict = hit.rule.action === 'Allow' ? 'allow' : 'deny';
-    if (explain)
-      trace.push(`profile ${pr.profile.name}: rule ${hit.rule.index} (${hit.rule.action}) matched`);
-    const legacy = pr.profile.legacyIsolation === true && verdict === 'deny';
-    const kind = !anyTier && verdict === 'allow' ? 'no-policy' : 'profile';
-    return {
-      verdict,
-      provenance: {
-        ...base,
-        kind,
-        profile: pr.profile.name,
-        rule: hit.rule.index,
-        reason: legacy
-          ? `namespace ${ep.namespace ?? ''} isolates ingress (DefaultDeny annotation) and no policy allowed this traffic`
-          : kind === 'no-policy'
-            ? `no policy selects ${ep.id} for ${dir}; profile ${pr.profile.name} allows`
-            : `profile ${pr.profile.name} rule ${hit.rule.index} (${hit.rule.action})`,
-      },
-      trace,
-      ...withStaged,
-      ...(hit.deferred ? { deferredToL7: true } : {}),
-    };
-  }
-  return {
-    verdict: 'deny',
-    provenance: {
-      ...base,
-      kind: 'profile-default',
-      reason: `no rule of the profiles of ${ep.id} (${profiles.map((p) => p.profile.name).join(', ')}) matched`,
-    },
+  const v: DirectionVerdict = {
+    verdict: o.allow ? 'allow' : 'deny',
+    provenance: describeOutcome(o, ep, dir, ctx.point, profiles),
     trace,
-    ...withStaged,
+  };
+  if (staged.length === 0 && !o.deferred) return v;
+  return {
+    ...v,
+    ...(staged.length > 0 ? { staged } : {}),
+    ...(o.deferred ? { deferredToL7: true } : {}),
   };
 }

@@ -1,0 +1,173 @@
+// The `engine` benchmark (DESIGN §5): compile time and heap, incremental updates and decision
+// rates on the compiled form, for 10k endpoints / 1k policies and 100k / 10k.
+
+import { Engine } from '../packages/core/src/engine/engine.js';
+import type { Resource } from '../packages/core/src/model/resources.js';
+import { generateCluster, generateProbes } from './gen-cluster.js';
+
+export interface SizeResult {
+  compile_ms: number;
+  heap_mb: number;
+  incremental_label_ms: number;
+  incremental_policy_ms: number;
+  kernel_decisions_per_s: number;
+  l7_decisions_per_s: number;
+}
+
+function gc(): void {
+  (globalThis as { gc?: () => void }).gc?.();
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] ?? 0;
+}
+
+function round(x: number, d = 2): number {
+  const f = 10 ** d;
+  return Math.round(x * f) / f;
+}
+
+export function benchSize(
+  endpoints: number,
+  policies: number,
+  log: (s: string) => void,
+): SizeResult {
+  const t0 = performance.now();
+  const cluster = generateCluster({ endpoints, policies, seed: 42 });
+  log(
+    `  generated ${cluster.resources.length} resources in ${round(performance.now() - t0, 0)} ms`,
+  );
+  const probes = generateProbes(cluster, 20_000);
+  const httpProbes = generateProbes(cluster, 20_000, 11, true);
+  gc();
+  const heapBefore = process.memoryUsage().heapUsed;
+
+  const c0 = performance.now();
+  const engine = new Engine();
+  for (const r of cluster.resources) engine.upsert(r);
+  // Force the lazy work a first decision needs, for every endpoint (the agent's view of a node
+  // is a subset; this is the whole cluster).
+  for (const p of cluster.pods)
+    engine.kernelAllows(
+      p.id,
+      p.id === cluster.pods[0]?.id ? (cluster.pods[1]?.id ?? p.id) : (cluster.pods[0]?.id ?? p.id),
+      'TCP',
+      8080,
+    );
+  const compileMs = performance.now() - c0;
+  gc();
+  const heapMb = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;
+  log(
+    `  compiled (every endpoint's active policies computed) in ${round(compileMs, 0)} ms, heap +${round(heapMb, 0)} MB`,
+  );
+
+  // Kernel decisions.
+  let n = 0;
+  let allowed = 0;
+  const k0 = performance.now();
+  while (performance.now() - k0 < 1000) {
+    for (let i = 0; i < 1000; i++) {
+      const p = probes[(n + i) % probes.length];
+      if (p && engine.kernelAllows(p.from, p.to, 'TCP', p.port ?? 80)) allowed++;
+    }
+    n += 1000;
+  }
+  const kernelRate = n / ((performance.now() - k0) / 1000);
+  log(
+    `  kernel: ${Math.round(kernelRate)} decisions/s (${round((100 * allowed) / n, 1)}% allowed)`,
+  );
+
+  // L7 decisions (full check: kernel both sides, L7 both sides, Istio), no trace strings.
+  n = 0;
+  const l0 = performance.now();
+  while (performance.now() - l0 < 1000) {
+    for (let i = 0; i < 500; i++) {
+      const p = httpProbes[(n + i) % httpProbes.length];
+      if (p) engine.check(p, false);
+    }
+    n += 500;
+  }
+  const l7Rate = n / ((performance.now() - l0) / 1000);
+  log(`  full check (kernel + L7): ${Math.round(l7Rate)} decisions/s`);
+
+  // Incremental: one pod's labels change, then a decision on it.
+  const pods = cluster.resources.filter(
+    (r): r is Extract<Resource, { kind: 'Pod' }> => r.kind === 'Pod',
+  );
+  const labelTimes: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const pod = pods[(i * 7919) % pods.length];
+    if (!pod) continue;
+    const changed = {
+      ...pod,
+      metadata: { ...pod.metadata, labels: { ...pod.metadata.labels, version: `v${i % 5}` } },
+    };
+    const s = performance.now();
+    engine.upsert(changed);
+    engine.kernelAllows(
+      `${pod.metadata.namespace}/${pod.metadata.name}`,
+      cluster.pods[0]?.id ?? '',
+      'TCP',
+      8080,
+    );
+    labelTimes.push(performance.now() - s);
+  }
+  // Incremental: one namespaced policy changes, then a decision on an endpoint it selects.
+  const nps = cluster.resources.filter(
+    (r): r is Extract<Resource, { kind: 'NetworkPolicy'; apiVersion: 'projectcalico.org/v3' }> =>
+      r.kind === 'NetworkPolicy' && r.apiVersion === 'projectcalico.org/v3',
+  );
+  const policyTimes: number[] = [];
+  for (let i = 0; i < 200 && nps.length > 0; i++) {
+    const np = nps[(i * 104729) % nps.length];
+    if (!np) continue;
+    const target = cluster.pods.find((p) => p.ns === np.metadata.namespace) ?? cluster.pods[0];
+    const changed = { ...np, spec: { ...np.spec, order: i } };
+    const s = performance.now();
+    engine.upsert(changed);
+    engine.kernelAllows(cluster.pods[0]?.id ?? '', target?.id ?? '', 'TCP', 8080);
+    policyTimes.push(performance.now() - s);
+  }
+  const inc = { label: median(labelTimes), policy: median(policyTimes) };
+  log(
+    `  incremental: label change ${round(inc.label, 3)} ms, policy change ${round(inc.policy, 3)} ms (medians)`,
+  );
+  return {
+    compile_ms: round(compileMs, 0),
+    heap_mb: round(heapMb, 0),
+    incremental_label_ms: round(inc.label, 3),
+    incremental_policy_ms: round(inc.policy, 3),
+    kernel_decisions_per_s: Math.round(kernelRate),
+    l7_decisions_per_s: Math.round(l7Rate),
+  };
+}
+
+export function runEngineBench(quick: boolean, log: (s: string) => void): Record<string, unknown> {
+  const sizes: Record<string, SizeResult> = {};
+  log('10k endpoints / 1k policies');
+  sizes['10k'] = benchSize(10_000, 1_000, log);
+  if (!quick) {
+    log('100k endpoints / 10k policies');
+    sizes['100k'] = benchSize(100_000, 10_000, log);
+  }
+  const rows: [string, keyof SizeResult, string, (v: number) => boolean][] = [
+    ['compile (ms)', 'compile_ms', '< 5000 at 100k', (v) => v < 5000],
+    ['heap (MB)', 'heap_mb', '< 2048 at 100k', (v) => v < 2048],
+    ['label change (ms)', 'incremental_label_ms', '< 5', (v) => v < 5],
+    ['policy change (ms)', 'incremental_policy_ms', '< 5', (v) => v < 5],
+    ['kernel decisions/s', 'kernel_decisions_per_s', '> 500000', (v) => v > 500_000],
+    ['full checks/s (L7)', 'l7_decisions_per_s', '—', () => true],
+  ];
+  log('');
+  log(`${'figure'.padEnd(22)}${'10k/1k'.padStart(12)}${'100k/10k'.padStart(12)}   target`);
+  for (const [label, key, target, ok] of rows) {
+    const a = sizes['10k']?.[key] ?? 0;
+    const b = sizes['100k']?.[key];
+    const judged = b ?? a;
+    log(
+      `${label.padEnd(22)}${String(a).padStart(12)}${(b === undefined ? '—' : String(b)).padStart(12)}   ${target} ${ok(judged) ? 'PASS' : 'MISS'}`,
+    );
+  }
+  return { sizes };
+}

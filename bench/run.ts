@@ -1,0 +1,57 @@
+// `npm run bench -- NAME [--quick]`: runs one benchmark, prints a readable table and, as the last
+// line, `RESULT {json}` (DESIGN §5). Benchmarks are scripts, never timed tests.
+
+import { spawnSync } from 'node:child_process';
+import { runEngineBench } from './engine.js';
+
+const BENCHES: Record<
+  string,
+  ((quick: boolean, log: (s: string) => void) => Record<string, unknown>) | undefined
+> = {
+  engine: runEngineBench,
+  store: undefined,
+  dataplane: undefined,
+  l7: undefined,
+  flows: undefined,
+};
+
+function usage(): string {
+  return `usage: npm run bench -- NAME [--quick]\n\nbenchmarks: ${Object.entries(BENCHES)
+    .map(([n, f]) => (f ? n : `${n} (not yet available)`))
+    .join(', ')}\n  --quick   finish within a minute on a 2-core machine`;
+}
+
+function main(argv: string[]): number {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(usage());
+    return 0;
+  }
+  const name = argv.find((a) => !a.startsWith('-'));
+  if (!name || !(name in BENCHES)) {
+    console.error(name ? `unknown benchmark ${JSON.stringify(name)}\n\n${usage()}` : usage());
+    return 2;
+  }
+  const fn = BENCHES[name];
+  if (!fn) {
+    console.error(
+      `benchmark ${name} is not yet available: it comes with the part of Palisade it measures`,
+    );
+    return 2;
+  }
+  // Heap figures need an explicit GC: re-run with --expose-gc when it is not available.
+  if (typeof (globalThis as { gc?: unknown }).gc !== 'function') {
+    const r = spawnSync(
+      process.execPath,
+      ['--expose-gc', '--max-old-space-size=8192', '--import', 'tsx', ...process.argv.slice(1)],
+      {
+        stdio: 'inherit',
+      },
+    );
+    return r.status ?? 1;
+  }
+  const result = fn(argv.includes('--quick'), (s) => console.log(s));
+  console.log(`RESULT ${JSON.stringify(result)}`);
+  return 0;
+}
+
+process.exitCode = main(process.argv.slice(2));
