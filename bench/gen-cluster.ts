@@ -187,7 +187,7 @@ export function generateCluster(spec: ClusterSpec): Cluster {
             http: { methods: ['GET'], paths: [{ prefix: '/ratings' }] },
           },
           {
-            action: (rnd() < 0.5 ? 'Deny' : 'Pass') as 'Deny' | 'Pass',
+            action: rnd() < 0.5 ? 'Deny' : 'Pass',
             source: { selector: "role == 'partner'", namespaceSelector: 'global()' },
           },
         ],
