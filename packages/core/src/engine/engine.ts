@@ -609,29 +609,25 @@ export class Engine {
     const { srcIp, dstIp, family } = pickAddresses(src, dst);
     const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
     const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
-    const ctx = (l7Available: boolean): MatchContext => ({
-      point: 'kernel',
-      protocol: proto,
-      dstPort: port,
-      icmp: undefined,
-      family,
-      src: srcPeer,
-      dst: dstPeer,
-      l7Available,
-      request: undefined,
-      srcIdentity: undefined,
-      serviceMatch: this.serviceMatch,
-    });
     const s = src.endpoint;
     if (s) {
       const act = this.active(s);
-      if (!decideDirection(s, 'egress', act.egress, act.profilesOut, ctx(s.l7)).allow) return false;
+      if (
+        !decideDirection(
+          s,
+          'egress',
+          act.egress,
+          act.profilesOut,
+          kernelCtx(proto, port, family, srcPeer, dstPeer, s.l7, this.serviceMatch),
+        ).allow
+      )
+        return false;
     }
     const d = dst.endpoint;
     if (d) {
       const act = this.active(d);
-      if (!decideDirection(d, 'ingress', act.ingress, act.profilesIn, ctx(d.l7)).allow)
-        return false;
+      const c = kernelCtx(proto, port, family, srcPeer, dstPeer, d.l7, this.serviceMatch);
+      if (!decideDirection(d, 'ingress', act.ingress, act.profilesIn, c).allow) return false;
     }
     return true;
   }
@@ -883,6 +879,30 @@ export class Engine {
   authorizationPolicies(): AuthorizationPolicy[] {
     return [...this.authzRaw.values()];
   }
+}
+
+function kernelCtx(
+  protocol: number,
+  dstPort: number,
+  family: 4 | 6,
+  src: Peer,
+  dst: Peer,
+  l7Available: boolean,
+  serviceMatch: MatchContext['serviceMatch'],
+): MatchContext {
+  return {
+    point: 'kernel',
+    protocol,
+    dstPort,
+    icmp: undefined,
+    family,
+    src,
+    dst,
+    l7Available,
+    request: undefined,
+    srcIdentity: undefined,
+    serviceMatch,
+  };
 }
 
 function pickAddresses(

@@ -359,10 +359,11 @@ export function matchRule(r: CompiledRule, ctx: MatchContext): RuleMatch {
   if (r.notIcmp && (r.notIcmp.type !== undefined || r.notIcmp.code !== undefined)) {
     if (ctx.icmp !== undefined && icmpMatches(r.notIcmp, ctx.icmp)) return 'no';
   }
+  // Destination first: its ports are the cheapest and most selective test.
+  if (!matchSide(r.dst, ctx.dst, ctx.dstPort, ctx, undefined)) return 'no';
   // Source ports are not known for a probe: a rule that requires some cannot be shown to match.
   if (!matchSide(r.src, ctx.src, undefined, ctx, ctx.point === 'l7' ? ctx.srcIdentity : undefined))
     return 'no';
-  if (!matchSide(r.dst, ctx.dst, ctx.dstPort, ctx, undefined)) return 'no';
   if (r.http) {
     if (ctx.point === 'kernel') {
       if (!ctx.l7Available || r.action !== 'Allow') return 'no';
