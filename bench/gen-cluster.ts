@@ -2,7 +2,7 @@
 // realistic label distributions, tiers, and a mix of Calico, Kubernetes and Istio policies.
 // Owns: generating data. Must never: use Math.random (results must be reproducible).
 
-import type { Resource } from '../packages/core/src/model/resources.js';
+import type { CalicoPolicySpec, Resource } from '../packages/core/src/model/resources.js';
 import type { Probe } from '../packages/core/src/engine/types.js';
 
 export interface ClusterSpec {
@@ -168,7 +168,7 @@ export function generateCluster(spec: ClusterSpec): Cluster {
         apiVersion: 'projectcalico.org/v3' as const,
         metadata: global ? { name: `${tier}.gnp-${p}` } : { name: `np-${p}`, namespace: ns },
       };
-      const spec = {
+      const spec: CalicoPolicySpec = {
         ...(global ? { tier, namespaceSelector: `zone == '${pick(ZONES)}'` } : {}),
         order: Math.floor(rnd() * 1000),
         selector: `app == '${app}' && version in {'v1', 'v2'}`,

@@ -159,6 +159,7 @@ export class Engine {
   private readonly endpointCache = new Map<string, { gen: number; ep: Endpoint }>();
   /** Keyed by endpoint object: a rebuilt endpoint is a new key, so stale sets are never hit. */
   private readonly activeByEndpoint = new WeakMap<Endpoint, ActiveSet>();
+  private readonly activeBySignature = new Map<string, ActiveSet>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
     | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
@@ -486,6 +487,15 @@ export class Engine {
       cached.nsGen === nsGen
     )
       return cached;
+    // Endpoints with the same kind, namespace, service account, profiles and labels select the
+    // same policies: share one computation (replicas of a deployment are the common case).
+    const sig = `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
+    const shared = this.activeBySignature.get(sig);
+    if (shared && shared.globalGen === this.globalPolicyGen && shared.nsGen === nsGen) {
+      const set: ActiveSet = { ...shared, ep };
+      this.activeByEndpoint.set(ep, set);
+      return set;
+    }
     const candidates: CompiledPolicy[] = [];
     const consider = (p: CompiledPolicy) => {
       if (ep.kind === 'host' && p.preDNAT) return;
@@ -526,6 +536,8 @@ export class Engine {
       profilesOut: this.profilesFor(ep, 'egress'),
     };
     this.activeByEndpoint.set(ep, set);
+    if (this.activeBySignature.size > 200_000) this.activeBySignature.clear();
+    this.activeBySignature.set(sig, set);
     return set;
   }
 

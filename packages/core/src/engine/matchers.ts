@@ -60,14 +60,17 @@ export function compileK8sSelector(s: K8sLabelSelector): LabelMatcher {
   }
   if (checks.length === 0) return () => true;
   if (checks.length === 1) return checks[0] ?? (() => true);
-  return (l) => checks.every((c) => c(l));
+  return (l) => allOf(checks, l);
 }
 
 /** An Istio workload selector (`matchLabels` only); absent matches every workload in scope. */
 export function compileMatchLabels(m: Readonly<Record<string, string>> | undefined): LabelMatcher {
   const entries = Object.entries(m ?? {});
   if (entries.length === 0) return () => true;
-  return (l) => entries.every(([k, v]) => l[k] === v);
+  return (l) => {
+    for (const [k, v] of entries) if (l[k] !== v) return false;
+    return true;
+  };
 }
 
 const PROTOCOL_NUMBERS: Readonly<Record<string, number>> = {
@@ -117,4 +120,10 @@ export function compilePort(p: PortSpec): PortMatch {
     return { kind: 'range', from, to: m[2] === undefined ? from : Number(m[2]) };
   }
   return { kind: 'named', name: p };
+}
+
+/** `preds.every(p => p(x))` without allocating a closure per call: this sits on hot paths. */
+export function allOf<T>(preds: readonly ((x: T) => boolean)[], x: T): boolean {
+  for (let i = 0; i < preds.length; i++) if (!(preds[i] as (x: T) => boolean)(x)) return false;
+  return true;
 }

@@ -19,7 +19,7 @@ import type {
   StagedNetworkPolicy,
   SourceRef,
 } from '../model/resources.js';
-import { compileCalicoSelector, compileK8sSelector, selectorIsAll } from './matchers.js';
+import { allOf, compileCalicoSelector, compileK8sSelector, selectorIsAll } from './matchers.js';
 import type { SelectorCompileError } from './matchers.js';
 import type { Endpoint, Entity } from './model.js';
 import { LABEL_ORCHESTRATOR } from './model.js';
@@ -69,7 +69,7 @@ export function calicoTypes(spec: CalicoPolicySpec): { ingress: boolean; egress:
 function and(parts: ((ep: Endpoint) => boolean)[]): (ep: Endpoint) => boolean {
   if (parts.length === 0) return () => true;
   if (parts.length === 1) return parts[0] ?? (() => true);
-  return (ep) => parts.every((p) => p(ep));
+  return (ep) => allOf(parts, ep);
 }
 
 export function compileCalicoPolicy(

@@ -6,6 +6,7 @@ import type { CalicoAction, CalicoRule, EntityRule, HttpMatch } from '../model/r
 import { cidrContains, parseCidr } from '../net/ip.js';
 import type { Cidr, IpAddr } from '../net/ip.js';
 import {
+  allOf,
   compileCalicoSelector,
   compilePort,
   protocolNumber,
@@ -171,7 +172,7 @@ function compileEntitySelector(
   }
   if (parts.length === 0) return { selector: undefined, saNames, saSel };
   if (parts.length === 1) return { selector: parts[0], saNames, saSel };
-  return { selector: (e) => parts.every((p) => p(e)), saNames, saSel };
+  return { selector: (e) => allOf(parts, e), saNames, saSel };
 }
 
 export function compileEntity(er: EntityRule | undefined, scope: RuleScope): CompiledEntity {
