@@ -1,5 +1,156 @@
-export async function main(argv: readonly string[]): Promise<number> {
-  await Promise.resolve();
-  process.stdout.write(`palisade ${argv.join(' ')}\n`);
-  return 0;
+// The `palisade` command: dispatch, help, and the mapping of errors to exit codes.
+// Exit codes: 0 success (or allow), 1 failure found (errors in input, deny, failed checks),
+// 2 usage or input error.
+
+import { suggest } from '@palisade/core';
+import { flagHelp, parseArgs, UsageError } from './args.js';
+import type { Flags } from './args.js';
+import { demoCommand, DEMO_FLAGS } from './demo.js';
+import { InputError } from './input.js';
+import type { Io } from './input.js';
+import {
+  checkCommand,
+  INPUT_FLAGS,
+  matrixCommand,
+  OUTPUT_FLAG,
+  PROBE_FLAGS,
+  selectorCommand,
+  validateCommand,
+} from './offline.js';
+
+export const VERSION = '0.1.0';
+
+interface Command {
+  readonly summary: string;
+  readonly usage: string;
+  readonly flags: Flags;
+  readonly run: (p: ReturnType<typeof parseArgs>, io: Io) => Promise<number>;
+}
+
+const HELP_FLAG: Flags = { help: { kind: 'boolean', short: 'h', help: 'show this help' } };
+
+const COMMANDS: Readonly<Record<string, Command>> = {
+  validate: {
+    summary: 'check resources for errors (file:line:col: error CODE: message)',
+    usage: 'palisade validate -f PATH... [-o table|json]',
+    flags: { ...INPUT_FLAGS, ...OUTPUT_FLAG, ...HELP_FLAG },
+    run: validateCommand,
+  },
+  matrix: {
+    summary: 'kernel reachability between every pair of pods',
+    usage: 'palisade matrix -f PATH... [--port 80] [--protocol TCP|UDP|SCTP] [-o table|json|yaml]',
+    flags: {
+      ...INPUT_FLAGS,
+      port: { kind: 'string', value: 'N', help: 'destination port (default 80)' },
+      protocol: { kind: 'string', value: 'P', help: 'TCP (default), UDP or SCTP' },
+      ...OUTPUT_FLAG,
+      ...HELP_FLAG,
+    },
+    run: matrixCommand,
+  },
+  check: {
+    summary: 'judge one connection or request (exit 0 allow, 1 deny, 2 error)',
+    usage:
+      'palisade check -f PATH... --from A --to B --port N [--method M --path P ...] [-o table|json|yaml]\n       palisade check -f PATH... --probes FILE -o json',
+    flags: { ...INPUT_FLAGS, ...PROBE_FLAGS, ...OUTPUT_FLAG, ...HELP_FLAG },
+    run: (p, io) => checkCommand(p, io, false),
+  },
+  explain: {
+    summary: 'as check, as a readable trace of every policy consulted',
+    usage: 'palisade explain -f PATH... --from A --to B --port N [...]',
+    flags: { ...INPUT_FLAGS, ...PROBE_FLAGS, ...OUTPUT_FLAG, ...HELP_FLAG },
+    run: (p, io) => checkCommand(p, io, true),
+  },
+  selector: {
+    summary: 'evaluate or format a Calico selector',
+    usage:
+      "palisade selector match 'EXPR' --labels '{\"k\":\"v\"}'\n       palisade selector match --jsonl < lines\n       palisade selector fmt 'EXPR'",
+    flags: {
+      labels: { kind: 'string', value: 'JSON', help: 'labels to match, as a JSON object' },
+      jsonl: { kind: 'boolean', help: 'read {"selector","labels"} lines on stdin' },
+      ...HELP_FLAG,
+    },
+    run: selectorCommand,
+  },
+  demo: {
+    summary: 'the bookinfo scenario of the source documents (what npm start runs)',
+    usage: 'palisade demo [--json]',
+    flags: { ...DEMO_FLAGS, ...HELP_FLAG },
+    run: demoCommand,
+  },
+};
+
+function mainHelp(): string {
+  const rows = Object.entries(COMMANDS)
+    .map(([n, c]) => `  ${n.padEnd(10)}${c.summary}`)
+    .join('\n');
+  return `palisade ${VERSION} — one policy from L3 to L7, enforced in the kernel and beside every workload
+
+usage: palisade COMMAND [flags]
+
+commands:
+${rows}
+
+Run palisade COMMAND --help for a command's flags. Reference: docs/cli.md
+`;
+}
+
+function commandHelp(name: string, c: Command): string {
+  return `palisade ${name} — ${c.summary}\n\nusage: ${c.usage}\n\nflags:\n${flagHelp(c.flags)}\n`;
+}
+
+function defaultIo(): Io {
+  return {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    readStdin: async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    },
+  };
+}
+
+export async function main(argv: readonly string[], io: Io = defaultIo()): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    const topic = name === 'help' ? rest[0] : undefined;
+    const c = topic ? COMMANDS[topic] : undefined;
+    io.stdout.write(c && topic ? commandHelp(topic, c) : mainHelp());
+    return name === undefined ? 2 : 0;
+  }
+  if (name === '--version' || name === 'version') {
+    io.stdout.write(`palisade ${VERSION}\n`);
+    return 0;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    const near = suggest(name, Object.keys(COMMANDS));
+    io.stderr.write(
+      `error CLI_ERR_USAGE: unknown command ${JSON.stringify(name)}${near ? `; did you mean ${near}?` : ''}\n\n${mainHelp()}`,
+    );
+    return 2;
+  }
+  try {
+    const parsed = parseArgs(rest, cmd.flags);
+    if (parsed.values.help) {
+      io.stdout.write(commandHelp(name, cmd));
+      return 0;
+    }
+    if (name !== 'selector' && parsed.positionals.length > 0)
+      throw new UsageError(
+        `unexpected argument ${JSON.stringify(parsed.positionals[0])} (inputs go after -f)`,
+      );
+    return await cmd.run(parsed, io);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      io.stderr.write(`error CLI_ERR_USAGE: ${e.message}\nusage: ${cmd.usage}\n`);
+      return 2;
+    }
+    if (e instanceof InputError) {
+      io.stderr.write(`error CLI_ERR_FILE: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
 }

@@ -6,3 +6,5 @@ export * from './engine/types.js';
 export * from './engine/engine.js';
 export * from './selector/selector.js';
 export * from './errors.js';
+export * from './load/load.js';
+export { LOAD_ERRORS } from './load/codes.js';

@@ -21,7 +21,7 @@ export function editDistance(a: string, b: string, max = Infinity): number {
 
 /** The closest candidate within a distance that grows with the word's length, if any. */
 export function suggest(word: string, candidates: Iterable<string>): string | undefined {
-  const limit = Math.max(1, Math.min(3, Math.floor(word.length / 3)));
+  const limit = Math.max(1, Math.min(3, Math.ceil(word.length / 3)));
   let best: string | undefined;
   let bestD = limit + 1;
   const lower = word.toLowerCase();
