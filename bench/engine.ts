@@ -46,15 +46,9 @@ export function benchSize(
   const c0 = performance.now();
   const engine = new Engine();
   for (const r of cluster.resources) engine.upsert(r);
-  // Force the lazy work a first decision needs, for every endpoint (the agent's view of a node
-  // is a subset; this is the whole cluster).
-  for (const p of cluster.pods)
-    engine.kernelAllows(
-      p.id,
-      p.id === cluster.pods[0]?.id ? (cluster.pods[1]?.id ?? p.id) : (cluster.pods[0]?.id ?? p.id),
-      'TCP',
-      8080,
-    );
+  // Force the lazy work: every endpoint's active tiers and policies (the agent computes this for
+  // the endpoints of its node; here it is the whole cluster).
+  for (const p of cluster.pods) engine.activeTiers(p.id);
   const compileMs = performance.now() - c0;
   gc();
   const heapMb = (process.memoryUsage().heapUsed - heapBefore) / 2 ** 20;

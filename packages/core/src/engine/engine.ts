@@ -144,6 +144,9 @@ export class Engine {
   private readonly servicesRaw = new Map<string, Service>();
   private readonly tiers = new Map<string, Tier>();
   private readonly globalPolicies = new Map<Key, CompiledPolicy>();
+  /** Global policies by the label they require (`key\u0000value`), and those requiring none. */
+  private readonly globalByLabel = new Map<string, Map<Key, CompiledPolicy>>();
+  private readonly globalUnindexed = new Map<Key, CompiledPolicy>();
   private readonly nsPolicies = new Map<string, Map<Key, CompiledPolicy>>();
   private readonly authz = new Map<Key, CompiledAuthz>();
   private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
@@ -165,6 +168,8 @@ export class Engine {
     | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
     | undefined;
   private serviceCache: Map<string, ServiceInfo> | undefined;
+  private readonly nsInfoCache = new Map<string, NamespaceInfo>();
+  private readonly derivedProfiles = new Map<string, CompiledProfile[]>();
   private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
 
   constructor(readonly options: CompileOptions = {}) {
@@ -282,8 +287,25 @@ export class Engine {
       if (problems.length > 0) this.selectorProblems.set(key, problems);
     }
     if (ns === undefined) {
-      if (compiled) this.globalPolicies.set(key, compiled);
-      else this.globalPolicies.delete(key);
+      const old = this.globalPolicies.get(key);
+      if (old) {
+        const bucket = old.requires
+          ? this.globalByLabel.get(labelKey(old.requires))
+          : this.globalUnindexed;
+        bucket?.delete(key);
+      }
+      if (compiled) {
+        this.globalPolicies.set(key, compiled);
+        if (compiled.requires) {
+          const k = labelKey(compiled.requires);
+          let b = this.globalByLabel.get(k);
+          if (!b) {
+            b = new Map();
+            this.globalByLabel.set(k, b);
+          }
+          b.set(key, compiled);
+        } else this.globalUnindexed.set(key, compiled);
+      } else this.globalPolicies.delete(key);
       this.globalPolicyGen++;
     } else {
       let m = this.nsPolicies.get(ns);
@@ -299,6 +321,8 @@ export class Engine {
 
   private worldChanged(): void {
     this.worldGen++;
+    this.derivedProfiles.clear();
+    this.nsInfoCache.clear();
     this.netsetCache = undefined;
     this.userProfileCache = new Map();
   }
@@ -311,7 +335,27 @@ export class Engine {
   // ---------------------------------------------------------------- derived state
 
   private namespaceInfo(name: string): NamespaceInfo {
-    return namespaceInfo(name, this.namespaces.get(name));
+    let info = this.nsInfoCache.get(name);
+    if (!info) {
+      info = namespaceInfo(name, this.namespaces.get(name));
+      this.nsInfoCache.set(name, info);
+    }
+    return info;
+  }
+
+  /** The namespace and service-account profiles of a workload, shared by its replicas. */
+  private derivedProfilesFor(
+    ns: string,
+    saName: string,
+    sa: ServiceAccount | undefined,
+  ): CompiledProfile[] {
+    const k = `${ns}\u0000${saName}`;
+    let ps = this.derivedProfiles.get(k);
+    if (!ps) {
+      ps = [namespaceProfile(this.namespaceInfo(ns)), serviceAccountProfile(ns, saName, sa)];
+      this.derivedProfiles.set(k, ps);
+    }
+    return ps;
   }
 
   private profileFor(name: string): CompiledProfile {
@@ -345,7 +389,7 @@ export class Engine {
         ns: info,
         saName,
         sa,
-        profiles: [namespaceProfile(info), serviceAccountProfile(ns, saName, sa)],
+        profiles: this.derivedProfilesFor(ns, saName, sa),
       });
     }
     if (slash > 0) {
@@ -363,7 +407,7 @@ export class Engine {
             ns: info,
             saName,
             sa,
-            profiles: [namespaceProfile(info), serviceAccountProfile(ns, saName, sa)],
+            profiles: this.derivedProfilesFor(ns, saName, sa),
           },
           explicit && explicit.length > 0 ? explicit : undefined,
         );
@@ -501,7 +545,11 @@ export class Engine {
       if (ep.kind === 'host' && p.preDNAT) return;
       if (p.applies(ep)) candidates.push(p);
     };
-    for (const p of this.globalPolicies.values()) consider(p);
+    for (const p of this.globalUnindexed.values()) consider(p);
+    for (const [k, v] of Object.entries(ep.labels)) {
+      const bucket = this.globalByLabel.get(`${k}\u0000${v}`);
+      if (bucket) for (const p of bucket.values()) consider(p);
+    }
     if (ep.namespace !== undefined) {
       for (const p of this.nsPolicies.get(ep.namespace)?.values() ?? []) consider(p);
     }
@@ -572,6 +620,21 @@ export class Engine {
     return this.allEndpointIds()
       .filter((id) => id.includes('/'))
       .sort();
+  }
+
+  /**
+   * The tiers and policies that apply to an endpoint, in evaluation order, per direction (for
+   * `explain`, the console's endpoint page and the agent's calculation).
+   */
+  activeTiers(
+    ref: string,
+  ):
+    | { readonly ingress: readonly ActiveTier[]; readonly egress: readonly ActiveTier[] }
+    | undefined {
+    const ep = this.resolve(ref)?.endpoint;
+    if (!ep) return undefined;
+    const a = this.active(ep);
+    return { ingress: a.ingress, egress: a.egress };
   }
 
   /** Every host endpoint's name, sorted. */
@@ -915,6 +978,10 @@ function kernelCtx(
     srcIdentity: undefined,
     serviceMatch,
   };
+}
+
+function labelKey(l: readonly [string, string]): string {
+  return `${l[0]}\u0000${l[1]}`;
 }
 
 function pickAddresses(

@@ -69,6 +69,29 @@ function world(seed: number): Resource[] {
       },
     });
   }
+  for (let i = 0; i < 2; i++) {
+    out.push({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'GlobalNetworkPolicy',
+      metadata: { name: `gnp${i}` },
+      spec: {
+        order: Math.floor(rnd() * 3),
+        selector: pick([
+          `app == '${pick(APPS)}'`,
+          'has(app)',
+          `app == '${pick(APPS)}' && has(app)`,
+        ]),
+        ingress: [
+          {
+            action: pick(['Allow', 'Deny', 'Pass'] as const),
+            protocol: 'TCP',
+            source: { namespaceSelector: `team == '${pick(['x', 'y'])}'` },
+            destination: { ports: [pick([80, 8080])] },
+          },
+        ],
+      },
+    });
+  }
   out.push({
     apiVersion: 'security.istio.io/v1',
     kind: 'AuthorizationPolicy',

@@ -21,6 +21,7 @@ import type {
 } from '../model/resources.js';
 import { allOf, compileCalicoSelector, compileK8sSelector, selectorIsAll } from './matchers.js';
 import type { SelectorCompileError } from './matchers.js';
+import { parseSelector } from '../selector/selector.js';
 import type { Endpoint, Entity } from './model.js';
 import { LABEL_ORCHESTRATOR } from './model.js';
 import { compileRule, type CompiledRule, type RuleScope } from './rules.js';
@@ -49,6 +50,27 @@ export interface CompiledPolicy {
   readonly ingress: readonly CompiledRule[] | undefined;
   readonly egress: readonly CompiledRule[] | undefined;
   readonly source: SourceRef | undefined;
+  /**
+   * A label `key=value` every endpoint the policy selects must carry, when its selector says so
+   * (`app == 'x' && ...`): lets the engine look policies up by an endpoint's labels instead of
+   * testing every global policy against every endpoint.
+   */
+  readonly requires: readonly [string, string] | undefined;
+}
+
+/** The first `key == 'value'` conjunct of a selector, if any. */
+export function requiredLabel(text: string | undefined): [string, string] | undefined {
+  if (text === undefined) return undefined;
+  const r = parseSelector(text);
+  if (!r.ok) return undefined;
+  const s = r.selector;
+  const candidates = s.kind === 'and' ? s.operands : [s];
+  for (const c of candidates) {
+    if (c.kind === 'eq') return [c.key, c.value];
+    if (c.kind === 'in' && c.values.length === 1 && c.values[0] !== undefined)
+      return [c.key, c.values[0]];
+  }
+  return undefined;
 }
 
 type CalicoPolicyResource =
@@ -121,6 +143,7 @@ export function compileCalicoPolicy(
     ingress: types.ingress ? compileRules(spec.ingress) : undefined,
     egress: types.egress ? compileRules(spec.egress) : undefined,
     source: p.source,
+    requires: requiredLabel(spec.selector),
   };
 }
 
@@ -251,7 +274,13 @@ export function compileK8sPolicy(p: K8sPolicyResource): CompiledPolicy {
     ingress,
     egress,
     source: p.source,
+    requires: firstMatchLabel(spec.podSelector),
   };
+}
+
+function firstMatchLabel(s: K8sLabelSelector): [string, string] | undefined {
+  for (const [k, v] of Object.entries(s.matchLabels ?? {})) return [k, v];
+  return undefined;
 }
 
 /** Sort key comparison: order ascending with nil last, then name. */
