@@ -3,6 +3,12 @@
 // sync by a test.
 
 import { LOAD_ERRORS } from './load/codes.js';
+import { API_ERRORS } from './catalogue/api.js';
+import { DATAPLANE_ERRORS } from './catalogue/dataplane.js';
+import { PKI_ERRORS } from './catalogue/pki.js';
+import { STORE_ERRORS } from './catalogue/store.js';
+
+export { API_ERRORS, DATAPLANE_ERRORS, PKI_ERRORS, STORE_ERRORS };
 
 export interface ErrorSpec {
   /** HTTP status the API answers with when this error is returned. */
@@ -37,14 +43,19 @@ export const CLI_ERRORS = {
 } as const satisfies Record<string, ErrorSpec>;
 
 /** Every code, in one table. */
-export const ERRORS: Readonly<Record<string, ErrorSpec>> = {
+const ALL_ERRORS = {
   ...LOAD_ERRORS,
   ...ENGINE_ERRORS,
   ...CLI_ERRORS,
-};
+  ...STORE_ERRORS,
+  ...API_ERRORS,
+  ...PKI_ERRORS,
+  ...DATAPLANE_ERRORS,
+} as const;
 
-export type ErrorCode =
-  keyof typeof LOAD_ERRORS | keyof typeof ENGINE_ERRORS | keyof typeof CLI_ERRORS;
+export const ERRORS: Readonly<Record<string, ErrorSpec>> = ALL_ERRORS;
+
+export type ErrorCode = keyof typeof ALL_ERRORS;
 
 /** The catalogue as the Markdown table of docs/errors.md. */
 export function renderErrorCatalogue(): string {

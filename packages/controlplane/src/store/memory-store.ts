@@ -1,0 +1,200 @@
+// The in-memory adapter of the store port: for fast unit tests and `--store memory:`. It keeps the
+// whole history (until compaction) as a log of batches, so reads at a past revision and watches
+// from a past revision behave exactly as on etcd. Nothing survives the process.
+
+import {
+  checkTxnLimits,
+  StoreError,
+  type Compare,
+  type KeyValue,
+  type ListOptions,
+  type ListResult,
+  type Op,
+  type Store,
+  type Txn,
+  type TxnResult,
+  type WatchBatch,
+  type WatchEvent,
+  type WatchOptions,
+} from './store.js';
+import { WatchQueue } from './watch-queue.js';
+
+interface Watcher {
+  readonly prefix: string;
+  readonly queue: WatchQueue;
+}
+
+export class MemoryStore implements Store {
+  readonly name = 'memory';
+  private readonly current = new Map<string, KeyValue>();
+  /** Every write batch with revision >= compactRevision, oldest first. */
+  private readonly history: WatchBatch[] = [];
+  private revision = 1;
+  private compactRevision = 1;
+  private readonly watchers = new Set<Watcher>();
+  private closed = false;
+
+  get(key: string): Promise<KeyValue | undefined> {
+    this.checkOpen();
+    return Promise.resolve(this.current.get(key));
+  }
+
+  list(prefix: string, options: ListOptions = {}): Promise<ListResult> {
+    this.checkOpen();
+    const at = options.revision ?? this.revision;
+    if (at > this.revision) {
+      throw new StoreError(
+        'STORE_ERR_FUTURE_REVISION',
+        `revision ${at} is ahead of the store (${this.revision})`,
+      );
+    }
+    if (at < this.compactRevision) {
+      throw new StoreError('STORE_ERR_COMPACTED', `revision ${at} has been compacted`, {
+        compactRevision: this.compactRevision,
+      });
+    }
+    const view = at === this.revision ? this.current : this.viewAt(at);
+    let keys = [...view.keys()].filter((k) => k.startsWith(prefix));
+    if (options.after !== undefined) {
+      const after = options.after;
+      keys = keys.filter((k) => k > after);
+    }
+    keys.sort();
+    const limit = options.limit ?? Infinity;
+    const more = keys.length > limit;
+    const items = keys.slice(0, limit).map((k) => view.get(k) as KeyValue);
+    return Promise.resolve({ items, revision: at, more });
+  }
+
+  txn(txn: Txn): Promise<TxnResult> {
+    this.checkOpen();
+    checkTxnLimits(txn);
+    const succeeded = txn.compares.every((c) => this.holds(c));
+    const ops = succeeded ? txn.success : (txn.failure ?? []);
+    this.apply(ops);
+    return Promise.resolve({ succeeded, revision: this.revision });
+  }
+
+  watch(prefix: string, options: WatchOptions): AsyncIterableIterator<WatchBatch> {
+    this.checkOpen();
+    const watcher: Watcher = {
+      prefix,
+      queue: new WatchQueue(() => this.watchers.delete(watcher), options.signal),
+    };
+    if (options.fromRevision < this.compactRevision) {
+      watcher.queue.end(
+        new StoreError(
+          'STORE_ERR_COMPACTED',
+          `watch from revision ${options.fromRevision}: history before ${this.compactRevision} has been compacted; relist`,
+          { compactRevision: this.compactRevision },
+        ),
+      );
+      return watcher.queue;
+    }
+    for (const batch of this.history) {
+      if (batch.revision < options.fromRevision) continue;
+      const events = batch.events.filter((e) => e.kv.key.startsWith(prefix));
+      if (events.length > 0) watcher.queue.push({ revision: batch.revision, events });
+    }
+    if (!watcher.queue.closed) this.watchers.add(watcher);
+    return watcher.queue;
+  }
+
+  compact(revision: number): Promise<void> {
+    this.checkOpen();
+    if (revision > this.revision) {
+      throw new StoreError(
+        'STORE_ERR_FUTURE_REVISION',
+        `cannot compact at ${revision}: the store is at ${this.revision}`,
+      );
+    }
+    if (revision <= this.compactRevision) return Promise.resolve();
+    this.compactRevision = revision;
+    while (this.history.length > 0 && (this.history[0] as WatchBatch).revision < revision)
+      this.history.shift();
+    return Promise.resolve();
+  }
+
+  status(): Promise<{ revision: number; compactRevision: number }> {
+    this.checkOpen();
+    return Promise.resolve({ revision: this.revision, compactRevision: this.compactRevision });
+  }
+
+  close(): Promise<void> {
+    this.closed = true;
+    for (const w of [...this.watchers]) w.queue.end();
+    return Promise.resolve();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new StoreError('STORE_ERR_CLOSED', 'the memory store is closed');
+  }
+
+  private holds(c: Compare): boolean {
+    const kv = this.current.get(c.key);
+    if ('modRevision' in c) return (kv?.modRevision ?? 0) === c.modRevision;
+    return kv !== undefined && kv.value === c.value;
+  }
+
+  /** Applies ops at one new revision (none when nothing changed). */
+  private apply(ops: readonly Op[]): void {
+    const rev = this.revision + 1;
+    const events: WatchEvent[] = [];
+    const del = (key: string): void => {
+      const prev = this.current.get(key);
+      if (prev === undefined) return;
+      this.current.delete(key);
+      events.push({
+        type: 'delete',
+        kv: { key, value: '', createRevision: 0, modRevision: rev, version: 0 },
+        prevKv: prev,
+      });
+    };
+    for (const op of ops) {
+      switch (op.kind) {
+        case 'put': {
+          const prev = this.current.get(op.key);
+          const kv: KeyValue = {
+            key: op.key,
+            value: op.value,
+            createRevision: prev?.createRevision ?? rev,
+            modRevision: rev,
+            version: (prev?.version ?? 0) + 1,
+          };
+          this.current.set(op.key, kv);
+          events.push(prev === undefined ? { type: 'put', kv } : { type: 'put', kv, prevKv: prev });
+          break;
+        }
+        case 'delete':
+          del(op.key);
+          break;
+        case 'deletePrefix':
+          for (const key of [...this.current.keys()]) if (key.startsWith(op.prefix)) del(key);
+          break;
+      }
+    }
+    if (events.length === 0) return;
+    this.revision = rev;
+    const batch: WatchBatch = { revision: rev, events };
+    this.history.push(batch);
+    for (const w of this.watchers) {
+      const mine = events.filter((e) => e.kv.key.startsWith(w.prefix));
+      if (mine.length > 0) w.queue.push({ revision: rev, events: mine });
+    }
+  }
+
+  /** The key space as it was at a past revision: undo later batches in reverse. */
+  private viewAt(at: number): Map<string, KeyValue> {
+    const view = new Map(this.current);
+    for (let i = this.history.length - 1; i >= 0; i--) {
+      const batch = this.history[i] as WatchBatch;
+      if (batch.revision <= at) break;
+      for (let j = batch.events.length - 1; j >= 0; j--) {
+        const e = batch.events[j] as WatchEvent;
+        if (e.prevKv === undefined) view.delete(e.kv.key);
+        else view.set(e.kv.key, e.prevKv);
+      }
+    }
+    return view;
+  }
+}

@@ -1,0 +1,5 @@
+// Error codes of the dataplane area (one file per area so parallel work does not collide; errors.ts
+// merges every area into the one catalogue).
+import type { ErrorSpec } from '../errors.js';
+
+export const DATAPLANE_ERRORS = {} as const satisfies Record<string, ErrorSpec>;
