@@ -3,8 +3,15 @@
 // from a past revision behave exactly as on etcd. Nothing survives the process.
 
 import {
+  checkKey,
+  checkListOptions,
+  checkPrefix,
+  checkRevision,
   checkTxnLimits,
+  compactedError,
+  compareKeys,
   StoreError,
+  watchNeedsCompactedHistory,
   type Compare,
   type KeyValue,
   type ListOptions,
@@ -17,6 +24,7 @@ import {
   type WatchEvent,
   type WatchOptions,
 } from './store.js';
+import { settle } from './settle.js';
 import { WatchQueue } from './watch-queue.js';
 
 interface Watcher {
@@ -34,13 +42,23 @@ export class MemoryStore implements Store {
   private readonly watchers = new Set<Watcher>();
   private closed = false;
 
+  // Methods are async so that every failure is a rejection, never a synchronous throw.
   get(key: string): Promise<KeyValue | undefined> {
-    this.checkOpen();
-    return Promise.resolve(this.current.get(key));
+    return settle(() => {
+      this.checkOpen();
+      checkKey(key);
+      return this.current.get(key);
+    });
   }
 
   list(prefix: string, options: ListOptions = {}): Promise<ListResult> {
+    return settle(() => this.listNow(prefix, options));
+  }
+
+  private listNow(prefix: string, options: ListOptions): ListResult {
     this.checkOpen();
+    checkPrefix(prefix);
+    checkListOptions(options);
     const at = options.revision ?? this.revision;
     if (at > this.revision) {
       throw new StoreError(
@@ -57,38 +75,41 @@ export class MemoryStore implements Store {
     let keys = [...view.keys()].filter((k) => k.startsWith(prefix));
     if (options.after !== undefined) {
       const after = options.after;
-      keys = keys.filter((k) => k > after);
+      keys = keys.filter((k) => compareKeys(k, after) > 0);
     }
-    keys.sort();
+    keys.sort(compareKeys);
     const limit = options.limit ?? Infinity;
     const more = keys.length > limit;
     const items = keys.slice(0, limit).map((k) => view.get(k) as KeyValue);
-    return Promise.resolve({ items, revision: at, more });
+    return { items, revision: at, more };
   }
 
   txn(txn: Txn): Promise<TxnResult> {
-    this.checkOpen();
-    checkTxnLimits(txn);
-    const succeeded = txn.compares.every((c) => this.holds(c));
-    const ops = succeeded ? txn.success : (txn.failure ?? []);
-    this.apply(ops);
-    return Promise.resolve({ succeeded, revision: this.revision });
+    return settle(() => {
+      this.checkOpen();
+      checkTxnLimits(txn);
+      const succeeded = txn.compares.every((c) => this.holds(c));
+      const ops = succeeded ? txn.success : (txn.failure ?? []);
+      this.apply(ops);
+      return { succeeded, revision: this.revision };
+    });
   }
 
   watch(prefix: string, options: WatchOptions): AsyncIterableIterator<WatchBatch> {
-    this.checkOpen();
     const watcher: Watcher = {
       prefix,
       queue: new WatchQueue(() => this.watchers.delete(watcher), options.signal),
     };
-    if (options.fromRevision < this.compactRevision) {
-      watcher.queue.end(
-        new StoreError(
-          'STORE_ERR_COMPACTED',
-          `watch from revision ${options.fromRevision}: history before ${this.compactRevision} has been compacted; relist`,
-          { compactRevision: this.compactRevision },
-        ),
-      );
+    try {
+      this.checkOpen();
+      checkPrefix(prefix);
+      checkRevision(options.fromRevision, 'fromRevision');
+    } catch (e) {
+      watcher.queue.end(e as Error);
+      return watcher.queue;
+    }
+    if (watchNeedsCompactedHistory(options.fromRevision, this.compactRevision)) {
+      watcher.queue.end(compactedError(options.fromRevision, this.compactRevision));
       return watcher.queue;
     }
     for (const batch of this.history) {
@@ -101,23 +122,32 @@ export class MemoryStore implements Store {
   }
 
   compact(revision: number): Promise<void> {
+    return settle(() => this.compactNow(revision));
+  }
+
+  private compactNow(revision: number): void {
     this.checkOpen();
+    checkRevision(revision);
     if (revision > this.revision) {
       throw new StoreError(
         'STORE_ERR_FUTURE_REVISION',
         `cannot compact at ${revision}: the store is at ${this.revision}`,
       );
     }
-    if (revision <= this.compactRevision) return Promise.resolve();
+    if (revision <= this.compactRevision) return;
     this.compactRevision = revision;
-    while (this.history.length > 0 && (this.history[0] as WatchBatch).revision < revision)
-      this.history.shift();
-    return Promise.resolve();
+    // Batches up to `revision` are no longer replayable (watches need fromRevision > revision).
+    let drop = 0;
+    while (drop < this.history.length && (this.history[drop] as WatchBatch).revision <= revision)
+      drop++;
+    this.history.splice(0, drop);
   }
 
   status(): Promise<{ revision: number; compactRevision: number }> {
-    this.checkOpen();
-    return Promise.resolve({ revision: this.revision, compactRevision: this.compactRevision });
+    return settle(() => {
+      this.checkOpen();
+      return { revision: this.revision, compactRevision: this.compactRevision };
+    });
   }
 
   close(): Promise<void> {

@@ -7,8 +7,14 @@
 //   revision, or nothing changes;
 // - watch delivers every change with modRevision >= fromRevision, in revision order, the changes
 //   of one transaction in one batch; history older than the compacted revision is gone and asking
-//   for it fails with STORE_ERR_COMPACTED (the caller relists).
-// The port never interprets values: resources are serialized by the server.
+//   for it fails with STORE_ERR_COMPACTED (the caller relists). After compact(C), lists at C or
+//   later work and watches need fromRevision > C: a watch from F is valid exactly when a list at
+//   F - 1 is (etcd may drop a deletion recorded at C itself), so "list at R, watch from R + 1" is
+//   always consistent. Watching from a revision the store has not reached yet waits for it.
+// - keys are non-empty, well-formed strings ordered by their UTF-8 bytes (as etcd and SQLite
+//   order them; `compareKeys`); a transaction may not touch one key twice (as etcd).
+// The port never interprets values: resources are serialized by the server. Every method reports
+// failure by rejecting (or, for watch, by the iterator throwing), never by a synchronous throw.
 
 import { StoreError } from './store-error.js';
 
@@ -103,8 +109,15 @@ export interface Store {
 
 /** Limits every adapter enforces, so behaviour does not depend on the backend. */
 export const STORE_LIMITS = {
+  /** Keys name resources (`/palisade/<kind>/<namespace>/<name>`); names are at most 253 bytes. */
+  maxKeyBytes: 1024,
   /** etcd's default request limit is 1.5 MiB; a value must fit in one request. */
   maxValueBytes: 1_000_000,
+  /**
+   * Keys and values of one transaction branch together. etcd must run with --max-request-bytes
+   * above this (the harness uses 48 MiB); 10k policies of 3 KB fit.
+   */
+  maxTxnBytes: 32 * 1024 * 1024,
   /**
    * An apply is one transaction (all or nothing). etcd's default --max-txn-ops is 128, so etcd
    * must run with --max-txn-ops and --max-request-bytes raised to match (docs/design/store.md).
@@ -112,7 +125,112 @@ export const STORE_LIMITS = {
   maxOpsPerTxn: 10_000,
 } as const;
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function invalid(message: string): StoreError {
+  return new StoreError('STORE_ERR_INVALID', message);
+}
+
+/** Throws STORE_ERR_INVALID unless `key` is a usable key (non-empty, well-formed, bounded). */
+export function checkKey(key: string, what = 'key'): void {
+  if (typeof key !== 'string' || key.length === 0)
+    throw invalid(`${what} must be a non-empty string`);
+  if (LONE_SURROGATE.test(key))
+    throw invalid(`${what} ${JSON.stringify(key)} is not well-formed UTF-16`);
+  const n = Buffer.byteLength(key);
+  if (n > STORE_LIMITS.maxKeyBytes)
+    throw new StoreError(
+      'STORE_ERR_TOO_LARGE',
+      `${what} is ${n} bytes; the limit is ${STORE_LIMITS.maxKeyBytes}`,
+    );
+}
+
+/** A prefix may be empty (every key); otherwise it follows the key rules. */
+export function checkPrefix(prefix: string): void {
+  if (typeof prefix !== 'string') throw invalid('prefix must be a string');
+  if (prefix !== '') checkKey(prefix, 'prefix');
+}
+
+/** Throws STORE_ERR_INVALID unless `n` is a revision (an integer >= 1). */
+export function checkRevision(n: number, what = 'revision'): void {
+  if (!Number.isSafeInteger(n) || n < 1)
+    throw invalid(`${what} must be an integer >= 1, not ${String(n)}`);
+}
+
+export function checkListOptions(options: ListOptions): void {
+  if (options.revision !== undefined) checkRevision(options.revision);
+  if (options.limit !== undefined && (!Number.isSafeInteger(options.limit) || options.limit < 1))
+    throw invalid(`limit must be an integer >= 1, not ${String(options.limit)}`);
+  if (options.after !== undefined) checkKey(options.after, 'after');
+}
+
+/** Validates one branch: keys, value sizes, and no key touched twice (etcd's rule). */
+function checkOps(ops: readonly Op[], branch: string): void {
+  const puts = new Set<string>();
+  const deletes = new Set<string>();
+  const prefixes: string[] = [];
+  let bytes = 0;
+  for (const op of ops) {
+    switch (op.kind) {
+      case 'put': {
+        checkKey(op.key);
+        if (typeof op.value !== 'string') throw invalid(`value of ${op.key} must be a string`);
+        if (LONE_SURROGATE.test(op.value))
+          throw invalid(`value of ${op.key} is not well-formed UTF-16`);
+        const n = Buffer.byteLength(op.value);
+        if (n > STORE_LIMITS.maxValueBytes) {
+          throw new StoreError(
+            'STORE_ERR_TOO_LARGE',
+            `value of ${op.key} is ${n} bytes; the limit is ${STORE_LIMITS.maxValueBytes}`,
+          );
+        }
+        bytes += n + op.key.length;
+        if (puts.has(op.key) || deletes.has(op.key))
+          throw invalid(`${branch} touches ${op.key} twice; a transaction may write a key once`);
+        puts.add(op.key);
+        break;
+      }
+      case 'delete':
+        checkKey(op.key);
+        if (puts.has(op.key))
+          throw invalid(`${branch} touches ${op.key} twice; a transaction may write a key once`);
+        deletes.add(op.key);
+        break;
+      case 'deletePrefix':
+        checkPrefix(op.prefix);
+        prefixes.push(op.prefix);
+        break;
+      default:
+        throw invalid(`unknown operation ${JSON.stringify((op as { kind?: unknown }).kind)}`);
+    }
+  }
+  if (bytes > STORE_LIMITS.maxTxnBytes) {
+    throw new StoreError(
+      'STORE_ERR_TOO_LARGE',
+      `${branch} writes ${bytes} bytes; the limit is ${STORE_LIMITS.maxTxnBytes}`,
+    );
+  }
+  for (const p of prefixes) {
+    for (const k of puts) {
+      if (k.startsWith(p))
+        throw invalid(
+          `${branch} puts ${k} and deletes the prefix ${JSON.stringify(p)} containing it`,
+        );
+    }
+  }
+}
+
+/** Array.isArray without narrowing to any[] (callers may pass anything at runtime). */
+function isList(x: unknown): boolean {
+  return Array.isArray(x);
+}
+
+/** Validates a transaction against the port's rules and limits (every adapter calls it). */
 export function checkTxnLimits(txn: Txn): void {
+  if (typeof txn !== 'object' || txn === null || !isList(txn.compares) || !isList(txn.success))
+    throw invalid('a transaction needs compares and success arrays');
+  if (txn.failure !== undefined && !isList(txn.failure))
+    throw invalid('failure must be an array of operations');
   const ops = txn.success.length + (txn.failure?.length ?? 0) + txn.compares.length;
   if (ops > STORE_LIMITS.maxOpsPerTxn) {
     throw new StoreError(
@@ -120,17 +238,57 @@ export function checkTxnLimits(txn: Txn): void {
       `transaction has ${ops} compares and operations; the limit is ${STORE_LIMITS.maxOpsPerTxn}`,
     );
   }
-  for (const op of [...txn.success, ...(txn.failure ?? [])]) {
-    if (op.kind === 'put' && Buffer.byteLength(op.value) > STORE_LIMITS.maxValueBytes) {
-      throw new StoreError(
-        'STORE_ERR_TOO_LARGE',
-        `value of ${op.key} is ${Buffer.byteLength(op.value)} bytes; the limit is ${STORE_LIMITS.maxValueBytes}`,
-      );
+  for (const c of txn.compares) {
+    checkKey(c.key, 'compare key');
+    if ('modRevision' in c) {
+      if (!Number.isSafeInteger(c.modRevision) || c.modRevision < 0)
+        throw invalid(`compare modRevision must be an integer >= 0, not ${String(c.modRevision)}`);
+    } else if (typeof (c as { value?: unknown }).value !== 'string') {
+      throw invalid('a compare needs modRevision or value');
     }
   }
+  checkOps(txn.success, 'success');
+  checkOps(txn.failure ?? [], 'failure');
 }
 
-/** The smallest key greater than every key with this prefix (etcd's range_end for a prefix). */
+/**
+ * Whether a watch from `fromRevision` needs history that compaction dropped (see the header): a
+ * store never compacted reports compactRevision 1 and can replay everything.
+ */
+export function watchNeedsCompactedHistory(fromRevision: number, compactRevision: number): boolean {
+  return compactRevision > 1 && fromRevision <= compactRevision;
+}
+
+export function compactedError(fromRevision: number, compactRevision: number): StoreError {
+  return new StoreError(
+    'STORE_ERR_COMPACTED',
+    `watch from revision ${fromRevision}: history up to ${compactRevision} has been compacted; relist and watch from the list's revision + 1`,
+    { compactRevision },
+  );
+}
+
+/**
+ * Orders keys by their UTF-8 bytes, which is code point order (etcd's and SQLite's order);
+ * JavaScript's `<` compares UTF-16 code units, which differs above U+FFFF.
+ */
+export function compareKeys(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    // Surrogates encode code points above U+FFFF: they sort after every other code unit.
+    if (x >= 0xd800 && x <= 0xdfff) x += 0x10000;
+    if (y >= 0xd800 && y <= 0xdfff) y += 0x10000;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+/**
+ * A string greater, in UTF-16 order, than every key with this prefix whose next character is in
+ * the BMP. Prefer `key.startsWith(prefix)`; adapters compute byte range ends themselves.
+ */
 export function prefixEnd(prefix: string): string {
   return prefix + '\uffff';
 }

@@ -15,7 +15,8 @@ export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
   constructor(onClose: () => void, signal?: AbortSignal) {
     this.onClose = onClose;
     if (signal !== undefined) {
-      if (signal.aborted) this.end();
+      // Already aborted: born ended (the owner sees `closed` and never registers the queue).
+      if (signal.aborted) this.ended = true;
       else signal.addEventListener('abort', () => this.end(), { once: true });
     }
   }

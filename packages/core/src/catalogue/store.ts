@@ -28,4 +28,14 @@ export const STORE_ERRORS = {
     summary:
       'A value or a transaction exceeds the store limits (value size, operations per transaction).',
   },
+  STORE_ERR_INVALID: {
+    status: 400,
+    summary:
+      'A store request or store URL is malformed: empty or ill-formed key, the same key twice in one transaction, a bad revision or limit, an unknown URL scheme.',
+  },
+  STORE_ERR_CORRUPT: {
+    status: 500,
+    summary:
+      'The store file is not a Palisade SQLite database, has an unknown schema or failed its integrity check; nothing was changed.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
