@@ -448,6 +448,7 @@ export function runStoreContract(
     assert.equal(e2?.kv.version, 2);
     assert.deepEqual(e2?.prevKv, e1?.kv);
     const e3 = b3?.events[0];
+    assert.equal(e3?.type, 'delete');
     assert.deepEqual(e3?.kv, {
       key: `${p}k`,
       value: '',
