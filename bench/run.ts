@@ -3,13 +3,18 @@
 
 import { spawnSync } from 'node:child_process';
 import { runEngineBench } from './engine.js';
+import { runStoreBench } from './store.js';
 
 const BENCHES: Record<
   string,
-  ((quick: boolean, log: (s: string) => void) => Record<string, unknown>) | undefined
+  | ((
+      quick: boolean,
+      log: (s: string) => void,
+    ) => Record<string, unknown> | Promise<Record<string, unknown>>)
+  | undefined
 > = {
   engine: runEngineBench,
-  store: undefined,
+  store: runStoreBench,
   dataplane: undefined,
   l7: undefined,
   flows: undefined,
@@ -21,7 +26,7 @@ function usage(): string {
     .join(', ')}\n  --quick   finish within a minute on a 2-core machine`;
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
     console.log(usage());
     return 0;
@@ -49,9 +54,9 @@ function main(argv: string[]): number {
     );
     return r.status ?? 1;
   }
-  const result = fn(argv.includes('--quick'), (s) => console.log(s));
+  const result = await fn(argv.includes('--quick'), (s) => console.log(s));
   console.log(`RESULT ${JSON.stringify(result)}`);
   return 0;
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));
