@@ -127,6 +127,13 @@ export const STORE_LIMITS = {
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+/** Whether a string is valid UTF-16 (so it survives UTF-8 encoding unchanged). */
+function wellFormed(s: string): boolean {
+  // String.prototype.isWellFormed (Node 20) is native and fast; the regex is the fallback.
+  const native = (s as { isWellFormed?: () => boolean }).isWellFormed;
+  return native !== undefined ? native.call(s) : !LONE_SURROGATE.test(s);
+}
+
 function invalid(message: string): StoreError {
   return new StoreError('STORE_ERR_INVALID', message);
 }
@@ -135,8 +142,7 @@ function invalid(message: string): StoreError {
 export function checkKey(key: string, what = 'key'): void {
   if (typeof key !== 'string' || key.length === 0)
     throw invalid(`${what} must be a non-empty string`);
-  if (LONE_SURROGATE.test(key))
-    throw invalid(`${what} ${JSON.stringify(key)} is not well-formed UTF-16`);
+  if (!wellFormed(key)) throw invalid(`${what} ${JSON.stringify(key)} is not well-formed UTF-16`);
   const n = Buffer.byteLength(key);
   if (n > STORE_LIMITS.maxKeyBytes)
     throw new StoreError(
@@ -175,8 +181,7 @@ function checkOps(ops: readonly Op[], branch: string): void {
       case 'put': {
         checkKey(op.key);
         if (typeof op.value !== 'string') throw invalid(`value of ${op.key} must be a string`);
-        if (LONE_SURROGATE.test(op.value))
-          throw invalid(`value of ${op.key} is not well-formed UTF-16`);
+        if (!wellFormed(op.value)) throw invalid(`value of ${op.key} is not well-formed UTF-16`);
         const n = Buffer.byteLength(op.value);
         if (n > STORE_LIMITS.maxValueBytes) {
           throw new StoreError(
