@@ -17,7 +17,8 @@ export function renewalTime(cert: Validity, rand: () => number): Date {
   const from = cert.notBefore.getTime();
   const life = cert.notAfter.getTime() - from;
   if (!(life > 0)) return new Date(from);
-  const r = Math.min(Math.max(rand(), 0), 1);
+  const drawn = rand();
+  const r = Number.isFinite(drawn) ? Math.min(Math.max(drawn, 0), 1) : 0.5;
   const fraction = 0.5 + (r * 2 - 1) * RENEWAL_JITTER;
   return new Date(from + Math.floor(life * fraction));
 }

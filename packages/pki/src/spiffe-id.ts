@@ -42,6 +42,7 @@ export function trustDomainProblem(td: string): string | undefined {
   if (td.length === 0) return 'the trust domain is empty';
   if (td.length > MAX_TRUST_DOMAIN_BYTES)
     return `the trust domain is longer than ${MAX_TRUST_DOMAIN_BYTES} bytes`;
+  if (td.startsWith('[')) return 'an IPv6 address is not a trust domain name';
   if (td.includes('@')) return 'the trust domain must not carry userinfo (@)';
   if (td.includes(':')) return 'the trust domain must not carry a port (:)';
   if (td.includes('%')) return 'the trust domain must not contain percent-encoded characters';
