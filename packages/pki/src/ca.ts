@@ -628,6 +628,10 @@ export class CertificateAuthority {
     return this.inspect();
   }
 
+  toString(): string {
+    return `[CertificateAuthority ${this.trustDomain}]`;
+  }
+
   [nodeInspect.custom](): string {
     return `CertificateAuthority ${JSON.stringify({ trustDomain: this.trustDomain, mode: this.mode, dataDir: this.dataDir })}`;
   }
