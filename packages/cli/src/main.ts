@@ -4,6 +4,7 @@
 
 import { suggest } from '@palisade/core';
 import { flagHelp, parseArgs, UsageError } from './args.js';
+import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
 import { demoCommand, DEMO_FLAGS } from './demo.js';
 import { InputError } from './input.js';
@@ -72,6 +73,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     },
     run: selectorCommand,
   },
+  ca: {
+    summary: 'the certificate authority: init, import, inspect, bundle, rotate, issue',
+    usage: CA_USAGE,
+    flags: { ...CA_FLAGS, ...HELP_FLAG },
+    run: caCommand,
+  },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
     usage: 'palisade demo [--json]',
@@ -137,7 +144,7 @@ export async function main(argv: readonly string[], io: Io = defaultIo()): Promi
       io.stdout.write(commandHelp(name, cmd));
       return 0;
     }
-    if (name !== 'selector' && parsed.positionals.length > 0)
+    if (name !== 'selector' && name !== 'ca' && parsed.positionals.length > 0)
       throw new UsageError(
         `unexpected argument ${JSON.stringify(parsed.positionals[0])} (inputs go after -f)`,
       );
