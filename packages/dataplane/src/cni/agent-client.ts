@@ -55,6 +55,8 @@ export class UnixSocketAgentClient implements AgentClient {
       const req = request(
         {
           socketPath: this.socketPath,
+          // One connection per call: a plugin run makes one or two calls and then exits.
+          agent: false,
           method,
           path,
           headers:
@@ -82,7 +84,7 @@ export class UnixSocketAgentClient implements AgentClient {
           res.on('error', (e) => reject(this.unavailable(e, true)));
         },
       );
-      req.on('socket', (s) => s.on('connect', () => (sent = true)));
+      req.on('socket', (s) => s.once('connect', () => (sent = true)));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)));
       req.on('error', (e) => reject(this.unavailable(e, sent)));
       req.end(text);
