@@ -4,10 +4,9 @@
 // wait for the agent without a deadline.
 
 import { request } from 'node:http';
-import { CNI_ERRORS } from '@palisade/core';
 import { endpointPath, API_PREFIX } from '../agent-socket/protocol.js';
 import type { RegisterRequest, RegisteredEndpoint } from '../agent-socket/protocol.js';
-import { CniError } from './cni-error.js';
+import { CNI_NUMERIC_CODES, CniError } from './cni-error.js';
 import type { CniErrorCode } from './cni-error.js';
 
 /** A failed agent call; `mayHaveApplied` when the request may have reached the agent and acted. */
@@ -36,7 +35,7 @@ interface HttpReply {
 const MAX_REPLY_BYTES = 1024 * 1024;
 
 function isCniCode(s: unknown): s is CniErrorCode {
-  return typeof s === 'string' && Object.hasOwn(CNI_ERRORS, s);
+  return typeof s === 'string' && Object.hasOwn(CNI_NUMERIC_CODES, s);
 }
 
 export class UnixSocketAgentClient implements AgentClient {

@@ -310,6 +310,26 @@ describe('palisade cni in network namespaces', { skip, timeout: 55_000 }, () => 
     ipam.close();
   });
 
+  test('a repeated ADD of the same attachment (a retried runtime call) gets the same address and MAC', async () => {
+    const ns = fx.addPodNs('r');
+    const inv = {
+      command: 'ADD' as const,
+      containerId: 'ctr-r',
+      netns: nsPath(ns),
+      args: podArgs('shop', 'c'),
+    };
+    const first = await fx.run(inv);
+    const second = await fx.run(inv);
+    assert.equal(second.exitCode, 0, second.stdout);
+    const a = JSON.parse(first.stdout) as CniResult;
+    const b = JSON.parse(second.stdout) as CniResult;
+    assert.deepEqual(b.ips, a.ips);
+    assert.deepEqual(b.interfaces, a.interfaces);
+    const check = await fx.run({ ...inv, command: 'CHECK', conf: { prevResult: b } });
+    assert.equal(check.exitCode, 0, check.stdout);
+    assert.equal((await fx.run({ ...inv, command: 'DEL' })).exitCode, 0);
+  });
+
   test('a registration failure fails the ADD and rolls back the veth and the address', async () => {
     const ns = fx.addPodNs('f');
     const cases = [
