@@ -3,6 +3,7 @@
 // stdout but the one result the spec asks for.
 
 import { UnixSocketAgentClient } from './agent-client.js';
+import { CniError, cniErrorResult } from './cni-error.js';
 import { SqliteIpam } from './ipam.js';
 import { IpNetlink } from './netlink.js';
 import { runCniPlugin } from './plugin.js';
@@ -39,7 +40,25 @@ export async function cniCommand(io: CniIo, env: Env = process.env): Promise<num
       stdin = '';
     }
   }
-  const out = await runCniPlugin(env, stdin, defaultPluginDeps(env));
+  const hostNetns = env['PALISADE_CNI_HOST_NETNS'];
+  const out =
+    hostNetns !== undefined && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(hostNetns)
+      ? {
+          exitCode: 1,
+          stdout:
+            JSON.stringify(
+              cniErrorResult(
+                new CniError(
+                  'CNI_ERR_ENV',
+                  'PALISADE_CNI_HOST_NETNS must be a network namespace name',
+                ),
+                '1.0.0',
+              ),
+            ) + '\n',
+          stderr:
+            'palisade cni: CNI_ERR_ENV: PALISADE_CNI_HOST_NETNS must be a network namespace name\n',
+        }
+      : await runCniPlugin(env, stdin, defaultPluginDeps(env));
   if (out.stdout) io.stdout.write(out.stdout);
   if (out.stderr) io.stderr.write(out.stderr);
   return out.exitCode;

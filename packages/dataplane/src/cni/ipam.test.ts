@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { CniError } from './cni-error.js';
 import { IPAM_DB_FILE, SqliteIpam } from './ipam.js';
 import type { IpamPool } from './ipam.js';
@@ -200,6 +201,57 @@ describe('IPAM (SQLite, BEGIN IMMEDIATE)', () => {
     assert.equal(
       codeOf(() => SqliteIpam.open(join(dir, IPAM_DB_FILE, 'sub'))),
       'CNI_ERR_IO',
+    );
+  });
+
+  test('any sequence of ADDs and DELs keeps every address unique, allocatable and idempotent', () => {
+    const p = pool('10.9.12.0/28', 'palisade', '10.9.12.1');
+    fc.assert(
+      fc.property(
+        fc.array(fc.record({ del: fc.boolean(), c: fc.integer({ min: 0, max: 15 }) }), {
+          maxLength: 60,
+        }),
+        (ops) => {
+          const ipam = SqliteIpam.open(tempDir());
+          const model = new Map<number, number>();
+          try {
+            for (const op of ops) {
+              const cid = `c${op.c}`;
+              if (op.del) {
+                const freed = ipam.release('palisade', cid, 'eth0');
+                assert.equal(freed, model.get(op.c));
+                model.delete(op.c);
+                continue;
+              }
+              try {
+                const a = ipam.allocate(p, cid, 'eth0');
+                if (model.has(op.c)) assert.equal(a.address, model.get(op.c));
+                model.set(op.c, a.address);
+              } catch (e) {
+                assert.ok(e instanceof CniError && e.code === 'CNI_ERR_POOL_EXHAUSTED');
+                assert.equal(
+                  model.size,
+                  13,
+                  'exhausted only when all 13 allocatable addresses are held',
+                );
+              }
+              const held = [...model.values()];
+              assert.equal(new Set(held).size, held.length);
+              for (const h of held) assert.ok(h > ip('10.9.12.1') && h < ip('10.9.12.15'));
+            }
+            assert.deepEqual(
+              ipam
+                .list('palisade')
+                .map((x) => x.address)
+                .sort(),
+              [...model.values()].sort(),
+            );
+          } finally {
+            ipam.close();
+          }
+        },
+      ),
+      { numRuns: 40 },
     );
   });
 });
