@@ -4,11 +4,13 @@
 
 import { LOAD_ERRORS } from './load/codes.js';
 import { API_ERRORS } from './catalogue/api.js';
+import { CNI_ERRORS } from './catalogue/cni.js';
 import { DATAPLANE_ERRORS } from './catalogue/dataplane.js';
 import { PKI_ERRORS } from './catalogue/pki.js';
 import { STORE_ERRORS } from './catalogue/store.js';
 
 export { API_ERRORS, DATAPLANE_ERRORS, PKI_ERRORS, STORE_ERRORS };
+export { CNI_ERRORS };
 
 export interface ErrorSpec {
   /** HTTP status the API answers with when this error is returned. */
@@ -51,6 +53,7 @@ const ALL_ERRORS = {
   ...API_ERRORS,
   ...PKI_ERRORS,
   ...DATAPLANE_ERRORS,
+  ...CNI_ERRORS,
 } as const;
 
 export const ERRORS: Readonly<Record<string, ErrorSpec>> = ALL_ERRORS;
