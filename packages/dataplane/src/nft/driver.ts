@@ -9,6 +9,7 @@
 import { spawn } from 'node:child_process';
 import { elementCommand, validTableName } from './render.js';
 import type { Rendered } from './render.js';
+import { DataplaneError } from '../errors.js';
 
 export interface NftResult {
   readonly code: number;
@@ -30,16 +31,6 @@ export interface DriverOptions {
   readonly timeoutMs?: number;
 }
 
-export class DriverError extends Error {
-  constructor(
-    readonly code: 'DATAPLANE_ERR_NFT' | 'DATAPLANE_ERR_FOREIGN',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'DriverError';
-  }
-}
-
 export type ApplyKind = 'full' | 'elements' | 'unchanged';
 
 export interface ApplyReport {
@@ -59,7 +50,10 @@ export function processRunner(options: {
 }): NftRunner {
   const nft = options.nft ?? 'nft';
   if (options.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(options.netns))
-    throw new Error(`invalid network namespace name ${JSON.stringify(options.netns)}`);
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid network namespace name ${JSON.stringify(options.netns)}`,
+    );
   return (args, stdin) =>
     new Promise((resolve) => {
       const [cmd, argv] =
@@ -122,7 +116,10 @@ export class NftDriver {
   constructor(options: DriverOptions = {}) {
     this.table = options.table ?? 'palisade';
     if (!validTableName(this.table))
-      throw new Error(`invalid table name ${JSON.stringify(this.table)}`);
+      throw new DataplaneError(
+        'DATAPLANE_ERR_INVALID_NAME',
+        `invalid table name ${JSON.stringify(this.table)}`,
+      );
     this.run =
       options.runner ??
       processRunner({
@@ -142,7 +139,7 @@ export class NftDriver {
   private async nft(args: readonly string[], stdin?: string): Promise<string> {
     const r = await this.run(args, stdin);
     if (r.code !== 0)
-      throw new DriverError(
+      throw new DataplaneError(
         'DATAPLANE_ERR_NFT',
         `nft ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 2000)}`,
       );
@@ -154,7 +151,7 @@ export class NftDriver {
     const r = await this.run(['-j', 'list', 'table', 'inet', this.table]);
     if (r.code !== 0) {
       if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
-      throw new DriverError('DATAPLANE_ERR_NFT', `nft list table failed: ${r.stderr.trim()}`);
+      throw new DataplaneError('DATAPLANE_ERR_NFT', `nft list table failed: ${r.stderr.trim()}`);
     }
     return r.stdout;
   }
@@ -162,7 +159,7 @@ export class NftDriver {
   /** The full replacement: create-if-missing, delete, define — one batch, one commit. */
   fullScript(rendered: Rendered): string {
     if (rendered.table !== this.table)
-      throw new DriverError(
+      throw new DataplaneError(
         'DATAPLANE_ERR_FOREIGN',
         `rendered table ${rendered.table} is not the owned table ${this.table}`,
       );

@@ -6,6 +6,7 @@
 // Owns: nftables syntax. Must never: run nft, or decide which policies apply (calc/ does).
 
 import { createHash } from 'node:crypto';
+import { DataplaneError } from '../errors.js';
 import type {
   DesiredState,
   DirectionProgram,
@@ -113,7 +114,11 @@ function comment(s: string): string {
 }
 
 function ifname(s: string): string {
-  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(s)) throw new Error(`invalid interface name ${s}`);
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(s))
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid interface name ${JSON.stringify(s)}`,
+    );
   return `"${s}"`;
 }
 
@@ -389,7 +394,11 @@ function baseChain(
 /** Renders the whole owned table. Deterministic: the same state gives the same text. */
 export function render(state: DesiredState, options: RenderOptions = {}): Rendered {
   const table = options.table ?? 'palisade';
-  if (!validTableName(table)) throw new Error(`invalid table name ${JSON.stringify(table)}`);
+  if (!validTableName(table))
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid table name ${JSON.stringify(table)}`,
+    );
   const failIn = options.failsafeInbound ?? DEFAULT_FAILSAFE_INBOUND;
   const failOut = options.failsafeOutbound ?? DEFAULT_FAILSAFE_OUTBOUND;
   const setsByName = new Map(state.sets.map((s) => [s.name, s]));
@@ -429,7 +438,10 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   };
   const prefix = options.workloadInterfacePrefix;
   if (prefix !== undefined && !/^[A-Za-z0-9_.-]{1,14}$/.test(prefix))
-    throw new Error(`invalid workload interface prefix ${JSON.stringify(prefix)}`);
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid workload interface prefix ${JSON.stringify(prefix)}`,
+    );
   const unknownIf = (dir: 'iifname' | 'oifname') =>
     prefix !== undefined
       ? [`${dir} "${prefix}*" counter drop ${comment('workload interface without a program')}`]
