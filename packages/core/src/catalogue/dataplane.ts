@@ -2,4 +2,20 @@
 // merges every area into the one catalogue).
 import type { ErrorSpec } from '../errors.js';
 
-export const DATAPLANE_ERRORS = {} as const satisfies Record<string, ErrorSpec>;
+export const DATAPLANE_ERRORS = {
+  DATAPLANE_ERR_NFT: {
+    status: 500,
+    summary:
+      'An nft command failed (the transaction was refused as a whole, so the previous ruleset stays in force).',
+  },
+  DATAPLANE_ERR_FOREIGN: {
+    status: 409,
+    summary:
+      'An operation named a table the agent does not own; it was refused before reaching the kernel.',
+  },
+  DATAPLANE_ERR_INVALID_NAME: {
+    status: 400,
+    summary:
+      'A table, interface or namespace name is not safe to pass to nft (characters or length); nothing was rendered.',
+  },
+} as const satisfies Record<string, ErrorSpec>;

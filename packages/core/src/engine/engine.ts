@@ -954,6 +954,32 @@ export class Engine {
   authorizationPolicies(): AuthorizationPolicy[] {
     return [...this.authzRaw.values()];
   }
+
+  /**
+   * Read-only inputs of the node agent's kernel calculation (`packages/dataplane`): every network
+   * set as a selectable entity, and, for `ref`, the endpoint's profiles with their compiled rules.
+   */
+  dataplaneInputs(ref?: string): {
+    readonly networkSets: readonly NetSetEntity[];
+    readonly profiles:
+      | {
+          readonly ingress: readonly CompiledProfileRules[];
+          readonly egress: readonly CompiledProfileRules[];
+        }
+      | undefined;
+  } {
+    const networkSets = [...this.netsetsRaw.values()].map((r) =>
+      networkSet(
+        r,
+        r.kind === 'NetworkSet' ? this.namespaceInfo(r.metadata.namespace ?? 'default') : undefined,
+      ),
+    );
+    const ep = ref === undefined ? undefined : this.resolve(ref)?.endpoint;
+    const profiles = ep
+      ? { ingress: this.profilesFor(ep, 'ingress'), egress: this.profilesFor(ep, 'egress') }
+      : undefined;
+    return { networkSets, profiles };
+  }
 }
 
 function kernelCtx(

@@ -1,0 +1,557 @@
+// The node's calculation (STYLE 2, 3, 10): resources in (any order, incrementally) plus the list of
+// local endpoints, desired kernel state out. Only policies that select a local endpoint become
+// programs; every peer selector, CIDR list and named port becomes a named set, shared by equal
+// selectors. A change recomputes only what it touches: an endpoint change re-tests that endpoint
+// against every set, a policy change re-derives the local programs (the engine caches the rest),
+// a namespace/service-account/profile change (labels inherited by many) rescans everything.
+// Owns: translating the engine's compiled rules into programs. Must never: run nft, keep a "last
+// good" output (desired() depends only on the current inputs), or decide semantics the engine
+// already decides — membership comes from the engine's own compiled matchers.
+
+import { Engine } from '@palisade/core';
+import type { CompileOptions, Profile, Resource } from '@palisade/core';
+import {
+  calicoSelectorKey,
+  k8sPeerKey,
+  notSelectorKey,
+  rawPolicyRules,
+  setName,
+  type RawRules,
+} from './keys.js';
+import { addressElements, cidrText, formatIp } from './net.js';
+import type {
+  CompiledEntity,
+  CompiledRule,
+  DesiredState,
+  DirectionProgram,
+  EndpointProgram,
+  EngineEndpoint,
+  Entity,
+  EntityMatcher,
+  LocalEndpoint,
+  NamedSet,
+  PortRange,
+  ProfileRules,
+  RuleProgram,
+  SideProgram,
+  TierProgram,
+} from './types.js';
+
+type Direction = 'ingress' | 'egress';
+
+/** A problem the calculation had to resolve conservatively (reported, never thrown). */
+export interface CalcNote {
+  readonly endpoint: string;
+  readonly message: string;
+}
+
+interface SelectorRef {
+  readonly matcher: EntityMatcher;
+  readonly describe: string;
+}
+
+interface ProgramEntry {
+  readonly program: EndpointProgram | undefined;
+  readonly selectors: ReadonlyMap<string, SelectorRef>;
+  readonly nets: ReadonlyMap<string, readonly CompiledEntity['nets'][]>;
+  readonly namedPorts: ReadonlySet<string>;
+  readonly notes: readonly CalcNote[];
+}
+
+const NAMESPACED = new Set([
+  'NetworkPolicy',
+  'StagedNetworkPolicy',
+  'StagedKubernetesNetworkPolicy',
+  'NetworkSet',
+  'WorkloadEndpoint',
+  'Pod',
+  'ServiceAccount',
+  'Service',
+  'AuthorizationPolicy',
+  'PeerAuthentication',
+]);
+
+const NETSET_PREFIX = 'netset:';
+
+/**
+ * The incremental calculation. Feed resources with `upsert`/`remove` (they go on to the engine it
+ * owns), say which endpoints are local with `setLocalEndpoints`, and read `desired()`.
+ */
+export class Calculation {
+  readonly engine: Engine;
+  private readonly rawPolicies = new Map<string, RawRules>();
+  private readonly rawProfiles = new Map<string, Profile>();
+  private readonly wepIds = new Map<string, string>();
+  private locals: LocalEndpoint[] = [];
+
+  // Caches, each invalidated by the inputs it depends on.
+  private readonly entities = new Map<string, Entity>();
+  private readonly programs = new Map<string, ProgramEntry>();
+  private readonly members = new Map<string, { ref: SelectorRef; ids: Set<string> }>();
+  private readonly namedPortMembers = new Map<string, Set<string>>();
+  private dirtyAll = true;
+  private dirtyPrograms = true;
+  private dirtyNetsets = true;
+  private readonly dirtyEndpoints = new Set<string>();
+
+  constructor(options: CompileOptions = {}) {
+    this.engine = new Engine(options);
+  }
+
+  upsert(r: Resource): void {
+    this.track(r, false);
+    this.engine.upsert(r);
+  }
+
+  remove(kind: Resource['kind'], namespace: string | undefined, name: string): void {
+    const ns = NAMESPACED.has(kind) ? (namespace ?? 'default') : undefined;
+    this.track({ kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource, true);
+    this.engine.remove(kind, namespace, name);
+  }
+
+  setLocalEndpoints(list: readonly LocalEndpoint[]): void {
+    const before = new Map(this.locals.map((l) => [l.ref, l.iface]));
+    this.locals = [...list].sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+    const now = new Set(this.locals.map((l) => l.ref));
+    for (const ref of before.keys()) if (!now.has(ref)) this.programs.delete(ref);
+    for (const l of this.locals) if (before.get(l.ref) !== l.iface) this.programs.delete(l.ref);
+  }
+
+  private track(r: Resource, removing: boolean): void {
+    const ns = NAMESPACED.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
+    switch (r.kind) {
+      case 'Namespace':
+      case 'ServiceAccount':
+      case 'Service':
+        this.dirtyAll = true;
+        break;
+      case 'Profile':
+        if (removing) this.rawProfiles.delete(r.metadata.name);
+        else this.rawProfiles.set(r.metadata.name, r);
+        this.dirtyAll = true;
+        break;
+      case 'Pod':
+        this.dirtyEndpoints.add(`${ns}/${r.metadata.name}`);
+        break;
+      case 'WorkloadEndpoint': {
+        const k = `${ns}/${r.metadata.name}`;
+        const old = this.wepIds.get(k);
+        if (old) this.dirtyEndpoints.add(old);
+        if (removing) this.wepIds.delete(k);
+        else {
+          const id = `${ns}/${r.spec.pod ?? r.spec.workload ?? r.metadata.name}`;
+          this.wepIds.set(k, id);
+          this.dirtyEndpoints.add(id);
+        }
+        break;
+      }
+      case 'HostEndpoint':
+        this.dirtyEndpoints.add(r.metadata.name);
+        break;
+      case 'NetworkSet':
+      case 'GlobalNetworkSet':
+        this.dirtyNetsets = true;
+        break;
+      case 'Tier':
+      case 'NetworkPolicy':
+      case 'StagedNetworkPolicy':
+      case 'StagedKubernetesNetworkPolicy':
+      case 'GlobalNetworkPolicy':
+      case 'StagedGlobalNetworkPolicy': {
+        const raw = removing ? undefined : rawPolicyRules(r);
+        const key = `${r.kind}/${ns ?? ''}/${r.metadata.name}`;
+        if (raw) this.rawPolicies.set(raw.key, raw.rules);
+        else this.rawPolicies.delete(key);
+        this.dirtyPrograms = true;
+        break;
+      }
+      case 'AuthorizationPolicy':
+      case 'PeerAuthentication':
+        // L7 only: nothing the kernel enforces.
+        break;
+    }
+  }
+
+  // ------------------------------------------------------------------ entities
+
+  private refreshEntities(): void {
+    if (this.dirtyAll) {
+      this.entities.clear();
+      for (const id of [...this.engine.workloadEndpoints(), ...this.engine.hostEndpoints()]) {
+        const ep = this.engine.describeEndpoint(id);
+        if (ep) this.entities.set(id, ep);
+      }
+      this.refreshNetsets();
+      return;
+    }
+    for (const id of this.dirtyEndpoints) {
+      const ep = this.engine.describeEndpoint(id);
+      if (ep && ep.id === id) this.entities.set(id, ep);
+      else this.entities.delete(id);
+    }
+    if (this.dirtyNetsets) this.refreshNetsets();
+  }
+
+  private refreshNetsets(): void {
+    for (const id of [...this.entities.keys()])
+      if (id.startsWith(NETSET_PREFIX)) this.entities.delete(id);
+    for (const s of this.engine.dataplaneInputs().networkSets)
+      this.entities.set(NETSET_PREFIX + s.id, s);
+  }
+
+  // ------------------------------------------------------------------ programs
+
+  private program(local: LocalEndpoint): ProgramEntry {
+    const notes: CalcNote[] = [];
+    const selectors = new Map<string, SelectorRef>();
+    const nets = new Map<string, readonly CompiledEntity['nets'][]>();
+    const namedPorts = new Set<string>();
+    const ep = this.engine.describeEndpoint(local.ref);
+    const active = this.engine.activeTiers(local.ref);
+    const profiles = this.engine.dataplaneInputs(local.ref).profiles;
+    if (!ep || !active || !profiles) {
+      return { program: undefined, selectors, nets, namedPorts, notes };
+    }
+    const ctx: RuleCtx = {
+      ep,
+      selectors,
+      nets,
+      namedPorts,
+      notes,
+      rawPolicies: this.rawPolicies,
+      rawProfiles: this.rawProfiles,
+    };
+    const direction = (dir: Direction): DirectionProgram => {
+      const tiers: TierProgram[] = [];
+      for (const t of active[dir]) {
+        if (t.policies.length === 0) continue;
+        const rules: RuleProgram[] = [];
+        for (const p of t.policies)
+          rules.push(
+            ...convertRules(ctx, p[dir] ?? [], dir, { tier: t.name, policy: p.name }, p.key),
+          );
+        tiers.push({
+          name: t.name,
+          defaultAction: t.defaultAction,
+          rules,
+          policies: t.policies.map((p) => p.name),
+        });
+      }
+      const prof = profiles[dir].map((pr: ProfileRules) => ({
+        name: pr.profile.name,
+        rules: convertRules(
+          ctx,
+          pr.rules,
+          dir,
+          { profile: pr.profile.name },
+          `profile/${pr.profile.name}`,
+        ),
+      }));
+      return {
+        tiers,
+        profiles: prof,
+        fallback: prof.length > 0 || ep.kind === 'host' ? 'drop' : 'accept',
+      };
+    };
+    const v4 = ep.ips.filter((i) => i.family === 4).map(formatIp);
+    const v6 = ep.ips.filter((i) => i.family === 6).map(formatIp);
+    const program: EndpointProgram = {
+      ref: local.ref,
+      kind: ep.kind,
+      iface: local.iface,
+      ipv4: v4,
+      ipv6: v6,
+      ingress: direction('ingress'),
+      egress: direction('egress'),
+    };
+    return { program, selectors, nets, namedPorts, notes };
+  }
+
+  // ------------------------------------------------------------------ the output
+
+  /** The desired state for the current inputs. */
+  desired(): DesiredState {
+    this.refreshEntities();
+    const programsAll = this.dirtyAll || this.dirtyPrograms;
+    for (const l of this.locals) {
+      if (programsAll || this.dirtyEndpoints.has(l.ref) || !this.programs.has(l.ref))
+        this.programs.set(l.ref, this.program(l));
+    }
+    // Every selector, nets list and named port referenced by a local program.
+    const selectors = new Map<string, SelectorRef>();
+    const nets = new Map<string, readonly CompiledEntity['nets'][]>();
+    const namedPorts = new Set<string>();
+    for (const l of this.locals) {
+      const e = this.programs.get(l.ref);
+      if (!e) continue;
+      for (const [k, v] of e.selectors) if (!selectors.has(k)) selectors.set(k, v);
+      for (const [k, v] of e.nets) if (!nets.has(k)) nets.set(k, v);
+      for (const n of e.namedPorts) namedPorts.add(n);
+    }
+    // Memberships: new keys scan every entity; known keys re-test only what changed.
+    for (const k of [...this.members.keys()]) if (!selectors.has(k)) this.members.delete(k);
+    for (const [k, ref] of selectors) {
+      const m = this.members.get(k);
+      if (!m || this.dirtyAll) {
+        const ids = new Set<string>();
+        for (const [id, e] of this.entities) if (ref.matcher(e)) ids.add(id);
+        this.members.set(k, { ref, ids });
+        continue;
+      }
+      for (const id of this.dirtyEndpoints) {
+        const e = this.entities.get(id);
+        if (e && ref.matcher(e)) m.ids.add(id);
+        else m.ids.delete(id);
+      }
+      if (this.dirtyNetsets) {
+        for (const id of [...m.ids]) if (id.startsWith(NETSET_PREFIX)) m.ids.delete(id);
+        for (const [id, e] of this.entities)
+          if (id.startsWith(NETSET_PREFIX) && ref.matcher(e)) m.ids.add(id);
+      }
+    }
+    for (const n of [...this.namedPortMembers.keys()])
+      if (!namedPorts.has(n)) this.namedPortMembers.delete(n);
+    for (const n of namedPorts) {
+      const m = this.namedPortMembers.get(n);
+      const has = (e: Entity | undefined) =>
+        e !== undefined && e.kind !== 'netset' && e.namedPorts.some((p) => p.name === n);
+      if (!m || this.dirtyAll) {
+        const ids = new Set<string>();
+        for (const [id, e] of this.entities) if (has(e)) ids.add(id);
+        this.namedPortMembers.set(n, ids);
+        continue;
+      }
+      for (const id of this.dirtyEndpoints) {
+        if (has(this.entities.get(id))) m.add(id);
+        else m.delete(id);
+      }
+    }
+    this.dirtyAll = false;
+    this.dirtyPrograms = false;
+    this.dirtyNetsets = false;
+    this.dirtyEndpoints.clear();
+
+    const sets: NamedSet[] = [];
+    for (const [k, m] of this.members) {
+      const ips = [];
+      const cidrs = [];
+      for (const id of m.ids) {
+        const e = this.entities.get(id);
+        if (!e) continue;
+        if (e.kind === 'netset') cidrs.push(...e.nets);
+        else ips.push(...e.ips);
+      }
+      const el = addressElements(ips, cidrs);
+      sets.push({ kind: 'address', name: setName('s_', k), describe: m.ref.describe, ...el });
+    }
+    for (const [k, lists] of nets) {
+      const cidrs = lists.flatMap((l) => l ?? []);
+      sets.push({
+        kind: 'address',
+        name: setName('n_', k),
+        describe: `nets ${cidrs.map(cidrText).join(', ')}`,
+        ...addressElements([], cidrs),
+      });
+    }
+    for (const [n, ids] of this.namedPortMembers) {
+      const v4 = new Set<string>();
+      const v6 = new Set<string>();
+      for (const id of ids) {
+        const e = this.entities.get(id);
+        if (!e || e.kind === 'netset') continue;
+        for (const p of e.namedPorts) {
+          if (p.name !== n) continue;
+          for (const ip of e.ips)
+            (ip.family === 4 ? v4 : v6).add(`${formatIp(ip)} . ${p.protocol} . ${p.port}`);
+        }
+      }
+      sets.push({
+        kind: 'named-port',
+        name: setName('p_', n),
+        describe: `named port ${n}`,
+        v4: [...v4].sort(),
+        v6: [...v6].sort(),
+      });
+    }
+    sets.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const endpoints: EndpointProgram[] = [];
+    const unknown: LocalEndpoint[] = [];
+    for (const l of this.locals) {
+      const p = this.programs.get(l.ref)?.program;
+      if (p) endpoints.push(p);
+      else unknown.push(l);
+    }
+    return { endpoints, sets, unknown };
+  }
+
+  /** Conservative resolutions made while building the programs (unsupported matches...). */
+  notes(): CalcNote[] {
+    return this.locals.flatMap((l) => this.programs.get(l.ref)?.notes ?? []);
+  }
+}
+
+// ------------------------------------------------------------------ rule conversion
+
+interface RuleCtx {
+  readonly ep: EngineEndpoint;
+  readonly selectors: Map<string, SelectorRef>;
+  readonly nets: Map<string, readonly CompiledEntity['nets'][]>;
+  readonly namedPorts: Set<string>;
+  readonly notes: CalcNote[];
+  readonly rawPolicies: ReadonlyMap<string, RawRules>;
+  readonly rawProfiles: ReadonlyMap<string, Profile>;
+}
+
+interface RawSide {
+  readonly selectorKey: string | undefined;
+  readonly notSelectorKey: string | undefined;
+  readonly describe: string;
+}
+
+/** The user-written peer behind compiled rule `pos` of `ownerKey`, as set keys. */
+function rawSides(
+  ctx: RuleCtx,
+  ownerKey: string,
+  dir: Direction,
+  rule: CompiledRule,
+  posInGroup: number,
+): { src: RawSide; dst: RawSide } {
+  const none: RawSide = { selectorKey: undefined, notSelectorKey: undefined, describe: '' };
+  const raw = ctx.rawPolicies.get(ownerKey);
+  const calicoSide = (
+    er: { selector?: string; notSelector?: string; namespaceSelector?: string } | undefined,
+    ns: string | undefined,
+  ): RawSide =>
+    er
+      ? {
+          selectorKey: calicoSelectorKey(er, ns),
+          notSelectorKey: er.notSelector ? notSelectorKey(er.notSelector) : undefined,
+          describe: [
+            er.namespaceSelector ? `namespaceSelector ${er.namespaceSelector}` : '',
+            er.selector ? `selector ${er.selector}` : '',
+          ]
+            .filter((s) => s !== '')
+            .join(' '),
+        }
+      : none;
+  if (raw?.kind === 'calico') {
+    const r = raw[dir][rule.index];
+    return {
+      src: calicoSide(r?.source, raw.namespace),
+      dst: calicoSide(r?.destination, raw.namespace),
+    };
+  }
+  if (raw?.kind === 'k8s') {
+    const g = raw[dir][rule.index];
+    const peer = g?.peers[Math.floor(posInGroup / g.nPorts)];
+    const side: RawSide = peer
+      ? {
+          selectorKey: k8sPeerKey(peer, raw.namespace),
+          notSelectorKey: undefined,
+          describe: `k8s peer ${JSON.stringify(peer)}`.slice(0, 100),
+        }
+      : none;
+    return dir === 'ingress' ? { src: side, dst: none } : { src: none, dst: side };
+  }
+  if (ownerKey.startsWith('profile/')) {
+    const p = ctx.rawProfiles.get(ownerKey.slice('profile/'.length));
+    const r = p?.spec[dir]?.[rule.index];
+    return { src: calicoSide(r?.source, undefined), dst: calicoSide(r?.destination, undefined) };
+  }
+  return { src: none, dst: none };
+}
+
+function convertRules(
+  ctx: RuleCtx,
+  rules: readonly CompiledRule[],
+  dir: Direction,
+  prov: { tier?: string; policy?: string; profile?: string },
+  ownerKey: string,
+): RuleProgram[] {
+  const out: RuleProgram[] = [];
+  const groupPos = new Map<number, number>();
+  rules.forEach((r, pos) => {
+    const inGroup = groupPos.get(r.index) ?? 0;
+    groupPos.set(r.index, inGroup + 1);
+    const where = `${prov.tier ?? 'profile'}/${prov.policy ?? prov.profile ?? ''}/rule ${r.index}`;
+    if (r.http) {
+      // The kernel cannot see HTTP: an Allow hands on to the L7 point when there is one; without
+      // one, and for every other action, the rule does not match here (DESIGN §4 item 7).
+      if (r.action !== 'Allow' || !ctx.ep.l7) return;
+    }
+    if (r.src.service || r.dst.service) {
+      ctx.notes.push({
+        endpoint: ctx.ep.id,
+        message: `${where}: service matches are not enforced in the kernel yet; ${r.action === 'Deny' ? 'the rule denies without the service restriction' : 'the rule never matches'} (fail closed)`,
+      });
+      if (r.action !== 'Deny') return;
+    }
+    const raw = rawSides(ctx, ownerKey, dir, r, inGroup);
+    const side = (ce: CompiledEntity, rs: RawSide, which: 'src' | 'dst'): SideProgram => {
+      const positional = JSON.stringify(['pos', ownerKey, dir, pos, which]);
+      const s: {
+        -readonly [K in keyof SideProgram]: SideProgram[K];
+      } = {};
+      if (ce.selector) {
+        const key = rs.selectorKey ?? positional;
+        if (!ctx.selectors.has(key))
+          ctx.selectors.set(key, { matcher: ce.selector, describe: rs.describe || where });
+        s.selectorSet = setName('s_', key);
+      }
+      if (ce.notSelector) {
+        const key = rs.notSelectorKey ?? `${positional}!`;
+        const m = ce.notSelector;
+        if (!ctx.selectors.has(key))
+          ctx.selectors.set(key, { matcher: m, describe: `not ${where}` });
+        s.notSelectorSet = setName('s_', key);
+      }
+      const netsKey = (list: NonNullable<CompiledEntity['nets']>) =>
+        JSON.stringify(['nets', [...list.map(cidrText)].sort()]);
+      if (ce.nets) {
+        const k = netsKey(ce.nets);
+        ctx.nets.set(k, [ce.nets]);
+        s.netsSet = setName('n_', k);
+      }
+      if (ce.notNets) {
+        const k = netsKey(ce.notNets);
+        ctx.nets.set(k, [ce.notNets]);
+        s.notNetsSet = setName('n_', k);
+      }
+      const split = (list: CompiledEntity['ports']) => {
+        const ranges: PortRange[] = [];
+        const named: string[] = [];
+        for (const p of list ?? []) {
+          if (p.kind === 'range') ranges.push({ from: p.from, to: p.to });
+          else {
+            named.push(setName('p_', p.name));
+            ctx.namedPorts.add(p.name);
+          }
+        }
+        return { ranges, named };
+      };
+      if (ce.ports) {
+        const { ranges, named } = split(ce.ports);
+        s.ports = ranges;
+        s.namedPorts = named;
+      }
+      if (ce.notPorts) {
+        const { ranges, named } = split(ce.notPorts);
+        s.notPorts = ranges;
+        s.notNamedPorts = named;
+      }
+      return s;
+    };
+    out.push({
+      provenance: { ...prov, rule: r.index },
+      action: r.action,
+      ...(r.protocol !== undefined ? { protocol: r.protocol } : {}),
+      ...(r.notProtocol !== undefined ? { notProtocol: r.notProtocol } : {}),
+      ...(r.ipVersion !== undefined ? { ipVersion: r.ipVersion } : {}),
+      ...(r.icmp ? { icmp: r.icmp } : {}),
+      ...(r.notIcmp ? { notIcmp: r.notIcmp } : {}),
+      src: side(r.src, raw.src, 'src'),
+      dst: side(r.dst, raw.dst, 'dst'),
+    });
+  });
+  return out;
+}

@@ -1,0 +1,23 @@
+// Public surface of the dataplane: calculation (desired state), rendering (nftables text) and the
+// driver (the only code that runs nft).
+export { Calculation } from './calc/calculation.js';
+export type { CalcNote } from './calc/calculation.js';
+export type * from './calc/types.js';
+export {
+  render,
+  renderRule,
+  DEFAULT_FAILSAFE_INBOUND,
+  DEFAULT_FAILSAFE_OUTBOUND,
+} from './nft/render.js';
+export type { FailsafePort, RenderOptions, Rendered } from './nft/render.js';
+export { NftDriver, processRunner, fingerprint } from './nft/driver.js';
+export type {
+  ApplyKind,
+  ApplyReport,
+  DriverOptions,
+  NftResult,
+  NftRunner,
+  ResyncReport,
+} from './nft/driver.js';
+export { DataplaneError } from './errors.js';
+export type { DataplaneErrorCode } from './errors.js';

@@ -1,0 +1,264 @@
+// The only code that runs `nft` (STYLE 2, 8). Applies a rendered table in ONE transaction
+// (`nft -f -`: the kernel commits the whole batch or none of it, so there is never a moment with
+// half the rules), updates set elements alone when only memberships changed, reads the table back
+// and repairs drift (tampering) on a periodic resync. It names only its own table in every
+// command, so no other table is ever read, changed or flushed. Conntrack lives outside the ruleset:
+// replacing the table keeps established connections.
+// Owns: talking to the kernel. Must never: decide policy, or touch a table it does not own.
+
+import { spawn } from 'node:child_process';
+import { elementCommand, validTableName } from './render.js';
+import type { Rendered } from './render.js';
+import { DataplaneError } from '../errors.js';
+
+export interface NftResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs nft with arguments and optional stdin (the port a fake replaces in unit tests). */
+export type NftRunner = (args: readonly string[], stdin?: string) => Promise<NftResult>;
+
+export interface DriverOptions {
+  /** The owned table in family inet (default `palisade`). */
+  readonly table?: string;
+  /** Run every command inside this network namespace (`ip netns exec NS nft ...`). */
+  readonly netns?: string;
+  readonly nft?: string;
+  /** Replaces the process runner (tests of callers). */
+  readonly runner?: NftRunner;
+  readonly timeoutMs?: number;
+}
+
+export type ApplyKind = 'full' | 'elements' | 'unchanged';
+
+export interface ApplyReport {
+  readonly kind: ApplyKind;
+  readonly ms: number;
+}
+
+export interface ResyncReport {
+  readonly drift: boolean;
+  readonly repaired: boolean;
+}
+
+export function processRunner(options: {
+  netns?: string;
+  nft?: string;
+  timeoutMs?: number;
+}): NftRunner {
+  const nft = options.nft ?? 'nft';
+  if (options.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(options.netns))
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid network namespace name ${JSON.stringify(options.netns)}`,
+    );
+  return (args, stdin) =>
+    new Promise((resolve) => {
+      const [cmd, argv] =
+        options.netns !== undefined
+          ? ['ip', ['netns', 'exec', options.netns, nft, ...args]]
+          : [nft, [...args]];
+      const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
+      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        resolve({ code: 127, stdout, stderr: stderr + String(e) });
+      });
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        resolve({ code: code ?? 1, stdout, stderr });
+      });
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(stdin ?? '');
+    });
+}
+
+/** Sorted-key JSON without handles and counter values: what "the same table" means. */
+export function fingerprint(listJson: string): string {
+  const data = JSON.parse(listJson) as { nftables?: unknown[] };
+  const strip = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(strip);
+    if (v && typeof v === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const k of Object.keys(v).sort()) {
+        if (k === 'handle' || k === 'metainfo') continue;
+        const x = (v as Record<string, unknown>)[k];
+        if (k === 'counter' && x && typeof x === 'object') {
+          out[k] = {};
+          continue;
+        }
+        out[k] = strip(x);
+      }
+      return out;
+    }
+    return v;
+  };
+  return JSON.stringify(
+    (data.nftables ?? [])
+      .filter((e) => !(e && typeof e === 'object' && 'metainfo' in e))
+      .map(strip),
+  );
+}
+
+export class NftDriver {
+  readonly table: string;
+  private readonly run: NftRunner;
+  private last: { rendered: Rendered; fingerprint: string } | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private busy: Promise<unknown> = Promise.resolve();
+
+  constructor(options: DriverOptions = {}) {
+    this.table = options.table ?? 'palisade';
+    if (!validTableName(this.table))
+      throw new DataplaneError(
+        'DATAPLANE_ERR_INVALID_NAME',
+        `invalid table name ${JSON.stringify(this.table)}`,
+      );
+    this.run =
+      options.runner ??
+      processRunner({
+        ...(options.netns !== undefined ? { netns: options.netns } : {}),
+        ...(options.nft !== undefined ? { nft: options.nft } : {}),
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      });
+  }
+
+  /** Serialises kernel operations: one transaction at a time. */
+  private serial<T>(f: () => Promise<T>): Promise<T> {
+    const p = this.busy.then(f, f);
+    this.busy = p.catch(() => undefined);
+    return p;
+  }
+
+  private async nft(args: readonly string[], stdin?: string): Promise<string> {
+    const r = await this.run(args, stdin);
+    if (r.code !== 0)
+      throw new DataplaneError(
+        'DATAPLANE_ERR_NFT',
+        `nft ${args.join(' ')} failed: ${r.stderr.trim().slice(0, 2000)}`,
+      );
+    return r.stdout;
+  }
+
+  /** The owned table as nft prints it (JSON), or undefined when it does not exist. */
+  async readBack(): Promise<string | undefined> {
+    const r = await this.run(['-j', 'list', 'table', 'inet', this.table]);
+    if (r.code !== 0) {
+      if (/No such file or directory|does not exist/i.test(r.stderr)) return undefined;
+      throw new DataplaneError('DATAPLANE_ERR_NFT', `nft list table failed: ${r.stderr.trim()}`);
+    }
+    return r.stdout;
+  }
+
+  /** The full replacement: create-if-missing, delete, define — one batch, one commit. */
+  fullScript(rendered: Rendered): string {
+    if (rendered.table !== this.table)
+      throw new DataplaneError(
+        'DATAPLANE_ERR_FOREIGN',
+        `rendered table ${rendered.table} is not the owned table ${this.table}`,
+      );
+    return `add table inet ${this.table}\ndelete table inet ${this.table}\n${rendered.script}`;
+  }
+
+  /** The element delta between two renderings with equal skeletons. */
+  elementScript(from: Rendered, to: Rendered): string {
+    let out = '';
+    for (const [name, els] of to.elements) {
+      const before = new Set(from.elements.get(name) ?? []);
+      const now = new Set(els);
+      const gone = [...before].filter((e) => !now.has(e));
+      if (gone.length > 0) out += elementCommand('delete', this.table, name, gone);
+    }
+    for (const [name, els] of to.elements) {
+      const before = new Set(from.elements.get(name) ?? []);
+      const added = els.filter((e) => !before.has(e));
+      if (added.length > 0) out += elementCommand('add', this.table, name, added);
+    }
+    return out;
+  }
+
+  /**
+   * Brings the kernel to `rendered`: nothing when it is what we last applied, set elements when
+   * only memberships changed, else one full transaction. A failed element update falls back to a
+   * full apply; a failed full apply leaves the previous table intact (the batch is atomic).
+   */
+  apply(rendered: Rendered): Promise<ApplyReport> {
+    return this.serial(async () => {
+      const t0 = performance.now();
+      const last = this.last;
+      if (last && last.rendered.skeleton === rendered.skeleton) {
+        const delta = this.elementScript(last.rendered, rendered);
+        if (delta === '') return { kind: 'unchanged' as const, ms: performance.now() - t0 };
+        const r = await this.run(['-f', '-'], delta);
+        if (r.code === 0) {
+          await this.remember(rendered);
+          return { kind: 'elements' as const, ms: performance.now() - t0 };
+        }
+      }
+      await this.nft(['-f', '-'], this.fullScript(rendered));
+      await this.remember(rendered);
+      return { kind: 'full' as const, ms: performance.now() - t0 };
+    });
+  }
+
+  private async remember(rendered: Rendered): Promise<void> {
+    const back = await this.readBack();
+    this.last = { rendered, fingerprint: back === undefined ? '' : fingerprint(back) };
+  }
+
+  /**
+   * Reads the table back and compares it with what was applied; on any difference (a rule deleted
+   * by hand, an element added, the table removed) re-applies in full. Without a previous apply in
+   * this process (an agent restart) it applies `desired` — atomically, so established connections
+   * stay up.
+   */
+  resync(desired?: Rendered): Promise<ResyncReport> {
+    return this.serial(async () => {
+      const last = this.last;
+      const target = desired ?? last?.rendered;
+      if (!target) return { drift: false, repaired: false };
+      if (!last || last.rendered.script !== target.script) {
+        await this.nft(['-f', '-'], this.fullScript(target));
+        await this.remember(target);
+        return { drift: last !== undefined, repaired: true };
+      }
+      const back = await this.readBack();
+      const now = back === undefined ? '' : fingerprint(back);
+      if (now === last.fingerprint) return { drift: false, repaired: false };
+      await this.nft(['-f', '-'], this.fullScript(target));
+      await this.remember(target);
+      return { drift: true, repaired: true };
+    });
+  }
+
+  /** Periodic resync; errors go to `onError` (the table stays as it is). */
+  startResync(intervalMs: number, onError: (e: unknown) => void = () => undefined): void {
+    this.stopResync();
+    this.timer = setInterval(() => {
+      this.resync().catch(onError);
+    }, intervalMs);
+    this.timer.unref();
+  }
+
+  stopResync(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Removes the owned table (uninstall); other tables are untouched. */
+  removeTable(): Promise<void> {
+    return this.serial(async () => {
+      await this.nft(
+        ['-f', '-'],
+        `add table inet ${this.table}\ndelete table inet ${this.table}\n`,
+      );
+      this.last = undefined;
+    });
+  }
+}

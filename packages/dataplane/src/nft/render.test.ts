@@ -1,0 +1,198 @@
+// Golden tests of the renderer (testdata/*.yaml → testdata/*.nft; PALISADE_UPDATE_GOLDEN=1
+// rewrites them, review the diff), nft's own parser in check mode, and the renderer's invariants.
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { compile, loadText } from '@palisade/core';
+import type { Resource } from '@palisade/core';
+import { Calculation } from '../calc/calculation.js';
+import type { LocalEndpoint } from '../calc/types.js';
+import { canUseNetns } from '../testing/netns.js';
+import {
+  commentText,
+  DEFAULT_FAILSAFE_INBOUND,
+  DEFAULT_FAILSAFE_OUTBOUND,
+  render,
+  type RenderOptions,
+} from './render.js';
+
+const DIR = fileURLToPath(new URL('./testdata/', import.meta.url));
+const UPDATE = process.env['PALISADE_UPDATE_GOLDEN'] === '1';
+
+interface Case {
+  readonly name: string;
+  readonly resources: Resource[];
+  readonly locals: LocalEndpoint[];
+  readonly options: RenderOptions;
+}
+
+function readCase(file: string): Case {
+  const text = readFileSync(DIR + file, 'utf8');
+  const locals = (/^# locals: (.*)$/m.exec(text)?.[1] ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '')
+    .map((s) => {
+      const [ref, iface] = s.split('=');
+      return { ref: ref ?? '', iface: iface ?? '' };
+    });
+  const options = JSON.parse(/^# render: (.*)$/m.exec(text)?.[1] ?? '{}') as RenderOptions;
+  const r = loadText(text, file);
+  assert.deepEqual(
+    r.diagnostics.filter((d) => d.severity === 'error'),
+    [],
+  );
+  return { name: file.replace(/\.yaml$/, ''), resources: r.resources, locals, options };
+}
+
+function renderCase(c: Case, resources = c.resources): string {
+  const calc = new Calculation();
+  for (const r of resources) calc.upsert(r);
+  calc.setLocalEndpoints(c.locals);
+  return render(calc.desired(), c.options).script;
+}
+
+const cases = readdirSync(DIR)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort()
+  .map(readCase);
+
+function inScratchNetns<T>(f: (ns: string) => T): T {
+  const ns = `plchk${process.pid % 100000}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    return f(ns);
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
+}
+
+describe('golden rulesets', () => {
+  for (const c of cases) {
+    test(`${c.name}: the rendered table equals testdata/${c.name}.nft`, () => {
+      const got = renderCase(c);
+      const file = `${DIR}${c.name}.nft`;
+      if (UPDATE) writeFileSync(file, got);
+      assert.equal(got, readFileSync(file, 'utf8'));
+    });
+    test(
+      `${c.name}: nft accepts the rendered table in check mode`,
+      { skip: canUseNetns() ? false : 'needs root and network namespaces' },
+      () => {
+        const script = renderCase(c);
+        inScratchNetns((ns) =>
+          execFileSync('ip', ['netns', 'exec', ns, 'nft', '-c', '-f', '-'], { input: script }),
+        );
+      },
+    );
+    test(`${c.name}: the output does not depend on the order resources arrive in`, () => {
+      const reversed = renderCase(c, [...c.resources].reverse());
+      assert.equal(reversed, renderCase(c));
+    });
+  }
+});
+
+describe('renderer invariants', () => {
+  const base = cases.find((c) => c.name === 'tiers');
+  assert.ok(base);
+
+  test('policies that select no local endpoint add nothing to the table', () => {
+    const extra: Resource[] = [];
+    for (let i = 0; i < 300; i++)
+      extra.push({
+        apiVersion: 'projectcalico.org/v3',
+        kind: 'GlobalNetworkPolicy',
+        metadata: { name: `elsewhere-${i}` },
+        spec: {
+          selector: `app == 'remote-${i}'`,
+          ingress: [{ action: 'Allow', source: { selector: `app == 'x${i}'` } }],
+        },
+      });
+    assert.equal(renderCase(base, [...base.resources, ...extra]), renderCase(base));
+  });
+
+  test('the base chains do not grow with the number of local endpoints or policies', () => {
+    const baseChains = (script: string) =>
+      script
+        .split('\n\tchain ')
+        .filter((c) => /^(forward_|input |output )/.test(c))
+        .map((c) => c.slice(0, c.indexOf('\n\t}')))
+        .join('\n');
+    const one = render(
+      { endpoints: [], sets: [], unknown: [] },
+      { workloadInterfacePrefix: 'v' },
+    ).script;
+    assert.equal(baseChains(renderCase(base)), baseChains(one));
+  });
+
+  test('equal selectors, however they are spelled, share one set', () => {
+    const calc = new Calculation();
+    for (const r of base.resources) calc.upsert(r);
+    for (const [i, sel] of ["app == 'frontend'", 'app=="frontend"'].entries())
+      calc.upsert({
+        apiVersion: 'projectcalico.org/v3',
+        kind: 'NetworkPolicy',
+        metadata: { name: `same-${i}`, namespace: 'shop' },
+        spec: {
+          selector: "app == 'db'",
+          ingress: [{ action: 'Allow', source: { selector: sel } }],
+        },
+      });
+    calc.setLocalEndpoints(base.locals);
+    const d = calc.desired();
+    const frontendSets = d.sets.filter((s) => s.describe === "selector app == 'frontend'");
+    assert.equal(frontendSets.length, 1);
+  });
+
+  test('comments are printable ASCII without quotes, bounded in length', () => {
+    const c = commentText('x"y\\z\n\u0000é' + 'a'.repeat(300));
+    assert.ok(/^[\x20-\x7e]*$/.test(c));
+    assert.ok(!c.includes('"') && !c.includes('\\'));
+    assert.ok(c.length <= 120);
+  });
+
+  test('an invalid table name or interface name is refused, not rendered', () => {
+    assert.throws(() =>
+      render({ endpoints: [], sets: [], unknown: [] }, { table: 'x; flush ruleset' }),
+    );
+    const calc = new Calculation();
+    for (const r of base.resources) calc.upsert(r);
+    calc.setLocalEndpoints([{ ref: 'shop/api', iface: 'bad" name' }]);
+    assert.throws(() => render(calc.desired()));
+  });
+});
+
+describe('host endpoint fail-safe ports agree with the engine', () => {
+  const e = compile(
+    loadText(
+      `apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h1, labels: {role: node}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [192.0.2.10]}
+`,
+      'hep.yaml',
+    ).resources,
+  );
+  const list = (l: typeof DEFAULT_FAILSAFE_INBOUND) =>
+    new Set(l.map((f) => `${f.protocol}/${f.port}`));
+  const inbound = list(DEFAULT_FAILSAFE_INBOUND);
+  const outbound = list(DEFAULT_FAILSAFE_OUTBOUND);
+  test('inbound: the engine allows exactly the rendered fail-safe ports to a host endpoint no policy selects', () => {
+    for (const proto of [6, 17]) {
+      for (let port = 1; port <= 10000; port++) {
+        const allowed = e.kernelAllows('198.51.100.1', 'h1', proto, port);
+        assert.equal(allowed, inbound.has(`${proto}/${port}`), `${proto}/${port}`);
+      }
+    }
+  });
+  test('outbound: likewise from the host endpoint', () => {
+    for (const proto of [6, 17]) {
+      for (let port = 1; port <= 10000; port++) {
+        const allowed = e.kernelAllows('h1', '198.51.100.1', proto, port);
+        assert.equal(allowed, outbound.has(`${proto}/${port}`), `${proto}/${port}`);
+      }
+    }
+  });
+});

@@ -1,0 +1,518 @@
+// Desired state → one nftables table as text (pure; golden-tested in testdata/). The table is the
+// only thing Palisade owns in the kernel: base chains on the forward, input and output hooks that
+// accept established/related traffic, drop invalid, and dispatch through verdict maps keyed by
+// interface to per-endpoint chains; tiers as chains (Pass = return), profiles as chains, peers,
+// CIDRs and named ports as named sets, a counter and a provenance comment on every rule.
+// Owns: nftables syntax. Must never: run nft, or decide which policies apply (calc/ does).
+
+import { createHash } from 'node:crypto';
+import { DataplaneError } from '../errors.js';
+import type {
+  DesiredState,
+  DirectionProgram,
+  EndpointProgram,
+  NamedSet,
+  PortRange,
+  RuleProgram,
+  SideProgram,
+} from '../calc/types.js';
+
+export interface FailsafePort {
+  readonly protocol: number;
+  readonly port: number;
+}
+
+/**
+ * Calico's default host-endpoint fail-safe ports plus the Palisade API port (9443), the same list
+ * the engine judges with (a test keeps them equal).
+ */
+export const DEFAULT_FAILSAFE_INBOUND: readonly FailsafePort[] = [
+  { protocol: 6, port: 22 },
+  { protocol: 17, port: 68 },
+  { protocol: 6, port: 179 },
+  { protocol: 6, port: 2379 },
+  { protocol: 6, port: 2380 },
+  { protocol: 6, port: 5473 },
+  { protocol: 6, port: 6443 },
+  { protocol: 6, port: 6666 },
+  { protocol: 6, port: 6667 },
+  { protocol: 6, port: 9443 },
+];
+
+export const DEFAULT_FAILSAFE_OUTBOUND: readonly FailsafePort[] = [
+  { protocol: 17, port: 53 },
+  { protocol: 17, port: 67 },
+  { protocol: 6, port: 179 },
+  { protocol: 6, port: 2379 },
+  { protocol: 6, port: 2380 },
+  { protocol: 6, port: 5473 },
+  { protocol: 6, port: 6443 },
+  { protocol: 6, port: 6666 },
+  { protocol: 6, port: 6667 },
+];
+
+export interface RenderOptions {
+  /** The owned table's name in family inet (default `palisade`). */
+  readonly table?: string;
+  readonly failsafeInbound?: readonly FailsafePort[];
+  readonly failsafeOutbound?: readonly FailsafePort[];
+  /**
+   * Interfaces with this prefix are workload interfaces: one not (yet) programmed is dropped, so
+   * a pod is never reachable or able to send before its rules exist (fail closed).
+   */
+  readonly workloadInterfacePrefix?: string;
+}
+
+export interface Rendered {
+  readonly table: string;
+  /** Everything but set elements: equal skeletons mean only memberships changed. */
+  readonly skeleton: string;
+  /** Kernel set name → elements (already formatted). */
+  readonly elements: ReadonlyMap<string, readonly string[]>;
+  /** The table definition, elements included: the body of a full apply. */
+  readonly script: string;
+}
+
+const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
+
+export function validTableName(name: string): boolean {
+  return NAME_RE.test(name);
+}
+
+const PROTO_NAMES: Readonly<Record<number, string>> = {
+  1: 'icmp',
+  6: 'tcp',
+  17: 'udp',
+  58: 'ipv6-icmp',
+  132: 'sctp',
+  136: 'udplite',
+};
+const PORT_PROTOS = '{ tcp, udp, sctp, udplite }';
+
+function proto(n: number): string {
+  return PROTO_NAMES[n] ?? String(n);
+}
+
+function hash8(s: string): string {
+  return createHash('sha256').update(s).digest('hex').slice(0, 8);
+}
+
+/** An nft-safe, readable chain name: a prefix, the sanitised name and a hash for uniqueness. */
+function chainName(prefix: string, name: string, unique: string): string {
+  const clean = name.replace(/[^A-Za-z0-9_.]/g, '_').slice(0, 40);
+  return `${prefix}-${clean}-${hash8(unique)}`;
+}
+
+/** Comments are user-influenced text: printable ASCII without quotes, at most 120 bytes. */
+export function commentText(s: string): string {
+  const clean = s.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, "'");
+  return clean.length > 120 ? `${clean.slice(0, 117)}...` : clean;
+}
+
+function comment(s: string): string {
+  return `comment "${commentText(s)}"`;
+}
+
+function ifname(s: string): string {
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(s))
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid interface name ${JSON.stringify(s)}`,
+    );
+  return `"${s}"`;
+}
+
+function portList(ranges: readonly PortRange[]): string {
+  const items = ranges.map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`));
+  return `{ ${items.join(', ')} }`;
+}
+
+function provenanceText(r: RuleProgram): string {
+  const p = r.provenance;
+  if (p.profile !== undefined) return `profile ${p.profile}/rule ${p.rule}`;
+  return `${p.tier ?? ''}/${p.policy ?? ''}/rule ${p.rule}`;
+}
+
+type Family = 4 | 6;
+
+function setRef(name: string, f: Family): string {
+  return `@${name}_v${f}`;
+}
+
+function needsFamily(r: RuleProgram): boolean {
+  const s = (x: SideProgram) =>
+    x.selectorSet !== undefined ||
+    x.notSelectorSet !== undefined ||
+    x.netsSet !== undefined ||
+    x.notNetsSet !== undefined ||
+    (x.namedPorts?.length ?? 0) > 0 ||
+    (x.notNamedPorts?.length ?? 0) > 0;
+  return (
+    r.ipVersion !== undefined ||
+    r.icmp !== undefined ||
+    r.notIcmp !== undefined ||
+    s(r.src) ||
+    s(r.dst)
+  );
+}
+
+/** Alternatives (ORed) of expression lists (ANDed). */
+type Alternatives = string[][];
+
+function product(a: Alternatives, b: Alternatives): Alternatives {
+  const out: Alternatives = [];
+  for (const x of a) for (const y of b) out.push([...x, ...y]);
+  return out;
+}
+
+function sideAlternatives(
+  s: SideProgram,
+  f: Family | undefined,
+  addr: 'saddr' | 'daddr',
+  port: 'sport' | 'dport',
+  protocol: number | undefined,
+  staticEmpty: (set: string, f: Family) => boolean,
+): Alternatives | undefined {
+  const ip = f === 6 ? 'ip6' : 'ip';
+  const base: string[] = [];
+  if (f !== undefined) {
+    if (s.selectorSet) base.push(`${ip} ${addr} ${setRef(s.selectorSet, f)}`);
+    if (s.notSelectorSet) base.push(`${ip} ${addr} != ${setRef(s.notSelectorSet, f)}`);
+    if (s.netsSet) {
+      if (staticEmpty(s.netsSet, f)) return undefined; // no CIDR of this family: cannot match
+      base.push(`${ip} ${addr} ${setRef(s.netsSet, f)}`);
+    }
+    if (s.notNetsSet && !staticEmpty(s.notNetsSet, f))
+      base.push(`${ip} ${addr} != ${setRef(s.notNetsSet, f)}`);
+  }
+  let alts: Alternatives = [base];
+  const guard = protocol === undefined ? [`meta l4proto ${PORT_PROTOS}`] : [];
+  if (s.ports !== undefined || s.namedPorts !== undefined) {
+    const any: Alternatives = [];
+    if (s.ports && s.ports.length > 0) any.push([...guard, `th ${port} ${portList(s.ports)}`]);
+    for (const n of s.namedPorts ?? []) {
+      if (f === undefined) continue;
+      any.push([`${ip} ${addr} . meta l4proto . th ${port} ${setRef(n, f)}`]);
+    }
+    if (any.length === 0) return undefined;
+    alts = product(alts, any);
+  }
+  if ((s.notPorts?.length ?? 0) > 0 || (s.notNamedPorts?.length ?? 0) > 0) {
+    const not: string[] = [];
+    if (s.notPorts && s.notPorts.length > 0) not.push(`th ${port} != ${portList(s.notPorts)}`);
+    for (const n of s.notNamedPorts ?? [])
+      if (f !== undefined) not.push(`${ip} ${addr} . meta l4proto . th ${port} != ${setRef(n, f)}`);
+    // A packet without ports (ICMP...) is never excluded by a port list.
+    alts = product(
+      alts,
+      protocol === undefined
+        ? [[`meta l4proto != ${PORT_PROTOS}`], [`meta l4proto ${PORT_PROTOS}`, ...not]]
+        : [not],
+    );
+  }
+  return alts;
+}
+
+function verdictOf(r: RuleProgram): string {
+  switch (r.action) {
+    case 'Allow':
+      return 'accept';
+    case 'Deny':
+      return 'drop';
+    case 'Pass':
+      return 'return';
+    case 'Log':
+      return `log prefix "palisade ${commentText(provenanceText(r)).slice(0, 40)} "`;
+  }
+}
+
+/** One program rule as nft rule lines (several when it ORs alternatives). */
+export function renderRule(
+  r: RuleProgram,
+  dir: 'ingress' | 'egress',
+  staticEmpty: (set: string, f: Family) => boolean,
+): string[] {
+  // In both directions the packet's source is the rule's source and its destination the
+  // destination: at ingress the destination is the local endpoint, at egress the source is.
+  void dir;
+  const families: (Family | undefined)[] = !needsFamily(r)
+    ? [undefined]
+    : r.ipVersion !== undefined
+      ? [r.ipVersion]
+      : r.protocol === 1 && (r.icmp !== undefined || r.notIcmp !== undefined)
+        ? [4]
+        : r.protocol === 58 && (r.icmp !== undefined || r.notIcmp !== undefined)
+          ? [6]
+          : [4, 6];
+  const lines: string[] = [];
+  for (const f of families) {
+    const head: string[] = [];
+    if (r.ipVersion !== undefined) head.push(`meta nfproto ipv${r.ipVersion}`);
+    if (r.protocol !== undefined) head.push(`meta l4proto ${proto(r.protocol)}`);
+    if (r.notProtocol !== undefined) head.push(`meta l4proto != ${proto(r.notProtocol)}`);
+    const icmpKw = f === 6 ? 'icmpv6' : 'icmp';
+    if (r.icmp) {
+      if (f === undefined) continue;
+      if (r.icmp.type !== undefined) head.push(`${icmpKw} type ${r.icmp.type}`);
+      if (r.icmp.code !== undefined) head.push(`${icmpKw} code ${r.icmp.code}`);
+    }
+    let alts: Alternatives = [head];
+    if (
+      r.notIcmp &&
+      (r.notIcmp.type !== undefined || r.notIcmp.code !== undefined) &&
+      f !== undefined
+    ) {
+      const l4 = f === 6 ? 'ipv6-icmp' : 'icmp';
+      const n = r.notIcmp;
+      const neg =
+        n.type !== undefined && n.code !== undefined
+          ? `${icmpKw} type . ${icmpKw} code != { ${n.type} . ${n.code} }`
+          : n.type !== undefined
+            ? `${icmpKw} type != ${n.type}`
+            : `${icmpKw} code != ${n.code ?? 0}`;
+      alts = product(alts, [[`meta l4proto != ${l4}`], [neg]]);
+    }
+    const src = sideAlternatives(r.src, f, 'saddr', 'sport', r.protocol, staticEmpty);
+    const dst = sideAlternatives(r.dst, f, 'daddr', 'dport', r.protocol, staticEmpty);
+    if (!src || !dst) continue;
+    alts = product(product(alts, src), dst);
+    for (const a of alts) {
+      const exprs = a.filter((e) => e !== '');
+      if (f !== undefined && r.ipVersion === undefined) {
+        const implied = exprs.some((e) => e.startsWith(f === 4 ? 'ip ' : 'ip6 '));
+        if (!implied) exprs.unshift(`meta nfproto ipv${f}`);
+      }
+      lines.push([...exprs, 'counter', verdictOf(r), comment(provenanceText(r))].join(' '));
+    }
+  }
+  return lines;
+}
+
+interface ChainDef {
+  readonly name: string;
+  readonly lines: readonly string[];
+}
+
+class Builder {
+  readonly chains = new Map<string, ChainDef>();
+  constructor(private readonly staticEmpty: (set: string, f: Family) => boolean) {}
+
+  /** Adds a chain named from its content (equal content is shared), returns its name. */
+  shared(prefix: string, label: string, lines: readonly string[]): string {
+    const name = chainName(prefix, label, `${prefix}\n${label}\n${lines.join('\n')}`);
+    if (!this.chains.has(name)) this.chains.set(name, { name, lines });
+    return name;
+  }
+
+  direction(
+    ep: EndpointProgram,
+    dir: 'ingress' | 'egress',
+    p: DirectionProgram,
+    failsafe: readonly FailsafePort[],
+  ): string {
+    const d = dir === 'ingress' ? 'in' : 'eg';
+    const lines: string[] = [];
+    if (ep.kind === 'host' && failsafe.length > 0) {
+      const items = failsafe.map((f) => `${proto(f.protocol)} . ${f.port}`).join(', ');
+      lines.push(
+        `meta l4proto . th dport { ${items} } counter accept ${comment(`fail-safe ${dir === 'ingress' ? 'inbound' : 'outbound'} ports of host endpoint ${ep.ref}`)}`,
+      );
+    }
+    if (ep.kind === 'workload' && dir === 'egress') {
+      // Anti-spoofing: a workload sends only from its own addresses.
+      lines.push(
+        ep.ipv4.length > 0
+          ? `ip saddr != { ${ep.ipv4.join(', ')} } counter drop ${comment(`source is not an address of ${ep.ref}`)}`
+          : `meta nfproto ipv4 counter drop ${comment(`${ep.ref} has no IPv4 address`)}`,
+      );
+      lines.push(
+        ep.ipv6.length > 0
+          ? `ip6 saddr != { ${ep.ipv6.join(', ')} } counter drop ${comment(`source is not an address of ${ep.ref}`)}`
+          : `meta nfproto ipv6 counter drop ${comment(`${ep.ref} has no IPv6 address`)}`,
+      );
+    }
+    for (const t of p.tiers) {
+      const body: string[] = [];
+      for (const r of t.rules) body.push(...renderRule(r, dir, this.staticEmpty));
+      if (t.defaultAction === 'Deny')
+        body.push(`counter drop ${comment(`default deny of tier ${t.name}`)}`);
+      const tc = this.shared(`t${d}`, t.name, body);
+      lines.push(`counter jump ${tc} ${comment(`tier ${t.name}: ${t.policies.join(', ')}`)}`);
+    }
+    for (const pr of p.profiles) {
+      const body: string[] = [];
+      for (const r of pr.rules) body.push(...renderRule(r, dir, this.staticEmpty));
+      const pc = this.shared(`p${d}`, pr.name, body);
+      lines.push(`counter jump ${pc} ${comment(`profile ${pr.name}`)}`);
+    }
+    if (p.profiles.length > 0) {
+      lines.push(`counter drop ${comment(`no rule of the profiles of ${ep.ref} matched`)}`);
+    } else if (p.fallback === 'accept') {
+      lines.push(
+        `counter accept ${comment(p.tiers.length > 0 ? `tiers of ${ep.ref} passed` : `no policy selects ${ep.ref}`)}`,
+      );
+    } else {
+      lines.push(`counter drop ${comment(`host endpoint ${ep.ref}: default deny`)}`);
+    }
+    const prefix = ep.kind === 'host' ? `h${d}` : `w${d}`;
+    const name = chainName(prefix, ep.ref, `${prefix}\n${ep.ref}`);
+    this.chains.set(name, { name, lines });
+    return name;
+  }
+}
+
+function setDecl(s: NamedSet, f: Family): string[] {
+  const type =
+    s.kind === 'address'
+      ? f === 4
+        ? 'ipv4_addr'
+        : 'ipv6_addr'
+      : `${f === 4 ? 'ipv4_addr' : 'ipv6_addr'} . inet_proto . inet_service`;
+  return [
+    `\tset ${s.name}_v${f} {`,
+    `\t\ttype ${type}`,
+    ...(s.kind === 'address' ? ['\t\tflags interval'] : []),
+    `\t\t${comment(s.describe)}`,
+    '\t}',
+  ];
+}
+
+function baseChain(
+  name: string,
+  hook: string,
+  priority: number,
+  body: readonly string[],
+): string[] {
+  return [
+    `\tchain ${name} {`,
+    `\t\ttype filter hook ${hook} priority ${priority}; policy accept;`,
+    ...body.map((l) => `\t\t${l}`),
+    '\t}',
+  ];
+}
+
+/** Renders the whole owned table. Deterministic: the same state gives the same text. */
+export function render(state: DesiredState, options: RenderOptions = {}): Rendered {
+  const table = options.table ?? 'palisade';
+  if (!validTableName(table))
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid table name ${JSON.stringify(table)}`,
+    );
+  const failIn = options.failsafeInbound ?? DEFAULT_FAILSAFE_INBOUND;
+  const failOut = options.failsafeOutbound ?? DEFAULT_FAILSAFE_OUTBOUND;
+  const setsByName = new Map(state.sets.map((s) => [s.name, s]));
+  const staticEmpty = (name: string, f: Family) => {
+    const s = setsByName.get(name);
+    return !s || (f === 4 ? s.v4 : s.v6).length === 0;
+  };
+  const b = new Builder(staticEmpty);
+  const wlFrom: string[] = [];
+  const wlTo: string[] = [];
+  const hostIn: string[] = [];
+  const hostOut: string[] = [];
+  for (const ep of state.endpoints) {
+    const inName = b.direction(ep, 'ingress', ep.ingress, failIn);
+    const egName = b.direction(ep, 'egress', ep.egress, failOut);
+    if (ep.kind === 'workload') {
+      wlTo.push(`${ifname(ep.iface)} : goto ${inName}`);
+      wlFrom.push(`${ifname(ep.iface)} : goto ${egName}`);
+    } else {
+      hostIn.push(`${ifname(ep.iface)} : goto ${inName}`);
+      hostOut.push(`${ifname(ep.iface)} : goto ${egName}`);
+    }
+  }
+  // Local endpoints the engine does not know: nothing may pass until they are programmed.
+  for (const u of state.unknown) {
+    wlTo.push(`${ifname(u.iface)} : drop`);
+    wlFrom.push(`${ifname(u.iface)} : drop`);
+  }
+  const vmap = (name: string, entries: string[]) => {
+    const sorted = [...entries].sort();
+    return [
+      `\tmap ${name} {`,
+      '\t\ttype ifname : verdict',
+      ...(sorted.length > 0 ? [`\t\telements = { ${sorted.join(',\n\t\t\t     ')} }`] : []),
+      '\t}',
+    ];
+  };
+  const prefix = options.workloadInterfacePrefix;
+  if (prefix !== undefined && !/^[A-Za-z0-9_.-]{1,14}$/.test(prefix))
+    throw new DataplaneError(
+      'DATAPLANE_ERR_INVALID_NAME',
+      `invalid workload interface prefix ${JSON.stringify(prefix)}`,
+    );
+  const unknownIf = (dir: 'iifname' | 'oifname') =>
+    prefix !== undefined
+      ? [`${dir} "${prefix}*" counter drop ${comment('workload interface without a program')}`]
+      : [];
+  const fastPath = [
+    `ct state established,related counter accept ${comment('established and related: decided at the first packet')}`,
+    `ct state invalid counter drop ${comment('invalid connection state')}`,
+  ];
+  const nd = `icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } counter accept ${comment('IPv6 neighbour discovery with the host')}`;
+  const lines: string[] = [`table inet ${table} {`];
+  const setLines: string[] = [];
+  for (const s of state.sets) {
+    setLines.push(...setDecl(s, 4), ...setDecl(s, 6));
+  }
+  lines.push(...setLines);
+  lines.push(...vmap('workload_from', wlFrom), ...vmap('workload_to', wlTo));
+  lines.push(...vmap('host_in', hostIn), ...vmap('host_out', hostOut));
+  lines.push(
+    ...baseChain('forward_egress', 'forward', -1, [
+      ...fastPath,
+      `counter iifname vmap @workload_from ${comment('egress of the sending workload')}`,
+      ...unknownIf('iifname'),
+    ]),
+    ...baseChain('forward_ingress', 'forward', 0, [
+      ...fastPath,
+      `counter oifname vmap @workload_to ${comment('ingress of the receiving workload')}`,
+      ...unknownIf('oifname'),
+    ]),
+    ...baseChain('input', 'input', 0, [
+      ...fastPath,
+      nd,
+      `counter iifname vmap @workload_from ${comment('egress of a workload talking to this host')}`,
+      ...unknownIf('iifname'),
+      `counter iifname vmap @host_in ${comment('ingress of a host endpoint')}`,
+    ]),
+    ...baseChain('output', 'output', 0, [
+      ...fastPath,
+      nd,
+      `counter oifname vmap @workload_to ${comment('ingress of a workload from this host')}`,
+      ...unknownIf('oifname'),
+      `counter oifname vmap @host_out ${comment('egress of a host endpoint')}`,
+    ]),
+  );
+  const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
+  for (const c of chains) {
+    lines.push(`\tchain ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`), '\t}');
+  }
+  lines.push('}');
+  const skeleton = lines.join('\n') + '\n';
+  const elements = new Map<string, readonly string[]>();
+  for (const s of state.sets) {
+    elements.set(`${s.name}_v4`, s.v4);
+    elements.set(`${s.name}_v6`, s.v6);
+  }
+  const elementLines: string[] = [];
+  for (const [name, els] of elements) {
+    if (els.length > 0) elementLines.push(elementCommand('add', table, name, els));
+  }
+  return { table, skeleton, elements, script: skeleton + elementLines.join('') };
+}
+
+/** `add element` / `delete element` for one set, in chunks nft parses quickly. */
+export function elementCommand(
+  verb: 'add' | 'delete',
+  table: string,
+  set: string,
+  els: readonly string[],
+): string {
+  const out: string[] = [];
+  for (let i = 0; i < els.length; i += 500) {
+    out.push(`${verb} element inet ${table} ${set} { ${els.slice(i, i + 500).join(', ')} }\n`);
+  }
+  return out.join('');
+}
