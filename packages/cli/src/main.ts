@@ -78,7 +78,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     usage: CA_USAGE,
     flags: { ...CA_FLAGS, ...HELP_FLAG },
     run: caCommand,
-    },
+  },
   cni: {
     summary: 'the CNI 1.0 plugin (CNI_COMMAND etc. in the environment, config on stdin)',
     usage:
