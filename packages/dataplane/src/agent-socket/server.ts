@@ -204,8 +204,9 @@ function readBody(req: IncomingMessage): Promise<string | undefined> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
+        // Stop buffering; the reply goes out and the connection is closed after it.
+        chunks.length = 0;
         reject(new Error('too large'));
-        req.destroy();
         return;
       }
       chunks.push(c);
@@ -217,9 +218,11 @@ function readBody(req: IncomingMessage): Promise<string | undefined> {
   });
 }
 
-function send(res: ServerResponse, reply: Reply): void {
+function send(res: ServerResponse, reply: Reply, close = false): void {
+  if (res.headersSent) return;
   const text = JSON.stringify(reply.body);
   res.writeHead(reply.status, {
+    ...(close ? { connection: 'close' } : {}),
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
   });
@@ -270,11 +273,14 @@ export async function startAgentSocket(options: AgentSocketOptions): Promise<Age
             res,
             await handleAgentRequest(options.service, req.method ?? 'GET', req.url ?? '/', body),
           ),
-        () =>
+        () => {
+          res.on('finish', () => req.destroy());
           send(
             res,
             errorReply('CNI_ERR_BAD_REQUEST', `the body is larger than ${MAX_BODY_BYTES} bytes`),
-          ),
+            true,
+          );
+        },
       )
       .catch(() => res.destroy());
   });

@@ -20,6 +20,7 @@ import type { PluginOutput } from './plugin.js';
 export const NODE_NAME = 'node-test';
 const REPO = new URL('../../../../', import.meta.url).pathname;
 export const PALISADE_BIN = join(REPO, 'packages/cli/bin/palisade.js');
+const WORKER = new URL('./test-worker.ts', import.meta.url).pathname;
 
 /** Whether this machine lets the tests create network namespaces. */
 export function canUseNetns(): boolean {
@@ -162,6 +163,59 @@ export class NetnsFixture {
       );
       child.stdin.end(JSON.stringify(this.conf(inv.conf)));
     });
+  }
+
+  /**
+   * Starts one plugin process per invocation, waits until every one has loaded, then releases
+   * them at once; resolves with each one's output and how long its invocation took after the
+   * release.
+   */
+  async execTogether(
+    invs: readonly Invocation[],
+  ): Promise<{ outputs: ProcessOutput[]; startupMs: number }> {
+    const started = Date.now();
+    const workers = invs.map((inv) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', WORKER], {
+        cwd: REPO,
+        env: {
+          PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+          ...this.env(inv),
+          PALISADE_CNI_CONF: JSON.stringify(this.conf(inv.conf)),
+        },
+        stdio: ['pipe', 'pipe', 'pipe'],
+        timeout: 55_000,
+      });
+      let text = '';
+      let markReady: () => void = () => undefined;
+      const ready = new Promise<void>((r) => (markReady = r));
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        text += d;
+        if (text.includes('ready')) markReady();
+      });
+      child.stderr.setEncoding('utf8').on('data', (d: string) => (text += d));
+      const done = new Promise<string>((resolve, reject) => {
+        child.on('error', reject);
+        child.on('close', () => {
+          markReady(); // a worker that died before "ready" must not hold the others back
+          resolve(text);
+        });
+      });
+      return { child, ready, done };
+    });
+    await Promise.all(workers.map((w) => w.ready));
+    const startupMs = Date.now() - started;
+    const released = Date.now();
+    for (const w of workers) w.child.stdin.end('go\n');
+    const outputs = await Promise.all(
+      workers.map(async (w): Promise<ProcessOutput> => {
+        const text = await w.done;
+        const ms = Date.now() - released;
+        const json = text.split('\n').find((l) => l.startsWith('{'));
+        if (json === undefined) return { exitCode: -1, stdout: '', stderr: text, ms };
+        return { ...(JSON.parse(json) as PluginOutput), ms };
+      }),
+    );
+    return { outputs, startupMs };
   }
 
   nodeLinks(): string[] {
