@@ -1,8 +1,8 @@
 // Spec §3 "Lifecycle & Ordering": plugins must handle being executed concurrently across
-// Timeout: 20 Node processes start at once (tsx start-up dominates); on a loaded 2-core machine
-// that alone took 40 s, so the bound is generous.
 // different containers and lock shared resources (the IPAM database). Twenty plugin
 // processes are started, wait at a barrier until all have loaded, then ADD twenty pods at once.
+// Timeout: 20 Node processes start at once (tsx start-up dominates); on a loaded 2-core machine
+// that alone took 40 s, so the bound is generous.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SqliteIpam } from './ipam.js';
