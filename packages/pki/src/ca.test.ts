@@ -451,7 +451,9 @@ test('rotation keeps an old root while a long-lived certificate it signed is val
     await ca.rotate({ overlapMs: HOUR, activateAfterMs: 0, now: t0 });
     const t1 = new Date(t0.getTime() + 47 * HOUR);
     assert.ok(verifySvid([long.certPem], ca.bundle(t1), { now: t1 }).ok);
-    const t2 = new Date(t0.getTime() + 48 * HOUR + 1000);
+    // It leaves once that certificate is past, plus the high-water slack (HIGH_WATER_SLACK_MS).
+    assert.equal(ca.bundleCertificates(new Date(t0.getTime() + 48.9 * HOUR)).length, 2);
+    const t2 = new Date(t0.getTime() + 49 * HOUR + 1000);
     assert.equal(ca.bundleCertificates(t2).length, 1);
   } finally {
     t.cleanup();
@@ -550,10 +552,11 @@ test('imported intermediate: a key that does not match, a non-CA certificate, a 
 test('imported intermediate over an existing CA is a rotation with overlap', async () => {
   const t = tempDir('ca-import-rotate');
   try {
-    const t0 = new Date();
-    const ca = await CertificateAuthority.init(join(t.path, 'd'), { now: t0 });
     const root = opensslRoot(t.path, 'org', CA_EXT);
     const inter = opensslSigned(t.path, 'inter', root, CA_EXT);
+    // openssl starts validity at the current second; the clock must not be read before that.
+    const t0 = new Date(Date.now() + 1000);
+    const ca = await CertificateAuthority.init(join(t.path, 'd'), { now: t0 });
     const rotated = await CertificateAuthority.importIntermediate(join(t.path, 'd'), {
       certPem: inter.certPem,
       keyPem: inter.keyPem,

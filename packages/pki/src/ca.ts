@@ -42,6 +42,7 @@ import {
   DEFAULT_ROOT_TTL_MS,
   DEFAULT_ROTATION_OVERLAP_MS,
   DEFAULT_WORKLOAD_TTL_MS,
+  HOUR_MS,
   MAX_WORKLOAD_TTL_MS,
   MINUTE_MS,
   formatDuration,
@@ -57,6 +58,8 @@ export const DEFAULT_DATA_DIR = './palisade-data';
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 /** Certificates are backdated this much to absorb clock skew between nodes. */
 export const BACKDATE_MS = MINUTE_MS;
+/** How far ahead of the latest notAfter the stored high-water mark is moved. */
+export const HIGH_WATER_SLACK_MS = HOUR_MS;
 /** The API server's own SVID path (not a workload path, so no workload can ask for it). */
 export const SERVER_ID_PATH = '/palisade/server';
 
@@ -679,9 +682,14 @@ export class CertificateAuthority {
       notBefore,
       notAfter,
     });
+    // The stored high-water mark is always at or past every notAfter this authority signed
+    // (it keeps the authority in the bundle after a rotation); it moves ahead with slack so
+    // that a busy CA writes its state about once an hour, not once per certificate.
     const last = signer.record.lastIssuedNotAfter;
     if (last === undefined || Date.parse(last) < notAfter.getTime()) {
-      signer.record.lastIssuedNotAfter = notAfter.toISOString();
+      signer.record.lastIssuedNotAfter = new Date(
+        notAfter.getTime() + HIGH_WATER_SLACK_MS,
+      ).toISOString();
       this.#writeState();
     }
     const serial = cert.serialNumber.toLowerCase();

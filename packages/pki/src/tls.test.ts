@@ -418,6 +418,25 @@ test('X509-SVID §2, §4, §5.2: two URI SANs, no URI SAN, a CA certificate as l
   }
 });
 
+test('X509-SVID §3.2: a root that names its trust domain cannot vouch for another domain, even when both roots share one bundle', () => {
+  const t = tempDir('tls-cross');
+  try {
+    const evil = opensslRoot(t.path, 'evil', `${CA_EXT}\nsubjectAltName=URI:spiffe://other.org`);
+    const minted = opensslSigned(
+      t.path,
+      'minted',
+      evil,
+      `${LEAF_EXT}\nsubjectAltName=URI:spiffe://cluster.local/ns/prod/sa/admin`,
+    );
+    const bundle = `${ca.bundle()}${evil.certPem}`;
+    const r = verifySvid([minted.certPem], bundle, { now: new Date(), trustDomain: TD });
+    assert.equal(code(r), 'PKI_ERR_UNTRUSTED');
+    assert.match(r.ok ? '' : r.message, /authority of trust domain other\.org, not cluster\.local/);
+  } finally {
+    t.cleanup();
+  }
+});
+
 test('verifySvid never throws on garbage and refuses it', () => {
   for (const chain of [
     '',
