@@ -131,6 +131,45 @@ test('key protection: a passphrase encrypts the keys at rest (PKCS#8, openssl-re
   }
 });
 
+test('X509-SVID §6.1: the bundle as a SPIFFE bundle: one JWK per root, use x509-svid, no kid, the DER certificate as x5c', async () => {
+  const t = tempDir('ca-jwks');
+  try {
+    const ca = await CertificateAuthority.init(t.path);
+    await ca.rotate({ overlapMs: HOUR });
+    const b = ca.bundleJwks();
+    assert.equal(b.keys.length, 2);
+    const pems = ca.bundleCertificates();
+    for (const [i, k] of b.keys.entries()) {
+      assert.equal(k.use, 'x509-svid');
+      assert.equal(k.kty, 'EC');
+      assert.equal(k.crv, 'P-256');
+      assert.equal('kid' in k, false);
+      assert.equal('d' in k, false, 'public keys only');
+      assert.equal(k.x5c.length, 1);
+      assert.equal(
+        new X509Certificate(Buffer.from(k.x5c[0] ?? '', 'base64')).fingerprint256,
+        new X509Certificate(pems[i] ?? '').fingerprint256,
+      );
+    }
+    assert.ok(b.spiffe_refresh_hint > 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('passphrases: an empty one is refused; keys added to an unencrypted CA stay unencrypted', async () => {
+  const t = tempDir('ca-pass2');
+  try {
+    await rejects(CertificateAuthority.init(t.path, { passphrase: '' }), 'PKI_ERR_KEY_LOCKED');
+    await CertificateAuthority.init(t.path);
+    const ca = await CertificateAuthority.load(t.path, { passphrase: 'ignored' });
+    await ca.rotate();
+    await CertificateAuthority.load(t.path);
+  } finally {
+    t.cleanup();
+  }
+});
+
 test('key protection: a CA key file readable by group or others is refused (PKI_ERR_KEY_FILE_MODE)', async () => {
   const t = tempDir('ca-mode');
   try {

@@ -151,6 +151,17 @@ export interface RotateOptions {
   readonly rootTtlMs?: number;
 }
 
+/** How often relying parties should refetch the bundle (seconds): well under half an overlap. */
+export const BUNDLE_REFRESH_HINT_S = 300;
+
+export interface SpiffeBundle {
+  readonly keys: readonly (Readonly<Record<string, unknown>> & {
+    readonly use: 'x509-svid';
+    readonly x5c: readonly string[];
+  })[];
+  readonly spiffe_refresh_hint: number;
+}
+
 export type AuthorityStatus = 'pending' | 'active' | 'trusted' | 'retired' | 'expired';
 
 export interface AuthorityInfo {
@@ -381,6 +392,8 @@ export class CertificateAuthority {
       );
     if (CertificateAuthority.exists(dataDir))
       throw new PkiError('PKI_ERR_CA_EXISTS', `${dataDir} already holds a certificate authority`);
+    if (opts.passphrase === '')
+      throw new PkiError('PKI_ERR_KEY_LOCKED', 'an empty passphrase would not protect the keys');
     const defaultTtlMs = opts.defaultTtlMs ?? DEFAULT_WORKLOAD_TTL_MS;
     const maxTtlMs = opts.maxTtlMs ?? MAX_WORKLOAD_TTL_MS;
     for (const t of [defaultTtlMs, maxTtlMs]) {
@@ -422,7 +435,14 @@ export class CertificateAuthority {
       authorities.push(await loadAuthority(dir, r, opts.passphrase));
     if (authorities.length === 0)
       throw new PkiError('PKI_ERR_BAD_STATE', `${join(dir, STATE_FILE)} lists no authority`);
-    return new CertificateAuthority(dataDir, state, authorities, opts);
+    // Keys written later (rotation, import) follow the state: encrypted only if it says so.
+    const { passphrase, ...rest } = opts;
+    return new CertificateAuthority(
+      dataDir,
+      state,
+      authorities,
+      state.keyEncrypted && passphrase !== undefined ? { ...rest, passphrase } : rest,
+    );
   }
 
   /**
@@ -530,6 +550,19 @@ export class CertificateAuthority {
   /** The trust bundle as one PEM text. */
   bundle(now: Date = new Date()): string {
     return this.bundleCertificates(now).join('');
+  }
+
+  /**
+   * The trust bundle in the SPIFFE bundle format (X509-SVID §6.1): one JWK per CA certificate,
+   * `use: "x509-svid"`, no `kid`, the DER certificate as the only `x5c` value.
+   */
+  bundleJwks(now: Date = new Date()): SpiffeBundle {
+    const keys = this.bundleCertificates(now).map((pem) => {
+      const cert = new NodeCertificate(pem);
+      const jwk = cert.publicKey.export({ format: 'jwk' });
+      return { ...jwk, use: 'x509-svid' as const, x5c: [cert.raw.toString('base64')] };
+    });
+    return { keys, spiffe_refresh_hint: BUNDLE_REFRESH_HINT_S };
   }
 
   /** Signs a workload SVID for the public key of a verified CSR, if the Authorizer agrees. */
