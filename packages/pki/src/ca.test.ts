@@ -619,14 +619,14 @@ test("issueServerCert: the API server's certificate for its own key, with DNS an
     const { csrPem } = await createKeyAndCsr();
     const r = await ca.issueServerCert(csrPem, {
       dnsNames: ['localhost', 'palisade.example'],
-      ips: ['127.0.0.1', '::1'],
+      ips: ['127.0.0.1', '::1', 'fd00::ffff:10.1.2.3'],
     });
     assert.ok(r.ok);
     writeFileSync(join(t.path, 's.pem'), r.svid.certPem);
     const text = opensslOk(['x509', '-in', join(t.path, 's.pem'), '-noout', '-text']);
     assert.match(
       text,
-      /URI:spiffe:\/\/cluster\.local\/palisade\/server, DNS:localhost, DNS:palisade\.example, IP Address:127\.0\.0\.1, IP Address:0:0:0:0:0:0:0:1/,
+      /URI:spiffe:\/\/cluster\.local\/palisade\/server, DNS:localhost, DNS:palisade\.example, IP Address:127\.0\.0\.1, IP Address:0:0:0:0:0:0:0:1, IP Address:FD00:0:0:0:0:FFFF:A01:203/,
     );
     const v = opensslOk([
       'verify',

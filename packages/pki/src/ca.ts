@@ -698,14 +698,14 @@ export class CertificateAuthority {
     requester: string,
   ): Promise<IssueResult> {
     const refuse = (f: PkiFailure) => this.#refuse(kind, requester, spiffeId, now, f);
-    const csr = await readCsr(csrPem);
+    const csr = readCsr(csrPem);
     if (!csr.ok) return refuse(csr);
     const signer = this.#active(now);
     if (!signer)
       return refuse(fail('PKI_ERR_CA_EXPIRED', 'no signing certificate of this CA is valid now'));
     const notBefore = new Date(Math.max(now.getTime() - BACKDATE_MS, signer.validFrom().getTime()));
     const notAfter = new Date(Math.min(now.getTime() + ttlMs, signer.validUntil().getTime()));
-    const cert = await buildLeaf({
+    const cert = buildLeaf({
       signer: signer.signer(),
       publicKey: csr.publicKey,
       publicKind: csr.kind,
@@ -725,7 +725,7 @@ export class CertificateAuthority {
       ).toISOString();
       this.#writeState();
     }
-    const serial = cert.serialNumber.toLowerCase();
+    const serial = cert.serial;
     // Audit before hand-out: a failing sink means no certificate leaves the CA.
     await this.#audit?.({
       at: now.toISOString(),
@@ -748,7 +748,7 @@ export class CertificateAuthority {
         serial,
         notBefore,
         notAfter,
-        certPem: withNewline(cert.toString('pem')),
+        certPem: cert.pem,
         chainPem,
         bundlePem: this.bundle(now),
       },

@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN, readLeafExtensions } from './der.js';
+import { KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN, readCsrParts, readLeafExtensions } from './der.js';
+import { readCsr } from './certificates.js';
+import { createKeyAndCsr } from './workload.js';
 import { pemCertificates, x509 } from './crypto.js';
 import { CA_EXT, opensslRoot, opensslSigned, tempDir } from './test-helpers.js';
 
@@ -71,4 +73,30 @@ test('DER reader: never throws on random bytes or on any single-byte corruption 
   } finally {
     t.cleanup();
   }
+});
+
+test('CSR intake never throws on corrupted requests, and a corrupted request never verifies', async () => {
+  const { csrPem } = await createKeyAndCsr();
+  const der = Buffer.from(csrPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  assert.ok(readCsr(csrPem).ok);
+  fc.assert(
+    fc.property(fc.nat(der.length - 1), fc.integer({ min: 0, max: 255 }), (i, v) => {
+      const copy = Buffer.from(der);
+      if (copy[i] === v) return;
+      copy[i] = v;
+      const r = readCsr(
+        `-----BEGIN CERTIFICATE REQUEST-----\n${copy.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`,
+      );
+      // A change in the signed part or the signature must not verify; a change elsewhere
+      // (only the outer lengths and tags) must not parse.
+      assert.equal(r.ok, false);
+    }),
+    { numRuns: 1500 },
+  );
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 400 }), (bytes) => {
+      readCsrParts(bytes);
+    }),
+    { numRuns: 2000 },
+  );
 });

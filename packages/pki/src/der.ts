@@ -5,6 +5,8 @@
 // input (every read is bounds-checked; malformed input yields undefined), or accept BER.
 
 interface Tlv {
+  /** Position of the tag byte. */
+  readonly head: number;
   readonly tag: number;
   /** Start and end (exclusive) of the value. */
   readonly start: number;
@@ -26,7 +28,7 @@ function readTlv(b: Uint8Array, pos: number, limit: number): Tlv | undefined {
     if (len < 0x80 || (n > 1 && (b[p - n] ?? 0) === 0)) return undefined; // not minimal: not DER
   }
   if (p + len > limit) return undefined;
-  return { tag, start: p, end: p + len };
+  return { head: pos, tag, start: p, end: p + len };
 }
 
 function children(b: Uint8Array, t: Tlv): Tlv[] | undefined {
@@ -181,4 +183,54 @@ export function readLeafExtensions(der: Uint8Array): LeafExtensions | undefined 
     }
   }
   return out;
+}
+
+/** The raw DER of a certificate's subject Name (to use as the issuer of what it signs). */
+export function readSubjectName(der: Uint8Array): Buffer | undefined {
+  const cert = readTlv(der, 0, der.length);
+  if (!cert || cert.tag !== 0x30) return undefined;
+  const tbs = readTlv(der, cert.start, cert.end);
+  if (!tbs || tbs.tag !== 0x30) return undefined;
+  const fields = children(der, tbs);
+  if (!fields) return undefined;
+  const offset = fields[0]?.tag === 0xa0 ? 1 : 0; // explicit version present
+  const subject = fields[offset + 4];
+  if (!subject || subject.tag !== 0x30) return undefined;
+  return Buffer.from(der.subarray(subject.head, subject.end));
+}
+
+export interface CsrParts {
+  /** The signed certificationRequestInfo, header included. */
+  readonly info: Buffer;
+  /** The SubjectPublicKeyInfo, header included. */
+  readonly spki: Buffer;
+  /** Content bytes of the signature algorithm OID, hex. */
+  readonly signatureOid: string;
+  readonly signature: Buffer;
+}
+
+/** Splits a DER PKCS#10 request (RFC 2986 §4) into what signature verification needs. */
+export function readCsrParts(der: Uint8Array): CsrParts | undefined {
+  const top = readTlv(der, 0, der.length);
+  if (!top || top.tag !== 0x30 || top.end !== der.length) return undefined;
+  const parts = children(der, top);
+  if (!parts || parts.length !== 3) return undefined;
+  const [info, alg, sig] = parts;
+  if (!info || !alg || !sig || info.tag !== 0x30 || alg.tag !== 0x30 || sig.tag !== 0x03)
+    return undefined;
+  const fields = children(der, info);
+  const version = fields?.[0];
+  const spki = fields?.[2];
+  if (!fields || !version || !spki || version.tag !== 0x02 || spki.tag !== 0x30) return undefined;
+  if (version.end - version.start !== 1 || der[version.start] !== 0) return undefined;
+  const algParts = children(der, alg);
+  const algOid = algParts?.[0];
+  if (!algOid || algOid.tag !== 0x06) return undefined;
+  if (sig.end - sig.start < 2 || der[sig.start] !== 0) return undefined; // no unused bits
+  return {
+    info: Buffer.from(der.subarray(info.head, info.end)),
+    spki: Buffer.from(der.subarray(spki.head, spki.end)),
+    signatureOid: Buffer.from(der.subarray(algOid.start, algOid.end)).toString('hex'),
+    signature: Buffer.from(der.subarray(sig.start + 1, sig.end)),
+  };
 }
