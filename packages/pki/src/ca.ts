@@ -705,6 +705,10 @@ export class CertificateAuthority {
       return refuse(fail('PKI_ERR_CA_EXPIRED', 'no signing certificate of this CA is valid now'));
     const notBefore = new Date(Math.max(now.getTime() - BACKDATE_MS, signer.validFrom().getTime()));
     const notAfter = new Date(Math.min(now.getTime() + ttlMs, signer.validUntil().getTime()));
+    if (notAfter.getTime() - now.getTime() < MINUTE_MS)
+      return refuse(
+        fail('PKI_ERR_CA_EXPIRED', 'the signing certificate expires within a minute; rotate'),
+      );
     const cert = buildLeaf({
       signer: signer.signer(),
       publicKey: csr.publicKey,
