@@ -131,6 +131,45 @@ test('key protection: a passphrase encrypts the keys at rest (PKCS#8, openssl-re
   }
 });
 
+test('X509-SVID §6.1: the bundle as a SPIFFE bundle: one JWK per root, use x509-svid, no kid, the DER certificate as x5c', async () => {
+  const t = tempDir('ca-jwks');
+  try {
+    const ca = await CertificateAuthority.init(t.path);
+    await ca.rotate({ overlapMs: HOUR });
+    const b = ca.bundleJwks();
+    assert.equal(b.keys.length, 2);
+    const pems = ca.bundleCertificates();
+    for (const [i, k] of b.keys.entries()) {
+      assert.equal(k.use, 'x509-svid');
+      assert.equal(k.kty, 'EC');
+      assert.equal(k.crv, 'P-256');
+      assert.equal('kid' in k, false);
+      assert.equal('d' in k, false, 'public keys only');
+      assert.equal(k.x5c.length, 1);
+      assert.equal(
+        new X509Certificate(Buffer.from(k.x5c[0] ?? '', 'base64')).fingerprint256,
+        new X509Certificate(pems[i] ?? '').fingerprint256,
+      );
+    }
+    assert.ok(b.spiffe_refresh_hint > 0);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('passphrases: an empty one is refused; keys added to an unencrypted CA stay unencrypted', async () => {
+  const t = tempDir('ca-pass2');
+  try {
+    await rejects(CertificateAuthority.init(t.path, { passphrase: '' }), 'PKI_ERR_KEY_LOCKED');
+    await CertificateAuthority.init(t.path);
+    const ca = await CertificateAuthority.load(t.path, { passphrase: 'ignored' });
+    await ca.rotate();
+    await CertificateAuthority.load(t.path);
+  } finally {
+    t.cleanup();
+  }
+});
+
 test('key protection: a CA key file readable by group or others is refused (PKI_ERR_KEY_FILE_MODE)', async () => {
   const t = tempDir('ca-mode');
   try {
@@ -451,7 +490,9 @@ test('rotation keeps an old root while a long-lived certificate it signed is val
     await ca.rotate({ overlapMs: HOUR, activateAfterMs: 0, now: t0 });
     const t1 = new Date(t0.getTime() + 47 * HOUR);
     assert.ok(verifySvid([long.certPem], ca.bundle(t1), { now: t1 }).ok);
-    const t2 = new Date(t0.getTime() + 48 * HOUR + 1000);
+    // It leaves once that certificate is past, plus the high-water slack (HIGH_WATER_SLACK_MS).
+    assert.equal(ca.bundleCertificates(new Date(t0.getTime() + 48.9 * HOUR)).length, 2);
+    const t2 = new Date(t0.getTime() + 49 * HOUR + 1000);
     assert.equal(ca.bundleCertificates(t2).length, 1);
   } finally {
     t.cleanup();
@@ -550,10 +591,11 @@ test('imported intermediate: a key that does not match, a non-CA certificate, a 
 test('imported intermediate over an existing CA is a rotation with overlap', async () => {
   const t = tempDir('ca-import-rotate');
   try {
-    const t0 = new Date();
-    const ca = await CertificateAuthority.init(join(t.path, 'd'), { now: t0 });
     const root = opensslRoot(t.path, 'org', CA_EXT);
     const inter = opensslSigned(t.path, 'inter', root, CA_EXT);
+    // openssl starts validity at the current second; the clock must not be read before that.
+    const t0 = new Date(Date.now() + 1000);
+    const ca = await CertificateAuthority.init(join(t.path, 'd'), { now: t0 });
     const rotated = await CertificateAuthority.importIntermediate(join(t.path, 'd'), {
       certPem: inter.certPem,
       keyPem: inter.keyPem,
@@ -577,14 +619,14 @@ test("issueServerCert: the API server's certificate for its own key, with DNS an
     const { csrPem } = await createKeyAndCsr();
     const r = await ca.issueServerCert(csrPem, {
       dnsNames: ['localhost', 'palisade.example'],
-      ips: ['127.0.0.1', '::1'],
+      ips: ['127.0.0.1', '::1', 'fd00::ffff:10.1.2.3'],
     });
     assert.ok(r.ok);
     writeFileSync(join(t.path, 's.pem'), r.svid.certPem);
     const text = opensslOk(['x509', '-in', join(t.path, 's.pem'), '-noout', '-text']);
     assert.match(
       text,
-      /URI:spiffe:\/\/cluster\.local\/palisade\/server, DNS:localhost, DNS:palisade\.example, IP Address:127\.0\.0\.1, IP Address:0:0:0:0:0:0:0:1/,
+      /URI:spiffe:\/\/cluster\.local\/palisade\/server, DNS:localhost, DNS:palisade\.example, IP Address:127\.0\.0\.1, IP Address:0:0:0:0:0:0:0:1, IP Address:FD00:0:0:0:0:FFFF:A01:203/,
     );
     const v = opensslOk([
       'verify',

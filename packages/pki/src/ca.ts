@@ -42,6 +42,7 @@ import {
   DEFAULT_ROOT_TTL_MS,
   DEFAULT_ROTATION_OVERLAP_MS,
   DEFAULT_WORKLOAD_TTL_MS,
+  HOUR_MS,
   MAX_WORKLOAD_TTL_MS,
   MINUTE_MS,
   formatDuration,
@@ -57,6 +58,8 @@ export const DEFAULT_DATA_DIR = './palisade-data';
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 /** Certificates are backdated this much to absorb clock skew between nodes. */
 export const BACKDATE_MS = MINUTE_MS;
+/** How far ahead of the latest notAfter the stored high-water mark is moved. */
+export const HIGH_WATER_SLACK_MS = HOUR_MS;
 /** The API server's own SVID path (not a workload path, so no workload can ask for it). */
 export const SERVER_ID_PATH = '/palisade/server';
 
@@ -146,6 +149,17 @@ export interface RotateOptions {
   readonly now?: Date;
   readonly key?: KeyKind;
   readonly rootTtlMs?: number;
+}
+
+/** How often relying parties should refetch the bundle (seconds): well under half an overlap. */
+export const BUNDLE_REFRESH_HINT_S = 300;
+
+export interface SpiffeBundle {
+  readonly keys: readonly (Readonly<Record<string, unknown>> & {
+    readonly use: 'x509-svid';
+    readonly x5c: readonly string[];
+  })[];
+  readonly spiffe_refresh_hint: number;
 }
 
 export type AuthorityStatus = 'pending' | 'active' | 'trusted' | 'retired' | 'expired';
@@ -378,6 +392,8 @@ export class CertificateAuthority {
       );
     if (CertificateAuthority.exists(dataDir))
       throw new PkiError('PKI_ERR_CA_EXISTS', `${dataDir} already holds a certificate authority`);
+    if (opts.passphrase === '')
+      throw new PkiError('PKI_ERR_KEY_LOCKED', 'an empty passphrase would not protect the keys');
     const defaultTtlMs = opts.defaultTtlMs ?? DEFAULT_WORKLOAD_TTL_MS;
     const maxTtlMs = opts.maxTtlMs ?? MAX_WORKLOAD_TTL_MS;
     for (const t of [defaultTtlMs, maxTtlMs]) {
@@ -419,7 +435,14 @@ export class CertificateAuthority {
       authorities.push(await loadAuthority(dir, r, opts.passphrase));
     if (authorities.length === 0)
       throw new PkiError('PKI_ERR_BAD_STATE', `${join(dir, STATE_FILE)} lists no authority`);
-    return new CertificateAuthority(dataDir, state, authorities, opts);
+    // Keys written later (rotation, import) follow the state: encrypted only if it says so.
+    const { passphrase, ...rest } = opts;
+    return new CertificateAuthority(
+      dataDir,
+      state,
+      authorities,
+      state.keyEncrypted && passphrase !== undefined ? { ...rest, passphrase } : rest,
+    );
   }
 
   /**
@@ -527,6 +550,19 @@ export class CertificateAuthority {
   /** The trust bundle as one PEM text. */
   bundle(now: Date = new Date()): string {
     return this.bundleCertificates(now).join('');
+  }
+
+  /**
+   * The trust bundle in the SPIFFE bundle format (X509-SVID §6.1): one JWK per CA certificate,
+   * `use: "x509-svid"`, no `kid`, the DER certificate as the only `x5c` value.
+   */
+  bundleJwks(now: Date = new Date()): SpiffeBundle {
+    const keys = this.bundleCertificates(now).map((pem) => {
+      const cert = new NodeCertificate(pem);
+      const jwk = cert.publicKey.export({ format: 'jwk' });
+      return { ...jwk, use: 'x509-svid' as const, x5c: [cert.raw.toString('base64')] };
+    });
+    return { keys, spiffe_refresh_hint: BUNDLE_REFRESH_HINT_S };
   }
 
   /** Signs a workload SVID for the public key of a verified CSR, if the Authorizer agrees. */
@@ -662,14 +698,18 @@ export class CertificateAuthority {
     requester: string,
   ): Promise<IssueResult> {
     const refuse = (f: PkiFailure) => this.#refuse(kind, requester, spiffeId, now, f);
-    const csr = await readCsr(csrPem);
+    const csr = readCsr(csrPem);
     if (!csr.ok) return refuse(csr);
     const signer = this.#active(now);
     if (!signer)
       return refuse(fail('PKI_ERR_CA_EXPIRED', 'no signing certificate of this CA is valid now'));
     const notBefore = new Date(Math.max(now.getTime() - BACKDATE_MS, signer.validFrom().getTime()));
     const notAfter = new Date(Math.min(now.getTime() + ttlMs, signer.validUntil().getTime()));
-    const cert = await buildLeaf({
+    if (notAfter.getTime() - now.getTime() < MINUTE_MS)
+      return refuse(
+        fail('PKI_ERR_CA_EXPIRED', 'the signing certificate expires within a minute; rotate'),
+      );
+    const cert = buildLeaf({
       signer: signer.signer(),
       publicKey: csr.publicKey,
       publicKind: csr.kind,
@@ -679,12 +719,17 @@ export class CertificateAuthority {
       notBefore,
       notAfter,
     });
+    // The stored high-water mark is always at or past every notAfter this authority signed
+    // (it keeps the authority in the bundle after a rotation); it moves ahead with slack so
+    // that a busy CA writes its state about once an hour, not once per certificate.
     const last = signer.record.lastIssuedNotAfter;
     if (last === undefined || Date.parse(last) < notAfter.getTime()) {
-      signer.record.lastIssuedNotAfter = notAfter.toISOString();
+      signer.record.lastIssuedNotAfter = new Date(
+        notAfter.getTime() + HIGH_WATER_SLACK_MS,
+      ).toISOString();
       this.#writeState();
     }
-    const serial = cert.serialNumber.toLowerCase();
+    const serial = cert.serial;
     // Audit before hand-out: a failing sink means no certificate leaves the CA.
     await this.#audit?.({
       at: now.toISOString(),
@@ -707,7 +752,7 @@ export class CertificateAuthority {
         serial,
         notBefore,
         notAfter,
-        certPem: withNewline(cert.toString('pem')),
+        certPem: cert.pem,
         chainPem,
         bundlePem: this.bundle(now),
       },

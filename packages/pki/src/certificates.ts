@@ -2,9 +2,18 @@
 // (spiffe/spiffe standards/X509-SVID.md §3, §4), and CSR intake. Owns: extensions, serials,
 // validity windows. Must never: copy anything from a CSR except its public key.
 
-import { randomBytes } from 'node:crypto';
+import { randomBytes, verify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { describeKey, publicKeyFromSpki, signingAlgorithm, spkiDer, x509 } from './crypto.js';
+import {
+  describeKey,
+  pemEncode,
+  publicKeyFromSpki,
+  signingAlgorithm,
+  spkiDer,
+  x509,
+} from './crypto.js';
+import { readCsrParts, readSubjectName } from './der.js';
+import { encodeLeaf, keyIdentifier } from './leaf-encoder.js';
 import type { KeyKind, SigningKey } from './crypto.js';
 import type { PkiFailure } from './errors.js';
 import { fail } from './errors.js';
@@ -49,41 +58,43 @@ export interface LeafParams {
   readonly notAfter: Date;
 }
 
+export interface EncodedCertificate {
+  readonly der: Buffer;
+  readonly pem: string;
+  /** Lowercase hex, as openssl prints it without separators. */
+  readonly serial: string;
+}
+
 /**
  * A leaf X.509-SVID: empty subject, so the SAN is critical (§3.1); exactly one URI SAN (§2);
  * CA:false (§4.1); key usage critical with digitalSignature, plus keyEncipherment for RSA keys
- * (§4.3); serverAuth and clientAuth (§4.4).
+ * (§4.3); serverAuth and clientAuth (§4.4); SKI and AKI.
  */
-export async function buildLeaf(p: LeafParams): Promise<x509.X509Certificate> {
-  const spki = spkiDer(p.publicKey);
-  const usage =
-    x509.KeyUsageFlags.digitalSignature |
-    (p.publicKind.type === 'rsa' ? x509.KeyUsageFlags.keyEncipherment : 0);
-  const names: x509.JsonGeneralName[] = [
-    { type: 'url', value: p.spiffeId },
-    ...(p.dnsNames ?? []).map((value) => ({ type: 'dns' as const, value })),
-    ...(p.ips ?? []).map((value) => ({ type: 'ip' as const, value })),
-  ];
-  return x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
-    subject: '',
-    issuer: p.signer.cert.subjectName,
+export function buildLeaf(p: LeafParams): EncodedCertificate {
+  const signerDer = Buffer.from(p.signer.cert.rawData);
+  const issuerName = readSubjectName(signerDer);
+  if (!issuerName) throw new Error('the signing certificate has no readable subject');
+  const ski = p.signer.cert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const issuerKeyId = ski
+    ? Buffer.from(ski.keyId, 'hex')
+    : keyIdentifier(Buffer.from(p.signer.cert.publicKey.rawData));
+  if (!issuerKeyId) throw new Error('the signing certificate key identifier cannot be computed');
+  const serial = randomSerial();
+  const der = encodeLeaf({
+    serialHex: serial,
+    issuerName,
+    issuerKeyId,
+    signerKind: p.signer.kind,
+    signerKey: p.signer.key,
+    spki: spkiDer(p.publicKey),
+    rsaSubject: p.publicKind.type === 'rsa',
+    spiffeId: p.spiffeId,
+    dnsNames: p.dnsNames ?? [],
+    ips: p.ips ?? [],
     notBefore: p.notBefore,
     notAfter: p.notAfter,
-    signingAlgorithm: signingAlgorithm(p.signer.kind),
-    publicKey: spki,
-    signingKey: p.signer.key,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(usage, true),
-      new x509.ExtendedKeyUsageExtension(
-        [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
-        false,
-      ),
-      new x509.SubjectAlternativeNameExtension(names, true),
-      ...(await keyIdentifiers(spki, p.signer.cert)),
-    ],
   });
+  return { der, pem: pemEncode('CERTIFICATE', der), serial };
 }
 
 export interface RootParams {
@@ -130,31 +141,53 @@ export async function buildRoot(p: RootParams): Promise<x509.X509Certificate> {
 export type CsrResult =
   { readonly ok: true; readonly publicKey: KeyObject; readonly kind: KeyKind } | PkiFailure;
 
+/** Signature algorithms accepted on a CSR: OID content bytes (hex) → key type and hash. */
+const CSR_SIGNATURES: Readonly<
+  Record<string, { readonly key: 'ec' | 'rsa'; readonly hash: string }>
+> = {
+  '2a8648ce3d040302': { key: 'ec', hash: 'sha256' }, // ecdsa-with-SHA256
+  '2a8648ce3d040303': { key: 'ec', hash: 'sha384' },
+  '2a8648ce3d040304': { key: 'ec', hash: 'sha512' },
+  '2a864886f70d01010b': { key: 'rsa', hash: 'sha256' }, // sha256WithRSAEncryption
+  '2a864886f70d01010c': { key: 'rsa', hash: 'sha384' },
+  '2a864886f70d01010d': { key: 'rsa', hash: 'sha512' },
+};
+
 /**
  * Reads a PKCS#10 request and checks its self-signature (proof that the requester holds the
  * private key). Only the public key is used; subject, SANs and extensions asked for are ignored.
  * Never throws on input.
  */
-export async function readCsr(pem: unknown): Promise<CsrResult> {
+export function readCsr(pem: unknown): CsrResult {
   if (typeof pem !== 'string' || pem.length === 0)
     return fail('PKI_ERR_BAD_CSR', 'the CSR must be a PEM text');
   if (pem.length > MAX_CSR_BYTES)
     return fail('PKI_ERR_BAD_CSR', `the CSR is larger than ${MAX_CSR_BYTES} bytes`);
-  if (!/-----BEGIN (NEW )?CERTIFICATE REQUEST-----/.test(pem))
-    return fail('PKI_ERR_BAD_CSR', 'the CSR must be a PEM "CERTIFICATE REQUEST" block');
-  let csr: x509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(pem);
-  } catch {
-    return fail('PKI_ERR_BAD_CSR', 'the CSR is not a well-formed PKCS#10 request');
-  }
-  const publicKey = publicKeyFromSpki(new Uint8Array(csr.publicKey.rawData));
+  const m =
+    /-----BEGIN (NEW )?CERTIFICATE REQUEST-----([A-Za-z0-9+/=\s]*)-----END (NEW )?CERTIFICATE REQUEST-----/.exec(
+      pem,
+    );
+  if (!m) return fail('PKI_ERR_BAD_CSR', 'the CSR must be a PEM "CERTIFICATE REQUEST" block');
+  const parts = readCsrParts(Buffer.from((m[2] ?? '').replace(/\s+/g, ''), 'base64'));
+  if (!parts) return fail('PKI_ERR_BAD_CSR', 'the CSR is not a well-formed PKCS#10 request');
+  const publicKey = publicKeyFromSpki(parts.spki);
   if (!publicKey) return fail('PKI_ERR_BAD_CSR', 'the CSR public key cannot be read');
   const kind = describeKey(publicKey);
   if (!kind.ok) return kind;
+  const alg = CSR_SIGNATURES[parts.signatureOid];
+  if (!alg || alg.key !== kind.kind.type)
+    return fail(
+      'PKI_ERR_BAD_CSR',
+      'the CSR signature algorithm is not ECDSA or RSA PKCS#1 v1.5 with SHA-2 for its key',
+    );
   let verified = false;
   try {
-    verified = await csr.verify();
+    verified = verify(
+      alg.hash,
+      parts.info,
+      { key: publicKey, dsaEncoding: 'der' },
+      parts.signature,
+    );
   } catch {
     verified = false;
   }

@@ -1,5 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { connect, createServer } from 'node:tls';
 import type { ConnectionOptions, TLSSocket, TlsOptions } from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -87,12 +88,11 @@ async function handshake(
       const timer = setTimeout(() => resolve({ clientError: new Error('timeout') }), 5000);
       const c = connect({ ...clientOpts, host: '127.0.0.1', port });
       c.on('secureConnect', () => {
-        const clientSaw = verifyPeer(
-          c,
-          serverCheck.trustDomain === TD
-            ? { ...serverCheck, expect: { kind: 'any-in-trust-domain' } }
-            : serverCheck,
-        );
+        // The client reads the server's ID; whether it was acceptable, checkServerIdentity decided.
+        const clientSaw = verifyPeer(c, {
+          ...serverCheck,
+          expect: { kind: 'any-in-trust-domain' },
+        });
         let data = '';
         c.on('data', (d: Buffer) => (data += d.toString()));
         c.on('end', () => {
@@ -416,6 +416,40 @@ test('X509-SVID §2, §4, §5.2: two URI SANs, no URI SAN, a CA certificate as l
   } finally {
     t.cleanup();
   }
+});
+
+test('X509-SVID §3.2: a root that names its trust domain cannot vouch for another domain, even when both roots share one bundle', () => {
+  const t = tempDir('tls-cross');
+  try {
+    const evil = opensslRoot(t.path, 'evil', `${CA_EXT}\nsubjectAltName=URI:spiffe://other.org`);
+    const minted = opensslSigned(
+      t.path,
+      'minted',
+      evil,
+      `${LEAF_EXT}\nsubjectAltName=URI:spiffe://cluster.local/ns/prod/sa/admin`,
+    );
+    const bundle = `${ca.bundle()}${evil.certPem}`;
+    const r = verifySvid([minted.certPem], bundle, { now: new Date(), trustDomain: TD });
+    assert.equal(code(r), 'PKI_ERR_UNTRUSTED');
+    assert.match(r.ok ? '' : r.message, /authority of trust domain other\.org, not cluster\.local/);
+  } finally {
+    t.cleanup();
+  }
+});
+
+test('verifySvid: no single-byte change to a valid SVID is accepted', async () => {
+  const good = await svid(ca, CLIENT_ID);
+  const bundle = ca.bundle();
+  const der = pemCertificates(good.certPem)[0] ?? Buffer.alloc(0);
+  assert.equal(code(verifySvid([der], bundle, { now: new Date() })), 'ok');
+  fc.assert(
+    fc.property(fc.nat(der.length - 1), fc.integer({ min: 1, max: 255 }), (i, x) => {
+      const copy = Buffer.from(der);
+      copy[i] = (copy[i] ?? 0) ^ x;
+      assert.notEqual(code(verifySvid([copy], bundle, { now: new Date() })), 'ok', `byte ${i}`);
+    }),
+    { numRuns: 1500 },
+  );
 });
 
 test('verifySvid never throws on garbage and refuses it', () => {

@@ -4,7 +4,9 @@
 // trust a certificate because it is in the peer's own chain.
 
 import { X509Certificate as NodeCertificate } from 'node:crypto';
-import { pemCertificates, x509 } from './crypto.js';
+import { pemCertificates } from './crypto.js';
+import { KU_CRL_SIGN, KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN, readLeafExtensions } from './der.js';
+import type { LeafExtensions } from './der.js';
 import type { PkiFailure } from './errors.js';
 import { fail } from './errors.js';
 import { parseSpiffeId } from './spiffe-id.js';
@@ -46,15 +48,35 @@ function toDerList(input: string | readonly CertificateInput[]): Buffer[] {
 interface Parsed {
   readonly der: Buffer;
   readonly node: NodeCertificate;
-  readonly lib: x509.X509Certificate;
+  readonly ext: LeafExtensions;
 }
 
+/**
+ * Parsed certificates by their exact DER bytes. Bundle certificates (and returning peers) are
+ * seen on every handshake; content-addressed entries cannot go stale. Bounded.
+ */
+const CACHE = new Map<string, Parsed>();
+const CACHE_MAX = 512;
+
 function parse(der: Buffer): Parsed | undefined {
+  const key = der.toString('base64');
+  const hit = CACHE.get(key);
+  if (hit) return hit;
+  let node: NodeCertificate;
   try {
-    return { der, node: new NodeCertificate(der), lib: new x509.X509Certificate(der) };
+    node = new NodeCertificate(der);
   } catch {
     return undefined;
   }
+  const ext = readLeafExtensions(der);
+  if (!ext) return undefined;
+  const p: Parsed = { der, node, ext };
+  if (CACHE.size >= CACHE_MAX) {
+    const oldest = CACHE.keys().next();
+    if (!oldest.done) CACHE.delete(oldest.value);
+  }
+  CACHE.set(key, p);
+  return p;
 }
 
 function describe(c: Parsed): string {
@@ -63,12 +85,22 @@ function describe(c: Parsed): string {
     : 'a certificate';
 }
 
-function signingProblem(c: Parsed): string | undefined {
-  const bc = c.lib.getExtension(x509.BasicConstraintsExtension);
-  if (!bc?.ca) return `${describe(c)} in the chain is not a CA certificate`;
-  const ku = c.lib.getExtension(x509.KeyUsagesExtension);
-  if (ku && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0)
+/**
+ * Whether a certificate on the path may sign, and sign for this trust domain: a signing
+ * certificate that names its own trust domain (X509-SVID §3.2, a SPIFFE ID without a path) only
+ * vouches for IDs of that trust domain, so a bundle holding several domains' roots cannot let one
+ * domain mint the other's identities.
+ */
+function signingProblem(c: Parsed, trustDomain: string): string | undefined {
+  if (c.ext.ca !== true) return `${describe(c)} in the chain is not a CA certificate`;
+  if (c.ext.keyUsage && !c.ext.keyUsage.has(KU_KEY_CERT_SIGN))
     return `${describe(c)} in the chain may not sign certificates (no keyCertSign)`;
+  for (const uri of c.ext.uris ?? []) {
+    if (!uri.startsWith('spiffe://')) continue;
+    const id = parseSpiffeId(uri);
+    if (id.ok && id.id.path === '' && id.id.trustDomain !== trustDomain)
+      return `${describe(c)} is the authority of trust domain ${id.id.trustDomain}, not ${trustDomain}`;
+  }
   return undefined;
 }
 
@@ -77,37 +109,17 @@ type LeafCheck = { readonly ok: true; readonly id: SpiffeId } | PkiFailure;
 /** X509-SVID §2, §4.1, §4.3, §4.4, §5.2: what makes a certificate usable as a leaf SVID. */
 function checkLeaf(leaf: Parsed): LeafCheck {
   const bad = (m: string) => fail('PKI_ERR_BAD_SVID', m);
-  let bc: x509.BasicConstraintsExtension | null;
-  let kus: x509.KeyUsagesExtension[];
-  let eku: x509.ExtendedKeyUsageExtension | null;
-  let sans: x509.SubjectAlternativeNameExtension[];
-  try {
-    bc = leaf.lib.getExtension(x509.BasicConstraintsExtension);
-    kus = leaf.lib.getExtensions(x509.KeyUsagesExtension);
-    eku = leaf.lib.getExtension(x509.ExtendedKeyUsageExtension);
-    sans = leaf.lib.getExtensions(x509.SubjectAlternativeNameExtension);
-  } catch {
-    return bad('the certificate has an extension that cannot be read');
-  }
-  if (bc?.ca)
+  const e = leaf.ext;
+  if (e.duplicate) return bad('the certificate repeats an extension (RFC 5280 §4.2)');
+  if (e.ca === true)
     return bad('a CA certificate cannot be used as a leaf SVID (basic constraints CA:true)');
-  const ku = kus[0];
-  if (!ku || kus.length > 1) return bad('a leaf SVID must carry exactly one key usage extension');
-  if ((ku.usages & (x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign)) !== 0)
+  if (!e.keyUsage) return bad('a leaf SVID must carry a key usage extension');
+  if (e.keyUsage.has(KU_KEY_CERT_SIGN) || e.keyUsage.has(KU_CRL_SIGN))
     return bad('a leaf SVID must not set keyCertSign or cRLSign');
-  if ((ku.usages & x509.KeyUsageFlags.digitalSignature) === 0)
-    return bad('a leaf SVID must set digitalSignature');
-  if (eku) {
-    const u = eku.usages.map(String);
-    if (
-      !u.includes(x509.ExtendedKeyUsage.serverAuth) ||
-      !u.includes(x509.ExtendedKeyUsage.clientAuth)
-    )
-      return bad('a leaf SVID extended key usage must include both serverAuth and clientAuth');
-  }
-  const san = sans[0];
-  if (!san || sans.length > 1) return bad('a leaf SVID must carry exactly one SAN extension');
-  const uris = san.names.items.filter((n) => n.type === 'url').map((n) => n.value);
+  if (!e.keyUsage.has(KU_DIGITAL_SIGNATURE)) return bad('a leaf SVID must set digitalSignature');
+  if (e.eku && !(e.eku.serverAuth && e.eku.clientAuth))
+    return bad('a leaf SVID extended key usage must include both serverAuth and clientAuth');
+  const uris = e.uris ?? [];
   if (uris.length !== 1)
     return bad(`a leaf SVID must carry exactly one URI SAN, found ${uris.length}`);
   const id = parseSpiffeId(uris[0]);
@@ -176,7 +188,7 @@ export function verifySvid(
   for (let depth = 0; depth < MAX_CHAIN_DEPTH && !anchored; depth++) {
     const anchor = anchors.find((a) => issues(a, cur));
     if (anchor) {
-      const p = signingProblem(anchor);
+      const p = signingProblem(anchor, l.id.trustDomain);
       if (p) return fail('PKI_ERR_UNTRUSTED', p);
       path.push(anchor);
       anchored = true;
@@ -184,7 +196,7 @@ export function verifySvid(
     }
     const next = intermediates.find((c) => !used.has(c) && issues(c, cur));
     if (!next) break;
-    const p = signingProblem(next);
+    const p = signingProblem(next, l.id.trustDomain);
     if (p) return fail('PKI_ERR_UNTRUSTED', p);
     used.add(next);
     path.push(next);
