@@ -1,0 +1,230 @@
+// The server-side dry run's connectivity diff: which endpoint pairs, ports (and protocols) an
+// apply newly allows or newly denies in the kernel, with the provenance before and after.
+// Cost is bounded: only endpoints the change can affect are re-judged (those a changed policy
+// selects before or after, those whose own resource, namespace or service account changed; every
+// endpoint when a tier, profile, network set, service or Istio resource changed), against every
+// endpoint, on the ports the changed policies name plus the affected endpoints' declared ports;
+// at most `maxChecks` probes, after which the diff says it was truncated.
+// Owns: that computation, pure over two resource sets. Must never: write anything.
+
+import { compile } from '@palisade/core';
+import type { DirectionVerdict, Engine, Resource } from '@palisade/core';
+
+export interface PortProbe {
+  readonly protocol: 'TCP' | 'UDP' | 'SCTP';
+  readonly port: number;
+}
+
+export interface VerdictSummary {
+  readonly verdict: 'allow' | 'deny';
+  /** Why, at the source's egress and the destination's ingress. */
+  readonly egress: string;
+  readonly ingress: string;
+  readonly policy?: string;
+  readonly tier?: string;
+}
+
+export interface ConnectivityChange {
+  readonly from: string;
+  readonly to: string;
+  readonly protocol: string;
+  readonly port: number;
+  readonly change: 'newly-allowed' | 'newly-denied';
+  readonly before: VerdictSummary;
+  readonly after: VerdictSummary;
+}
+
+export interface ConnectivityDiff {
+  readonly affectedEndpoints: number;
+  readonly endpoints: number;
+  readonly ports: readonly PortProbe[];
+  readonly checks: number;
+  readonly truncated: boolean;
+  readonly changes: readonly ConnectivityChange[];
+}
+
+export interface ChangedResource {
+  readonly before: Resource | undefined;
+  readonly after: Resource | undefined;
+}
+
+const GLOBAL_EFFECT = new Set([
+  'Tier',
+  'Profile',
+  'NetworkSet',
+  'GlobalNetworkSet',
+  'Service',
+  'AuthorizationPolicy',
+  'PeerAuthentication',
+]);
+const POLICY_KINDS = new Set([
+  'NetworkPolicy',
+  'GlobalNetworkPolicy',
+  'StagedNetworkPolicy',
+  'StagedGlobalNetworkPolicy',
+  'StagedKubernetesNetworkPolicy',
+]);
+const PROTO_NAME: Readonly<Record<number, PortProbe['protocol']>> = {
+  6: 'TCP',
+  17: 'UDP',
+  132: 'SCTP',
+};
+
+function policyKey(r: Resource): string {
+  const ns = r.metadata.namespace;
+  return `${r.kind}/${['NetworkPolicy', 'StagedNetworkPolicy', 'StagedKubernetesNetworkPolicy'].includes(r.kind) ? (ns ?? 'default') : ''}/${r.metadata.name}`;
+}
+
+function addRulePorts(r: Resource, out: Map<string, PortProbe>): void {
+  const add = (protocol: unknown, port: unknown) => {
+    const p = typeof protocol === 'string' ? protocol.toUpperCase() : 'TCP';
+    if (p !== 'TCP' && p !== 'UDP' && p !== 'SCTP') return;
+    if (typeof port === 'number' && port > 0 && port < 65536)
+      out.set(`${p}/${port}`, { protocol: p, port });
+    if (typeof port === 'string' && /^\d+:\d+$/.test(port)) {
+      const [a, b] = port.split(':').map(Number);
+      if (a !== undefined && b !== undefined) {
+        out.set(`${p}/${a}`, { protocol: p, port: a });
+        out.set(`${p}/${b}`, { protocol: p, port: b });
+      }
+    }
+  };
+  const spec = (r as { spec?: Record<string, unknown> }).spec ?? {};
+  for (const dir of ['ingress', 'egress'] as const) {
+    const rules = spec[dir];
+    if (!Array.isArray(rules)) continue;
+    for (const rule of rules as Record<string, unknown>[]) {
+      // Calico rules
+      for (const side of ['source', 'destination'] as const) {
+        const ent = rule[side] as { ports?: unknown[]; notPorts?: unknown[] } | undefined;
+        for (const p of [...(ent?.ports ?? []), ...(ent?.notPorts ?? [])])
+          add(rule.protocol ?? 'TCP', p);
+      }
+      // Kubernetes rules
+      for (const p of (rule.ports as
+        { protocol?: string; port?: unknown; endPort?: number }[] | undefined) ?? []) {
+        add(p.protocol ?? 'TCP', p.port);
+        if (p.endPort !== undefined) add(p.protocol ?? 'TCP', p.endPort);
+      }
+    }
+  }
+}
+
+function summary(e: Engine, from: string, to: string, probe: PortProbe): VerdictSummary {
+  const r = e.check({ from, to, protocol: probe.protocol, port: probe.port }, false, true);
+  if (!r.ok) return { verdict: 'deny', egress: r.message, ingress: r.message };
+  const k = r.result.kernel;
+  const decided: DirectionVerdict = k.egress.verdict === 'deny' ? k.egress : k.ingress;
+  return {
+    verdict: k.egress.verdict === 'allow' && k.ingress.verdict === 'allow' ? 'allow' : 'deny',
+    egress: k.egress.provenance.reason,
+    ingress: k.ingress.provenance.reason,
+    ...(decided.provenance.policy !== undefined ? { policy: decided.provenance.policy } : {}),
+    ...(decided.provenance.tier !== undefined ? { tier: decided.provenance.tier } : {}),
+  };
+}
+
+function activeKeys(e: Engine, ep: string): Set<string> {
+  const a = e.activeTiers(ep);
+  const out = new Set<string>();
+  if (!a) return out;
+  for (const t of [...a.ingress, ...a.egress])
+    for (const p of [...t.policies, ...t.staged]) out.add(p.key);
+  return out;
+}
+
+export function connectivityDiff(
+  before: readonly Resource[],
+  after: readonly Resource[],
+  changed: readonly ChangedResource[],
+  options: { maxChecks?: number; maxChanges?: number } = {},
+): ConnectivityDiff {
+  const maxChecks = options.maxChecks ?? 200_000;
+  const maxChanges = options.maxChanges ?? 1000;
+  const eb = compile(before);
+  const ea = compile(after);
+  const endpoints = [...new Set([...ea.workloadEndpoints(), ...eb.workloadEndpoints()])].sort();
+  const changedPolicies = new Set<string>();
+  const ports = new Map<string, PortProbe>();
+  const direct = new Set<string>();
+  let everything = false;
+  for (const c of changed) {
+    for (const r of [c.before, c.after]) {
+      if (!r) continue;
+      if (POLICY_KINDS.has(r.kind)) {
+        changedPolicies.add(policyKey(r));
+        addRulePorts(r, ports);
+      } else if (GLOBAL_EFFECT.has(r.kind)) {
+        everything = true;
+        if (r.kind === 'Profile') addRulePorts(r, ports);
+      } else if (r.kind === 'Namespace') {
+        for (const ep of endpoints) if (ep.startsWith(`${r.metadata.name}/`)) direct.add(ep);
+      } else if (r.kind === 'ServiceAccount') {
+        for (const ep of endpoints) {
+          const d = ea.describeEndpoint(ep) ?? eb.describeEndpoint(ep);
+          if (d && d.namespace === r.metadata.namespace && d.serviceAccount === r.metadata.name)
+            direct.add(ep);
+        }
+      } else if (r.kind === 'Pod' || r.kind === 'WorkloadEndpoint') {
+        const ns = r.metadata.namespace ?? 'default';
+        const pod =
+          r.kind === 'WorkloadEndpoint'
+            ? (r.spec.pod ?? r.spec.workload ?? r.metadata.name)
+            : r.metadata.name;
+        direct.add(`${ns}/${pod}`);
+      }
+    }
+  }
+  const affected = endpoints.filter((ep) => {
+    if (everything || direct.has(ep)) return true;
+    for (const k of activeKeys(eb, ep)) if (changedPolicies.has(k)) return true;
+    for (const k of activeKeys(ea, ep)) if (changedPolicies.has(k)) return true;
+    return false;
+  });
+  for (const ep of affected)
+    for (const e of [eb, ea])
+      for (const np of e.describeEndpoint(ep)?.namedPorts ?? []) {
+        const p = PROTO_NAME[np.protocol];
+        if (p) ports.set(`${p}/${np.port}`, { protocol: p, port: np.port });
+      }
+  if (ports.size === 0) ports.set('TCP/80', { protocol: 'TCP', port: 80 });
+  const portList = [...ports.values()].sort(
+    (a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port,
+  );
+  const affectedSet = new Set(affected);
+  const changes: ConnectivityChange[] = [];
+  let checks = 0;
+  let truncated = false;
+  outer: for (const a of endpoints) {
+    for (const b of endpoints) {
+      if (a === b || (!affectedSet.has(a) && !affectedSet.has(b))) continue;
+      for (const probe of portList) {
+        if (checks >= maxChecks || changes.length >= maxChanges) {
+          truncated = true;
+          break outer;
+        }
+        checks++;
+        const was = eb.kernelAllows(a, b, probe.protocol, probe.port);
+        const is = ea.kernelAllows(a, b, probe.protocol, probe.port);
+        if (was === is) continue;
+        changes.push({
+          from: a,
+          to: b,
+          protocol: probe.protocol,
+          port: probe.port,
+          change: is ? 'newly-allowed' : 'newly-denied',
+          before: summary(eb, a, b, probe),
+          after: summary(ea, a, b, probe),
+        });
+      }
+    }
+  }
+  return {
+    affectedEndpoints: affected.length,
+    endpoints: endpoints.length,
+    ports: portList,
+    checks,
+    truncated,
+    changes,
+  };
+}
