@@ -221,7 +221,7 @@ export class ApiServer {
 
   /** As handle, with the stream collected (tests). */
   async inject(
-    req: Partial<ApiRequest> & {
+    req: Omit<Partial<ApiRequest>, 'body'> & {
       method: string;
       url: string;
       token?: string;
@@ -1300,7 +1300,7 @@ export class ApiServer {
     const node = body.node;
     if ((user === undefined) === (node === undefined))
       throw new ApiError('API_ERR_BAD_REQUEST', 'give exactly one of user and node');
-    const subjectName = (user ?? node);
+    const subjectName = user ?? node;
     if (
       typeof subjectName !== 'string' ||
       subjectName.length === 0 ||
@@ -1354,7 +1354,7 @@ export class ApiServer {
       createdAt: now.toISOString(),
       createdBy: describePrincipal(p),
       ...(ttl !== undefined
-        ? { expiresAt: new Date(now.getTime() + (ttl) * 1000).toISOString() }
+        ? { expiresAt: new Date(now.getTime() + ttl * 1000).toISOString() }
         : {}),
     };
     for (let attempt = 0; attempt < 20; attempt++) {

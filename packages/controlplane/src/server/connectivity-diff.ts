@@ -110,6 +110,27 @@ function addRulePorts(r: Resource, out: Map<string, PortProbe>): void {
   }
 }
 
+/** Ports pods and workload endpoints declare (named or not), by `namespace/name`. */
+function declaredPorts(resources: readonly Resource[]): Map<string, PortProbe[]> {
+  const out = new Map<string, PortProbe[]>();
+  const add = (id: string, protocol: unknown, port: unknown) => {
+    const p = typeof protocol === 'string' ? protocol.toUpperCase() : 'TCP';
+    if ((p === 'TCP' || p === 'UDP' || p === 'SCTP') && typeof port === 'number')
+      out.set(id, [...(out.get(id) ?? []), { protocol: p, port }]);
+  };
+  for (const r of resources) {
+    const ns = r.metadata.namespace ?? 'default';
+    if (r.kind === 'Pod')
+      for (const c of [...(r.spec.containers ?? []), ...(r.spec.initContainers ?? [])])
+        for (const cp of c.ports ?? [])
+          add(`${ns}/${r.metadata.name}`, cp.protocol, cp.containerPort);
+    if (r.kind === 'WorkloadEndpoint')
+      for (const ep of r.spec.ports ?? [])
+        add(`${ns}/${r.spec.pod ?? r.spec.workload ?? r.metadata.name}`, ep.protocol, ep.port);
+  }
+  return out;
+}
+
 function summary(e: Engine, from: string, to: string, probe: PortProbe): VerdictSummary {
   const r = e.check({ from, to, protocol: probe.protocol, port: probe.port }, false, true);
   if (!r.ok) return { verdict: 'deny', egress: r.message, ingress: r.message };
@@ -181,12 +202,15 @@ export function connectivityDiff(
     for (const k of activeKeys(ea, ep)) if (changedPolicies.has(k)) return true;
     return false;
   });
-  for (const ep of affected)
+  const declared = declaredPorts([...before, ...after]);
+  for (const ep of affected) {
+    for (const p of declared.get(ep) ?? []) ports.set(`${p.protocol}/${p.port}`, p);
     for (const e of [eb, ea])
       for (const np of e.describeEndpoint(ep)?.namedPorts ?? []) {
         const p = PROTO_NAME[np.protocol];
         if (p) ports.set(`${p}/${np.port}`, { protocol: p, port: np.port });
       }
+  }
   if (ports.size === 0) ports.set('TCP/80', { protocol: 'TCP', port: 80 });
   const portList = [...ports.values()].sort(
     (a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port,
