@@ -1,3 +1,10 @@
 // Public surface of the control plane.
 export * from './store/store.js';
 export { MemoryStore } from './store/memory-store.js';
+export { ApiServer } from './server/api.js';
+export type { ApiServerOptions } from './server/api.js';
+export { runServer, ServerStartError, parseListen } from './server/run-server.js';
+export type { RunServerOptions, RunningServer } from './server/run-server.js';
+export { verifyAudit, queryAudit } from './audit/audit-log.js';
+export { resolveKindName, SERVER_KINDS } from './resources/kinds.js';
+export type { ServerKind } from './resources/kinds.js';
