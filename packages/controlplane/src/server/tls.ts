@@ -195,8 +195,8 @@ export function tlsInfo(socket: TLSSocket): TlsInfo {
     .map((s) => s.trim())
     .filter((s) => s.startsWith('URI:'))
     .map((s) => s.slice(4));
-  const o = cert.subject?.O as string | string[] | undefined;
-  const cn = cert.subject?.CN as string | string[] | undefined;
+  const o = cert.subject?.O;
+  const cn = cert.subject?.CN;
   const peer: PeerCertificateInfo = {
     ...(cn !== undefined ? { subjectCN: Array.isArray(cn) ? (cn[0] ?? '') : cn } : {}),
     ...(o !== undefined ? { subjectO: Array.isArray(o) ? o : [o] } : {}),
