@@ -35,6 +35,9 @@ export interface ConnectivityChange {
 }
 
 export interface ConnectivityDiff {
+  /** Endpoints the change creates or removes: their pairs have no before (or after) to compare. */
+  readonly addedEndpoints: readonly string[];
+  readonly removedEndpoints: readonly string[];
   readonly affectedEndpoints: number;
   readonly endpoints: number;
   readonly ports: readonly PortProbe[];
@@ -75,6 +78,9 @@ function policyKey(r: Resource): string {
   return `${r.kind}/${['NetworkPolicy', 'StagedNetworkPolicy', 'StagedKubernetesNetworkPolicy'].includes(r.kind) ? (ns ?? 'default') : ''}/${r.metadata.name}`;
 }
 
+/** A rule that matches every port is probed on TCP/80, a representative of "any other port". */
+const ANY_PORT: PortProbe = { protocol: 'TCP', port: 80 };
+
 function addRulePorts(r: Resource, out: Map<string, PortProbe>): void {
   const add = (protocol: unknown, port: unknown) => {
     const p = typeof protocol === 'string' ? protocol.toUpperCase() : 'TCP';
@@ -94,6 +100,11 @@ function addRulePorts(r: Resource, out: Map<string, PortProbe>): void {
     const rules = spec[dir];
     if (!Array.isArray(rules)) continue;
     for (const rule of rules as Record<string, unknown>[]) {
+      const src = rule.source as { ports?: unknown[] } | undefined;
+      const dst = rule.destination as { ports?: unknown[] } | undefined;
+      const k8sPorts = rule.ports as unknown[] | undefined;
+      if (!src?.ports?.length && !dst?.ports?.length && !k8sPorts?.length)
+        out.set('TCP/80', ANY_PORT);
       // Calico rules
       for (const side of ['source', 'destination'] as const) {
         const ent = rule[side] as { ports?: unknown[]; notPorts?: unknown[] } | undefined;
@@ -215,6 +226,9 @@ export function connectivityDiff(
   const portList = [...ports.values()].sort(
     (a, b) => a.protocol.localeCompare(b.protocol) || a.port - b.port,
   );
+  const inBefore = new Set(eb.workloadEndpoints());
+  const inAfter = new Set(ea.workloadEndpoints());
+  const comparable = (ep: string) => inBefore.has(ep) && inAfter.has(ep);
   const affectedSet = new Set(affected);
   const changes: ConnectivityChange[] = [];
   let checks = 0;
@@ -222,6 +236,7 @@ export function connectivityDiff(
   outer: for (const a of endpoints) {
     for (const b of endpoints) {
       if (a === b || (!affectedSet.has(a) && !affectedSet.has(b))) continue;
+      if (!comparable(a) || !comparable(b)) continue;
       for (const probe of portList) {
         if (checks >= maxChecks || changes.length >= maxChanges) {
           truncated = true;
@@ -244,6 +259,8 @@ export function connectivityDiff(
     }
   }
   return {
+    addedEndpoints: endpoints.filter((e) => !inBefore.has(e)),
+    removedEndpoints: endpoints.filter((e) => !inAfter.has(e)),
     affectedEndpoints: affected.length,
     endpoints: endpoints.length,
     ports: portList,
