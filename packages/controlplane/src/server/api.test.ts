@@ -416,6 +416,35 @@ describe('optimistic concurrency', () => {
     assert.ok((await verifyAudit(f.store)).ok);
   });
 
+  test('concurrent writers without a resourceVersion all succeed, one after the other', async () => {
+    const f = await fixture();
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        apply(f, f.admin, gnp('platform.p', 'platform', `  order: ${i + 1}`)),
+      ),
+    );
+    assert.ok(results.every((r) => r.status === 200));
+    const audit = await verifyAudit(f.store);
+    assert.ok(audit.ok);
+  });
+
+  test('an apply naming a stale resourceVersion in one document of many writes nothing', async () => {
+    const f = await fixture();
+    await apply(f, f.admin, gnp('platform.a', 'platform'));
+    await apply(f, f.admin, gnp('platform.a', 'platform', '  order: 2'));
+    const before = (await f.store.status()).revision;
+    const docs = [
+      gnp('platform.b', 'platform'),
+      gnp('platform.a', 'platform', '  order: 3').replace(
+        'metadata: {name: platform.a}',
+        'metadata: {name: platform.a, resourceVersion: "2"}',
+      ),
+    ];
+    const r = await apply(f, f.admin, docs.join('---\n'));
+    assert.equal(r.status, 409);
+    assert.equal((await f.store.status()).revision, before);
+  });
+
   test('create of an existing object is 409 ALREADY_EXISTS', async () => {
     const f = await fixture();
     const r = await f.api.inject({
@@ -508,6 +537,43 @@ describe('hostile input', () => {
       const r = await apply(f, f.admin, body);
       assert.ok(r.status === 422 || r.status === 400, `${r.status} ${r.body}`);
     }
+  });
+
+  test('more documents than one transaction holds is 413, nothing written', async () => {
+    const f = await fixture();
+    const api = new ApiServer({ store: f.store, rateLimit: false, maxApplyDocuments: 20 });
+    const r = await api.inject({
+      method: 'POST',
+      url: '/api/v1/apply',
+      token: f.admin,
+      body: Array.from({ length: 21 }, (_, i) => gnp(`platform.p${i}`, 'platform')).join('---\n'),
+    });
+    assert.equal(r.status, 413);
+  });
+
+  test('failed authentications are rate limited per address', async () => {
+    const store = new MemoryStore();
+    const api = new ApiServer({ store });
+    const codes = new Set<number>();
+    for (let i = 0; i < 30; i++)
+      codes.add(
+        (
+          await api.inject({
+            method: 'GET',
+            url: '/api/v1/whoami',
+            token: 'pal_' + String(i).padStart(43, 'x'),
+            remoteAddress: '10.9.9.9',
+          })
+        ).status,
+      );
+    assert.ok(codes.has(401) && codes.has(429), [...codes].join(','));
+    const other = await api.inject({
+      method: 'GET',
+      url: '/api/v1/whoami',
+      token: 'pal_' + 'y'.repeat(43),
+      remoteAddress: '10.9.9.8',
+    });
+    assert.equal(other.status, 401, 'another address is not affected');
   });
 
   test('a 9 MiB body is 413', async () => {

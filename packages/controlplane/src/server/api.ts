@@ -168,6 +168,7 @@ export class ApiServer {
   private readonly maxBodyBytes: number;
   private readonly maxApplyDocuments: number;
   private readonly limiter: RateLimiter | undefined;
+  private readonly authFailures: RateLimiter | undefined;
   private readonly heartbeatMs: number;
 
   constructor(options: ApiServerOptions) {
@@ -180,6 +181,8 @@ export class ApiServer {
       options.rateLimit === false
         ? undefined
         : new RateLimiter(options.rateLimit ?? { perSecond: 100, burst: 200 });
+    this.authFailures =
+      options.rateLimit === false ? undefined : new RateLimiter({ perSecond: 2, burst: 20 });
     this.heartbeatMs = options.watchHeartbeatMs ?? 15_000;
     this.metrics = options.metrics ?? new Metrics();
   }
@@ -344,7 +347,22 @@ export class ApiServer {
           hint: 'split the input into several applies',
         },
       );
-    await this.authenticate(ctx);
+    try {
+      await this.authenticate(ctx);
+    } catch (e) {
+      // Failed authentications are limited per remote address, so tokens cannot be guessed fast.
+      const wait = e instanceof ApiError ? (this.authFailures?.take(`addr:${ctx.remote}`) ?? 0) : 0;
+      if (wait > 0)
+        throw new ApiError(
+          'API_ERR_RATE_LIMITED',
+          'too many failed authentications from this address',
+          {
+            hint: `retry after ${wait} s with a valid credential`,
+            headers: { 'retry-after': String(wait) },
+          },
+        );
+      throw e;
+    }
     this.rateLimit(ctx);
 
     const parts = path

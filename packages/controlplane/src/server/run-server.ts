@@ -27,6 +27,8 @@ export interface RunServerOptions {
   /** Tests: credentials instead of the development CA. */
   readonly credentials?: ServerCredentials;
   readonly rateLimit?: { perSecond: number; burst: number } | false;
+  /** Opens `--store` (default: server/store-url.ts; tests inject failing stores). */
+  readonly openStore?: (url: string) => Promise<Store>;
 }
 
 export class ServerStartError extends Error {}
@@ -81,7 +83,7 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     );
   let store: Store;
   try {
-    store = await openStore(storeUrl);
+    store = await (o.openStore ?? openStore)(storeUrl);
     await store.status();
   } catch (e) {
     throw new ServerStartError(
