@@ -8,3 +8,4 @@ export type { RunServerOptions, RunningServer } from './server/run-server.js';
 export { verifyAudit, queryAudit } from './audit/audit-log.js';
 export { resolveKindName, SERVER_KINDS } from './resources/kinds.js';
 export type { ServerKind } from './resources/kinds.js';
+export { nodeMayRequestIdentity } from './auth/node-identity.js';
