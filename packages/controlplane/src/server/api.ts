@@ -503,9 +503,10 @@ export class ApiServer {
       namespace?: string | undefined;
       name?: string | undefined;
     },
+    access?: Awaited<ReturnType<typeof readAccess>>,
   ): Promise<void> {
     const p = this.principal(ctx);
-    const { roles, bindings } = await readAccess(this.store);
+    const { roles, bindings } = access ?? (await readAccess(this.store));
     const d = authorize({ principal: p, verb, targets }, roles, bindings);
     if (d.allowed) return;
     this.metrics.refused();
@@ -981,17 +982,24 @@ export class ApiServer {
       ]);
       const planned: PlannedChange[] = plans.map((pl, i) => this.plan(pl, currents[i]));
       // Authorization sees the current object (tier and node before the change) and the new one.
+      const access = await readAccess(this.store);
       for (const c of planned) {
         const verb: Verb = c.verb === 'unchanged' ? 'update' : c.verb;
         const targets = [c.before, c.after]
           .filter((o): o is ApiObject => o !== undefined)
           .map((o) => targetOf(c.plan.kind, o));
-        await this.authorize(ctx, verb, targets, {
-          verb: auditVerb,
-          kind: qualifiedKind(c.plan.kind),
-          namespace: c.plan.namespace,
-          name: c.plan.name,
-        });
+        await this.authorize(
+          ctx,
+          verb,
+          targets,
+          {
+            verb: auditVerb,
+            kind: qualifiedKind(c.plan.kind),
+            namespace: c.plan.namespace,
+            name: c.plan.name,
+          },
+          access,
+        );
       }
       if (dryRun) {
         const diff = await this.dryRunDiff(planned);
