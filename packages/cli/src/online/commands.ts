@@ -234,6 +234,15 @@ interface ApplyReply {
   resourceVersion: string;
   results: { kind: string; namespace?: string; name: string; action: string }[];
   connectivity?: {
+    routeChanges: {
+      from: string;
+      to: string;
+      port: number;
+      method: string;
+      path: string;
+      change: string;
+      after: { verdict: string; reason: string };
+    }[];
     addedEndpoints: string[];
     removedEndpoints: string[];
     affectedEndpoints: number;
@@ -247,8 +256,8 @@ interface ApplyReply {
       protocol: string;
       port: number;
       change: string;
-      before: { verdict: string; egress: string; ingress: string };
-      after: { verdict: string; egress: string; ingress: string };
+      before: { verdict: string; reason: string };
+      after: { verdict: string; reason: string };
     }[];
   };
 }
@@ -355,14 +364,15 @@ export function applyCommand(p: Parsed, io: Io): Promise<number> {
         io.stdout.write(`  removed endpoints: ${d.removedEndpoints.join(', ')}\n`);
       for (const ch of d.changes) {
         const mark = ch.change === 'newly-allowed' ? '+' : '-';
-        const why =
-          ch.after.verdict === 'deny'
-            ? ch.after.egress.includes('deny') || ch.after.egress.includes('Deny')
-              ? ch.after.egress
-              : ch.after.ingress
-            : `${ch.after.egress}; ${ch.after.ingress}`;
+        const why = ch.after.reason;
         io.stdout.write(
           `  ${mark} ${ch.from} -> ${ch.to} ${ch.protocol}/${ch.port} ${ch.change.replace('-', ' ')}: ${why}\n`,
+        );
+      }
+      for (const ch of d.routeChanges) {
+        const mark = ch.change === 'newly-allowed' ? '+' : '-';
+        io.stdout.write(
+          `  ${mark} ${ch.from} -> ${ch.to} ${ch.method} :${ch.port}${ch.path} ${ch.change.replace('-', ' ')}: ${ch.after.reason}\n`,
         );
       }
     }

@@ -1043,6 +1043,76 @@ spec:
   });
 });
 
+describe('dry run at L7', () => {
+  test('the routes of http rules are judged before and after, with provenance', async () => {
+    const f = await fixture();
+    await apply(
+      f,
+      f.admin,
+      `apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api, namespace: shop, labels: {app: api}}
+spec: {containers: [{name: c, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.0.1.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ui, namespace: shop, labels: {app: ui}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.0.1.2}
+`,
+    );
+    const r = await apply(
+      f,
+      f.admin,
+      `apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: api-read-only, namespace: shop}
+spec:
+  selector: app == 'api'
+  ingress:
+    - action: Allow
+      protocol: TCP
+      destination: {ports: [8080]}
+      http: {methods: [GET], paths: [{prefix: /items}]}
+    - action: Deny
+      protocol: TCP
+      destination: {ports: [8080]}
+      http: {methods: [DELETE], paths: [{prefix: /items}]}
+`,
+      true,
+    );
+    assert.equal(r.status, 200, r.body);
+    const c = (
+      r.json() as {
+        connectivity: {
+          routes: { method: string }[];
+          routeChanges: {
+            from: string;
+            to: string;
+            method: string;
+            path: string;
+            change: string;
+            after: { reason: string };
+          }[];
+        };
+      }
+    ).connectivity;
+    assert.deepEqual(c.routes.map((x) => x.method).sort(), ['DELETE', 'GET']);
+    const del = c.routeChanges.find((x) => x.from === 'shop/ui' && x.method === 'DELETE');
+    assert.equal(del?.change, 'newly-denied');
+    assert.ok((del?.after.reason.length ?? 0) > 0);
+    assert.ok(
+      !c.routeChanges.some((x) => x.from === 'shop/ui' && x.method === 'GET'),
+      'GET /items stays allowed',
+    );
+  });
+});
+
 describe('discovery', () => {
   test('healthz, readyz, metrics and openapi answer without credentials', async () => {
     const f = await fixture();

@@ -20,6 +20,8 @@ export interface VerdictSummary {
   /** Why, at the source's egress and the destination's ingress. */
   readonly egress: string;
   readonly ingress: string;
+  /** The deciding reason: the refusing side's, or both sides' when allowed. */
+  readonly reason: string;
   readonly policy?: string;
   readonly tier?: string;
 }
@@ -34,7 +36,28 @@ export interface ConnectivityChange {
   readonly after: VerdictSummary;
 }
 
+/** An HTTP route of a changed policy whose combined (kernel and L7) verdict flips. */
+export interface RouteChange {
+  readonly from: string;
+  readonly to: string;
+  readonly port: number;
+  readonly method: string;
+  readonly path: string;
+  readonly change: 'newly-allowed' | 'newly-denied';
+  readonly before: { readonly verdict: 'allow' | 'deny'; readonly reason: string };
+  readonly after: { readonly verdict: 'allow' | 'deny'; readonly reason: string };
+}
+
+export interface HttpRoute {
+  readonly method: string;
+  readonly path: string;
+  readonly port: number;
+}
+
 export interface ConnectivityDiff {
+  /** The routes named by the changed policies' `http` rules, judged at L7 too. */
+  readonly routes: readonly HttpRoute[];
+  readonly routeChanges: readonly RouteChange[];
   /** Endpoints the change creates or removes: their pairs have no before (or after) to compare. */
   readonly addedEndpoints: readonly string[];
   readonly removedEndpoints: readonly string[];
@@ -142,15 +165,72 @@ function declaredPorts(resources: readonly Resource[]): Map<string, PortProbe[]>
   return out;
 }
 
+/** The routes the `http` rules of a Calico policy name (first method, each exact or prefix path). */
+function addRoutes(r: Resource, ports: readonly PortProbe[], out: Map<string, HttpRoute>): void {
+  const spec = (r as { spec?: Record<string, unknown> }).spec ?? {};
+  for (const dir of ['ingress', 'egress'] as const) {
+    const rules = spec[dir];
+    if (!Array.isArray(rules)) continue;
+    for (const rule of rules as {
+      http?: { methods?: string[]; paths?: { exact?: string; prefix?: string }[] };
+      destination?: { ports?: unknown[] };
+    }[]) {
+      if (!rule.http) continue;
+      const methods = rule.http.methods?.length ? rule.http.methods : ['GET'];
+      const paths = rule.http.paths?.length
+        ? rule.http.paths.map((x) => x.exact ?? x.prefix ?? '/')
+        : ['/'];
+      const rulePorts = (rule.destination?.ports ?? []).filter(
+        (x): x is number => typeof x === 'number',
+      );
+      const on =
+        rulePorts.length > 0
+          ? rulePorts
+          : ports.filter((x) => x.protocol === 'TCP').map((x) => x.port);
+      for (const method of methods.slice(0, 4))
+        for (const path of paths.slice(0, 16))
+          for (const port of on.slice(0, 4))
+            out.set(`${method} ${port} ${path}`, { method, path, port });
+    }
+  }
+}
+
+function routeVerdict(
+  e: Engine,
+  from: string,
+  to: string,
+  r: HttpRoute,
+): { verdict: 'allow' | 'deny'; reason: string } {
+  const c = e.check(
+    { from, to, protocol: 'TCP', port: r.port, method: r.method, path: r.path },
+    false,
+  );
+  if (!c.ok) return { verdict: 'deny', reason: c.message };
+  const k = c.result.kernel;
+  const reason =
+    k.egress.verdict === 'deny'
+      ? k.egress.provenance.reason
+      : k.ingress.verdict === 'deny'
+        ? k.ingress.provenance.reason
+        : c.result.l7.provenance.reason;
+  return { verdict: c.result.verdict, reason };
+}
+
 function summary(e: Engine, from: string, to: string, probe: PortProbe): VerdictSummary {
   const r = e.check({ from, to, protocol: probe.protocol, port: probe.port }, false, true);
-  if (!r.ok) return { verdict: 'deny', egress: r.message, ingress: r.message };
+  if (!r.ok) return { verdict: 'deny', egress: r.message, ingress: r.message, reason: r.message };
   const k = r.result.kernel;
   const decided: DirectionVerdict = k.egress.verdict === 'deny' ? k.egress : k.ingress;
   return {
     verdict: k.egress.verdict === 'allow' && k.ingress.verdict === 'allow' ? 'allow' : 'deny',
     egress: k.egress.provenance.reason,
     ingress: k.ingress.provenance.reason,
+    reason:
+      k.egress.verdict === 'deny'
+        ? `egress: ${k.egress.provenance.reason}`
+        : k.ingress.verdict === 'deny'
+          ? `ingress: ${k.ingress.provenance.reason}`
+          : `egress: ${k.egress.provenance.reason}; ingress: ${k.ingress.provenance.reason}`,
     ...(decided.provenance.policy !== undefined ? { policy: decided.provenance.policy } : {}),
     ...(decided.provenance.tier !== undefined ? { tier: decided.provenance.tier } : {}),
   };
@@ -258,7 +338,40 @@ export function connectivityDiff(
       }
     }
   }
+  const routes = new Map<string, HttpRoute>();
+  for (const c of changed)
+    for (const r of [c.before, c.after])
+      if (r && POLICY_KINDS.has(r.kind)) addRoutes(r, portList, routes);
+  const routeList = [...routes.values()].slice(0, 64);
+  const routeChanges: RouteChange[] = [];
+  if (routeList.length > 0)
+    outerRoutes: for (const a of endpoints) {
+      for (const b of endpoints) {
+        if (a === b || (!affectedSet.has(a) && !affectedSet.has(b))) continue;
+        if (!comparable(a) || !comparable(b)) continue;
+        for (const route of routeList) {
+          if (checks >= maxChecks || routeChanges.length >= maxChanges) {
+            truncated = true;
+            break outerRoutes;
+          }
+          checks++;
+          const was = routeVerdict(eb, a, b, route);
+          const is = routeVerdict(ea, a, b, route);
+          if (was.verdict === is.verdict) continue;
+          routeChanges.push({
+            from: a,
+            to: b,
+            ...route,
+            change: is.verdict === 'allow' ? 'newly-allowed' : 'newly-denied',
+            before: was,
+            after: is,
+          });
+        }
+      }
+    }
   return {
+    routes: routeList,
+    routeChanges,
     addedEndpoints: endpoints.filter((e) => !inBefore.has(e)),
     removedEndpoints: endpoints.filter((e) => !inAfter.has(e)),
     affectedEndpoints: affected.length,
