@@ -69,8 +69,10 @@ describe('online CLI against a live server', { timeout: 90_000 }, () => {
   });
 
   after(async () => {
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
+    if (server.exitCode === null) {
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+    }
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -286,5 +288,11 @@ roleRef: {name: platform-team}
     const token = readFileSync(join(data, 'admin.token'), 'utf8').trim();
     assert.ok(serverErr.includes('"msg":"request"'));
     assert.ok(!serverErr.includes(token));
+  });
+
+  test('SIGTERM shuts the server down gracefully (exit 0)', async () => {
+    const code = new Promise<number | null>((r) => server.once('exit', (c) => r(c)));
+    server.kill('SIGTERM');
+    assert.equal(await code, 0);
   });
 });

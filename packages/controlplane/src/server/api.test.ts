@@ -859,6 +859,30 @@ roleRef: {name: pr}
     assert.ok((await verifyAudit(f.store)).ok, 'both servers extend one chain');
   });
 
+  test('a store failure mid-watch ends the stream with an ERROR event', async () => {
+    const f = await fixture();
+    const { StoreError } = await import('../store/store.js');
+    const broken = new Proxy(f.store, {
+      get(target, prop, recv) {
+        if (prop === 'watch')
+          return () =>
+            (async function* () {
+              await Promise.resolve();
+              yield* [];
+              throw new StoreError('STORE_ERR_UNAVAILABLE', 'lost the etcd leader');
+            })();
+        return Reflect.get(target, prop, recv) as unknown;
+      },
+    });
+    const api = new ApiServer({ store: broken, rateLimit: false });
+    const lines = await readLines(api, '/api/v1/watch?resourceVersion=1', f.admin, 5);
+    assert.deepEqual(
+      lines.map((x) => x.type),
+      ['BOOKMARK', 'ERROR'],
+    );
+    assert.equal((lines[1]?.object as unknown as { code: string }).code, 'API_ERR_UNAVAILABLE');
+  });
+
   test('watch heartbeats with bookmarks', async () => {
     const store = new MemoryStore();
     const api = new ApiServer({ store, rateLimit: false, watchHeartbeatMs: 20 });

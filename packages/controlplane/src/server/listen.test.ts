@@ -232,6 +232,30 @@ describe('start-up refusals', () => {
     }
   });
 
+  test('plaintext on loopback with the flag serves HTTP', async () => {
+    const dir = mkdtempSync(join(tmpdir(), `palisade-pl-${process.pid}-`));
+    const s = await runServer({
+      listen: '127.0.0.1:0',
+      dataDir: dir,
+      store: 'memory:',
+      insecurePlaintext: true,
+      log: () => {},
+      say: () => {},
+    });
+    try {
+      assert.match(s.url, /^http:\/\//);
+      const r = await fetch(`${s.url}/api/v1/whoami`, {
+        headers: {
+          authorization: `Bearer ${readFileSync(join(dir, 'admin.token'), 'utf8').trim()}`,
+        },
+      });
+      assert.equal(r.status, 200);
+    } finally {
+      await s.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('an unknown store URL is refused before anything starts', async () => {
     const dir = mkdtempSync(join(tmpdir(), `palisade-st-${process.pid}-`));
     try {
