@@ -62,9 +62,22 @@ const NODE_WRITABLE = new Set(['WorkloadEndpoint', 'HostEndpoint']);
 /** Kinds no built-in read role covers except admin: credentials and access control. */
 const PRIVILEGED_GROUP = 'palisade.dev';
 
+/**
+ * `*` in `kinds` never covers our own group (Role, RoleBinding, Token, AuditEntry): access
+ * control and credentials must be named (`Role`, `*.palisade.dev`), so a team role written as
+ * "everything in my tier" cannot mint tokens or bind itself to admin.
+ */
 export const BUILTIN_ROLES: ReadonlyMap<string, RoleDef> = new Map([
-  ['admin', { name: 'admin', rules: [{ verbs: ['*'], kinds: ['*'] }] }],
-  ['viewer', { name: 'viewer', rules: [{ verbs: ['get', 'list', 'watch'], kinds: ['*'] }] }],
+  ['admin', { name: 'admin', rules: [{ verbs: ['*'], kinds: ['*', '*.palisade.dev'] }] }],
+  [
+    'viewer',
+    {
+      name: 'viewer',
+      rules: [
+        { verbs: ['get', 'list', 'watch'], kinds: ['*', 'Role', 'RoleBinding', 'AuditEntry'] },
+      ],
+    },
+  ],
 ]);
 
 function listed(list: readonly string[] | undefined, v: string | undefined): boolean {
@@ -76,7 +89,11 @@ function listed(list: readonly string[] | undefined, v: string | undefined): boo
 function ruleCovers(rule: RoleRule, verb: Verb, t: Target): boolean {
   if (!rule.verbs.includes('*') && !rule.verbs.includes(verb)) return false;
   const kindOk = rule.kinds.some(
-    (k) => k === '*' || k === t.kind || k === `${t.kind}.${t.group}` || k === `*.${t.group}`,
+    (k) =>
+      (k === '*' && t.group !== PRIVILEGED_GROUP) ||
+      k === t.kind ||
+      k === `${t.kind}.${t.group}` ||
+      k === `*.${t.group}`,
   );
   if (!kindOk) return false;
   if (
@@ -156,4 +173,45 @@ function refusal(p: Principal, verb: Verb, t: Target): string {
     .filter((s) => s !== '')
     .join(' ');
   return `${p.kind} ${JSON.stringify(p.name)} may not ${verb} ${t.kind}${t.name !== undefined ? ` ${JSON.stringify(t.name)}` : ''}${where ? ` ${where}` : ''}`;
+}
+
+const ALL_VERBS: readonly Verb[] = [...READ_VERBS, ...WRITE_VERBS];
+
+/**
+ * Escalation check for writing a Role or a RoleBinding, as Kubernetes does: the writer must
+ * already hold every permission the role grants. Each rule is expanded into verb × kind ×
+ * namespace × tier probes (wildcards stay wildcards, which only a wildcard covers).
+ */
+export function holdsRules(
+  principal: Principal,
+  rules: readonly RoleRule[],
+  roles: ReadonlyMap<string, RoleDef>,
+  bindings: readonly BindingDef[],
+  /** The group of a bare kind name and whether it is tiered (`*` counts as tiered). */
+  kindInfo: (kind: string) => { group: string; tiered: boolean },
+): AuthzDecision {
+  for (const r of rules) {
+    const verbs = r.verbs.includes('*') ? ALL_VERBS : (r.verbs as Verb[]);
+    for (const verb of verbs)
+      for (const kindSpec of r.kinds) {
+        const dot = kindSpec.indexOf('.');
+        const kind = dot > 0 ? kindSpec.slice(0, dot) : kindSpec;
+        const info = kind === '*' ? { group: '*', tiered: true } : kindInfo(kind);
+        const group = dot > 0 ? kindSpec.slice(dot + 1) : info.group;
+        // "Every tier" is probed as tier `*`, which only an unrestricted rule covers.
+        const tiers = info.tiered ? (r.tiers ?? ['*']) : [undefined];
+        for (const namespace of r.namespaces ?? [undefined])
+          for (const tier of tiers)
+            for (const name of r.names ?? [undefined]) {
+              const t: Target = { kind, group, namespace, tier, name };
+              const d = authorize({ principal, verb, targets: [t] }, roles, bindings);
+              if (!d.allowed)
+                return {
+                  allowed: false,
+                  reason: `granting ${verb} on ${kindSpec}${tier !== undefined ? ` in tier ${JSON.stringify(tier)}` : ''}${namespace !== undefined ? ` in namespace ${JSON.stringify(namespace)}` : ''} needs that permission yourself (${d.reason})`,
+                };
+            }
+      }
+  }
+  return { allowed: true, by: 'holds every rule' };
 }

@@ -345,6 +345,117 @@ spec: {node: ${node}, pod: ${name}, ipNetworks: [10.0.0.5/32]}
     });
   });
 
+  test('"everything" in a tier does not cover tokens or access control', async () => {
+    const f = await fixture();
+    await apply(
+      f,
+      f.admin,
+      `apiVersion: palisade.dev/v1
+kind: Role
+metadata: {name: all-in-platform}
+rules: [{verbs: ['*'], kinds: ['*'], tiers: [platform]}]
+---
+apiVersion: palisade.dev/v1
+kind: RoleBinding
+metadata: {name: all-in-platform}
+subjects: [{kind: User, name: wide}]
+roleRef: {name: all-in-platform}
+`,
+    );
+    const wide = await issueToken(f.store, { kind: 'User', name: 'wide' }, []);
+    const bind = await apply(
+      f,
+      wide.token,
+      `apiVersion: palisade.dev/v1
+kind: RoleBinding
+metadata: {name: me-admin}
+subjects: [{kind: User, name: wide}]
+roleRef: {name: admin}
+`,
+    );
+    assert.equal(bind.status, 403);
+    const tok = await f.api.inject({
+      method: 'POST',
+      url: '/api/v1/tokens',
+      token: wide.token,
+      body: { user: 'x', groups: ['system:admins'] },
+    });
+    assert.equal(tok.status, 403);
+    assert.equal((await apply(f, wide.token, gnp('platform.ok', 'platform'))).status, 200);
+  });
+
+  test('a delegated admin cannot grant more than it holds (escalation refused and audited)', async () => {
+    const f = await fixture();
+    await apply(
+      f,
+      f.admin,
+      `apiVersion: palisade.dev/v1
+kind: Role
+metadata: {name: platform-lead}
+rules:
+  - {verbs: ['*'], kinds: [GlobalNetworkPolicy], tiers: [platform]}
+  - {verbs: ['*'], kinds: [Role, RoleBinding]}
+---
+apiVersion: palisade.dev/v1
+kind: RoleBinding
+metadata: {name: platform-lead}
+subjects: [{kind: User, name: lead}]
+roleRef: {name: platform-lead}
+`,
+    );
+    const lead = await issueToken(f.store, { kind: 'User', name: 'lead' }, []);
+    const ok = await apply(
+      f,
+      lead.token,
+      `apiVersion: palisade.dev/v1
+kind: Role
+metadata: {name: platform-dev}
+rules: [{verbs: [get, create, update], kinds: [GlobalNetworkPolicy], tiers: [platform]}]
+---
+apiVersion: palisade.dev/v1
+kind: RoleBinding
+metadata: {name: platform-dev}
+subjects: [{kind: User, name: dev}]
+roleRef: {name: platform-dev}
+`,
+    );
+    assert.equal(ok.status, 200, ok.body);
+    const before = await refusedEntries(f.store, 'lead');
+    const toAdmin = await apply(
+      f,
+      lead.token,
+      `apiVersion: palisade.dev/v1
+kind: RoleBinding
+metadata: {name: dev-admin}
+subjects: [{kind: User, name: dev}]
+roleRef: {name: admin}
+`,
+    );
+    assert.equal(toAdmin.status, 403);
+    assert.match(toAdmin.body, /more than you hold/);
+    const security = await apply(
+      f,
+      lead.token,
+      `apiVersion: palisade.dev/v1
+kind: Role
+metadata: {name: sneaky}
+rules: [{verbs: [update], kinds: [GlobalNetworkPolicy], tiers: [security]}]
+`,
+    );
+    assert.equal(security.status, 403);
+    const allTiers = await apply(
+      f,
+      lead.token,
+      `apiVersion: palisade.dev/v1
+kind: Role
+metadata: {name: sneaky}
+rules: [{verbs: [update], kinds: [GlobalNetworkPolicy]}]
+`,
+    );
+    assert.equal(allTiers.status, 403, 'all tiers is more than one tier');
+    assert.equal(await refusedEntries(f.store, 'lead'), before + 3);
+  });
+
   test('built-in role names cannot be redefined', async () => {
     const f = await fixture();
     const r = await apply(

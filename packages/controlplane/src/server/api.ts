@@ -21,8 +21,8 @@ import {
 } from '../audit/audit-log.js';
 import type { Principal } from '../auth/principal.js';
 import { describePrincipal, principalFromCertificate } from '../auth/principal.js';
-import type { Target, Verb } from '../auth/rbac.js';
-import { authorize } from '../auth/rbac.js';
+import type { RoleRule, Target, Verb } from '../auth/rbac.js';
+import { authorize, BUILTIN_ROLES, holdsRules } from '../auth/rbac.js';
 import type { TokenRecord } from '../auth/tokens.js';
 import { lookupToken, mintToken } from '../auth/tokens.js';
 import type { ServerKind } from '../resources/kinds.js';
@@ -1001,6 +1001,7 @@ export class ApiServer {
           access,
         );
       }
+      await this.checkEscalation(ctx, auditVerb, planned, access);
       if (dryRun) {
         const diff = await this.dryRunDiff(planned);
         return {
@@ -1072,6 +1073,58 @@ export class ApiServer {
         hint: 'retry; if it persists, fewer concurrent writers on the same objects help',
       },
     );
+  }
+
+  /**
+   * Writing a Role or RoleBinding must not grant more than the writer holds (Kubernetes'
+   * escalation rule): a new or changed Role's rules, and the rules of the role a new or changed
+   * RoleBinding refers to (built-in, stored, or written in the same apply), are checked.
+   */
+  private async checkEscalation(
+    ctx: Ctx,
+    auditVerb: string,
+    planned: readonly PlannedChange[],
+    access: Awaited<ReturnType<typeof readAccess>>,
+  ): Promise<void> {
+    const p = this.principal(ctx);
+    const pendingRoles = new Map<string, RoleRule[]>();
+    for (const c of planned)
+      if (c.plan.kind.kind === 'Role' && c.after && c.verb !== 'delete')
+        pendingRoles.set(c.plan.name, (c.after as { rules?: RoleRule[] }).rules ?? []);
+    for (const c of planned) {
+      if (!c.plan.kind.access || c.verb === 'delete' || c.verb === 'unchanged' || !c.after)
+        continue;
+      let rules: readonly RoleRule[];
+      if (c.plan.kind.kind === 'Role') rules = pendingRoles.get(c.plan.name) ?? [];
+      else {
+        const ref = (c.after as { roleRef?: { name?: string } }).roleRef?.name ?? '';
+        if (ref === 'node') continue; // only ever applies to Node principals, as the node role
+        rules =
+          pendingRoles.get(ref) ??
+          BUILTIN_ROLES.get(ref)?.rules ??
+          access.roles.get(ref)?.rules ??
+          [];
+      }
+      const d = holdsRules(p, rules, access.roles, access.bindings, kindInfo);
+      if (d.allowed) continue;
+      this.metrics.refused();
+      await this.auditRefusal(
+        ctx,
+        p,
+        auditVerb,
+        { kind: qualifiedKind(c.plan.kind), name: c.plan.name },
+        403,
+        'AUTH_ERR_FORBIDDEN',
+        `escalation: ${d.reason}`,
+      );
+      throw new ApiError(
+        'AUTH_ERR_FORBIDDEN',
+        `forbidden: ${c.plan.kind.kind} ${c.plan.name} would grant more than you hold: ${d.reason}`,
+        {
+          hint: 'an admin must write this role or binding; this attempt was recorded in the audit log',
+        },
+      );
+    }
   }
 
   private plan(pl: WritePlan, current: KeyValue | undefined): PlannedChange {
@@ -1455,6 +1508,12 @@ export class ApiServer {
     const r = await verifyAudit(this.store);
     return json(200, r);
   }
+}
+
+function kindInfo(kind: string): { group: string; tiered: boolean } {
+  if (kind === 'Token' || kind === 'AuditEntry') return { group: 'palisade.dev', tiered: false };
+  const k = SERVER_KINDS.find((x) => x.kind === kind);
+  return { group: k?.group ?? '', tiered: k !== undefined && k.tiered !== false };
 }
 
 function describeTlsError(code: string | undefined): string {
