@@ -3,8 +3,8 @@
 // yaml, json) and exit codes: 0 ok, 1 refused or failed, 2 usage or connection error.
 // Owns: argv → API calls → text. Must never: print a token except the one `token create` mints.
 
-import { readFileSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { resolveKindName, runServer, ServerStartError } from '@palisade/controlplane';
 import type { ServerKind } from '@palisade/controlplane';
@@ -223,7 +223,7 @@ export const APPLY_FLAGS: Flags = {
     kind: 'list',
     short: 'f',
     value: 'PATH',
-    help: 'file or - (stdin); repeatable; applied as one all-or-nothing change',
+    help: 'file, directory or - (stdin); repeatable; applied as one all-or-nothing change',
   },
   'dry-run': { kind: 'boolean', help: 'validate and show the connectivity diff; write nothing' },
   output: { kind: 'string', short: 'o', value: 'FORMAT', help: 'table (default) or json' },
@@ -262,26 +262,45 @@ interface ApplyReply {
   };
 }
 
-function readApplyInputs(
+const APPLY_EXTENSIONS = /\.(ya?ml|json)$/i;
+
+/** Files of a directory, recursively, in sorted order (as the offline commands read them). */
+function walkDir(dir: string, out: string[]): void {
+  for (const name of readdirSync(dir).sort()) {
+    if (name.startsWith('.')) continue;
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) walkDir(p, out);
+    else if (APPLY_EXTENSIONS.test(name)) out.push(p);
+  }
+}
+
+async function readApplyInputs(
   paths: readonly string[],
   io: Io,
 ): Promise<{ name: string; text: string }[]> {
-  if (paths.length === 0) throw new InputError('no input: give -f FILE or -f - (stdin)');
-  return Promise.all(
-    paths.map(async (f) => {
-      if (f === '-') return { name: '<stdin>', text: await io.readStdin() };
-      try {
-        if (statSync(f).isDirectory())
-          throw new InputError(`${f} is a directory; apply takes files (-f a.yaml -f b.yaml)`);
-        return { name: f, text: readFileSync(f, 'utf8') };
-      } catch (e) {
-        if (e instanceof InputError) throw e;
-        throw new InputError(
-          `cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-        );
-      }
-    }),
-  );
+  if (paths.length === 0)
+    throw new InputError('no input: give -f FILE, -f DIRECTORY or -f - (stdin)');
+  const out: { name: string; text: string }[] = [];
+  for (const f of paths) {
+    if (f === '-') {
+      out.push({ name: '<stdin>', text: await io.readStdin() });
+      continue;
+    }
+    try {
+      const files: string[] = [];
+      if (statSync(f).isDirectory()) {
+        walkDir(f, files);
+        if (files.length === 0) throw new InputError(`${f} holds no .yaml, .yml or .json file`);
+      } else files.push(f);
+      for (const x of files) out.push({ name: x, text: readFileSync(x, 'utf8') });
+    } catch (e) {
+      if (e instanceof InputError) throw e;
+      throw new InputError(
+        `cannot read ${f}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
+    }
+  }
+  return out;
 }
 
 export function applyCommand(p: Parsed, io: Io): Promise<number> {

@@ -188,6 +188,25 @@ status: {podIP: 10.0.0.3}
     assert.match(missing.err, /API_ERR_NOT_FOUND/);
   });
 
+  test('apply takes a directory and applies its files as one change', async () => {
+    const { mkdirSync } = await import('node:fs');
+    const d = join(dir, 'bundle');
+    mkdirSync(join(d, 'sub'), { recursive: true });
+    writeFileSync(
+      join(d, 'a.yaml'),
+      'apiVersion: v1\nkind: Namespace\nmetadata: {name: bundle-a}\n',
+    );
+    writeFileSync(
+      join(d, 'sub', 'b.json'),
+      '{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bundle-b"}}',
+    );
+    writeFileSync(join(d, 'notes.txt'), 'ignored');
+    const r = await run('apply', '-f', d);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /bundle-a created/);
+    assert.match(r.out, /bundle-b created/);
+  });
+
   test('apply --dry-run prints the connectivity diff and writes nothing', async () => {
     const f = file(
       'policy.yaml',
