@@ -18,6 +18,24 @@ import {
   selectorCommand,
   validateCommand,
 } from './offline.js';
+import {
+  APPLY_FLAGS,
+  applyCommand,
+  AUDIT_FLAGS,
+  auditCommand,
+  DELETE_FLAGS,
+  deleteCommand,
+  describeCommand,
+  GET_FLAGS,
+  getCommand,
+  LOGIN_FLAGS,
+  labelCommand,
+  loginCommand,
+  SERVER_FLAGS,
+  serverCommand,
+  TOKEN_FLAGS,
+  tokenCommand,
+} from './online/commands.js';
 
 export const VERSION = '0.1.0';
 
@@ -26,6 +44,8 @@ interface Command {
   readonly usage: string;
   readonly flags: Flags;
   readonly run: (p: ReturnType<typeof parseArgs>, io: Io) => Promise<number>;
+  /** Takes positional arguments (KIND NAME ...). */
+  readonly positionals?: boolean;
 }
 
 const HELP_FLAG: Flags = { help: { kind: 'boolean', short: 'h', help: 'show this help' } };
@@ -77,6 +97,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     summary: 'the certificate authority: init, import, inspect, bundle, rotate, issue',
     usage: CA_USAGE,
     flags: { ...CA_FLAGS, ...HELP_FLAG },
+    positionals: true,
     run: caCommand,
   },
   cni: {
@@ -92,6 +113,68 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     usage: 'palisade demo [--json]',
     flags: { ...DEMO_FLAGS, ...HELP_FLAG },
     run: demoCommand,
+  },
+  server: {
+    summary: 'run the API server (HTTPS, tokens and client certificates, RBAC, audit log)',
+    usage:
+      'palisade server [--listen 127.0.0.1:9443] [--data-dir ./palisade-data] [--store URL] [--insecure-plaintext]',
+    flags: { ...SERVER_FLAGS, ...HELP_FLAG },
+    run: serverCommand,
+  },
+  login: {
+    summary: 'save a connection context (server, token, CA) for the online commands',
+    usage: 'palisade login --server URL --token-file F [--ca-file F] [--name CONTEXT]',
+    flags: { ...LOGIN_FLAGS, ...HELP_FLAG },
+    run: loginCommand,
+  },
+  apply: {
+    summary: 'apply resources to the server, all or nothing (--dry-run: the connectivity diff)',
+    usage: 'palisade apply -f FILE... [--dry-run] [-o json]',
+    flags: { ...APPLY_FLAGS, ...HELP_FLAG },
+    run: applyCommand,
+  },
+  get: {
+    summary: 'list or read resources on the server',
+    usage: 'palisade get KIND [NAME] [-n NS|-A] [-o yaml|json|wide]',
+    flags: { ...GET_FLAGS, ...HELP_FLAG },
+    run: getCommand,
+    positionals: true,
+  },
+  describe: {
+    summary: 'show one resource in detail, with its recent history',
+    usage: 'palisade describe KIND NAME [-n NS]',
+    flags: { ...GET_FLAGS, ...HELP_FLAG },
+    run: describeCommand,
+    positionals: true,
+  },
+  delete: {
+    summary: 'delete resources on the server',
+    usage: 'palisade delete KIND NAME... [-n NS] [--resource-version N]',
+    flags: { ...DELETE_FLAGS, ...HELP_FLAG },
+    run: deleteCommand,
+    positionals: true,
+  },
+  label: {
+    summary: 'set (k=v) or remove (k-) labels of a resource',
+    usage: 'palisade label KIND NAME k=v... [k-] [-n NS] [--resource-version N]',
+    flags: { ...DELETE_FLAGS, ...HELP_FLAG },
+    run: labelCommand,
+    positionals: true,
+  },
+  audit: {
+    summary: 'read the audit log (audit verify: check its hash chain)',
+    usage:
+      'palisade audit [-o json] [--user U --kind K --name N --since T --refused]\n       palisade audit verify',
+    flags: { ...AUDIT_FLAGS, ...HELP_FLAG },
+    run: auditCommand,
+    positionals: true,
+  },
+  token: {
+    summary: 'mint a bearer token for a user or a node (shown once)',
+    usage: 'palisade token create --user U | --node N [--group G]... [--ttl 24h]',
+    flags: { ...TOKEN_FLAGS, ...HELP_FLAG },
+    run: tokenCommand,
+    positionals: true,
   },
 };
 
@@ -155,7 +238,7 @@ export async function main(argv: readonly string[], io: Io = defaultIo()): Promi
       io.stdout.write(commandHelp(name, cmd));
       return 0;
     }
-    if (name !== 'selector' && name !== 'ca' && parsed.positionals.length > 0)
+    if (name !== 'selector' && !cmd.positionals && parsed.positionals.length > 0)
       throw new UsageError(
         `unexpected argument ${JSON.stringify(parsed.positionals[0])} (inputs go after -f)`,
       );

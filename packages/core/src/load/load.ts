@@ -9,6 +9,7 @@ import { sortDiagnostics } from '../diagnostics/diagnostic.js';
 import { suggest } from '../diagnostics/suggest.js';
 import type { Resource, SourceRef } from '../model/resources.js';
 import type { LoadErrorCode } from './codes.js';
+import { ACCESS_KINDS } from './access-kinds.js';
 import { KINDS, UNSUPPORTED_KINDS, checkSubdomain, metadataSchema } from './kinds.js';
 import type { Path, Problem, Schema } from './schema.js';
 import { validate } from './schema.js';
@@ -22,6 +23,8 @@ export interface LoadOptions {
   readonly maxDepth?: number;
   /** Most alias expansions per document (default 100). */
   readonly maxAliases?: number;
+  /** Also accept the access-control kinds of `palisade.dev/v1` (the API server only). */
+  readonly accessKinds?: boolean;
 }
 
 export const DEFAULT_LOAD_LIMITS = {
@@ -74,6 +77,7 @@ interface DocCtx {
   /** Prefix of the path inside the document (List items). */
   readonly base: Path;
   readonly index: number;
+  readonly accessKinds: boolean;
 }
 
 function position(
@@ -186,7 +190,7 @@ function loadObject(value: unknown, ctx: DocCtx, out: Resource[], diags: Diagnos
     );
     return;
   }
-  const spec = KINDS.get(id);
+  const spec = KINDS.get(id) ?? (ctx.accessKinds ? ACCESS_KINDS.get(id) : undefined);
   if (!spec) {
     const sameKind = [...KINDS.keys()].filter((k) => k.endsWith(`/${kind}`));
     if (sameKind.length > 0) {
@@ -309,7 +313,14 @@ export function loadText(text: string, file: string, options: LoadOptions = {}):
   if (!Array.isArray(docs)) docs = [];
   let count = 0;
   docs.forEach((doc, index) => {
-    const ctx: DocCtx = { doc, file, lc, base: [], index };
+    const ctx: DocCtx = {
+      doc,
+      file,
+      lc,
+      base: [],
+      index,
+      accessKinds: options.accessKinds ?? false,
+    };
     if (doc.errors.length > 0) {
       for (const e of doc.errors) {
         const p = lc.linePos(e.pos[0]);

@@ -1,0 +1,143 @@
+// `palisade server` (DESIGN §6): data dir, store, first admin token, TLS, listen, graceful stop.
+// Owns: start-up order and its failure messages. Must never: print or log the admin token
+// (it is written to <data-dir>/admin.token, mode 0600, and only the file's path is printed).
+
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ADMINS_GROUP } from '../auth/principal.js';
+import { looksLikeToken, mintToken } from '../auth/tokens.js';
+import type { Store } from '../store/store.js';
+import { ApiServer } from './api.js';
+import { issueToken } from './bootstrap.js';
+import type { Listening } from './listen.js';
+import { isLoopback, listen } from './listen.js';
+import { openStore } from '../store/open-store.js';
+import type { ServerCredentials } from './tls.js';
+import { devServerCredentials } from './tls.js';
+
+export interface RunServerOptions {
+  readonly listen: string;
+  readonly dataDir: string;
+  readonly store?: string;
+  readonly insecurePlaintext: boolean;
+  /** Structured log lines (stderr). */
+  readonly log: (line: Readonly<Record<string, unknown>>) => void;
+  /** Human-readable start-up lines (stdout). */
+  readonly say: (line: string) => void;
+  /** Tests: credentials instead of the development CA. */
+  readonly credentials?: ServerCredentials;
+  readonly rateLimit?: { perSecond: number; burst: number } | false;
+  /** Opens `--store` (default: store/open-store.ts; tests inject failing stores). */
+  readonly openStore?: (url: string) => Promise<Store>;
+}
+
+export class ServerStartError extends Error {}
+
+export interface RunningServer {
+  readonly url: string;
+  readonly store: Store;
+  readonly api: ApiServer;
+  readonly listening: Listening;
+  stop(): Promise<void>;
+}
+
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(s);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || host === undefined || !Number.isInteger(port) || port > 65535)
+    throw new ServerStartError(
+      `--listen ${JSON.stringify(s)} must be HOST:PORT, e.g. 127.0.0.1:9443 or [::1]:9443`,
+    );
+  return { host, port };
+}
+
+function ensureAdminToken(dataDir: string): { token: string; file: string; created: boolean } {
+  const file = join(dataDir, 'admin.token');
+  if (existsSync(file)) {
+    const token = readFileSync(file, 'utf8').trim();
+    if (!looksLikeToken(token))
+      throw new ServerStartError(
+        `${file} does not hold a Palisade token; remove it to mint a new one`,
+      );
+    chmodSync(file, 0o600);
+    return { token, file, created: false };
+  }
+  const { token } = mintToken();
+  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+  return { token, file, created: true };
+}
+
+export async function runServer(o: RunServerOptions): Promise<RunningServer> {
+  const { host, port } = parseListen(o.listen);
+  if (o.insecurePlaintext && !isLoopback(host))
+    throw new ServerStartError(
+      `--insecure-plaintext is refused on ${host}: plaintext is only allowed on a loopback address (127.0.0.1, ::1)`,
+    );
+  const dataDir = resolve(o.dataDir);
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  // The embedded default: one SQLite file in the data dir (DESIGN §6).
+  const storeUrl = o.store ?? `sqlite:${join(dataDir, 'palisade.db')}`;
+  let store: Store;
+  try {
+    store = await (o.openStore ?? openStore)(storeUrl);
+    await store.status();
+  } catch (e) {
+    throw new ServerStartError(
+      `cannot open the store ${storeUrl}: ${e instanceof Error ? e.message : String(e)}; nothing was started`,
+    );
+  }
+  const admin = ensureAdminToken(dataDir);
+  await issueToken(store, { kind: 'User', name: 'admin' }, [ADMINS_GROUP], {
+    token: admin.token,
+    createdBy: 'first start',
+  });
+  let credentials: ServerCredentials | undefined;
+  let caFile: string | undefined;
+  if (!o.insecurePlaintext) {
+    if (o.credentials) credentials = o.credentials;
+    else {
+      const dev = devServerCredentials(dataDir, host);
+      credentials = dev;
+      caFile = dev.caFile;
+    }
+  }
+  const api = new ApiServer({
+    store,
+    log: o.log,
+    ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
+  });
+  let listening: Listening;
+  try {
+    listening = await listen(api, { host, port, ...(credentials ? { credentials } : {}) });
+  } catch (e) {
+    await store.close();
+    throw new ServerStartError(
+      `cannot listen on ${o.listen}: ${e instanceof Error ? e.message : String(e)}`,
+    );
+  }
+  o.log({
+    msg: 'listening',
+    url: listening.url,
+    store: store.name,
+    tls: credentials !== undefined,
+  });
+  o.say(`palisade server listening on ${listening.url} (store ${store.name})`);
+  o.say(`${admin.created ? 'wrote' : 'using'} the admin token in ${admin.file} (mode 0600)`);
+  o.say(
+    `connect: palisade login --server ${listening.url} --token-file ${admin.file}${caFile ? ` --ca-file ${caFile}` : ''}`,
+  );
+  let stopped = false;
+  return {
+    url: listening.url,
+    store,
+    api,
+    listening,
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await listening.close();
+      await store.close();
+    },
+  };
+}
