@@ -400,7 +400,9 @@ export class EtcdStore implements Store {
     /** The next revision to deliver. */
     let next = fromRevision;
     let downSince: number | undefined;
+    /** Members tried since the last stream that worked (delivered or stayed up for 1 s). */
     let attempt = 0;
+    let connectedAt = 0;
     let lastError = '';
     while (!stop.aborted) {
       const idx = (this.preferred + attempt) % this.clients.length;
@@ -439,14 +441,22 @@ export class EtcdStore implements Store {
               return;
             }
             if (res.canceled === true) {
-              finish('failed', `watch canceled by etcd: ${res.cancel_reason ?? ''}`);
+              // Not compaction: permissions or a server-side limit. Retrying would loop.
+              queue.end(
+                new StoreError(
+                  'STORE_ERR_UNAVAILABLE',
+                  `etcd canceled the watch: ${res.cancel_reason ?? 'no reason given'}`,
+                ),
+              );
+              finish('stopped');
               return;
             }
             if (res.created === true) {
               downSince = undefined;
-              attempt = 0;
+              connectedAt = Date.now();
               this.preferred = idx;
             }
+            if ((res.events ?? []).length > 0) attempt = 0;
             let batch: { revision: number; events: WatchEvent[] } | undefined;
             for (const ev of res.events ?? []) {
               const rev = num(ev.kv.mod_revision);
@@ -486,6 +496,8 @@ export class EtcdStore implements Store {
         lastError = e instanceof Error ? e.message : String(e);
       }
       if (outcome === 'stopped' || stop.aborted || queue.closed) return;
+      if (connectedAt > 0 && Date.now() - connectedAt > 1000) attempt = 1;
+      connectedAt = 0;
       downSince ??= Date.now();
       if (Date.now() - downSince > this.watchReconnectMs) {
         queue.end(
@@ -496,8 +508,9 @@ export class EtcdStore implements Store {
         );
         return;
       }
-      // The first retry goes straight to the next member; later rounds back off.
-      if (attempt >= this.clients.length) await sleep(Math.min(50 * attempt, 500), stop);
+      // The first retry goes straight to the next member; then back off, so a member that
+      // accepts and drops streams in a loop is not hammered.
+      if (attempt > 1) await sleep(Math.min(50 * 2 ** Math.min(attempt, 4), 800), stop);
     }
   }
 
