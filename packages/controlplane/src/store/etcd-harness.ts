@@ -228,6 +228,8 @@ export class EtcdCluster {
       `--max-txn-ops=${ETCD_MAX_TXN_OPS}`,
       `--max-request-bytes=${ETCD_MAX_REQUEST_BYTES}`,
       '--quota-backend-bytes=8589934592',
+      // Lets tests use short client keepalives to notice a frozen member quickly.
+      '--grpc-keepalive-min-time=1s',
       '--heartbeat-interval=100',
       '--election-timeout=1000',
       '--logger=zap',
@@ -344,6 +346,16 @@ export class EtcdCluster {
     const exited = new Promise<void>((r) => p.once('exit', () => r()));
     p.kill('SIGKILL');
     await exited;
+  }
+
+  /** Freezes member i (SIGSTOP): its connections stay open but nothing answers. */
+  pause(i: number): void {
+    this.members[i]?.process?.kill('SIGSTOP');
+  }
+
+  /** Thaws a member frozen by pause(). */
+  resume(i: number): void {
+    this.members[i]?.process?.kill('SIGCONT');
   }
 
   /** Restarts a killed member from its data directory and waits for the cluster to be healthy. */
