@@ -202,7 +202,11 @@ export class MemoryStore implements Store {
           del(op.key);
           break;
         case 'deletePrefix':
-          for (const key of [...this.current.keys()]) if (key.startsWith(op.prefix)) del(key);
+          // In key order, as etcd and SQLite delete a range (the batch's event order).
+          for (const key of [...this.current.keys()]
+            .filter((k) => k.startsWith(op.prefix))
+            .sort(compareKeys))
+            del(key);
           break;
       }
     }
