@@ -87,6 +87,7 @@ test(
           } catch (e) {
             if (!(e instanceof StoreError) || e.code !== 'STORE_ERR_UNAVAILABLE' || attempt > 2)
               throw e;
+            assert.equal(e.maybeApplied, true, 'only an in-flight write has an unknown outcome');
             ambiguous++;
             const kv = await writer.get(key);
             if (kv?.value === String(i)) {

@@ -267,7 +267,7 @@ export class EtcdStore implements Store {
             throw new StoreError(
               'STORE_ERR_UNAVAILABLE',
               `etcd ${this.endpoints[idx]} failed during ${what}; it may or may not have been applied (re-read before retrying): ${f.error.message}`,
-              { cause: e },
+              { cause: e, maybeApplied: true },
             );
           }
         }
