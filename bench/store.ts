@@ -246,8 +246,9 @@ export async function runStoreBench(
     };
     log('');
     log(`${'figure'.padEnd(44)}${'SQLite'.padStart(10)}${'etcd x3'.padStart(10)}`);
+    const cell = (v: number): string => (Number.isNaN(v) ? '—' : String(v)).padStart(10);
     const row = (label: string, a: number, b: number): void =>
-      log(`${label.padEnd(44)}${String(a).padStart(10)}${String(b).padStart(10)}`);
+      log(`${label.padEnd(44)}${cell(a)}${cell(b)}`);
     row(
       'apply 10k policies in one txn (ms, median)',
       result.apply_10k_ms,

@@ -87,6 +87,7 @@ test(
           } catch (e) {
             if (!(e instanceof StoreError) || e.code !== 'STORE_ERR_UNAVAILABLE' || attempt > 2)
               throw e;
+            assert.equal(e.maybeApplied, true, 'only an in-flight write has an unknown outcome');
             ambiguous++;
             const kv = await writer.get(key);
             if (kv?.value === String(i)) {
@@ -151,6 +152,59 @@ test(
     } finally {
       for (const ac of acs) ac.abort();
       for (const s of stores) await s.close();
+      await writer.close();
+    }
+  },
+);
+
+test(
+  'etcd 3-member: a member that freezes without closing its connections is left behind',
+  { timeout: 60_000 },
+  async () => {
+    const c = running();
+    await c.waitHealthy();
+    const leader = await c.leaderIndex();
+    const victim = (leader + 1) % c.members.length;
+    const others = c.endpoints.filter((_, i) => i !== victim);
+    const p = `/freeze/${process.pid}/`;
+    // The watching store talks to the victim first; keepalive notices the silence.
+    const watching = new EtcdStore({
+      endpoints: [c.endpoints[victim] as string, ...others],
+      keepaliveMs: 1000,
+      requestTimeoutMs: 1500,
+    });
+    const writer = new EtcdStore({ endpoints: others });
+    const ac = new AbortController();
+    try {
+      const from = (await watching.status()).revision + 1;
+      const w = collect(watching.watch(p, { fromRevision: from, signal: ac.signal }));
+      const revs: number[] = [];
+      const write = async (i: number): Promise<void> => {
+        const r = await writer.txn({
+          compares: [],
+          success: [{ kind: 'put', key: `${p}k`, value: String(i) }],
+        });
+        revs.push(r.revision);
+      };
+      for (let i = 0; i < 5; i++) await write(i);
+      await until('watch before the freeze', 10_000, () => w.seen.length === 5);
+      c.pause(victim);
+      for (let i = 5; i < 15; i++) await write(i);
+      // A read through the frozen member times out there and is answered by another.
+      const t0 = Date.now();
+      assert.equal((await watching.get(`${p}k`))?.value, '14');
+      assert.ok(Date.now() - t0 < 5000, `read took ${Date.now() - t0} ms`);
+      await until('watch after the freeze', 20_000, () => w.seen.length >= revs.length);
+      assert.deepEqual(
+        w.seen.map((b) => b.revision),
+        revs,
+      );
+      ac.abort();
+      await w.done;
+    } finally {
+      c.resume(victim);
+      ac.abort();
+      await watching.close();
       await writer.close();
     }
   },

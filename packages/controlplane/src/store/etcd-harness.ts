@@ -5,8 +5,9 @@
 // removes the directory; members are also killed if the test process exits without stopping.
 // It never touches an etcd it did not start.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -55,20 +56,106 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** PEM files of a throw-away CA, a server certificate for 127.0.0.1 and a client certificate. */
+export interface EtcdTlsFiles {
+  readonly ca: string;
+  readonly serverCert: string;
+  readonly serverKey: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+function makeTls(dir: string): EtcdTlsFiles {
+  mkdirSync(dir, { mode: 0o700 });
+  const f = (n: string): string => join(dir, n);
+  const ossl = (...args: string[]): void => {
+    execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: 10_000 });
+  };
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
+  ossl(
+    'req',
+    '-x509',
+    ...ec,
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+    '-days',
+    '1',
+    '-subj',
+    `/CN=palisade-test-etcd-ca-${process.pid}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+  );
+  for (const [name, usage] of [
+    ['server', 'serverAuth'],
+    ['client', 'clientAuth'],
+  ] as const) {
+    ossl(
+      'req',
+      ...ec,
+      '-keyout',
+      f(`${name}.key`),
+      '-out',
+      f(`${name}.csr`),
+      '-subj',
+      `/CN=palisade-test-${name}`,
+    );
+    writeFileSync(f(`${name}.ext`), `subjectAltName=IP:127.0.0.1\nextendedKeyUsage=${usage}\n`);
+    ossl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      f(`${name}.pem`),
+      '-days',
+      '1',
+      '-extfile',
+      f(`${name}.ext`),
+    );
+  }
+  return {
+    ca: f('ca.pem'),
+    serverCert: f('server.pem'),
+    serverKey: f('server.key'),
+    cert: f('client.pem'),
+    key: f('client.key'),
+  };
+}
+
 export class EtcdCluster {
   readonly members: EtcdMember[];
+  /** Set when started with `tls: true`: members then require client certificates. */
+  readonly tls: EtcdTlsFiles | undefined;
   private readonly root: string;
   private readonly token: string;
   private stopped = false;
 
-  private constructor(root: string, members: EtcdMember[], token: string) {
+  private constructor(
+    root: string,
+    members: EtcdMember[],
+    token: string,
+    tls: EtcdTlsFiles | undefined,
+  ) {
     this.root = root;
     this.members = members;
     this.token = token;
+    this.tls = tls;
   }
 
   /** Starts `size` members and waits until all are healthy (throws with their logs if not). */
-  static async start(size = 1, options: { timeoutMs?: number } = {}): Promise<EtcdCluster> {
+  static async start(
+    size = 1,
+    options: { timeoutMs?: number; tls?: boolean } = {},
+  ): Promise<EtcdCluster> {
     if (!existsSync(ETCD_BIN)) {
       throw new Error(
         `etcd not found at ${ETCD_BIN}: the etcd store tests need a real etcd 3.4+ ` +
@@ -88,12 +175,15 @@ export class EtcdCluster {
         log: '',
       });
     }
-    const cluster = new EtcdCluster(root, members, `palisade-${process.pid}-${Date.now()}`);
+    let cluster: EtcdCluster | undefined;
     try {
+      const tls = options.tls === true ? makeTls(join(root, 'tls')) : undefined;
+      cluster = new EtcdCluster(root, members, `palisade-${process.pid}-${Date.now()}`, tls);
       for (let i = 0; i < size; i++) cluster.spawnMember(i, 'new');
       await cluster.waitHealthy(options.timeoutMs ?? 30_000);
     } catch (e) {
-      await cluster.stop();
+      if (cluster !== undefined) await cluster.stop();
+      else rmSync(root, { recursive: true, force: true });
       throw e;
     }
     return cluster;
@@ -104,9 +194,11 @@ export class EtcdCluster {
     return this.members.map((m) => `127.0.0.1:${m.clientPort}`);
   }
 
-  /** The store URL for openStore: `etcd://127.0.0.1:p1,127.0.0.1:p2,...`. */
+  /** The store URL for openStore: `etcd://127.0.0.1:p1,...` (`etcds://...?ca=&cert=&key=`). */
   get url(): string {
-    return `etcd://${this.endpoints.join(',')}`;
+    if (this.tls === undefined) return `etcd://${this.endpoints.join(',')}`;
+    const q = new URLSearchParams({ ca: this.tls.ca, cert: this.tls.cert, key: this.tls.key });
+    return `etcds://${this.endpoints.join(',')}?${q.toString()}`;
   }
 
   private spawnMember(i: number, state: 'new' | 'existing'): void {
@@ -114,11 +206,20 @@ export class EtcdCluster {
     const initialCluster = this.members
       .map((x) => `${x.name}=http://127.0.0.1:${x.peerPort}`)
       .join(',');
+    const scheme = this.tls === undefined ? 'http' : 'https';
     const args = [
       `--name=${m.name}`,
       `--data-dir=${m.dataDir}`,
-      `--listen-client-urls=http://127.0.0.1:${m.clientPort}`,
-      `--advertise-client-urls=http://127.0.0.1:${m.clientPort}`,
+      `--listen-client-urls=${scheme}://127.0.0.1:${m.clientPort}`,
+      `--advertise-client-urls=${scheme}://127.0.0.1:${m.clientPort}`,
+      ...(this.tls === undefined
+        ? []
+        : [
+            `--cert-file=${this.tls.serverCert}`,
+            `--key-file=${this.tls.serverKey}`,
+            `--trusted-ca-file=${this.tls.ca}`,
+            '--client-cert-auth',
+          ]),
       `--listen-peer-urls=http://127.0.0.1:${m.peerPort}`,
       `--initial-advertise-peer-urls=http://127.0.0.1:${m.peerPort}`,
       `--initial-cluster=${initialCluster}`,
@@ -127,6 +228,8 @@ export class EtcdCluster {
       `--max-txn-ops=${ETCD_MAX_TXN_OPS}`,
       `--max-request-bytes=${ETCD_MAX_REQUEST_BYTES}`,
       '--quota-backend-bytes=8589934592',
+      // Lets tests use short client keepalives to notice a frozen member quickly.
+      '--grpc-keepalive-min-time=1s',
       '--heartbeat-interval=100',
       '--election-timeout=1000',
       '--logger=zap',
@@ -146,6 +249,7 @@ export class EtcdCluster {
   }
 
   private async healthy(m: EtcdMember): Promise<boolean> {
+    if (this.tls !== undefined) return this.healthyTls(m, this.tls);
     try {
       const r = await fetch(`http://127.0.0.1:${m.clientPort}/health`, {
         signal: AbortSignal.timeout(1000),
@@ -155,6 +259,30 @@ export class EtcdCluster {
     } catch {
       return false;
     }
+  }
+
+  private healthyTls(m: EtcdMember, tls: EtcdTlsFiles): Promise<boolean> {
+    return new Promise((resolve) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: m.clientPort,
+          path: '/health',
+          ca: readFileSync(tls.ca),
+          cert: readFileSync(tls.cert),
+          key: readFileSync(tls.key),
+          timeout: 1000,
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (d: Buffer) => (body += d.toString()));
+          res.on('end', () => resolve(body.includes('"health":"true"')));
+        },
+      );
+      req.on('error', () => resolve(false));
+      req.on('timeout', () => req.destroy());
+      req.end();
+    });
   }
 
   /** Waits until every running member reports healthy. */
@@ -218,6 +346,16 @@ export class EtcdCluster {
     const exited = new Promise<void>((r) => p.once('exit', () => r()));
     p.kill('SIGKILL');
     await exited;
+  }
+
+  /** Freezes member i (SIGSTOP): its connections stay open but nothing answers. */
+  pause(i: number): void {
+    this.members[i]?.process?.kill('SIGSTOP');
+  }
+
+  /** Thaws a member frozen by pause(). */
+  resume(i: number): void {
+    this.members[i]?.process?.kill('SIGCONT');
   }
 
   /** Restarts a killed member from its data directory and waits for the cluster to be healthy. */

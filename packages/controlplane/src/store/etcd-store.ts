@@ -46,6 +46,12 @@ export interface EtcdStoreOptions {
   readonly retryBudgetMs?: number;
   /** How long a watch keeps reconnecting before ending with STORE_ERR_UNAVAILABLE (ms). */
   readonly watchReconnectMs?: number;
+  /**
+   * gRPC keepalive ping interval (ms, default 10 000; the timeout is the same, at most 5 s): how
+   * fast a member that stops answering without closing the connection is noticed. etcd refuses
+   * pings more often than its --grpc-keepalive-min-time (5 s by default).
+   */
+  readonly keepaliveMs?: number;
 }
 
 type FaultHandling = NonNullable<IOptions['faultHandling']>;
@@ -214,9 +220,10 @@ export class EtcdStore implements Store {
             // Applies of 10k policies and their watch batches are tens of MB.
             'grpc.max_receive_message_length': -1,
             'grpc.max_send_message_length': -1,
-            // Notice a dead peer whose TCP connection stays silent (etcd allows pings every 5 s).
-            'grpc.keepalive_time_ms': 10_000,
-            'grpc.keepalive_timeout_ms': 5000,
+            // Notice a dead peer whose TCP connection stays silent.
+            'grpc.keepalive_time_ms': options.keepaliveMs ?? 10_000,
+            'grpc.keepalive_timeout_ms': Math.min(options.keepaliveMs ?? 5000, 5000),
+            'grpc.keepalive_permit_without_calls': 1,
             'grpc.initial_reconnect_backoff_ms': 100,
             'grpc.max_reconnect_backoff_ms': 1000,
           },
@@ -239,9 +246,10 @@ export class EtcdStore implements Store {
     let unreachableRounds = 0;
     for (let round = 0; ; round++) {
       let answered = false;
+      const first = this.preferred;
       for (let i = 0; i < this.clients.length; i++) {
         if (this.closed) throw new StoreError('STORE_ERR_CLOSED', `${this.name} is closed`);
-        const idx = (this.preferred + i) % this.clients.length;
+        const idx = (first + i) % this.clients.length;
         const client = this.clients[idx] as Etcd3;
         try {
           const r = await fn(client, { deadline: Date.now() + timeoutMs });
@@ -252,12 +260,14 @@ export class EtcdStore implements Store {
           const f = classify(e);
           if (f.kind === 'final') throw f.error;
           last = f.error;
+          // Whatever happens next, the following call starts with another member.
+          if (this.preferred === idx) this.preferred = (idx + 1) % this.clients.length;
           if (!isConnectionError(f.error)) answered = true;
           if (f.kind === 'unknown' && !idempotent) {
             throw new StoreError(
               'STORE_ERR_UNAVAILABLE',
               `etcd ${this.endpoints[idx]} failed during ${what}; it may or may not have been applied (re-read before retrying): ${f.error.message}`,
-              { cause: e },
+              { cause: e, maybeApplied: true },
             );
           }
         }
@@ -400,7 +410,9 @@ export class EtcdStore implements Store {
     /** The next revision to deliver. */
     let next = fromRevision;
     let downSince: number | undefined;
+    /** Members tried since the last stream that worked (delivered or stayed up for 1 s). */
     let attempt = 0;
+    let connectedAt = 0;
     let lastError = '';
     while (!stop.aborted) {
       const idx = (this.preferred + attempt) % this.clients.length;
@@ -439,14 +451,22 @@ export class EtcdStore implements Store {
               return;
             }
             if (res.canceled === true) {
-              finish('failed', `watch canceled by etcd: ${res.cancel_reason ?? ''}`);
+              // Not compaction: permissions or a server-side limit. Retrying would loop.
+              queue.end(
+                new StoreError(
+                  'STORE_ERR_UNAVAILABLE',
+                  `etcd canceled the watch: ${res.cancel_reason ?? 'no reason given'}`,
+                ),
+              );
+              finish('stopped');
               return;
             }
             if (res.created === true) {
               downSince = undefined;
-              attempt = 0;
+              connectedAt = Date.now();
               this.preferred = idx;
             }
+            if ((res.events ?? []).length > 0) attempt = 0;
             let batch: { revision: number; events: WatchEvent[] } | undefined;
             for (const ev of res.events ?? []) {
               const rev = num(ev.kv.mod_revision);
@@ -486,6 +506,8 @@ export class EtcdStore implements Store {
         lastError = e instanceof Error ? e.message : String(e);
       }
       if (outcome === 'stopped' || stop.aborted || queue.closed) return;
+      if (connectedAt > 0 && Date.now() - connectedAt > 1000) attempt = 1;
+      connectedAt = 0;
       downSince ??= Date.now();
       if (Date.now() - downSince > this.watchReconnectMs) {
         queue.end(
@@ -496,8 +518,9 @@ export class EtcdStore implements Store {
         );
         return;
       }
-      // The first retry goes straight to the next member; later rounds back off.
-      if (attempt >= this.clients.length) await sleep(Math.min(50 * attempt, 500), stop);
+      // The first retry goes straight to the next member; then back off, so a member that
+      // accepts and drops streams in a loop is not hammered.
+      if (attempt > 1) await sleep(Math.min(50 * 2 ** Math.min(attempt, 4), 800), stop);
     }
   }
 

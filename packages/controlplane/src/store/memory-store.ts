@@ -29,6 +29,8 @@ import { WatchQueue } from './watch-queue.js';
 
 interface Watcher {
   readonly prefix: string;
+  /** Batches before this revision are not delivered (a watch may start in the future). */
+  readonly fromRevision: number;
   readonly queue: WatchQueue;
 }
 
@@ -98,6 +100,7 @@ export class MemoryStore implements Store {
   watch(prefix: string, options: WatchOptions): AsyncIterableIterator<WatchBatch> {
     const watcher: Watcher = {
       prefix,
+      fromRevision: options.fromRevision,
       queue: new WatchQueue(() => this.watchers.delete(watcher), options.signal),
     };
     try {
@@ -199,7 +202,11 @@ export class MemoryStore implements Store {
           del(op.key);
           break;
         case 'deletePrefix':
-          for (const key of [...this.current.keys()]) if (key.startsWith(op.prefix)) del(key);
+          // In key order, as etcd and SQLite delete a range (the batch's event order).
+          for (const key of [...this.current.keys()]
+            .filter((k) => k.startsWith(op.prefix))
+            .sort(compareKeys))
+            del(key);
           break;
       }
     }
@@ -208,6 +215,7 @@ export class MemoryStore implements Store {
     const batch: WatchBatch = { revision: rev, events };
     this.history.push(batch);
     for (const w of this.watchers) {
+      if (rev < w.fromRevision) continue;
       const mine = events.filter((e) => e.kv.key.startsWith(w.prefix));
       if (mine.length > 0) w.queue.push({ revision: rev, events: mine });
     }

@@ -95,6 +95,8 @@ interface HistoryRow extends KvRow {
 
 interface Watcher {
   readonly prefix: string;
+  /** Batches before this revision are not delivered (a watch may start in the future). */
+  readonly fromRevision: number;
   readonly queue: WatchQueue;
 }
 
@@ -403,6 +405,7 @@ export class SqliteStore implements Store {
   watch(prefix: string, options: WatchOptions): AsyncIterableIterator<WatchBatch> {
     const watcher: Watcher = {
       prefix,
+      fromRevision: options.fromRevision,
       queue: new WatchQueue(() => this.dropWatcher(watcher), options.signal),
     };
     try {
@@ -495,6 +498,7 @@ export class SqliteStore implements Store {
 
   private fanOut(batch: WatchBatch): void {
     for (const w of this.watchers) {
+      if (batch.revision < w.fromRevision) continue;
       const mine = batch.events.filter((e) => e.kv.key.startsWith(w.prefix));
       if (mine.length === batch.events.length) w.queue.push(batch);
       else if (mine.length > 0) w.queue.push({ revision: batch.revision, events: mine });

@@ -413,6 +413,44 @@ export function runStoreContract(
     ]);
   });
 
+  contract('a watch from a revision not reached yet waits for it', async (s, p) => {
+    const { revision } = await s.status();
+    const ac = new AbortController();
+    const w = new Reader(s.watch(p, { fromRevision: revision + 2, signal: ac.signal }));
+    await s.txn({ compares: [], success: [put(`${p}a`, '1')] });
+    assert.equal(await w.within(150), undefined, 'the revision before fromRevision is not sent');
+    const t = await s.txn({ compares: [], success: [put(`${p}a`, '2')] });
+    const b = await w.batch(wait);
+    ac.abort();
+    assert.deepEqual(summary(b), [`${t.revision} put ${p}a=2`]);
+  });
+
+  contract('ending many watches that share one signal releases them', async (s, p) => {
+    const shared = new AbortController();
+    const { revision } = await s.status();
+    for (let i = 0; i < 50; i++) {
+      const w = s.watch(p, { fromRevision: revision + 1, signal: shared.signal });
+      await w.return?.();
+    }
+    // Node warns (MaxListenersExceededWarning) when listeners pile up on one signal.
+    const warnings: Error[] = [];
+    const onWarning = (e: Error): void => {
+      warnings.push(e);
+    };
+    process.on('warning', onWarning);
+    const live = Array.from({ length: 5 }, () =>
+      s.watch(p, { fromRevision: revision + 1, signal: shared.signal }),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    process.off('warning', onWarning);
+    shared.abort();
+    for (const w of live) assert.equal((await w.next()).done, true);
+    assert.deepEqual(
+      warnings.map((e) => e.name),
+      [],
+    );
+  });
+
   contract('watch delivers only keys under its prefix', async (s, p) => {
     const { revision } = await s.status();
     const ac = new AbortController();

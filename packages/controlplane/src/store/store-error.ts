@@ -7,15 +7,21 @@ export class StoreError extends Error {
   readonly code: StoreErrorCode;
   /** For STORE_ERR_COMPACTED: the oldest revision still available. */
   readonly compactRevision: number | undefined;
+  /**
+   * For STORE_ERR_UNAVAILABLE from a transaction: true when the request may have been applied
+   * (the connection failed after it was sent). Re-read before retrying. False: nothing changed.
+   */
+  readonly maybeApplied: boolean;
 
   constructor(
     code: StoreErrorCode,
     message: string,
-    options?: { compactRevision?: number; cause?: unknown },
+    options?: { compactRevision?: number; cause?: unknown; maybeApplied?: boolean },
   ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StoreError';
     this.code = code;
     this.compactRevision = options?.compactRevision;
+    this.maybeApplied = options?.maybeApplied ?? false;
   }
 }

@@ -11,13 +11,16 @@ export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
   private ended = false;
   private error: Error | undefined = undefined;
   private readonly onClose: () => void;
+  private readonly signal: AbortSignal | undefined;
+  private readonly onAbort = (): void => this.end();
 
   constructor(onClose: () => void, signal?: AbortSignal) {
     this.onClose = onClose;
+    this.signal = signal;
     if (signal !== undefined) {
       // Already aborted: born ended (the owner sees `closed` and never registers the queue).
       if (signal.aborted) this.ended = true;
-      else signal.addEventListener('abort', () => this.end(), { once: true });
+      else signal.addEventListener('abort', this.onAbort, { once: true });
     }
   }
 
@@ -42,6 +45,8 @@ export class WatchQueue implements AsyncIterableIterator<WatchBatch> {
     if (this.ended) return;
     this.ended = true;
     this.error = error;
+    // A long-lived signal shared by many watches must not keep every ended queue alive.
+    this.signal?.removeEventListener('abort', this.onAbort);
     this.onClose();
     const w = this.waiting;
     const f = this.failWaiting;
