@@ -570,6 +570,26 @@ describe('optimistic concurrency', () => {
 });
 
 describe('apply is all or nothing', () => {
+  test('the same resource twice in one apply is refused by name and nothing is written', async () => {
+    const f = await fixture();
+    const before = (await f.store.status()).revision;
+    const r = await apply(
+      f,
+      f.admin,
+      [
+        gnp('platform.a', 'platform'),
+        gnp('platform.b', 'platform'),
+        gnp('platform.a', 'platform'),
+      ].join('---\n'),
+    );
+    assert.equal(r.status, 422, r.body);
+    const b = r.json() as { code: string; diagnostics: { message: string; line: number }[] };
+    assert.equal(b.code, 'API_ERR_INVALID');
+    assert.equal(b.diagnostics.length, 1, JSON.stringify(b.diagnostics));
+    assert.match(b.diagnostics[0]?.message ?? '', /platform\.a/);
+    assert.equal((await f.store.status()).revision, before, 'nothing was written');
+  });
+
   test('one bad document in 50: nothing written, diagnostics with line and column', async () => {
     const f = await fixture();
     const docs = Array.from({ length: 50 }, (_, i) =>

@@ -277,7 +277,9 @@ export class ApiServer {
           return json(503, {
             code: 'API_ERR_UNAVAILABLE',
             message: `the store is unavailable: ${e.message}`,
-            hint: 'nothing was written; retry when the store is back (GET /readyz)',
+            hint: e.maybeApplied
+              ? 'the write may or may not have been applied: read the resource (or the audit log) before retrying'
+              : 'nothing was written; retry when the store is back (GET /readyz)',
           });
         case 'STORE_ERR_TOO_LARGE':
           return json(413, {
@@ -295,6 +297,19 @@ export class ApiServer {
           return json(400, { code: 'API_ERR_BAD_REQUEST', message: e.message });
         case 'STORE_ERR_CONFLICT':
           return json(409, { code: 'API_ERR_CONFLICT', message: e.message });
+        case 'STORE_ERR_INVALID':
+          return json(400, {
+            code: 'API_ERR_BAD_REQUEST',
+            message: e.message,
+            hint: 'an apply may name each resource once',
+          });
+        case 'STORE_ERR_CORRUPT':
+          this.log({ msg: 'store corrupt', error: e.message });
+          return json(500, {
+            code: 'API_ERR_INTERNAL',
+            message: 'the store is damaged; nothing was written',
+            hint: 'the server log has the details',
+          });
       }
     }
     this.log({
