@@ -2,15 +2,20 @@
 // line, `RESULT {json}` (DESIGN §5). Benchmarks are scripts, never timed tests.
 
 import { spawnSync } from 'node:child_process';
+import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
 
 const BENCHES: Record<
   string,
-  ((quick: boolean, log: (s: string) => void) => Record<string, unknown>) | undefined
+  | ((
+      quick: boolean,
+      log: (s: string) => void,
+    ) => Record<string, unknown> | Promise<Record<string, unknown>>)
+  | undefined
 > = {
   engine: runEngineBench,
   store: undefined,
-  dataplane: undefined,
+  dataplane: runDataplaneBench,
   l7: undefined,
   flows: undefined,
 };
@@ -50,6 +55,16 @@ function main(argv: string[]): number {
     return r.status ?? 1;
   }
   const result = fn(argv.includes('--quick'), (s) => console.log(s));
+  if (result instanceof Promise) {
+    result.then(
+      (r) => console.log(`RESULT ${JSON.stringify(r)}`),
+      (e: unknown) => {
+        console.error(e);
+        process.exitCode = 1;
+      },
+    );
+    return 0;
+  }
   console.log(`RESULT ${JSON.stringify(result)}`);
   return 0;
 }

@@ -10,7 +10,7 @@ export {
   DEFAULT_FAILSAFE_OUTBOUND,
 } from './nft/render.js';
 export type { FailsafePort, RenderOptions, Rendered } from './nft/render.js';
-export { NftDriver, processRunner, fingerprint } from './nft/driver.js';
+export { NftDriver, processRunner, readTable } from './nft/driver.js';
 export type {
   ApplyKind,
   ApplyReport,

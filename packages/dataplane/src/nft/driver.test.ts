@@ -125,6 +125,20 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
     assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
   });
 
+  test('an address added to a set by hand is removed on resync', async () => {
+    await driver.settled();
+    assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
+    const listing = node.nft(['list', 'table', 'inet', table]);
+    const set = /set (s_\w+_v4) \{[^}]*comment "selector app == 'a'"/.exec(listing)?.[1];
+    assert.ok(set, 'the selector set is in the table');
+    node.nft(['add', 'element', 'inet', table, set, `{ ${c.ip} }`]);
+    assert.equal((await c.tcp(b.ip, 80)).ok, true, 'tampering let c in');
+    assert.deepEqual(await driver.resync(), { drift: true, repaired: true });
+    assert.equal((await c.tcp(b.ip, 80)).ok, false, 'repaired');
+    await driver.settled();
+    assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
+  });
+
   test('an established stream survives a re-apply and an agent restart; new disallowed connections are refused', async () => {
     const before = foreign();
     const stream = await a.open(b.ip, 80);

@@ -43,6 +43,7 @@ test('a failed element update falls back to one full transaction', async () => {
   const fake = new FakeNft();
   const d = new NftDriver({ runner: fake.runner });
   await d.apply(render(state(['10.0.0.1'])));
+  await d.settled();
   fake.failNext = 1;
   assert.equal((await d.apply(render(state(['10.0.0.3'])))).kind, 'full');
   assert.deepEqual(fake.elements('palisade', 's_one_v4'), ['10.0.0.3']);
@@ -52,6 +53,7 @@ test('a refused full transaction reports DATAPLANE_ERR_NFT and keeps the previou
   const fake = new FakeNft();
   const d = new NftDriver({ runner: fake.runner });
   await d.apply(render(state(['10.0.0.1'])));
+  await d.settled();
   fake.failNext = 2;
   await assert.rejects(d.apply(render(state(['10.0.0.9']))), { code: 'DATAPLANE_ERR_NFT' });
   assert.deepEqual(fake.elements('palisade', 's_one_v4'), ['10.0.0.1']);
