@@ -5,6 +5,7 @@
 // Throughput figures (gbps_*, cps_*) need traffic generators and are reported as null here.
 
 import { execFileSync } from 'node:child_process';
+import assert from 'node:assert/strict';
 import type { Resource } from '@palisade/core';
 import { Calculation, NftDriver, render } from '@palisade/dataplane';
 
@@ -12,7 +13,7 @@ const LOCAL = 100;
 const REMOTE = 1000;
 const PEER_SELECTORS = 500;
 
-function resources(policies: number): Resource[] {
+export function benchResources(policies: number): Resource[] {
   const out: Resource[] = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'bench' } }];
   for (let i = 0; i < LOCAL; i++)
     out.push({
@@ -82,7 +83,7 @@ async function size(
   const table = `palisade_bench`;
   const calc = new Calculation();
   let t = performance.now();
-  for (const r of resources(policies)) calc.upsert(r);
+  for (const r of benchResources(policies)) calc.upsert(r);
   calc.setLocalEndpoints(
     Array.from({ length: LOCAL }, (_, i) => ({ ref: `bench/local-${i}`, iface: `pb${i}` })),
   );
@@ -96,6 +97,9 @@ async function size(
   t = performance.now();
   await driver.apply(rendered);
   const applyMs = performance.now() - t;
+  t = performance.now();
+  await driver.settled();
+  const readBackMs = performance.now() - t;
   // Membership only: a remote pod changes role.
   calc.upsert({
     apiVersion: 'v1',
@@ -107,9 +111,13 @@ async function size(
   t = performance.now();
   const el = await driver.apply(render(calc.desired(), { table }));
   const elementMs = performance.now() - t;
+  t = performance.now();
+  assert((await driver.resync()).drift === false, 'no drift after our own updates');
+  const resyncMs = performance.now() - t;
   // A policy edit reaches the kernel: calculation, render and one transaction.
   const lat: number[] = [];
   for (let k = 0; k < samples; k++) {
+    await driver.settled();
     t = performance.now();
     calc.upsert(policy(k, 1000 + k));
     await driver.apply(render(calc.desired(), { table }));
@@ -124,12 +132,14 @@ async function size(
     calc_ms: round(calcMs),
     render_ms: round(renderMs),
     apply_ms: round(applyMs),
+    read_back_ms: round(readBackMs),
+    resync_ms: round(resyncMs),
     element_update_ms: round(elementMs),
     policy_to_kernel_p99_ms: round(p99(lat)),
   };
   if (el.kind !== 'elements') throw new Error(`expected an element update, got ${el.kind}`);
   log(
-    `${String(policies).padStart(6)} policies: ${out.rules} rules, ${out.sets} sets, ${out.script_kb} KiB; calc ${out.calc_ms} ms, render ${out.render_ms} ms, apply ${out.apply_ms} ms, element update ${out.element_update_ms} ms, policy→kernel p99 ${out.policy_to_kernel_p99_ms} ms`,
+    `${String(policies).padStart(6)} policies: ${out.rules} rules, ${out.sets} sets, ${out.script_kb} KiB; calc ${out.calc_ms} ms, render ${out.render_ms} ms, apply ${out.apply_ms} ms, read-back ${out.read_back_ms} ms, resync ${out.resync_ms} ms, element update ${out.element_update_ms} ms, policy→kernel p99 ${out.policy_to_kernel_p99_ms} ms`,
   );
   await driver.removeTable();
   return out;

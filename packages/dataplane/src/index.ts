@@ -1,7 +1,7 @@
 // Public surface of the dataplane: calculation (desired state), rendering (nftables text) and the
 // driver (the only code that runs nft).
 export { Calculation } from './calc/calculation.js';
-export type { CalcNote } from './calc/calculation.js';
+export type { CalcNote, CalculationOptions } from './calc/calculation.js';
 export type * from './calc/types.js';
 export {
   render,

@@ -64,7 +64,7 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
       '{ type filter hook forward priority 10; policy accept; }',
     ]);
     node.nft(['add', 'rule', 'inet', 'foreign', 'keep', 'counter', 'comment', '"not ours"']);
-    calc = new Calculation();
+    calc = new Calculation({ verifySharedSets: true });
     calc.upsert({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'demo' } });
     calc.upsert(pod('a', a.ip, { app: 'a' }));
     calc.upsert(pod('b', b.ip, { app: 'b' }));

@@ -162,6 +162,8 @@ export class NftDriver {
   private last: { rendered: Rendered; skeleton: string | undefined } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Applies waiting in the queue (a baseline read-back is skipped when one is). */
+  private pendingApplies = 0;
 
   constructor(options: DriverOptions = {}) {
     this.table = options.table ?? 'palisade';
@@ -239,7 +241,9 @@ export class NftDriver {
    * full apply; a failed full apply leaves the previous table intact (the batch is atomic).
    */
   apply(rendered: Rendered): Promise<ApplyReport> {
+    this.pendingApplies++;
     const report = this.serial(async () => {
+      this.pendingApplies--;
       const t0 = performance.now();
       const last = this.last;
       if (last && last.rendered.skeleton === rendered.skeleton) {
@@ -264,6 +268,8 @@ export class NftDriver {
     this.last = { rendered, skeleton: undefined };
     // Queued before any other kernel operation of this driver, so the baseline is our own apply.
     void this.serial(async () => {
+      // Superseded: another apply waits; a later resync re-applies without a baseline.
+      if (this.pendingApplies > 0) return;
       const back = await this.readBack();
       if (this.last?.rendered === rendered && back !== undefined)
         this.last = { rendered, skeleton: readTable(back).skeleton };
