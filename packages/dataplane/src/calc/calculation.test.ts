@@ -210,6 +210,29 @@ describe('the calculation updates only what a change touches', () => {
     }
   });
 
+  test('a policy change rebuilds only the programs of the endpoints it selects', () => {
+    const c = new Calculation({ verifySharedSets: true });
+    c.setLocalEndpoints(LOCALS);
+    for (const r of ALL) c.upsert(r);
+    const before = c.desired();
+    const pol = ALL.find((r) => r.metadata.name === 'api-from-frontend');
+    assert.ok(pol?.kind === 'NetworkPolicy');
+    c.upsert({ ...pol, spec: { ...pol.spec, order: 5 } } as Resource);
+    const after = c.desired();
+    for (let i = 0; i < before.endpoints.length; i++) {
+      const b = before.endpoints[i];
+      if (b?.ref === 'shop/api') assert.notEqual(after.endpoints[i], b);
+      else assert.equal(after.endpoints[i], b, `${b?.ref ?? ''} keeps its program`);
+    }
+    assert.deepEqual(
+      after,
+      fromScratch([
+        ...ALL.filter((r) => r !== pol),
+        { ...pol, spec: { ...pol.spec, order: 5 } } as Resource,
+      ]),
+    );
+  });
+
   test('policies that select no local endpoint produce no program and no set', () => {
     const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);

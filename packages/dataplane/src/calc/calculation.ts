@@ -62,6 +62,8 @@ export interface CalculationOptions extends CompileOptions {
 
 interface ProgramEntry {
   readonly program: EndpointProgram | undefined;
+  /** The engine objects the program was built from (compared by identity to reuse it). */
+  readonly inputs: readonly unknown[];
   readonly selectors: ReadonlyMap<string, SelectorRef>;
   readonly nets: ReadonlyMap<string, readonly CompiledEntity['nets'][]>;
   readonly namedPorts: ReadonlySet<string>;
@@ -214,7 +216,7 @@ export class Calculation {
 
   // ------------------------------------------------------------------ programs
 
-  private program(local: LocalEndpoint): ProgramEntry {
+  private program(local: LocalEndpoint, previous: ProgramEntry | undefined): ProgramEntry {
     const notes: CalcNote[] = [];
     const selectors = new Map<string, SelectorRef>();
     const nets = new Map<string, readonly CompiledEntity['nets'][]>();
@@ -223,8 +225,22 @@ export class Calculation {
     const active = this.engine.activeTiers(local.ref);
     const profiles = this.engine.dataplaneInputs(local.ref).profiles;
     if (!ep || !active || !profiles) {
-      return { program: undefined, selectors, nets, namedPorts, notes };
+      return { program: undefined, inputs: [], selectors, nets, namedPorts, notes };
     }
+    // The engine keeps compiled policies, profiles and endpoints as the same objects while they
+    // do not change: an endpoint whose inputs are all identical keeps its program.
+    const inputs: unknown[] = [ep];
+    for (const dir of ['ingress', 'egress'] as const) {
+      for (const t of active[dir]) inputs.push(t.name, t.defaultAction, ...t.policies, '|');
+      for (const pr of profiles[dir]) inputs.push(pr.profile, pr.rules);
+      inputs.push('/');
+    }
+    if (
+      previous?.program &&
+      previous.inputs.length === inputs.length &&
+      previous.inputs.every((x, i) => x === inputs[i])
+    )
+      return previous;
     const ctx: RuleCtx = {
       verify: this.verify,
       ep,
@@ -278,7 +294,7 @@ export class Calculation {
       ingress: direction('ingress'),
       egress: direction('egress'),
     };
-    return { program, selectors, nets, namedPorts, notes };
+    return { program, inputs, selectors, nets, namedPorts, notes };
   }
 
   // ------------------------------------------------------------------ the output
@@ -289,7 +305,15 @@ export class Calculation {
     const programsAll = this.dirtyAll || this.dirtyPrograms;
     for (const l of this.locals) {
       if (programsAll || this.dirtyEndpoints.has(l.ref) || !this.programs.has(l.ref))
-        this.programs.set(l.ref, this.program(l));
+        this.programs.set(
+          l.ref,
+          this.program(
+            l,
+            programsAll && !this.dirtyAll && !this.dirtyEndpoints.has(l.ref)
+              ? this.programs.get(l.ref)
+              : undefined,
+          ),
+        );
     }
     // Every selector, nets list and named port referenced by a local program.
     const selectors = new Map<string, SelectorRef>();
