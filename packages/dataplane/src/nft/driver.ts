@@ -7,7 +7,7 @@
 // Owns: talking to the kernel. Must never: decide policy, or touch a table it does not own.
 
 import { spawn } from 'node:child_process';
-import { elementCommand, validTableName } from './render.js';
+import { elementCommand, skeletonParts, validTableName } from './render.js';
 import type { Rendered } from './render.js';
 import { DataplaneError } from '../errors.js';
 
@@ -28,10 +28,12 @@ export interface DriverOptions {
   readonly nft?: string;
   /** Replaces the process runner (tests of callers). */
   readonly runner?: NftRunner;
+  /** Rule changes as minimal chain/set deltas in one batch (default true); false: always full. */
+  readonly delta?: boolean;
   readonly timeoutMs?: number;
 }
 
-export type ApplyKind = 'full' | 'elements' | 'unchanged';
+export type ApplyKind = 'full' | 'delta' | 'elements' | 'unchanged';
 
 export interface ApplyReport {
   readonly kind: ApplyKind;
@@ -129,14 +131,25 @@ export function readTable(listJson: string): {
     }
     return v;
   };
-  const items: unknown[] = [];
+  // Objects in name order, rules grouped by chain in their order: the listing order of objects
+  // depends on the history of the table (a delta adds chains last), their meaning does not.
+  const objects: string[] = [];
+  const rules = new Map<string, string[]>();
   for (const e of data.nftables ?? []) {
     if (!e || typeof e !== 'object' || 'metainfo' in e) continue;
     const set = (e as { set?: { name?: string; elem?: unknown[] } }).set;
     if (set?.name !== undefined) elements.set(set.name, (set.elem ?? []).map(elementText).sort());
-    items.push(strip(e));
+    const rule = (e as { rule?: { chain?: string } }).rule;
+    const text = JSON.stringify(strip(e));
+    if (rule) {
+      const l = rules.get(rule.chain ?? '') ?? [];
+      l.push(text);
+      rules.set(rule.chain ?? '', l);
+    } else objects.push(text);
   }
-  return { skeleton: JSON.stringify(items), elements };
+  objects.sort();
+  const chains = [...rules.entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+  return { skeleton: JSON.stringify({ objects, rules: chains }), elements };
 }
 
 /** The elements a rendering wants, sorted, per set. */
@@ -158,6 +171,7 @@ function sameElements(a: Map<string, string[]>, b: Map<string, string[]>): boole
 export class NftDriver {
   readonly table: string;
   private readonly run: NftRunner;
+  private readonly delta: boolean;
   /** What was last applied, and the skeleton nft printed back right after the full apply. */
   private last: { rendered: Rendered; skeleton: string | undefined } | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -167,6 +181,7 @@ export class NftDriver {
 
   constructor(options: DriverOptions = {}) {
     this.table = options.table ?? 'palisade';
+    this.delta = options.delta !== false;
     if (!validTableName(this.table))
       throw new DataplaneError(
         'DATAPLANE_ERR_INVALID_NAME',
@@ -236,6 +251,54 @@ export class NftDriver {
   }
 
   /**
+   * The minimal transaction from one rendering to another when only regular chains, maps and
+   * sets changed: new sets and chains added, changed chains flushed and refilled, maps refilled,
+   * unused chains and sets removed (after everything that referenced them), element deltas — all
+   * in one batch, so still atomic. Undefined when a base chain or a set declaration changed (then
+   * the full replacement is used).
+   */
+  deltaScript(from: Rendered, to: Rendered): string | undefined {
+    const a = skeletonParts(from.skeleton);
+    const b = skeletonParts(to.skeleton);
+    const same = (x: readonly string[] | undefined, y: readonly string[] | undefined) =>
+      x !== undefined && y !== undefined && x.length === y.length && x.every((v, i) => v === y[i]);
+    if (a.baseChains.size !== b.baseChains.size) return undefined;
+    for (const [n, body] of b.baseChains) if (!same(a.baseChains.get(n), body)) return undefined;
+    for (const [n, decl] of b.sets)
+      if (a.sets.has(n) && !same(a.sets.get(n), decl)) return undefined;
+    for (const [n, m] of b.maps) if (a.maps.get(n)?.type !== m.type) return undefined;
+    if (a.maps.size !== b.maps.size) return undefined;
+    const T = `inet ${this.table}`;
+    const out: string[] = [];
+    for (const [n, decl] of b.sets)
+      if (!a.sets.has(n)) out.push(`add set ${T} ${n} { ${decl.join('; ')}; }`);
+    for (const n of b.chains.keys()) if (!a.chains.has(n)) out.push(`add chain ${T} ${n}`);
+    for (const [n, rules] of b.chains) {
+      const old = a.chains.get(n);
+      if (old && same(old, rules)) continue;
+      if (old) out.push(`flush chain ${T} ${n}`);
+      for (const r of rules) out.push(`add rule ${T} ${n} ${r}`);
+    }
+    for (const [n, m] of b.maps) {
+      if (same(a.maps.get(n)?.entries, m.entries)) continue;
+      out.push(`flush map ${T} ${n}`);
+      if (m.entries.length > 0) out.push(`add element ${T} ${n} { ${m.entries.join(', ')} }`);
+    }
+    const goneChains = [...a.chains.keys()].filter((n) => !b.chains.has(n));
+    for (const n of goneChains) out.push(`flush chain ${T} ${n}`);
+    for (const n of goneChains) out.push(`delete chain ${T} ${n}`);
+    for (const n of a.sets.keys()) if (!b.sets.has(n)) out.push(`delete set ${T} ${n}`);
+    let script = out.length > 0 ? out.join('\n') + '\n' : '';
+    // Elements: deltas for kept sets, everything for new ones.
+    const kept: Rendered = {
+      ...from,
+      elements: new Map([...from.elements].filter(([n]) => b.sets.has(n))),
+    };
+    script += this.elementScript(kept, to);
+    return script;
+  }
+
+  /**
    * Brings the kernel to `rendered`: nothing when it is what we last applied, set elements when
    * only memberships changed, else one full transaction. A failed element update falls back to a
    * full apply; a failed full apply leaves the previous table intact (the batch is atomic).
@@ -255,6 +318,16 @@ export class NftDriver {
           this.last = { rendered, skeleton: last.skeleton };
           return { kind: 'elements' as const, ms: performance.now() - t0 };
         }
+      } else if (last && this.delta) {
+        const script = this.deltaScript(last.rendered, rendered);
+        if (script !== undefined) {
+          const r = await this.run(['-f', '-'], script);
+          if (r.code === 0) {
+            this.last = { rendered, skeleton: undefined };
+            this.queueBaseline(rendered);
+            return { kind: 'delta' as const, ms: performance.now() - t0 };
+          }
+        }
       }
       await this.full(rendered);
       return { kind: 'full' as const, ms: performance.now() - t0 };
@@ -266,7 +339,11 @@ export class NftDriver {
   private async full(rendered: Rendered): Promise<void> {
     await this.nft(['-f', '-'], this.fullScript(rendered));
     this.last = { rendered, skeleton: undefined };
-    // Queued before any other kernel operation of this driver, so the baseline is our own apply.
+    this.queueBaseline(rendered);
+  }
+
+  /** Queued before any other kernel operation of this driver, so the baseline is our own apply. */
+  private queueBaseline(rendered: Rendered): void {
     void this.serial(async () => {
       // Superseded: another apply waits; a later resync re-applies without a baseline.
       if (this.pendingApplies > 0) return;

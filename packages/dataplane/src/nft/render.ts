@@ -524,3 +524,46 @@ export function elementCommand(
   }
   return out.join('');
 }
+
+/** The objects of a rendered skeleton, for the driver's delta transactions. */
+export interface SkeletonParts {
+  /** Set name → its declaration body (type, flags, comment), one line each. */
+  readonly sets: ReadonlyMap<string, readonly string[]>;
+  /** Map name → its type line and its elements (`"if" : goto chain`). */
+  readonly maps: ReadonlyMap<
+    string,
+    { readonly type: string; readonly entries: readonly string[] }
+  >;
+  /** Base chain name → its hook line and rules. */
+  readonly baseChains: ReadonlyMap<string, readonly string[]>;
+  /** Regular chain name → its rules, in order. */
+  readonly chains: ReadonlyMap<string, readonly string[]>;
+}
+
+/** Splits a skeleton this renderer produced back into its objects (its own, fixed layout). */
+export function skeletonParts(skeleton: string): SkeletonParts {
+  const sets = new Map<string, string[]>();
+  const maps = new Map<string, { type: string; entries: string[] }>();
+  const baseChains = new Map<string, string[]>();
+  const chains = new Map<string, string[]>();
+  const lines = skeleton.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^\t(set|map|chain) (\S+) \{$/.exec(lines[i] ?? '');
+    if (!m) continue;
+    const body: string[] = [];
+    while (i + 1 < lines.length && lines[i + 1] !== '\t}') body.push((lines[++i] ?? '').trim());
+    i++;
+    const name = m[2] ?? '';
+    if (m[1] === 'set') sets.set(name, body);
+    else if (m[1] === 'map') {
+      const joined = body.slice(1).join(' ');
+      const inner = /^elements = \{ (.*) \}$/.exec(joined)?.[1];
+      maps.set(name, {
+        type: body[0] ?? '',
+        entries: inner === undefined ? [] : inner.split(/,\s+/).map((e) => e.trim()),
+      });
+    } else if (body[0]?.startsWith('type filter hook')) baseChains.set(name, body);
+    else chains.set(name, body);
+  }
+  return { sets, maps, baseChains, chains };
+}
