@@ -348,7 +348,7 @@ describe(
       let denied = 0;
       for (let round = 0; round < ROUNDS; round++) {
         const resources = load([...docs, ...policies(g, specs, node.subnet)]);
-        const calc = new Calculation();
+        const calc = new Calculation({ verifySharedSets: true });
         for (const r of resources) calc.upsert(r);
         calc.setLocalEndpoints(
           specs.map((s, i) => ({ ref: `${s.ns}/${s.name}`, iface: pods[i]?.hostIface ?? '' })),

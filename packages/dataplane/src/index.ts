@@ -1,7 +1,7 @@
 // Public surface of the dataplane: calculation (desired state), rendering (nftables text) and the
 // driver (the only code that runs nft).
 export { Calculation } from './calc/calculation.js';
-export type { CalcNote } from './calc/calculation.js';
+export type { CalcNote, CalculationOptions } from './calc/calculation.js';
 export type * from './calc/types.js';
 export {
   render,
@@ -10,7 +10,7 @@ export {
   DEFAULT_FAILSAFE_OUTBOUND,
 } from './nft/render.js';
 export type { FailsafePort, RenderOptions, Rendered } from './nft/render.js';
-export { NftDriver, processRunner, fingerprint } from './nft/driver.js';
+export { NftDriver, processRunner, readTable } from './nft/driver.js';
 export type {
   ApplyKind,
   ApplyReport,

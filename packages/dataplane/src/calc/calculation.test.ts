@@ -58,7 +58,7 @@ function extra(): Resource[] {
 const ALL = [...BASE, ...extra()];
 
 function fromScratch(resources: readonly Resource[]): DesiredState {
-  const c = new Calculation();
+  const c = new Calculation({ verifySharedSets: true });
   for (const r of resources) c.upsert(r);
   c.setLocalEndpoints(LOCALS);
   return c.desired();
@@ -89,7 +89,7 @@ const want = fromScratch(ALL);
 
 describe('the calculation is order independent', () => {
   test('reversed input, reading desired() after every step, ends in the from-scratch state', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     for (const r of [...ALL].reverse()) {
       c.upsert(r);
@@ -101,7 +101,7 @@ describe('the calculation is order independent', () => {
   test('shuffled input with reads at random points, ten seeds', () => {
     for (let seed = 1; seed <= 10; seed++) {
       const r = rng(seed);
-      const c = new Calculation();
+      const c = new Calculation({ verifySharedSets: true });
       c.setLocalEndpoints(LOCALS);
       for (const x of shuffled(ALL, r)) {
         c.upsert(x);
@@ -112,7 +112,7 @@ describe('the calculation is order independent', () => {
   });
 
   test('split in two halves with the local endpoints set in between', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     const half = Math.floor(ALL.length / 2);
     for (const r of ALL.slice(0, half)) c.upsert(r);
     c.desired();
@@ -123,7 +123,7 @@ describe('the calculation is order independent', () => {
   });
 
   test('with empties in between: everything removed and re-added', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     for (const r of ALL) c.upsert(r);
     c.desired();
@@ -137,7 +137,7 @@ describe('the calculation is order independent', () => {
   });
 
   test('churn: labels, policies and network sets changed and changed back', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     for (const r of ALL) c.upsert(r);
     c.desired();
@@ -155,7 +155,7 @@ describe('the calculation is order independent', () => {
     assert.deepEqual(c.desired(), want);
   });
   test('endpoints that leave a selector leave its set (labels first wrong, then right)', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     const wrong = ALL.map((r) =>
       r.kind === 'Pod' || r.kind === 'GlobalNetworkSet' || r.kind === 'NetworkSet'
@@ -175,7 +175,7 @@ describe('the calculation is order independent', () => {
 
 describe('the calculation updates only what a change touches', () => {
   test('a remote pod joining a selector changes set elements, not programs', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     for (const r of ALL) c.upsert(r);
     const before = c.desired();
@@ -196,7 +196,7 @@ describe('the calculation updates only what a change touches', () => {
   });
 
   test('a local label change rebuilds only that endpoint program', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     for (const r of ALL) c.upsert(r);
     const before = c.desired();
@@ -210,8 +210,31 @@ describe('the calculation updates only what a change touches', () => {
     }
   });
 
+  test('a policy change rebuilds only the programs of the endpoints it selects', () => {
+    const c = new Calculation({ verifySharedSets: true });
+    c.setLocalEndpoints(LOCALS);
+    for (const r of ALL) c.upsert(r);
+    const before = c.desired();
+    const pol = ALL.find((r) => r.metadata.name === 'api-from-frontend');
+    assert.ok(pol?.kind === 'NetworkPolicy');
+    c.upsert({ ...pol, spec: { ...pol.spec, order: 5 } } as Resource);
+    const after = c.desired();
+    for (let i = 0; i < before.endpoints.length; i++) {
+      const b = before.endpoints[i];
+      if (b?.ref === 'shop/api') assert.notEqual(after.endpoints[i], b);
+      else assert.equal(after.endpoints[i], b, `${b?.ref ?? ''} keeps its program`);
+    }
+    assert.deepEqual(
+      after,
+      fromScratch([
+        ...ALL.filter((r) => r !== pol),
+        { ...pol, spec: { ...pol.spec, order: 5 } } as Resource,
+      ]),
+    );
+  });
+
   test('policies that select no local endpoint produce no program and no set', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     c.setLocalEndpoints(LOCALS);
     for (const r of ALL) c.upsert(r);
     const before = c.desired();
@@ -228,7 +251,7 @@ describe('the calculation updates only what a change touches', () => {
   });
 
   test('a missing local endpoint is reported as unknown (its interface will drop)', () => {
-    const c = new Calculation();
+    const c = new Calculation({ verifySharedSets: true });
     for (const r of ALL) c.upsert(r);
     c.setLocalEndpoints([...LOCALS, { ref: 'shop/not-there', iface: 'vnone' }]);
     assert.deepEqual(c.desired().unknown, [{ ref: 'shop/not-there', iface: 'vnone' }]);

@@ -48,10 +48,22 @@ export interface CalcNote {
 interface SelectorRef {
   readonly matcher: EntityMatcher;
   readonly describe: string;
+  /** With `verifySharedSets`: the other matchers that share this key. */
+  readonly alternates: EntityMatcher[];
+}
+
+export interface CalculationOptions extends CompileOptions {
+  /**
+   * Checks on every desired() that all matchers sharing a set key match the same entities, and
+   * throws if not (a bug in key derivation). For tests: it rescans every shared set.
+   */
+  readonly verifySharedSets?: boolean;
 }
 
 interface ProgramEntry {
   readonly program: EndpointProgram | undefined;
+  /** The engine objects the program was built from (compared by identity to reuse it). */
+  readonly inputs: readonly unknown[];
   readonly selectors: ReadonlyMap<string, SelectorRef>;
   readonly nets: ReadonlyMap<string, readonly CompiledEntity['nets'][]>;
   readonly namedPorts: ReadonlySet<string>;
@@ -94,8 +106,11 @@ export class Calculation {
   private dirtyNetsets = true;
   private readonly dirtyEndpoints = new Set<string>();
 
-  constructor(options: CompileOptions = {}) {
+  private readonly verify: boolean;
+
+  constructor(options: CalculationOptions = {}) {
     this.engine = new Engine(options);
+    this.verify = options.verifySharedSets === true;
   }
 
   upsert(r: Resource): void {
@@ -201,7 +216,7 @@ export class Calculation {
 
   // ------------------------------------------------------------------ programs
 
-  private program(local: LocalEndpoint): ProgramEntry {
+  private program(local: LocalEndpoint, previous: ProgramEntry | undefined): ProgramEntry {
     const notes: CalcNote[] = [];
     const selectors = new Map<string, SelectorRef>();
     const nets = new Map<string, readonly CompiledEntity['nets'][]>();
@@ -210,9 +225,24 @@ export class Calculation {
     const active = this.engine.activeTiers(local.ref);
     const profiles = this.engine.dataplaneInputs(local.ref).profiles;
     if (!ep || !active || !profiles) {
-      return { program: undefined, selectors, nets, namedPorts, notes };
+      return { program: undefined, inputs: [], selectors, nets, namedPorts, notes };
     }
+    // The engine keeps compiled policies, profiles and endpoints as the same objects while they
+    // do not change: an endpoint whose inputs are all identical keeps its program.
+    const inputs: unknown[] = [ep];
+    for (const dir of ['ingress', 'egress'] as const) {
+      for (const t of active[dir]) inputs.push(t.name, t.defaultAction, ...t.policies, '|');
+      for (const pr of profiles[dir]) inputs.push(pr.profile, pr.rules);
+      inputs.push('/');
+    }
+    if (
+      previous?.program &&
+      previous.inputs.length === inputs.length &&
+      previous.inputs.every((x, i) => x === inputs[i])
+    )
+      return previous;
     const ctx: RuleCtx = {
+      verify: this.verify,
       ep,
       selectors,
       nets,
@@ -264,7 +294,7 @@ export class Calculation {
       ingress: direction('ingress'),
       egress: direction('egress'),
     };
-    return { program, selectors, nets, namedPorts, notes };
+    return { program, inputs, selectors, nets, namedPorts, notes };
   }
 
   // ------------------------------------------------------------------ the output
@@ -275,7 +305,15 @@ export class Calculation {
     const programsAll = this.dirtyAll || this.dirtyPrograms;
     for (const l of this.locals) {
       if (programsAll || this.dirtyEndpoints.has(l.ref) || !this.programs.has(l.ref))
-        this.programs.set(l.ref, this.program(l));
+        this.programs.set(
+          l.ref,
+          this.program(
+            l,
+            programsAll && !this.dirtyAll && !this.dirtyEndpoints.has(l.ref)
+              ? this.programs.get(l.ref)
+              : undefined,
+          ),
+        );
     }
     // Every selector, nets list and named port referenced by a local program.
     const selectors = new Map<string, SelectorRef>();
@@ -284,7 +322,11 @@ export class Calculation {
     for (const l of this.locals) {
       const e = this.programs.get(l.ref);
       if (!e) continue;
-      for (const [k, v] of e.selectors) if (!selectors.has(k)) selectors.set(k, v);
+      for (const [k, v] of e.selectors) {
+        const known = selectors.get(k);
+        if (!known) selectors.set(k, { ...v, alternates: [...v.alternates] });
+        else if (this.verify) known.alternates.push(v.matcher, ...v.alternates);
+      }
       for (const [k, v] of e.nets) if (!nets.has(k)) nets.set(k, v);
       for (const n of e.namedPorts) namedPorts.add(n);
     }
@@ -324,6 +366,15 @@ export class Calculation {
       for (const id of this.dirtyEndpoints) {
         if (has(this.entities.get(id))) m.add(id);
         else m.delete(id);
+      }
+    }
+    if (this.verify) {
+      for (const [k, ref] of selectors) {
+        const ids = this.members.get(k)?.ids ?? new Set<string>();
+        for (const alt of [ref.matcher, ...ref.alternates])
+          for (const [id, e] of this.entities)
+            if (alt(e) !== ids.has(id))
+              throw new Error(`bug: selectors sharing set key ${k} disagree on ${id}`);
       }
     }
     this.dirtyAll = false;
@@ -381,7 +432,17 @@ export class Calculation {
       if (p) endpoints.push(p);
       else unknown.push(l);
     }
-    return { endpoints, sets, unknown };
+    let v4 = false;
+    let v6 = false;
+    for (const e of this.entities.values()) {
+      const addrs = e.kind === 'netset' ? e.nets : e.ips;
+      for (const a of addrs) {
+        if (a.family === 4) v4 = true;
+        else v6 = true;
+      }
+      if (v4 && v6) break;
+    }
+    return { endpoints, sets, unknown, families: { v4, v6 } };
   }
 
   /** Conservative resolutions made while building the programs (unsupported matches...). */
@@ -393,6 +454,7 @@ export class Calculation {
 // ------------------------------------------------------------------ rule conversion
 
 interface RuleCtx {
+  readonly verify: boolean;
   readonly ep: EngineEndpoint;
   readonly selectors: Map<string, SelectorRef>;
   readonly nets: Map<string, readonly CompiledEntity['nets'][]>;
@@ -461,6 +523,12 @@ function rawSides(
   return { src: none, dst: none };
 }
 
+function share(ctx: RuleCtx, key: string, matcher: EntityMatcher, describe: string): void {
+  const known = ctx.selectors.get(key);
+  if (!known) ctx.selectors.set(key, { matcher, describe, alternates: [] });
+  else if (ctx.verify && known.matcher !== matcher) known.alternates.push(matcher);
+}
+
 function convertRules(
   ctx: RuleCtx,
   rules: readonly CompiledRule[],
@@ -494,15 +562,13 @@ function convertRules(
       } = {};
       if (ce.selector) {
         const key = rs.selectorKey ?? positional;
-        if (!ctx.selectors.has(key))
-          ctx.selectors.set(key, { matcher: ce.selector, describe: rs.describe || where });
+        share(ctx, key, ce.selector, rs.describe || where);
         s.selectorSet = setName('s_', key);
       }
       if (ce.notSelector) {
         const key = rs.notSelectorKey ?? `${positional}!`;
         const m = ce.notSelector;
-        if (!ctx.selectors.has(key))
-          ctx.selectors.set(key, { matcher: m, describe: `not ${where}` });
+        share(ctx, key, m, `not ${where}`);
         s.notSelectorSet = setName('s_', key);
       }
       const netsKey = (list: NonNullable<CompiledEntity['nets']>) =>

@@ -132,4 +132,10 @@ export interface DesiredState {
   readonly sets: readonly NamedSet[];
   /** Local endpoints that could not be programmed (unknown to the engine): their traffic drops. */
   readonly unknown: readonly LocalEndpoint[];
+  /**
+   * Whether any endpoint or network set has an address of the family. A selector or named-port
+   * set of an absent family is empty, so rules matching it positively are not rendered (this
+   * halves the ruleset of a single-stack cluster). Absent: both families present.
+   */
+  readonly families?: { readonly v4: boolean; readonly v6: boolean };
 }

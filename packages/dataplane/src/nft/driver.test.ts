@@ -6,7 +6,7 @@ import type { Resource } from '@palisade/core';
 import { Calculation } from '../calc/calculation.js';
 import { canUseNetns, TestNode } from '../testing/netns.js';
 import type { TestPod } from '../testing/netns.js';
-import { NftDriver } from './driver.js';
+import { NftDriver, readTable } from './driver.js';
 import { render } from './render.js';
 
 const skip = canUseNetns() ? false : 'needs root and network namespaces';
@@ -64,7 +64,7 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
       '{ type filter hook forward priority 10; policy accept; }',
     ]);
     node.nft(['add', 'rule', 'inet', 'foreign', 'keep', 'counter', 'comment', '"not ours"']);
-    calc = new Calculation();
+    calc = new Calculation({ verifySharedSets: true });
     calc.upsert({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'demo' } });
     calc.upsert(pod('a', a.ip, { app: 'a' }));
     calc.upsert(pod('b', b.ip, { app: 'b' }));
@@ -125,6 +125,64 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
     assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
   });
 
+  test('an address added to a set by hand is removed on resync', async () => {
+    await driver.settled();
+    assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
+    const listing = node.nft(['list', 'table', 'inet', table]);
+    const set = /set (s_\w+_v4) \{[^}]*comment "selector app == 'a'"/.exec(listing)?.[1];
+    assert.ok(set, 'the selector set is in the table');
+    node.nft(['add', 'element', 'inet', table, set, `{ ${c.ip} }`]);
+    assert.equal((await c.tcp(b.ip, 80)).ok, true, 'tampering let c in');
+    assert.deepEqual(await driver.resync(), { drift: true, repaired: true });
+    assert.equal((await c.tcp(b.ip, 80)).ok, false, 'repaired');
+    await driver.settled();
+    assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
+  });
+
+  test('a delta transaction ends in exactly the table a full apply makes', async () => {
+    const other = `${table}f`;
+    const full = new NftDriver({ table: other, netns: node.ns, delta: false });
+    const norm = (t: string, name: string) =>
+      readTable(node.nft(['-j', 'list', 'table', 'inet', t]).replaceAll(`"${name}"`, '"T"'));
+    const steps: (() => void)[] = [
+      () => calc.upsert(allowFrom("app in {'a', 'c'}")),
+      () =>
+        calc.upsert({
+          apiVersion: 'projectcalico.org/v3',
+          kind: 'GlobalNetworkPolicy',
+          metadata: { name: 'extra' },
+          spec: {
+            selector: 'all()',
+            types: ['Egress'],
+            egress: [
+              { action: 'Deny', protocol: 'UDP', destination: { ports: [54] } },
+              { action: 'Pass' },
+            ],
+          },
+        }),
+      () => calc.upsert(pod('c', c.ip, { app: 'b' })),
+      () => calc.remove('GlobalNetworkPolicy', undefined, 'extra'),
+      () => calc.upsert(pod('c', c.ip, { app: 'c' })),
+      () => calc.upsert(allowFrom("app == 'a'")),
+    ];
+    const kinds: string[] = [];
+    for (const step of steps) {
+      step();
+      const rendered = state();
+      kinds.push((await driver.apply(rendered)).kind);
+      await full.apply(
+        render(calc.desired(), { table: other, workloadInterfacePrefix: node.ifacePrefix }),
+      );
+      await driver.settled();
+      assert.deepEqual(norm(table, table), norm(other, other));
+    }
+    assert.ok(kinds.includes('delta'), kinds.join(','));
+    assert.equal((await a.tcp(b.ip, 80)).ok, true);
+    assert.equal((await c.tcp(b.ip, 80)).ok, false);
+    assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
+    await full.removeTable();
+  });
+
   test('an established stream survives a re-apply and an agent restart; new disallowed connections are refused', async () => {
     const before = foreign();
     const stream = await a.open(b.ip, 80);
@@ -133,8 +191,11 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
     // The policy no longer allows a: a full re-apply of the table.
     calc.upsert(allowFrom("app == 'nobody'"));
     const r = await driver.apply(state());
-    assert.equal(r.kind, 'full');
+    assert.equal(r.kind, 'delta', 'a rule change is a chain delta in one batch');
     assert.equal((await a.ping(stream)).ok, true, 'the established stream is still up');
+    await driver.settled();
+    await new NftDriver({ table, netns: node.ns, delta: false }).apply(state());
+    assert.equal((await a.ping(stream)).ok, true, 'and after a full replacement of the table');
     assert.equal((await a.tcp(b.ip, 80)).ok, false, 'a new connection is refused');
     // The agent is killed (the rules stay) and restarts: a new driver reconciles.
     assert.ok(node.nft(['list', 'table', 'inet', table]).includes('b-ingress'));

@@ -7,7 +7,7 @@
 // Owns: talking to the kernel. Must never: decide policy, or touch a table it does not own.
 
 import { spawn } from 'node:child_process';
-import { elementCommand, validTableName } from './render.js';
+import { elementCommand, skeletonParts, validTableName } from './render.js';
 import type { Rendered } from './render.js';
 import { DataplaneError } from '../errors.js';
 
@@ -28,10 +28,12 @@ export interface DriverOptions {
   readonly nft?: string;
   /** Replaces the process runner (tests of callers). */
   readonly runner?: NftRunner;
+  /** Rule changes as minimal chain/set deltas in one batch (default true); false: always full. */
+  readonly delta?: boolean;
   readonly timeoutMs?: number;
 }
 
-export type ApplyKind = 'full' | 'elements' | 'unchanged';
+export type ApplyKind = 'full' | 'delta' | 'elements' | 'unchanged';
 
 export interface ApplyReport {
   readonly kind: ApplyKind;
@@ -79,42 +81,107 @@ export function processRunner(options: {
     });
 }
 
-/** Sorted-key JSON without handles and counter values: what "the same table" means. */
-export function fingerprint(listJson: string): string {
+const PROTO_NUMBERS: Readonly<Record<string, string>> = {
+  icmp: '1',
+  tcp: '6',
+  udp: '17',
+  'ipv6-icmp': '58',
+  icmpv6: '58',
+  sctp: '132',
+  udplite: '136',
+};
+
+/** One set element as nft prints it in JSON, in the renderer's text form. */
+function elementText(e: unknown): string {
+  if (typeof e === 'string') return PROTO_NUMBERS[e] ?? e;
+  if (typeof e === 'number') return String(e);
+  if (e && typeof e === 'object') {
+    const o = e as Record<string, unknown>;
+    if ('elem' in o) return elementText((o['elem'] as Record<string, unknown>)['val']);
+    if ('prefix' in o) {
+      const p = o['prefix'] as { addr: unknown; len: unknown };
+      return `${elementText(p.addr)}/${String(p.len)}`;
+    }
+    if ('concat' in o) return (o['concat'] as unknown[]).map(elementText).join(' . ');
+    if ('range' in o) return (o['range'] as unknown[]).map(elementText).join('-');
+  }
+  return JSON.stringify(e);
+}
+
+/**
+ * What "the same table" means, from `nft -j list table`: the skeleton (sorted-key JSON without
+ * handles, counter values and set elements) and each set's elements in the renderer's text form.
+ */
+export function readTable(listJson: string): {
+  skeleton: string;
+  elements: Map<string, string[]>;
+} {
   const data = JSON.parse(listJson) as { nftables?: unknown[] };
+  const elements = new Map<string, string[]>();
   const strip = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(strip);
     if (v && typeof v === 'object') {
       const out: Record<string, unknown> = {};
       for (const k of Object.keys(v).sort()) {
-        if (k === 'handle' || k === 'metainfo') continue;
+        if (k === 'handle' || k === 'metainfo' || k === 'elem') continue;
         const x = (v as Record<string, unknown>)[k];
-        if (k === 'counter' && x && typeof x === 'object') {
-          out[k] = {};
-          continue;
-        }
-        out[k] = strip(x);
+        out[k] = k === 'counter' && x && typeof x === 'object' ? {} : strip(x);
       }
       return out;
     }
     return v;
   };
-  return JSON.stringify(
-    (data.nftables ?? [])
-      .filter((e) => !(e && typeof e === 'object' && 'metainfo' in e))
-      .map(strip),
-  );
+  // Objects in name order, rules grouped by chain in their order: the listing order of objects
+  // depends on the history of the table (a delta adds chains last), their meaning does not.
+  const objects: string[] = [];
+  const rules = new Map<string, string[]>();
+  for (const e of data.nftables ?? []) {
+    if (!e || typeof e !== 'object' || 'metainfo' in e) continue;
+    const set = (e as { set?: { name?: string; elem?: unknown[] } }).set;
+    if (set?.name !== undefined) elements.set(set.name, (set.elem ?? []).map(elementText).sort());
+    const rule = (e as { rule?: { chain?: string } }).rule;
+    const text = JSON.stringify(strip(e));
+    if (rule) {
+      const l = rules.get(rule.chain ?? '') ?? [];
+      l.push(text);
+      rules.set(rule.chain ?? '', l);
+    } else objects.push(text);
+  }
+  objects.sort();
+  const chains = [...rules.entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
+  return { skeleton: JSON.stringify({ objects, rules: chains }), elements };
+}
+
+/** The elements a rendering wants, sorted, per set. */
+function wantedElements(r: Rendered): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const [k, v] of r.elements) out.set(k, [...v].sort());
+  return out;
+}
+
+function sameElements(a: Map<string, string[]>, b: Map<string, string[]>): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) {
+    const w = b.get(k);
+    if (!w || w.length !== v.length || w.some((x, i) => x !== v[i])) return false;
+  }
+  return true;
 }
 
 export class NftDriver {
   readonly table: string;
   private readonly run: NftRunner;
-  private last: { rendered: Rendered; fingerprint: string } | undefined;
+  private readonly delta: boolean;
+  /** What was last applied, and the skeleton nft printed back right after the full apply. */
+  private last: { rendered: Rendered; skeleton: string | undefined } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** Applies waiting in the queue (a baseline read-back is skipped when one is). */
+  private pendingApplies = 0;
 
   constructor(options: DriverOptions = {}) {
     this.table = options.table ?? 'palisade';
+    this.delta = options.delta !== false;
     if (!validTableName(this.table))
       throw new DataplaneError(
         'DATAPLANE_ERR_INVALID_NAME',
@@ -184,12 +251,62 @@ export class NftDriver {
   }
 
   /**
+   * The minimal transaction from one rendering to another when only regular chains, maps and
+   * sets changed: new sets and chains added, changed chains flushed and refilled, maps refilled,
+   * unused chains and sets removed (after everything that referenced them), element deltas — all
+   * in one batch, so still atomic. Undefined when a base chain or a set declaration changed (then
+   * the full replacement is used).
+   */
+  deltaScript(from: Rendered, to: Rendered): string | undefined {
+    const a = skeletonParts(from.skeleton);
+    const b = skeletonParts(to.skeleton);
+    const same = (x: readonly string[] | undefined, y: readonly string[] | undefined) =>
+      x !== undefined && y !== undefined && x.length === y.length && x.every((v, i) => v === y[i]);
+    if (a.baseChains.size !== b.baseChains.size) return undefined;
+    for (const [n, body] of b.baseChains) if (!same(a.baseChains.get(n), body)) return undefined;
+    for (const [n, decl] of b.sets)
+      if (a.sets.has(n) && !same(a.sets.get(n), decl)) return undefined;
+    for (const [n, m] of b.maps) if (a.maps.get(n)?.type !== m.type) return undefined;
+    if (a.maps.size !== b.maps.size) return undefined;
+    const T = `inet ${this.table}`;
+    const out: string[] = [];
+    for (const [n, decl] of b.sets)
+      if (!a.sets.has(n)) out.push(`add set ${T} ${n} { ${decl.join('; ')}; }`);
+    for (const n of b.chains.keys()) if (!a.chains.has(n)) out.push(`add chain ${T} ${n}`);
+    for (const [n, rules] of b.chains) {
+      const old = a.chains.get(n);
+      if (old && same(old, rules)) continue;
+      if (old) out.push(`flush chain ${T} ${n}`);
+      for (const r of rules) out.push(`add rule ${T} ${n} ${r}`);
+    }
+    for (const [n, m] of b.maps) {
+      if (same(a.maps.get(n)?.entries, m.entries)) continue;
+      out.push(`flush map ${T} ${n}`);
+      if (m.entries.length > 0) out.push(`add element ${T} ${n} { ${m.entries.join(', ')} }`);
+    }
+    const goneChains = [...a.chains.keys()].filter((n) => !b.chains.has(n));
+    for (const n of goneChains) out.push(`flush chain ${T} ${n}`);
+    for (const n of goneChains) out.push(`delete chain ${T} ${n}`);
+    for (const n of a.sets.keys()) if (!b.sets.has(n)) out.push(`delete set ${T} ${n}`);
+    let script = out.length > 0 ? out.join('\n') + '\n' : '';
+    // Elements: deltas for kept sets, everything for new ones.
+    const kept: Rendered = {
+      ...from,
+      elements: new Map([...from.elements].filter(([n]) => b.sets.has(n))),
+    };
+    script += this.elementScript(kept, to);
+    return script;
+  }
+
+  /**
    * Brings the kernel to `rendered`: nothing when it is what we last applied, set elements when
    * only memberships changed, else one full transaction. A failed element update falls back to a
    * full apply; a failed full apply leaves the previous table intact (the batch is atomic).
    */
   apply(rendered: Rendered): Promise<ApplyReport> {
-    return this.serial(async () => {
+    this.pendingApplies++;
+    const report = this.serial(async () => {
+      this.pendingApplies--;
       const t0 = performance.now();
       const last = this.last;
       if (last && last.rendered.skeleton === rendered.skeleton) {
@@ -197,26 +314,51 @@ export class NftDriver {
         if (delta === '') return { kind: 'unchanged' as const, ms: performance.now() - t0 };
         const r = await this.run(['-f', '-'], delta);
         if (r.code === 0) {
-          await this.remember(rendered);
+          // Rules are unchanged, so the skeleton read back after the full apply still holds.
+          this.last = { rendered, skeleton: last.skeleton };
           return { kind: 'elements' as const, ms: performance.now() - t0 };
         }
+      } else if (last && this.delta) {
+        const script = this.deltaScript(last.rendered, rendered);
+        if (script !== undefined) {
+          const r = await this.run(['-f', '-'], script);
+          if (r.code === 0) {
+            this.last = { rendered, skeleton: undefined };
+            this.queueBaseline(rendered);
+            return { kind: 'delta' as const, ms: performance.now() - t0 };
+          }
+        }
       }
-      await this.nft(['-f', '-'], this.fullScript(rendered));
-      await this.remember(rendered);
+      await this.full(rendered);
       return { kind: 'full' as const, ms: performance.now() - t0 };
     });
+    return report;
   }
 
-  private async remember(rendered: Rendered): Promise<void> {
-    const back = await this.readBack();
-    this.last = { rendered, fingerprint: back === undefined ? '' : fingerprint(back) };
+  /** One full transaction; the read-back of its skeleton is queued right behind it. */
+  private async full(rendered: Rendered): Promise<void> {
+    await this.nft(['-f', '-'], this.fullScript(rendered));
+    this.last = { rendered, skeleton: undefined };
+    this.queueBaseline(rendered);
+  }
+
+  /** Queued before any other kernel operation of this driver, so the baseline is our own apply. */
+  private queueBaseline(rendered: Rendered): void {
+    void this.serial(async () => {
+      // Superseded: another apply waits; a later resync re-applies without a baseline.
+      if (this.pendingApplies > 0) return;
+      const back = await this.readBack();
+      if (this.last?.rendered === rendered && back !== undefined)
+        this.last = { rendered, skeleton: readTable(back).skeleton };
+    }).catch(() => undefined);
   }
 
   /**
-   * Reads the table back and compares it with what was applied; on any difference (a rule deleted
-   * by hand, an element added, the table removed) re-applies in full. Without a previous apply in
-   * this process (an agent restart) it applies `desired` — atomically, so established connections
-   * stay up.
+   * Reads the table back and compares it with what was applied: the rules (against the skeleton
+   * read back after the full apply) and every set's elements (against the rendering). On any
+   * difference (a rule deleted by hand, an element added, the table removed) it re-applies in
+   * full. Without a previous apply in this process (an agent restart) it applies `desired` —
+   * atomically, so established connections stay up.
    */
   resync(desired?: Rendered): Promise<ResyncReport> {
     return this.serial(async () => {
@@ -224,17 +366,25 @@ export class NftDriver {
       const target = desired ?? last?.rendered;
       if (!target) return { drift: false, repaired: false };
       if (!last || last.rendered.script !== target.script) {
-        await this.nft(['-f', '-'], this.fullScript(target));
-        await this.remember(target);
+        await this.full(target);
         return { drift: last !== undefined, repaired: true };
       }
       const back = await this.readBack();
-      const now = back === undefined ? '' : fingerprint(back);
-      if (now === last.fingerprint) return { drift: false, repaired: false };
-      await this.nft(['-f', '-'], this.fullScript(target));
-      await this.remember(target);
+      const now = back === undefined ? undefined : readTable(back);
+      const ok =
+        now !== undefined &&
+        last.skeleton !== undefined &&
+        now.skeleton === last.skeleton &&
+        sameElements(now.elements, wantedElements(target));
+      if (ok) return { drift: false, repaired: false };
+      await this.full(target);
       return { drift: true, repaired: true };
     });
+  }
+
+  /** Resolves when every queued kernel operation (such as the read-back after a full apply) is done. */
+  async settled(): Promise<void> {
+    await this.busy;
   }
 
   /** Periodic resync; errors go to `onError` (the table stays as it is). */

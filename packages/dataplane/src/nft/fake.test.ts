@@ -43,6 +43,7 @@ test('a failed element update falls back to one full transaction', async () => {
   const fake = new FakeNft();
   const d = new NftDriver({ runner: fake.runner });
   await d.apply(render(state(['10.0.0.1'])));
+  await d.settled();
   fake.failNext = 1;
   assert.equal((await d.apply(render(state(['10.0.0.3'])))).kind, 'full');
   assert.deepEqual(fake.elements('palisade', 's_one_v4'), ['10.0.0.3']);
@@ -52,6 +53,7 @@ test('a refused full transaction reports DATAPLANE_ERR_NFT and keeps the previou
   const fake = new FakeNft();
   const d = new NftDriver({ runner: fake.runner });
   await d.apply(render(state(['10.0.0.1'])));
+  await d.settled();
   fake.failNext = 2;
   await assert.rejects(d.apply(render(state(['10.0.0.9']))), { code: 'DATAPLANE_ERR_NFT' });
   assert.deepEqual(fake.elements('palisade', 's_one_v4'), ['10.0.0.1']);
@@ -84,4 +86,22 @@ test('a rendering for another table is refused before reaching nft', async () =>
 test('unsafe names are refused: table, namespace', () => {
   assert.throws(() => new NftDriver({ table: 'a b' }), { code: 'DATAPLANE_ERR_INVALID_NAME' });
   assert.throws(() => new NftDriver({ netns: '../x; rm' }), { code: 'DATAPLANE_ERR_INVALID_NAME' });
+});
+
+test('the periodic resync repairs tampering without being asked', async () => {
+  const fake = new FakeNft();
+  const d = new NftDriver({ runner: fake.runner });
+  await d.apply(render(state(['10.0.0.1'])));
+  await d.settled();
+  const errors: unknown[] = [];
+  d.startResync(10, (e) => errors.push(e));
+  try {
+    fake.tamper('palisade', 's_one_v4', '10.6.6.6');
+    for (let i = 0; i < 100 && fake.elements('palisade', 's_one_v4').length !== 1; i++)
+      await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(fake.elements('palisade', 's_one_v4'), ['10.0.0.1']);
+    assert.deepEqual(errors, []);
+  } finally {
+    d.stopResync();
+  }
 });

@@ -48,7 +48,7 @@ function readCase(file: string): Case {
 }
 
 function renderCase(c: Case, resources = c.resources): string {
-  const calc = new Calculation();
+  const calc = new Calculation({ verifySharedSets: true });
   for (const r of resources) calc.upsert(r);
   calc.setLocalEndpoints(c.locals);
   return render(calc.desired(), c.options).script;
@@ -128,7 +128,7 @@ describe('renderer invariants', () => {
   });
 
   test('equal selectors, however they are spelled, share one set', () => {
-    const calc = new Calculation();
+    const calc = new Calculation({ verifySharedSets: true });
     for (const r of base.resources) calc.upsert(r);
     for (const [i, sel] of ["app == 'frontend'", 'app=="frontend"'].entries())
       calc.upsert({
@@ -146,6 +146,36 @@ describe('renderer invariants', () => {
     assert.equal(frontendSets.length, 1);
   });
 
+  test('in a single-stack world positive set matches of the absent family are not rendered, negations are', () => {
+    const text = `apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: n, labels: {app: a}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: p}
+spec:
+  selector: all()
+  ingress:
+    - {action: Deny, source: {notSelector: "app == 'b'"}}
+    - {action: Allow, source: {selector: "app == 'a'"}}
+`;
+    const calc = new Calculation({ verifySharedSets: true });
+    for (const r of loadText(text, 'v4.yaml').resources) calc.upsert(r);
+    calc.setLocalEndpoints([{ ref: 'n/a', iface: 'va' }]);
+    const d = calc.desired();
+    assert.deepEqual(d.families, { v4: true, v6: false });
+    const script = render(d).script;
+    assert.ok(script.includes('ip saddr @s_'));
+    assert.ok(
+      !script.includes('ip6 saddr @s_'),
+      'no IPv6 endpoint: the positive v6 match is left out',
+    );
+    assert.ok(script.includes('ip6 saddr != @s_'), 'the negation still applies to IPv6 traffic');
+  });
+
   test('comments are printable ASCII without quotes, bounded in length', () => {
     const c = commentText('x"y\\z\n\u0000é' + 'a'.repeat(300));
     assert.ok(/^[\x20-\x7e]*$/.test(c));
@@ -157,7 +187,7 @@ describe('renderer invariants', () => {
     assert.throws(() =>
       render({ endpoints: [], sets: [], unknown: [] }, { table: 'x; flush ruleset' }),
     );
-    const calc = new Calculation();
+    const calc = new Calculation({ verifySharedSets: true });
     for (const r of base.resources) calc.upsert(r);
     calc.setLocalEndpoints([{ ref: 'shop/api', iface: 'bad" name' }]);
     assert.throws(() => render(calc.desired()));

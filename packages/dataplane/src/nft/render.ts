@@ -172,10 +172,13 @@ function sideAlternatives(
   port: 'sport' | 'dport',
   protocol: number | undefined,
   staticEmpty: (set: string, f: Family) => boolean,
+  hasFamily: (f: Family) => boolean,
 ): Alternatives | undefined {
   const ip = f === 6 ? 'ip6' : 'ip';
   const base: string[] = [];
   if (f !== undefined) {
+    // No entity has an address of this family: a positive set match cannot succeed.
+    if (s.selectorSet && !hasFamily(f)) return undefined;
     if (s.selectorSet) base.push(`${ip} ${addr} ${setRef(s.selectorSet, f)}`);
     if (s.notSelectorSet) base.push(`${ip} ${addr} != ${setRef(s.notSelectorSet, f)}`);
     if (s.netsSet) {
@@ -191,7 +194,7 @@ function sideAlternatives(
     const any: Alternatives = [];
     if (s.ports && s.ports.length > 0) any.push([...guard, `th ${port} ${portList(s.ports)}`]);
     for (const n of s.namedPorts ?? []) {
-      if (f === undefined) continue;
+      if (f === undefined || !hasFamily(f)) continue;
       any.push([`${ip} ${addr} . meta l4proto . th ${port} ${setRef(n, f)}`]);
     }
     if (any.length === 0) return undefined;
@@ -231,6 +234,7 @@ export function renderRule(
   r: RuleProgram,
   dir: 'ingress' | 'egress',
   staticEmpty: (set: string, f: Family) => boolean,
+  hasFamily: (f: Family) => boolean = () => true,
 ): string[] {
   // In both directions the packet's source is the rule's source and its destination the
   // destination: at ingress the destination is the local endpoint, at egress the source is.
@@ -272,8 +276,8 @@ export function renderRule(
             : `${icmpKw} code != ${n.code ?? 0}`;
       alts = product(alts, [[`meta l4proto != ${l4}`], [neg]]);
     }
-    const src = sideAlternatives(r.src, f, 'saddr', 'sport', r.protocol, staticEmpty);
-    const dst = sideAlternatives(r.dst, f, 'daddr', 'dport', r.protocol, staticEmpty);
+    const src = sideAlternatives(r.src, f, 'saddr', 'sport', r.protocol, staticEmpty, hasFamily);
+    const dst = sideAlternatives(r.dst, f, 'daddr', 'dport', r.protocol, staticEmpty, hasFamily);
     if (!src || !dst) continue;
     alts = product(product(alts, src), dst);
     for (const a of alts) {
@@ -295,7 +299,10 @@ interface ChainDef {
 
 class Builder {
   readonly chains = new Map<string, ChainDef>();
-  constructor(private readonly staticEmpty: (set: string, f: Family) => boolean) {}
+  constructor(
+    private readonly staticEmpty: (set: string, f: Family) => boolean,
+    private readonly hasFamily: (f: Family) => boolean,
+  ) {}
 
   /** Adds a chain named from its content (equal content is shared), returns its name. */
   shared(prefix: string, label: string, lines: readonly string[]): string {
@@ -333,7 +340,7 @@ class Builder {
     }
     for (const t of p.tiers) {
       const body: string[] = [];
-      for (const r of t.rules) body.push(...renderRule(r, dir, this.staticEmpty));
+      for (const r of t.rules) body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily));
       if (t.defaultAction === 'Deny')
         body.push(`counter drop ${comment(`default deny of tier ${t.name}`)}`);
       const tc = this.shared(`t${d}`, t.name, body);
@@ -341,7 +348,7 @@ class Builder {
     }
     for (const pr of p.profiles) {
       const body: string[] = [];
-      for (const r of pr.rules) body.push(...renderRule(r, dir, this.staticEmpty));
+      for (const r of pr.rules) body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily));
       const pc = this.shared(`p${d}`, pr.name, body);
       lines.push(`counter jump ${pc} ${comment(`profile ${pr.name}`)}`);
     }
@@ -406,7 +413,8 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     const s = setsByName.get(name);
     return !s || (f === 4 ? s.v4 : s.v6).length === 0;
   };
-  const b = new Builder(staticEmpty);
+  const families = state.families ?? { v4: true, v6: true };
+  const b = new Builder(staticEmpty, (f) => (f === 4 ? families.v4 : families.v6));
   const wlFrom: string[] = [];
   const wlTo: string[] = [];
   const hostIn: string[] = [];
@@ -515,4 +523,47 @@ export function elementCommand(
     out.push(`${verb} element inet ${table} ${set} { ${els.slice(i, i + 500).join(', ')} }\n`);
   }
   return out.join('');
+}
+
+/** The objects of a rendered skeleton, for the driver's delta transactions. */
+export interface SkeletonParts {
+  /** Set name → its declaration body (type, flags, comment), one line each. */
+  readonly sets: ReadonlyMap<string, readonly string[]>;
+  /** Map name → its type line and its elements (`"if" : goto chain`). */
+  readonly maps: ReadonlyMap<
+    string,
+    { readonly type: string; readonly entries: readonly string[] }
+  >;
+  /** Base chain name → its hook line and rules. */
+  readonly baseChains: ReadonlyMap<string, readonly string[]>;
+  /** Regular chain name → its rules, in order. */
+  readonly chains: ReadonlyMap<string, readonly string[]>;
+}
+
+/** Splits a skeleton this renderer produced back into its objects (its own, fixed layout). */
+export function skeletonParts(skeleton: string): SkeletonParts {
+  const sets = new Map<string, string[]>();
+  const maps = new Map<string, { type: string; entries: string[] }>();
+  const baseChains = new Map<string, string[]>();
+  const chains = new Map<string, string[]>();
+  const lines = skeleton.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const m = /^\t(set|map|chain) (\S+) \{$/.exec(lines[i] ?? '');
+    if (!m) continue;
+    const body: string[] = [];
+    while (i + 1 < lines.length && lines[i + 1] !== '\t}') body.push((lines[++i] ?? '').trim());
+    i++;
+    const name = m[2] ?? '';
+    if (m[1] === 'set') sets.set(name, body);
+    else if (m[1] === 'map') {
+      const joined = body.slice(1).join(' ');
+      const inner = /^elements = \{ (.*) \}$/.exec(joined)?.[1];
+      maps.set(name, {
+        type: body[0] ?? '',
+        entries: inner === undefined ? [] : inner.split(/,\s+/).map((e) => e.trim()),
+      });
+    } else if (body[0]?.startsWith('type filter hook')) baseChains.set(name, body);
+    else chains.set(name, body);
+  }
+  return { sets, maps, baseChains, chains };
 }

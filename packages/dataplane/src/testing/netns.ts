@@ -121,6 +121,7 @@ export class TestNode {
   readonly ns: string;
   readonly subnet: string;
   readonly pods: TestPod[] = [];
+  private readonly extraNs: string[] = [];
   private readonly tag: string;
 
   constructor(tag = 'a') {
@@ -167,6 +168,41 @@ export class TestNode {
     return pod;
   }
 
+  /**
+   * An "outside" namespace on a host interface of the node (a host endpoint): the node side gets
+   * 192.168.z.1/24, the outside 192.168.z.2/24. Returns the outside helper and the node helper
+   * (servers running in the node namespace itself) and the node's interface name.
+   */
+  addOutside(): { outside: TestPod; host: TestPod; iface: string } {
+    const outNs = `pl${this.tag}o`;
+    const iface = `pl${this.tag}x`;
+    const z = 1 + Math.floor(Math.random() * 250);
+    sh(['ip', 'netns', 'add', outNs]);
+    this.extraNs.push(outNs);
+    inNs(this.ns, [
+      'ip',
+      'link',
+      'add',
+      iface,
+      'type',
+      'veth',
+      'peer',
+      'name',
+      'eth0',
+      'netns',
+      outNs,
+    ]);
+    inNs(this.ns, ['ip', 'addr', 'add', `192.168.${z}.1/24`, 'dev', iface]);
+    inNs(this.ns, ['ip', 'link', 'set', iface, 'up']);
+    inNs(outNs, ['ip', 'link', 'set', 'lo', 'up']);
+    inNs(outNs, ['ip', 'addr', 'add', `192.168.${z}.2/24`, 'dev', 'eth0']);
+    inNs(outNs, ['ip', 'link', 'set', 'eth0', 'up']);
+    const outside = new TestPod(outNs, '', `192.168.${z}.2`);
+    const host = new TestPod(this.ns, iface, `192.168.${z}.1`);
+    this.pods.push(outside, host);
+    return { outside, host, iface };
+  }
+
   /** The prefix every host-side veth of this node shares. */
   get ifacePrefix(): string {
     return `pl${this.tag}h`;
@@ -177,10 +213,11 @@ export class TestNode {
   }
 
   destroy(): void {
-    for (const p of this.pods) {
-      p.stop();
+    for (const p of this.pods) p.stop();
+    for (const ns of new Set([...this.pods.map((p) => p.ns), ...this.extraNs])) {
+      if (ns === this.ns) continue;
       try {
-        sh(['ip', 'netns', 'del', p.ns]);
+        sh(['ip', 'netns', 'del', ns]);
       } catch {
         // already gone
       }
