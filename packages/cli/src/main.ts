@@ -106,7 +106,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       'CNI_COMMAND=ADD|DEL|CHECK|VERSION CNI_CONTAINERID=... CNI_NETNS=... CNI_IFNAME=... palisade cni < conf.json',
     flags: { ...HELP_FLAG },
     // Loaded on demand: a plugin run should not pay for the policy engine's modules.
-    run: async (_p, io) => (await import('../../dataplane/src/cni/command.js')).cniCommand(io),
+    run: async (_p, io) => (await import('@palisade/dataplane/cni')).cniCommand(io),
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
@@ -213,7 +213,7 @@ export async function main(argv: readonly string[], io: Io = defaultIo()): Promi
   const [name, ...rest] = argv;
   // A container runtime runs the plugin by its `type` ("palisade") with no arguments.
   if (name === undefined && process.env['CNI_COMMAND'] !== undefined)
-    return (await import('../../dataplane/src/cni/command.js')).cniCommand(io);
+    return (await import('@palisade/dataplane/cni')).cniCommand(io);
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const topic = name === 'help' ? rest[0] : undefined;
     const c = topic ? COMMANDS[topic] : undefined;
