@@ -12,4 +12,6 @@ export type {
 } from './policy-view.js';
 export { AccessLog, newCounters, provenanceSummary } from './access-log.js';
 export type { AccessRecord, SidecarCounters } from './access-log.js';
+export { OutboundProxy } from './outbound.js';
+export type { OutboundOptions } from './outbound.js';
 export { checkRequestPath } from './request.js';
