@@ -7,6 +7,8 @@ import { request as httpsRequest, Agent as HttpsAgent } from 'node:https';
 import { request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, Agent as HttpAgent } from 'node:http';
 import { PassThrough } from 'node:stream';
+import { connect } from 'node:net';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CertificateAuthority, SvidMaterial } from '@palisade/pki';
 import { certificateChainPem, svidClientOptions } from '@palisade/pki';
@@ -261,6 +263,75 @@ describe('inbound sidecar', { timeout: 60_000 }, () => {
       /not signed by a certificate authority of the trust bundle/,
     );
     if (process.env.SIDECAR_DEBUG) console.log(lines.join('\n'));
+  });
+
+  test('the CA certificate itself, used as a client leaf, is refused', async () => {
+    const caDir = join(dir.path, 'ca', 'ca');
+    const files = readdirSync(caDir);
+    const keyFile = files.find((f) => f.endsWith('.key.pem'));
+    const certFile = files.find((f) => f.endsWith('.cert.pem'));
+    assert.ok(keyFile && certFile, files.join(' '));
+    const root: Svid = {
+      keyPem: readFileSync(join(caDir, keyFile), 'utf8'),
+      certPem: readFileSync(join(caDir, certFile), 'utf8'),
+      chainPem: '',
+      bundlePem: bundle,
+    };
+    const r = await send({ port, from: REVIEWS_IP, svid: root, bundle });
+    assert.equal(r.status, 403);
+    assert.match(r.body, /PKI_ERR_BAD_SVID/);
+    const last = records()
+      .filter((x) => x.stage === 'connection')
+      .at(-1);
+    assert.match(last?.provenance.reason ?? '', /CA certificate cannot be used as a leaf/);
+  });
+
+  test('a TLS client without a certificate is refused', async () => {
+    const before = app.requests.length;
+    const r = await new Promise<Reply>((resolve, reject) => {
+      const req = httpsRequest({
+        host: RATINGS_IP,
+        port,
+        localAddress: REVIEWS_IP,
+        path: '/ratings/1',
+        agent: false,
+        ca: bundle,
+        checkServerIdentity: () => undefined,
+      });
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString(),
+            headers: res.headers,
+            reused: false,
+          }),
+        );
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(r.status, 403);
+    assert.match(r.body, /PKI_ERR_BAD_SVID/);
+    assert.equal(app.requests.length, before);
+  });
+
+  test('garbage and a TLS record that is no handshake never reach the application', async () => {
+    const before = app.requests.length;
+    for (const bytes of [
+      Buffer.from([0x16, 0x03, 0x01, 0xff, 0xff, 0, 0, 0]),
+      Buffer.from('\x00\x01GARBAGE\r\n\r\n'),
+    ]) {
+      await new Promise<void>((resolve) => {
+        const s = connect({ host: RATINGS_IP, port, localAddress: REVIEWS_IP }, () => s.end(bytes));
+        s.on('error', () => resolve());
+        s.on('close', () => resolve());
+        s.resume();
+      });
+    }
+    assert.equal(app.requests.length, before);
   });
 
   test('the counters count allowed and denied decisions by policy', () => {
