@@ -8,6 +8,8 @@ import { request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, Agent as HttpAgent } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { connect } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CertificateAuthority, SvidMaterial } from '@palisade/pki';
@@ -44,6 +46,8 @@ interface Reply {
   readonly body: string;
   readonly headers: IncomingHttpHeaders;
   readonly reused: boolean;
+  /** SHA-256 fingerprint of the server certificate (TLS only). */
+  readonly server?: string;
 }
 
 type Svid = SvidMaterial & { readonly bundlePem: string };
@@ -87,6 +91,9 @@ function send(opts: {
           body: Buffer.concat(chunks).toString('utf8'),
           headers: res.headers,
           reused: req.reusedSocket,
+          ...(res.socket instanceof TLSSocket
+            ? { server: res.socket.getPeerCertificate().fingerprint256 }
+            : {}),
         }),
       );
     });
@@ -332,6 +339,39 @@ describe('inbound sidecar', { timeout: 60_000 }, () => {
       });
     }
     assert.equal(app.requests.length, before);
+  });
+
+  test('a renewed SVID is served to new connections; credentials of another identity are refused', async () => {
+    const renewed = await issue(ca, id('bookinfo-ratings'));
+    const other = await issue(ca, id('attacker'));
+    assert.match(
+      sidecar.updateCredentials({ svid: other, trustBundlePem: bundle }) ?? '',
+      /runs as/,
+    );
+    assert.match(
+      sidecar.updateCredentials({
+        svid: { ...renewed, keyPem: other.keyPem },
+        trustBundlePem: bundle,
+      }) ?? '',
+      /do not form a TLS credential/,
+    );
+    assert.equal(sidecar.updateCredentials({ svid: renewed, trustBundlePem: bundle }), undefined);
+    const r = await send({ port, from: REVIEWS_IP, svid: reviews, bundle });
+    assert.equal(r.status, 200);
+    assert.equal(r.server, new X509Certificate(renewed.certPem).fingerprint256);
+    assert.throws(
+      () =>
+        new InboundSidecar({
+          listenHost: RATINGS_IP,
+          listenPort: 0,
+          appPort: app.port,
+          podPort: 9080,
+          svid: other,
+          trustBundlePem: bundle,
+          policy: holder,
+        }),
+      /runs as spiffe:\/\/cluster.local\/ns\/default\/sa\/bookinfo-ratings/,
+    );
   });
 
   test('the counters count allowed and denied decisions by policy', () => {

@@ -15,6 +15,8 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { checkPeerChain, peerChainFromCertificate, svidServerOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
+import { credentialProblem } from './credentials.js';
+import type { Credentials } from './credentials.js';
 import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
 import type { PolicyViewHolder, SidecarDecision } from './policy-view.js';
@@ -71,11 +73,17 @@ export class InboundSidecar {
   readonly #conns = new WeakMap<Socket, Connection>();
   readonly #sockets = new Set<Socket>();
   readonly #now: () => Date;
+  #bundle: string;
 
+  /** Throws when the SVID is not usable by the endpoint of the policy view (a setup error). */
   constructor(opts: InboundOptions) {
     this.#opts = opts;
     this.log = opts.log ?? new AccessLog(undefined);
     this.#now = opts.now ?? (() => new Date());
+    this.#bundle = opts.trustBundlePem;
+    const view = opts.policy.current;
+    const problem = credentialProblem(opts, view.identity, view.trustDomain, this.#now());
+    if (problem) throw new Error(problem);
     const handshakeTimeout = opts.handshakeTimeoutMs ?? 10_000;
     this.#agent = new Agent({ keepAlive: true, maxSockets: 256 });
     this.#http = createHttpServer(
@@ -124,6 +132,20 @@ export class InboundSidecar {
     await closed;
   }
 
+  /**
+   * Installs a renewed SVID and/or trust bundle for new connections (open ones keep theirs);
+   * returns why not when they are not usable, keeping the current ones.
+   */
+  updateCredentials(c: Credentials): string | undefined {
+    const view = this.#opts.policy.current;
+    const problem = credentialProblem(c, view.identity, view.trustDomain, this.#now());
+    if (problem) return problem;
+    // Only the key, chain and CAs change; client certificate handling stays as configured.
+    this.#tls.setSecureContext(svidServerOptions(c.svid, c.trustBundlePem));
+    this.#bundle = c.trustBundlePem;
+    return undefined;
+  }
+
   /** Counters for the admin endpoint. */
   counters(): ReturnType<AccessLog['snapshot']> {
     return this.log.snapshot();
@@ -155,7 +177,7 @@ export class InboundSidecar {
     try {
       const cert = s.getPeerCertificate(true);
       const r = checkPeerChain(cert && cert.raw ? peerChainFromCertificate(cert) : [], {
-        trustBundlePem: this.#opts.trustBundlePem,
+        trustBundlePem: this.#bundle,
         trustDomain: this.#opts.policy.current.trustDomain,
         expect: { kind: 'any-in-trust-domain' },
         now: this.#now,

@@ -13,5 +13,7 @@ export type {
 export { AccessLog, newCounters, provenanceSummary } from './access-log.js';
 export type { AccessRecord, SidecarCounters } from './access-log.js';
 export { OutboundProxy } from './outbound.js';
+export { credentialProblem } from './credentials.js';
+export type { Credentials } from './credentials.js';
 export type { OutboundOptions } from './outbound.js';
 export { checkRequestPath } from './request.js';

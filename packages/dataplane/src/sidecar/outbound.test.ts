@@ -15,7 +15,11 @@ import { bookinfo, echoApp, issue, loopbackPrefix, newCa, tempDir } from './test
 const P = loopbackPrefix();
 const REVIEWS_IP = `${P}.12`;
 const RATINGS_IP = `${P}.14`;
-const IPS = { 'default/reviews-v2': REVIEWS_IP, 'default/ratings-v1': RATINGS_IP };
+const IPS = {
+  'default/reviews-v2': REVIEWS_IP,
+  'default/ratings-v1': RATINGS_IP,
+  'default/attacker': `${P}.13`,
+};
 const id = (sa: string): string => `spiffe://cluster.local/ns/default/sa/${sa}`;
 
 function viaProxy(
@@ -54,13 +58,16 @@ describe('outbound proxy', { timeout: 60_000 }, () => {
   let imposterApp: Awaited<ReturnType<typeof echoApp>>;
   let proxy: OutboundProxy;
   let upstreamPort = 0;
+  let ca: Awaited<ReturnType<typeof newCa>>;
+  let bundlePem = '';
 
   before(async () => {
-    const ca = await newCa(join(dir.path, 'ca'));
+    ca = await newCa(join(dir.path, 'ca'));
     const reviews = await issue(ca, id('bookinfo-reviews'));
     const ratings = await issue(ca, id('bookinfo-ratings'));
     const attacker: SvidMaterial = await issue(ca, id('attacker'));
     const bundle = reviews.bundlePem;
+    bundlePem = bundle;
     const resources = bookinfo(IPS);
     const view = (ep: string): PolicyViewHolder => {
       const v = PolicyView.fromResources(resources, ep, 1);
@@ -90,7 +97,8 @@ describe('outbound proxy', { timeout: 60_000 }, () => {
       podPort: 9080,
       svid: attacker,
       trustBundlePem: bundle,
-      policy: view('default/ratings-v1'),
+      // The attacker's own sidecar, listening on the ratings address (an address takeover).
+      policy: view('default/attacker'),
     });
     imposterPort = (await imposter.start()).port;
     closers.push(() => imposter.close());
@@ -149,5 +157,18 @@ describe('outbound proxy', { timeout: 60_000 }, () => {
     assert.equal(b.status, 400);
     const c = await viaProxy(proxyPort, `http://${RATINGS_IP}:9080/ratings/../admin`);
     assert.equal(c.status, 400);
+  });
+
+  test('a renewed SVID is used for new upstream connections; one of another identity is refused', async () => {
+    const renewed = await issue(ca, id('bookinfo-reviews'));
+    const other = await issue(ca, id('attacker'));
+    assert.match(
+      proxy.updateCredentials({ svid: other, trustBundlePem: bundlePem }) ?? '',
+      /runs as/,
+    );
+    assert.equal(proxy.updateCredentials({ svid: renewed, trustBundlePem: bundlePem }), undefined);
+    const r = await viaProxy(proxyPort, `http://${RATINGS_IP}:9080/ratings/9`);
+    assert.equal(r.status, 200, r.body);
+    assert.match(r.body, /bookinfo-reviews/);
   });
 });

@@ -15,6 +15,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import { svidClientOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
+import { credentialProblem } from './credentials.js';
+import type { Credentials } from './credentials.js';
 import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
 import type { PolicyViewHolder, SidecarDecision } from './policy-view.js';
@@ -88,11 +90,17 @@ export class OutboundProxy {
   readonly #agents = new Map<string, HttpsAgent>();
   readonly #sockets = new Set<Socket>();
   readonly #now: () => Date;
+  #creds: Credentials;
 
+  /** Throws when the SVID is not usable by the endpoint of the policy view (a setup error). */
   constructor(opts: OutboundOptions) {
     this.#opts = opts;
     this.log = opts.log ?? new AccessLog(undefined);
     this.#now = opts.now ?? (() => new Date());
+    this.#creds = { svid: opts.svid, trustBundlePem: opts.trustBundlePem };
+    const view = opts.policy.current;
+    const problem = credentialProblem(this.#creds, view.identity, view.trustDomain, this.#now());
+    if (problem) throw new Error(problem);
     this.#http = createHttpServer({ requestTimeout: 60_000, headersTimeout: 20_000 }, (req, res) =>
       this.#onRequest(req, res),
     );
@@ -120,6 +128,26 @@ export class OutboundProxy {
     for (const a of this.#agents.values()) a.destroy();
     this.#agents.clear();
     await closed;
+  }
+
+  /**
+   * Installs a renewed SVID and/or trust bundle; idle pooled connections made with the old ones
+   * are closed at once and none is reused. Returns why not when they are not usable.
+   */
+  updateCredentials(c: Credentials): string | undefined {
+    const view = this.#opts.policy.current;
+    const problem = credentialProblem(c, view.identity, view.trustDomain, this.#now());
+    if (problem) return problem;
+    this.#creds = c;
+    const old = [...this.#agents.values()];
+    this.#agents.clear();
+    for (const a of old) {
+      for (const list of Object.values(a.freeSockets))
+        for (const sock of list ?? []) sock.destroy();
+      // Requests in flight on the old pools finish (bounded by the request timeout).
+      setTimeout(() => a.destroy(), 60_000).unref();
+    }
+    return undefined;
   }
 
   counters(): ReturnType<AccessLog['snapshot']> {
@@ -215,8 +243,8 @@ export class OutboundProxy {
       'x-palisade-peer-identity',
     ]);
     headers['x-request-id'] = id;
-    const tls = svidClientOptions(this.#opts.svid, {
-      trustBundlePem: this.#opts.trustBundlePem,
+    const tls = svidClientOptions(this.#creds.svid, {
+      trustBundlePem: this.#creds.trustBundlePem,
       trustDomain: view.trustDomain,
       expect: { kind: 'exact', ids: [expected] },
       ...(this.#opts.now ? { now: this.#opts.now } : {}),
