@@ -16,4 +16,6 @@ export { OutboundProxy } from './outbound.js';
 export { credentialProblem } from './credentials.js';
 export type { Credentials } from './credentials.js';
 export type { OutboundOptions } from './outbound.js';
+export { AdminServer } from './admin.js';
+export type { AdminSources } from './admin.js';
 export { checkRequestPath } from './request.js';

@@ -7,6 +7,7 @@ import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import type { SvidMaterial } from '@palisade/pki';
 import { AccessLog } from './access-log.js';
+import { AdminServer } from './admin.js';
 import { InboundSidecar } from './inbound.js';
 import { OutboundProxy } from './outbound.js';
 import { PolicyView, PolicyViewHolder } from './policy-view.js';
@@ -60,6 +61,7 @@ describe('outbound proxy', { timeout: 60_000 }, () => {
   let upstreamPort = 0;
   let ca: Awaited<ReturnType<typeof newCa>>;
   let bundlePem = '';
+  let holder: PolicyViewHolder;
 
   before(async () => {
     ca = await newCa(join(dir.path, 'ca'));
@@ -107,7 +109,7 @@ describe('outbound proxy', { timeout: 60_000 }, () => {
       listenPort: 0,
       svid: reviews,
       trustBundlePem: bundle,
-      policy: view('default/reviews-v2'),
+      policy: (holder = view('default/reviews-v2')),
       sourceAddress: REVIEWS_IP,
       upstream: (ip, port) =>
         ip === RATINGS_IP && port === 9080
@@ -170,5 +172,37 @@ describe('outbound proxy', { timeout: 60_000 }, () => {
     const r = await viaProxy(proxyPort, `http://${RATINGS_IP}:9080/ratings/9`);
     assert.equal(r.status, 200, r.body);
     assert.match(r.body, /bookinfo-reviews/);
+  });
+
+  test('the admin endpoint reports the counters and the policy version on loopback only', async () => {
+    assert.throws(() => new AdminServer('0.0.0.0', 0, { policy: holder }), /loopback only/);
+    const admin = new AdminServer('127.0.0.1', 0, { policy: holder, outbound: proxy });
+    const { port } = await admin.start();
+    try {
+      const stats = await new Promise<string>((resolve, reject) => {
+        const req = httpRequest(
+          { host: '127.0.0.1', port, path: '/stats', agent: false },
+          (res) => {
+            let b = '';
+            res.on('data', (c: Buffer) => (b += c.toString()));
+            res.on('end', () => resolve(b));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      const s = JSON.parse(stats) as {
+        policy: { version: number; endpoint: string };
+        outbound: { allowed: number; denied: number };
+        inbound: null;
+      };
+      assert.equal(s.policy.version, 1);
+      assert.equal(s.policy.endpoint, 'default/reviews-v2');
+      assert.equal(s.outbound.allowed, proxy.counters().allowed);
+      assert.ok(s.outbound.allowed >= 3);
+      assert.equal(s.inbound, null);
+    } finally {
+      await admin.close();
+    }
   });
 });
