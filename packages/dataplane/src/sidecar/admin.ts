@@ -1,0 +1,70 @@
+// The sidecar's admin endpoint on loopback (DESIGN §6): `GET /stats` (counters of both sides and
+// the policy view's version and last update error, JSON), `GET /ready` (200 once the view and
+// credentials are installed). Owns: nothing but reporting. Must never: listen on a non-loopback
+// address, change state, or report secrets.
+
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { isIP } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { SidecarCounters } from './access-log.js';
+import type { PolicyViewHolder } from './policy-view.js';
+
+export interface AdminSources {
+  readonly policy: PolicyViewHolder;
+  readonly inbound?: { counters(): SidecarCounters };
+  readonly outbound?: { counters(): SidecarCounters };
+}
+
+function isLoopback(host: string): boolean {
+  if (host === '::1') return true;
+  return isIP(host) === 4 && host.startsWith('127.');
+}
+
+export class AdminServer {
+  readonly #server: Server;
+
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    sources: AdminSources,
+  ) {
+    if (!isLoopback(host))
+      throw new Error(`the admin endpoint listens on loopback only, not ${host}`);
+    this.#server = createServer((req, res) => {
+      const json = (status: number, body: unknown): void => {
+        res.writeHead(status, { 'content-type': 'application/json' });
+        res.end(`${JSON.stringify(body)}\n`);
+      };
+      if (req.method !== 'GET') return json(405, { error: 'GET only' });
+      switch (req.url) {
+        case '/stats':
+          return json(200, {
+            policy: sources.policy.status(),
+            inbound: sources.inbound?.counters() ?? null,
+            outbound: sources.outbound?.counters() ?? null,
+          });
+        case '/ready':
+          return json(200, { ready: true, version: sources.policy.current.version });
+        default:
+          return json(404, { error: 'not found' });
+      }
+    });
+  }
+
+  async start(): Promise<AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(this.port, this.host, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.#server.address() as AddressInfo;
+  }
+
+  async close(): Promise<void> {
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}

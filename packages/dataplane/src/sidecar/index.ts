@@ -1,0 +1,21 @@
+// Public surface of the L7 sidecar: the inbound mTLS enforcement point, the outbound proxy, the
+// per-endpoint policy view and the access log.
+export { InboundSidecar } from './inbound.js';
+export type { InboundOptions } from './inbound.js';
+export { PolicyView, PolicyViewHolder } from './policy-view.js';
+export type {
+  HolderStatus,
+  InboundRequest,
+  OutboundRequest,
+  SidecarDecision,
+  ViewResult,
+} from './policy-view.js';
+export { AccessLog, newCounters, provenanceSummary } from './access-log.js';
+export type { AccessRecord, SidecarCounters } from './access-log.js';
+export { OutboundProxy } from './outbound.js';
+export { credentialProblem } from './credentials.js';
+export type { Credentials } from './credentials.js';
+export type { OutboundOptions } from './outbound.js';
+export { AdminServer } from './admin.js';
+export type { AdminSources } from './admin.js';
+export { checkRequestPath } from './request.js';

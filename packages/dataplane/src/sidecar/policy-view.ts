@@ -1,0 +1,285 @@
+// The sidecar's input: everything one endpoint's L7 enforcement point needs to decide, as one
+// immutable, versioned object, and the holder that swaps versions atomically (DESIGN §4.6–7).
+// Owns: the translation of an engine verdict into the inbound and outbound decisions, and the
+// identity ↔ address bindings. Must never: mutate a published view, or fall back to "allow"
+// when a view cannot be built (the holder keeps the last good one: fail static).
+
+import { compile } from '@palisade/core';
+import type { CheckResult, Engine, Provenance, Resource } from '@palisade/core';
+
+/** A verdict of the L7 point for one request or connection, with why. */
+export interface SidecarDecision {
+  readonly verdict: 'allow' | 'deny';
+  readonly provenance: Provenance;
+}
+
+/** The attributes of one request as the inbound listener saw them. */
+export interface InboundRequest {
+  /** The connection's source address (the peer's network identity). */
+  readonly sourceIp: string;
+  /** The verified SPIFFE ID of the peer certificate; `null` for a plaintext connection. */
+  readonly principal: string | null;
+  /** The endpoint's own port the request was addressed to (as policies name it). */
+  readonly port: number;
+  readonly method: string;
+  readonly path: string;
+  readonly host: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** The attributes of one outgoing request, for the source's egress rules at L7. */
+export interface OutboundRequest {
+  readonly destinationIp: string;
+  readonly port: number;
+  readonly method: string;
+  readonly path: string;
+  readonly host: string | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export type ViewResult =
+  | { readonly ok: true; readonly view: PolicyView }
+  | { readonly ok: false; readonly reason: string };
+
+function spiffeIdOf(trustDomain: string, namespace: string, sa: string): string {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${sa}`;
+}
+
+function deny(kind: Provenance['kind'], reason: string): SidecarDecision {
+  return { verdict: 'deny', provenance: { point: 'l7', direction: 'ingress', kind, reason } };
+}
+
+/**
+ * The inbound decision from a full check: the destination's L7 ingress rules and the Istio
+ * layer must both allow; early refusals (PeerAuthentication, identity mismatch) decide alone.
+ * The source's egress is judged by the source's own sidecar, not here.
+ */
+function inboundFrom(r: CheckResult): SidecarDecision {
+  const l7 = r.l7;
+  if (!l7.ingress && !l7.istio) {
+    // Only refusals end L7 early; "no L7 point" while a sidecar runs is a broken view.
+    if (l7.verdict === 'allow' || l7.provenance.kind === 'no-l7-point')
+      return deny('no-l7-point', 'the endpoint has no L7 enforcement point in the policy view');
+    return { verdict: 'deny', provenance: l7.provenance };
+  }
+  if (!l7.ingress || !l7.istio) return deny('no-l7-point', 'incomplete L7 verdict');
+  if (l7.ingress.verdict === 'deny') return { verdict: 'deny', provenance: l7.ingress.provenance };
+  if (l7.istio.verdict === 'deny') return { verdict: 'deny', provenance: l7.istio.provenance };
+  return {
+    verdict: 'allow',
+    provenance:
+      l7.istio.provenance.kind === 'istio-allow' ? l7.istio.provenance : l7.ingress.provenance,
+  };
+}
+
+/**
+ * One version of the policy for one endpoint. Built from resources into an engine this view
+ * alone holds (never upserted afterwards), so a view never changes once published.
+ */
+export class PolicyView {
+  private constructor(
+    readonly version: number,
+    /** `namespace/name` of the endpoint this sidecar stands beside. */
+    readonly endpoint: string,
+    /** The endpoint's own SPIFFE ID (what its SVID must say). */
+    readonly identity: string,
+    readonly trustDomain: string,
+    private readonly engine: Engine,
+  ) {}
+
+  /** Builds a view for `endpoint` from resources; refuses what it cannot judge. */
+  static fromResources(
+    resources: readonly Resource[],
+    endpoint: string,
+    version: number,
+    options: { readonly trustDomain?: string; readonly istioRootNamespace?: string } = {},
+  ): ViewResult {
+    let engine: Engine;
+    try {
+      engine = compile(resources, { ...options, revision: version });
+    } catch (e) {
+      return { ok: false, reason: `the resources do not compile: ${(e as Error).message}` };
+    }
+    return PolicyView.fromEngine(engine, endpoint, version);
+  }
+
+  /** Wraps an engine the caller hands over: it must not be changed afterwards. */
+  static fromEngine(engine: Engine, endpoint: string, version: number): ViewResult {
+    if (!Number.isSafeInteger(version) || version < 0)
+      return { ok: false, reason: `version ${version} is not a non-negative integer` };
+    const errors = engine.diagnostics().filter((d) => d.severity === 'error');
+    if (errors.length > 0)
+      return {
+        ok: false,
+        reason: `${errors.length} error(s) in the policy, first: ${errors[0]?.message ?? ''}`,
+      };
+    const ep = engine.describeEndpoint(endpoint);
+    if (!ep || ep.kind !== 'workload' || ep.namespace === undefined)
+      return {
+        ok: false,
+        reason: `no workload endpoint ${JSON.stringify(endpoint)} in the policy`,
+      };
+    if (!ep.serviceAccount)
+      return { ok: false, reason: `${ep.id} has no service account, so no identity` };
+    if (!ep.l7)
+      return { ok: false, reason: `${ep.id} is marked as having no L7 enforcement point` };
+    return {
+      ok: true,
+      view: new PolicyView(
+        version,
+        ep.id,
+        spiffeIdOf(engine.trustDomain, ep.namespace, ep.serviceAccount),
+        engine.trustDomain,
+        engine,
+      ),
+    };
+  }
+
+  /** The SPIFFE ID of the workload endpoint registered at `ip`, if any (network identity). */
+  identityAt(ip: string): string | undefined {
+    const ep = this.engine.describeEndpoint(ip);
+    if (!ep || ep.kind !== 'workload' || ep.namespace === undefined || !ep.serviceAccount)
+      return undefined;
+    return spiffeIdOf(this.trustDomain, ep.namespace, ep.serviceAccount);
+  }
+
+  /** `namespace/name` of the endpoint at `ip`, if any. */
+  endpointAt(ip: string): string | undefined {
+    return this.engine.describeEndpoint(ip)?.id;
+  }
+
+  /**
+   * Whether a plaintext connection from `sourceIp` to `port` may reach L7 at all
+   * (PeerAuthentication PERMISSIVE or DISABLE; STRICT refuses it).
+   */
+  plaintextAllowed(sourceIp: string, port: number): SidecarDecision {
+    const r = this.engine.check(
+      { from: sourceIp, to: this.endpoint, protocol: 'TCP', port, principal: null },
+      false,
+    );
+    if (!r.ok) return deny('unmanaged', `cannot judge: ${r.code} ${r.message}`);
+    if (r.result.l7.provenance.kind === 'peer-authentication')
+      return { verdict: 'deny', provenance: r.result.l7.provenance };
+    return {
+      verdict: 'allow',
+      provenance: {
+        point: 'l7',
+        direction: 'ingress',
+        kind: 'peer-authentication',
+        reason: 'plaintext permitted by PeerAuthentication',
+      },
+    };
+  }
+
+  /** The inbound verdict for one request. Never throws for any input. */
+  decideInbound(req: InboundRequest): SidecarDecision {
+    // The network identity first: a certificate presented from an address that does not run
+    // under it is refused before any rule is consulted (a stolen certificate).
+    if (req.principal !== null) {
+      const bound = this.identityAt(req.sourceIp);
+      if (bound !== req.principal)
+        return deny(
+          'identity-mismatch',
+          `identity ${req.principal} presented from ${req.sourceIp}, which ${bound ? `runs as ${bound}` : 'is not an endpoint running under that identity'}`,
+        );
+    }
+    const r = this.engine.check(
+      {
+        from: req.sourceIp,
+        to: this.endpoint,
+        protocol: 'TCP',
+        port: req.port,
+        method: req.method,
+        path: req.path,
+        ...(req.host !== undefined ? { host: req.host } : {}),
+        headers: req.headers,
+        principal: req.principal,
+      },
+      false,
+    );
+    if (!r.ok) return deny('unmanaged', `cannot judge: ${r.code} ${r.message}`);
+    return inboundFrom(r.result);
+  }
+
+  /** The source side: this endpoint's egress rules at L7 for an outgoing request. */
+  decideOutbound(req: OutboundRequest): SidecarDecision {
+    const r = this.engine.check(
+      {
+        from: this.endpoint,
+        to: req.destinationIp,
+        protocol: 'TCP',
+        port: req.port,
+        method: req.method,
+        path: req.path,
+        ...(req.host !== undefined ? { host: req.host } : {}),
+        headers: req.headers,
+      },
+      false,
+    );
+    if (!r.ok) return { ...deny('unmanaged', `cannot judge: ${r.code} ${r.message}`) };
+    const eg = r.result.l7.egress;
+    if (!eg) return deny('no-l7-point', 'no L7 egress verdict for this endpoint');
+    return { verdict: eg.verdict, provenance: eg.provenance };
+  }
+}
+
+/** What the holder reports about its last update attempt. */
+export interface HolderStatus {
+  readonly version: number;
+  readonly endpoint: string;
+  readonly lastError: string | undefined;
+  readonly rejectedUpdates: number;
+}
+
+/**
+ * Holds the current view. `current` is read once per decision, so a swap is atomic for every
+ * request: each is judged entirely by one version. A failed or stale update keeps the last view.
+ */
+export class PolicyViewHolder {
+  #current: PolicyView;
+  #lastError: string | undefined;
+  #rejected = 0;
+
+  constructor(initial: PolicyView) {
+    this.#current = initial;
+  }
+
+  get current(): PolicyView {
+    return this.#current;
+  }
+
+  /** Installs a new version; returns false (and keeps the old one) when it is not acceptable. */
+  update(next: ViewResult): boolean {
+    if (!next.ok) return this.#reject(next.reason);
+    if (next.view.endpoint !== this.#current.endpoint)
+      return this.#reject(
+        `a view for ${next.view.endpoint} was offered to the sidecar of ${this.#current.endpoint}`,
+      );
+    if (next.view.identity !== this.#current.identity)
+      return this.#reject(
+        `the view changes this endpoint's identity to ${next.view.identity}; a new SVID is needed first`,
+      );
+    if (next.view.version <= this.#current.version)
+      return this.#reject(
+        `version ${next.view.version} is not newer than ${this.#current.version}`,
+      );
+    this.#current = next.view;
+    this.#lastError = undefined;
+    return true;
+  }
+
+  status(): HolderStatus {
+    return {
+      version: this.#current.version,
+      endpoint: this.#current.endpoint,
+      lastError: this.#lastError,
+      rejectedUpdates: this.#rejected,
+    };
+  }
+
+  #reject(reason: string): false {
+    this.#lastError = reason;
+    this.#rejected++;
+    return false;
+  }
+}
