@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runServer, ServerStartError } from './run-server.js';
 import type { RunningServer } from './run-server.js';
-import { opensslCreateCa, opensslIssue } from './tls.js';
+import { opensslCreateCa, opensslIssue } from './openssl-test-support.js';
 
 interface Reply {
   status: number;
