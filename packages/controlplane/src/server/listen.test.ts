@@ -276,7 +276,7 @@ describe('start-up refusals', () => {
   });
 
   test(
-    'without credentials the server makes a development CA and serves HTTPS with it',
+    'without credentials the server serves HTTPS with a certificate from its own CA (ca.pem verifies it)',
     { timeout: 30_000 },
     async () => {
       const dir = mkdtempSync(join(tmpdir(), `palisade-dev-${process.pid}-`));

@@ -47,6 +47,8 @@ export interface RunningServer {
   readonly ca: CertificateAuthority;
   /** When the current server certificate is replaced (absent with caller credentials or plaintext). */
   readonly serverCertificate: () => { serial: string; notAfter: Date; renewAt: Date } | undefined;
+  /** Renews the server certificate now, as the timer does at renewAt (operators, tests). */
+  renewServerCertificate(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -157,6 +159,8 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     timer.unref();
   };
   const renew = async () => {
+    clearTimeout(timer);
+    if (stopped) return;
     try {
       const next = await issueServerCredentials(ca, host);
       listening.updateCredentials(next);
@@ -198,6 +202,11 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
       issued
         ? { serial: issued.serial, notAfter: issued.notAfter, renewAt: issued.renewAt }
         : undefined,
+    renewServerCertificate: async () => {
+      if (!issued)
+        throw new ServerStartError('this server does not serve a certificate from its CA');
+      await renew();
+    },
     stop: async () => {
       if (stopped) return;
       stopped = true;
