@@ -367,6 +367,11 @@ spec: {nodeName: n1, serviceAccountName: details}
       new X509Certificate(ca).fingerprint256,
     );
     assert.equal((await call(server.url, '/api/v1/trust-bundle', { ca })).status, 401);
+    const doc = JSON.parse((await call(server.url, '/openapi.json', { ca })).body) as {
+      paths: Record<string, Record<string, unknown>>;
+    };
+    assert.ok(doc.paths['/api/v1/certificates']?.post, 'the CSR endpoint is described');
+    assert.ok(doc.paths['/api/v1/trust-bundle']?.get, 'the trust bundle is described');
   });
 
   test('client certificates issued by our CA authenticate: a node SVID is that node, a workload SVID a user', async () => {
