@@ -1522,6 +1522,57 @@ export class ApiServer {
         },
       );
     }
+    let parsed: { csr: string; spiffeId: string; ttlSeconds: number | undefined };
+    try {
+      parsed = this.certificateRequest(ctx);
+    } catch (e) {
+      // A malformed request is a refusal like any other: recorded before the answer.
+      if (e instanceof ApiError)
+        await this.auditRefusal(
+          ctx,
+          p,
+          'certificate.issue',
+          { kind: CERTIFICATE_KIND },
+          e.status,
+          e.code,
+          e.message,
+        );
+      throw e;
+    }
+    const { csr, spiffeId, ttlSeconds } = parsed;
+    const now = this.now();
+    const r = await audit.run({ principal: p, remote: ctx.remote }, () =>
+      authority.issueFromCsr(csr, {
+        spiffeId,
+        requester: `node:${p.name}`,
+        now,
+        ...(ttlSeconds !== undefined ? { ttl: ttlSeconds * 1000 } : {}),
+        authorize: storeAuthorizer(this.store, p.name, authority.trustDomain),
+      }),
+    );
+    if (!r.ok)
+      return json(PKI_ERRORS[r.code].status, {
+        code: r.code,
+        message: r.message,
+        hint: 'this refusal was recorded in the audit log',
+      });
+    return json(201, {
+      spiffeId: r.svid.spiffeId,
+      serial: r.svid.serial,
+      certPem: r.svid.certPem,
+      chainPem: r.svid.chainPem,
+      bundlePem: r.svid.bundlePem,
+      notBefore: r.svid.notBefore.toISOString(),
+      notAfter: r.svid.notAfter.toISOString(),
+      renewAt: renewalTime(r.svid, Math.random).toISOString(),
+    });
+  }
+
+  private certificateRequest(ctx: Ctx): {
+    csr: string;
+    spiffeId: string;
+    ttlSeconds: number | undefined;
+  } {
     if (ctx.req.body.length > MAX_CERT_REQUEST_BYTES)
       throw new ApiError('API_ERR_TOO_LARGE', 'a certificate request is at most 80 KiB');
     let body: Record<string, unknown>;
@@ -1553,32 +1604,7 @@ export class ApiServer {
       (typeof ttlSeconds !== 'number' || !Number.isInteger(ttlSeconds))
     )
       throw new ApiError('API_ERR_BAD_REQUEST', 'ttlSeconds must be an integer');
-    const now = this.now();
-    const r = await audit.run({ principal: p, remote: ctx.remote }, () =>
-      authority.issueFromCsr(csr, {
-        spiffeId,
-        requester: `node:${p.name}`,
-        now,
-        ...(ttlSeconds !== undefined ? { ttl: ttlSeconds * 1000 } : {}),
-        authorize: storeAuthorizer(this.store, p.name, authority.trustDomain),
-      }),
-    );
-    if (!r.ok)
-      return json(PKI_ERRORS[r.code].status, {
-        code: r.code,
-        message: r.message,
-        hint: 'this refusal was recorded in the audit log',
-      });
-    return json(201, {
-      spiffeId: r.svid.spiffeId,
-      serial: r.svid.serial,
-      certPem: r.svid.certPem,
-      chainPem: r.svid.chainPem,
-      bundlePem: r.svid.bundlePem,
-      notBefore: r.svid.notBefore.toISOString(),
-      notAfter: r.svid.notAfter.toISOString(),
-      renewAt: renewalTime(r.svid, Math.random).toISOString(),
-    });
+    return { csr, spiffeId, ttlSeconds };
   }
 
   /** GET /api/v1/trust-bundle: PEM, or the SPIFFE bundle (JWKS) with `?format=jwks`. */

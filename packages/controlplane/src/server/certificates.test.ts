@@ -353,6 +353,26 @@ spec: {nodeName: n1, serviceAccountName: details}
     assert.equal(anon.status, 401);
   });
 
+  test('malformed certificate requests are 400 and audited too', async () => {
+    const bodies = [
+      'not json',
+      '[1]',
+      { csr: 'x', spiffeId: ID('prod', 'details'), admin: true },
+      { csr: 1, spiffeId: 2 },
+      { csr: 'x', spiffeId: ID('prod', 'details'), ttlSeconds: 1.5 },
+    ];
+    for (const body of bodies) {
+      const r = await call(server.url, '/api/v1/certificates', { ...as(n1), method: 'POST', body });
+      assert.equal(r.status, 400, r.body);
+      assert.equal((JSON.parse(r.body) as { code: string }).code, 'API_ERR_BAD_REQUEST');
+    }
+    const last = (await certificateAudit()).slice(-bodies.length);
+    assert.deepEqual(
+      last.map((e) => [e.outcome, e.status, e.code, e.principal?.name]),
+      bodies.map(() => ['refused', 400, 'API_ERR_BAD_REQUEST', 'n1']),
+    );
+  });
+
   test('the trust bundle is readable by any authenticated principal, as PEM and as a SPIFFE JWKS', async () => {
     for (const token of [n2, viewer]) {
       const r = await call(server.url, '/api/v1/trust-bundle', as(token));
