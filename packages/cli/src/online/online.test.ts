@@ -1,5 +1,5 @@
 // The online CLI end to end against a live `palisade server` in a child process (real HTTPS with
-// the development CA it makes): login contexts, apply and its dry run, get/describe/label/
+// the Palisade CA it makes): login contexts, apply and its dry run, get/describe/label/
 // delete, tier refusals, audit and audit verify, token create, exit codes and messages.
 
 import assert from 'node:assert/strict';

@@ -52,6 +52,11 @@ import { openApiDocument } from './openapi.js';
 import type { RateLimitOptions } from './rate-limit.js';
 import { RateLimiter } from './rate-limit.js';
 import { validateBody } from './validate-body.js';
+import type { CertificateAuthority } from '@palisade/pki';
+import { renewalTime } from '@palisade/pki';
+import { PKI_ERRORS } from '@palisade/core';
+import type { IssuanceAudit } from '../ca/server-ca.js';
+import { CERTIFICATE_KIND, storeAuthorizer } from '../ca/server-ca.js';
 import type { ValidObject } from './validate-body.js';
 
 export interface ApiServerOptions {
@@ -68,7 +73,15 @@ export interface ApiServerOptions {
   /** Bookmark interval of watch streams (default 15 s). */
   readonly watchHeartbeatMs?: number;
   readonly metrics?: Metrics;
+  /**
+   * The Palisade CA: serves POST /api/v1/certificates and GET /api/v1/trust-bundle. Its audit
+   * sink must be `issuanceAudit.sink`, so issuances land in this server's audit log.
+   */
+  readonly ca?: { readonly authority: CertificateAuthority; readonly audit: IssuanceAudit };
 }
+
+/** Most bytes of a certificate request body (a CSR is at most 64 KiB). */
+const MAX_CERT_REQUEST_BYTES = 80 * 1024;
 
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -170,6 +183,7 @@ export class ApiServer {
   private readonly limiter: RateLimiter | undefined;
   private readonly authFailures: RateLimiter | undefined;
   private readonly heartbeatMs: number;
+  private readonly ca: ApiServerOptions['ca'];
 
   constructor(options: ApiServerOptions) {
     this.store = options.store;
@@ -185,6 +199,7 @@ export class ApiServer {
       options.rateLimit === false ? undefined : new RateLimiter({ perSecond: 2, burst: 20 });
     this.heartbeatMs = options.watchHeartbeatMs ?? 15_000;
     this.metrics = options.metrics ?? new Metrics();
+    this.ca = options.ca;
   }
 
   get maxBody(): number {
@@ -298,18 +313,10 @@ export class ApiServer {
         case 'STORE_ERR_CONFLICT':
           return json(409, { code: 'API_ERR_CONFLICT', message: e.message });
         case 'STORE_ERR_INVALID':
-          return json(400, {
-            code: 'API_ERR_BAD_REQUEST',
-            message: e.message,
-            hint: 'an apply may name each resource once',
-          });
         case 'STORE_ERR_CORRUPT':
-          this.log({ msg: 'store corrupt', error: e.message });
-          return json(500, {
-            code: 'API_ERR_INTERNAL',
-            message: 'the store is damaged; nothing was written',
-            hint: 'the server log has the details',
-          });
+          // A malformed store request is the server's bug and a corrupt file an operator's
+          // problem; the client learns neither detail. Logged below as internal.
+          break;
       }
     }
     this.log({
@@ -346,7 +353,7 @@ export class ApiServer {
       return {
         status: 200,
         headers: { 'content-type': 'text/plain; version=0.0.4' },
-        body: this.metrics.render(),
+        body: this.metrics.render() + (this.ca?.authority.metrics.toPrometheus() ?? ''),
       };
     if (path === '/openapi.json') return json(200, openApiDocument());
     if (!path.startsWith('/api/v1/') && path !== '/api/v1')
@@ -412,6 +419,12 @@ export class ApiServer {
       case 'watch':
         this.expect(method, ['GET']);
         return this.watch(ctx, undefined, undefined);
+      case 'certificates':
+        this.expect(method, ['POST']);
+        return this.issueCertificate(ctx);
+      case 'trust-bundle':
+        this.expect(method, ['GET']);
+        return this.trustBundle(ctx);
       case undefined:
         throw new ApiError('API_ERR_NOT_FOUND', 'no such path', { hint: 'see /openapi.json' });
       default:
@@ -1476,6 +1489,142 @@ export class ApiServer {
     throw new ApiError('API_ERR_CONFLICT', 'could not record the token; retry');
   }
 
+  // ------------------------------------------------------------------ certificates
+
+  private requireCa(): NonNullable<ApiServerOptions['ca']> {
+    if (!this.ca)
+      throw new ApiError('API_ERR_UNAVAILABLE', 'this server runs without a certificate authority');
+    return this.ca;
+  }
+
+  /**
+   * POST /api/v1/certificates `{csr, spiffeId, ttlSeconds?}`: an X509-SVID for the CSR's public
+   * key, only for a Node principal and only while an endpoint running as that identity is
+   * registered on that node. Every issuance and refusal is in the audit log before the answer.
+   */
+  private async issueCertificate(ctx: Ctx): Promise<ApiResponse> {
+    const { authority, audit } = this.requireCa();
+    const p = this.principal(ctx);
+    if (p.kind !== 'Node') {
+      this.metrics.refused();
+      await this.auditRefusal(
+        ctx,
+        p,
+        'certificate.issue',
+        { kind: CERTIFICATE_KIND },
+        403,
+        'AUTH_ERR_FORBIDDEN',
+        `${describePrincipal(p)} is not a node; only node credentials may request workload certificates`,
+      );
+      throw new ApiError(
+        'AUTH_ERR_FORBIDDEN',
+        'forbidden: only a node credential may request workload certificates',
+        {
+          hint: 'node agents call this with a node token (palisade token create --node N); this attempt was recorded in the audit log',
+        },
+      );
+    }
+    let parsed: { csr: string; spiffeId: string; ttlSeconds: number | undefined };
+    try {
+      parsed = this.certificateRequest(ctx);
+    } catch (e) {
+      // A malformed request is a refusal like any other: recorded before the answer.
+      if (e instanceof ApiError)
+        await this.auditRefusal(
+          ctx,
+          p,
+          'certificate.issue',
+          { kind: CERTIFICATE_KIND },
+          e.status,
+          e.code,
+          e.message,
+        );
+      throw e;
+    }
+    const { csr, spiffeId, ttlSeconds } = parsed;
+    const now = this.now();
+    const r = await audit.run({ principal: p, remote: ctx.remote }, () =>
+      authority.issueFromCsr(csr, {
+        spiffeId,
+        requester: `node:${p.name}`,
+        now,
+        ...(ttlSeconds !== undefined ? { ttl: ttlSeconds * 1000 } : {}),
+        authorize: storeAuthorizer(this.store, p.name, authority.trustDomain),
+      }),
+    );
+    if (!r.ok)
+      return json(PKI_ERRORS[r.code].status, {
+        code: r.code,
+        message: r.message,
+        hint: 'this refusal was recorded in the audit log',
+      });
+    return json(201, {
+      spiffeId: r.svid.spiffeId,
+      serial: r.svid.serial,
+      certPem: r.svid.certPem,
+      chainPem: r.svid.chainPem,
+      bundlePem: r.svid.bundlePem,
+      notBefore: r.svid.notBefore.toISOString(),
+      notAfter: r.svid.notAfter.toISOString(),
+      renewAt: renewalTime(r.svid, Math.random).toISOString(),
+    });
+  }
+
+  private certificateRequest(ctx: Ctx): {
+    csr: string;
+    spiffeId: string;
+    ttlSeconds: number | undefined;
+  } {
+    if (ctx.req.body.length > MAX_CERT_REQUEST_BYTES)
+      throw new ApiError('API_ERR_TOO_LARGE', 'a certificate request is at most 80 KiB');
+    let body: Record<string, unknown>;
+    try {
+      const v = JSON.parse(this.bodyText(ctx)) as unknown;
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+      body = v as Record<string, unknown>;
+    } catch (e) {
+      if (e instanceof ApiError) throw e;
+      throw new ApiError(
+        'API_ERR_BAD_REQUEST',
+        'the body must be a JSON object {"csr": PEM, "spiffeId": "spiffe://…", "ttlSeconds"?}',
+      );
+    }
+    const unknown = Object.keys(body).filter((x) => !['csr', 'spiffeId', 'ttlSeconds'].includes(x));
+    if (unknown.length > 0)
+      throw new ApiError(
+        'API_ERR_BAD_REQUEST',
+        `unknown field ${JSON.stringify(unknown[0]?.slice(0, 40))}`,
+        {
+          hint: 'fields: csr, spiffeId, ttlSeconds',
+        },
+      );
+    const { csr, spiffeId, ttlSeconds } = body;
+    if (typeof csr !== 'string' || typeof spiffeId !== 'string')
+      throw new ApiError('API_ERR_BAD_REQUEST', 'csr and spiffeId must be strings');
+    if (
+      ttlSeconds !== undefined &&
+      (typeof ttlSeconds !== 'number' || !Number.isInteger(ttlSeconds))
+    )
+      throw new ApiError('API_ERR_BAD_REQUEST', 'ttlSeconds must be an integer');
+    return { csr, spiffeId, ttlSeconds };
+  }
+
+  /** GET /api/v1/trust-bundle: PEM, or the SPIFFE bundle (JWKS) with `?format=jwks`. */
+  private trustBundle(ctx: Ctx): ApiResponse {
+    const { authority } = this.requireCa();
+    this.principal(ctx);
+    const format = ctx.url.searchParams.get('format') ?? 'pem';
+    const now = this.now();
+    if (format === 'jwks')
+      return json(200, authority.bundleJwks(now), { 'cache-control': 'no-store' });
+    if (format !== 'pem') throw new ApiError('API_ERR_BAD_REQUEST', 'format must be pem or jwks');
+    return {
+      status: 200,
+      headers: { 'content-type': 'application/x-pem-file', 'cache-control': 'no-store' },
+      body: authority.bundle(now),
+    };
+  }
+
   // ------------------------------------------------------------------ audit
 
   private async auditQuery(ctx: Ctx): Promise<ApiResponse> {
@@ -1557,7 +1706,18 @@ function routeName(path: string): string {
   const m = /^\/api\/v1\/([^/]+)/.exec(path);
   if (!m) return 'other';
   const first = m[1] ?? '';
-  if (['whoami', 'kinds', 'apply', 'tokens', 'audit', 'watch'].includes(first))
+  if (
+    [
+      'whoami',
+      'kinds',
+      'apply',
+      'tokens',
+      'audit',
+      'watch',
+      'certificates',
+      'trust-bundle',
+    ].includes(first)
+  )
     return `/api/v1/${first}`;
   return SERVER_KINDS.some((k) => k.group === first) ? `/api/v1/${first}` : 'other';
 }

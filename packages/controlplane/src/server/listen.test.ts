@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { runServer, ServerStartError } from './run-server.js';
 import type { RunningServer } from './run-server.js';
-import { opensslCreateCa, opensslIssue } from './tls.js';
+import { opensslCreateCa, opensslIssue } from './openssl-test-support.js';
 
 interface Reply {
   status: number;
@@ -276,7 +276,7 @@ describe('start-up refusals', () => {
   });
 
   test(
-    'without credentials the server makes a development CA and serves HTTPS with it',
+    'without credentials the server serves HTTPS with a certificate from its own CA (ca.pem verifies it)',
     { timeout: 30_000 },
     async () => {
       const dir = mkdtempSync(join(tmpdir(), `palisade-dev-${process.pid}-`));

@@ -24,6 +24,8 @@ export interface Listening {
   readonly server: Server;
   readonly url: string;
   readonly port: number;
+  /** Swaps the HTTPS key, certificate and client CA for new connections (renewal, rotation). */
+  updateCredentials(c: ServerCredentials): void;
   close(): Promise<void>;
 }
 
@@ -94,7 +96,7 @@ export async function listen(api: ApiServer, options: ListenOptions): Promise<Li
       void respond(api, apiReq, res);
     });
   };
-  const server: Server = options.credentials
+  const https = options.credentials
     ? createHttpsServer(
         {
           key: options.credentials.key,
@@ -108,7 +110,8 @@ export async function listen(api: ApiServer, options: ListenOptions): Promise<Li
         },
         onRequest,
       )
-    : createHttpServer(onRequest);
+    : undefined;
+  const server: Server = https ?? createHttpServer(onRequest);
   server.headersTimeout = 30_000;
   server.requestTimeout = 120_000;
   await new Promise<void>((resolve, reject) => {
@@ -124,6 +127,15 @@ export async function listen(api: ApiServer, options: ListenOptions): Promise<Li
     server,
     port,
     url: `${options.credentials ? 'https' : 'http'}://${hostPart}:${port}`,
+    updateCredentials: (c) => {
+      if (!https) throw new Error('a plaintext listener has no credentials to update');
+      https.setSecureContext({
+        key: c.key,
+        cert: c.certChain,
+        ca: c.clientCa,
+        minVersion: 'TLSv1.2',
+      });
+    },
     close: () =>
       new Promise<void>((resolve) => {
         for (const ac of active) ac.abort();

@@ -123,6 +123,94 @@ export function openApiDocument(): Record<string, unknown> {
         responses: { '200': ok('{ok, entries, problems}'), ...common },
       },
     },
+    '/api/v1/certificates': {
+      post: {
+        summary:
+          'sign an X509-SVID for the public key of a CSR. Node credentials only (users, admins included, get 403); ' +
+          'issued only while a WorkloadEndpoint (spec.node) or Pod (spec.nodeName) on the calling node runs as the ' +
+          "SPIFFE ID's namespace and service account. Subject, SANs and extensions of the CSR are ignored. " +
+          'Lifetime 24 h by default, at most 90 days. Every issuance and refusal is in the audit log ' +
+          '(kind Certificate.palisade.dev) before the answer.',
+        requestBody: {
+          required: true,
+          content: {
+            'application/json': {
+              schema: {
+                type: 'object',
+                required: ['csr', 'spiffeId'],
+                additionalProperties: false,
+                properties: {
+                  csr: { type: 'string', description: 'PEM CERTIFICATE REQUEST, at most 64 KiB' },
+                  spiffeId: {
+                    type: 'string',
+                    description: 'spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>',
+                  },
+                  ttlSeconds: { type: 'integer', minimum: 60, maximum: 7776000 },
+                },
+              },
+            },
+          },
+        },
+        responses: {
+          '201': {
+            description: 'issued',
+            content: {
+              'application/json': {
+                schema: {
+                  type: 'object',
+                  properties: {
+                    spiffeId: { type: 'string' },
+                    serial: { type: 'string' },
+                    certPem: { type: 'string', description: 'the leaf' },
+                    chainPem: { type: 'string', description: 'CA certificates above it' },
+                    bundlePem: { type: 'string', description: 'the trust bundle now' },
+                    notBefore: { type: 'string', format: 'date-time' },
+                    notAfter: { type: 'string', format: 'date-time' },
+                    renewAt: {
+                      type: 'string',
+                      format: 'date-time',
+                      description: 'renew then: half the lifetime ± 10 %',
+                    },
+                  },
+                },
+              },
+            },
+          },
+          ...common,
+          '400': err(
+            'PKI_ERR_BAD_CSR, PKI_ERR_WEAK_KEY, PKI_ERR_BAD_TTL, PKI_ERR_BAD_SPIFFE_ID, API_ERR_BAD_REQUEST; audited',
+          ),
+          '403': err(
+            'PKI_ERR_NOT_ATTESTED, PKI_ERR_WRONG_TRUST_DOMAIN, AUTH_ERR_FORBIDDEN (not a node); audited',
+          ),
+          '503': err('PKI_ERR_CA_EXPIRED, or the store is unavailable (nothing issued)'),
+        },
+      },
+    },
+    '/api/v1/trust-bundle': {
+      get: {
+        summary:
+          "the CA's trust bundle (every root currently trusted, both during a rotation); any authenticated principal",
+        parameters: [
+          {
+            name: 'format',
+            in: 'query',
+            schema: { type: 'string', enum: ['pem', 'jwks'] },
+            description: 'pem (default) or jwks (SPIFFE bundle, X509-SVID §6.1)',
+          },
+        ],
+        responses: {
+          '200': {
+            description: 'the bundle',
+            content: {
+              'application/x-pem-file': { schema: { type: 'string' } },
+              'application/json': { schema: { type: 'object' } },
+            },
+          },
+          ...common,
+        },
+      },
+    },
   };
   for (const k of SERVER_KINDS) {
     const base = `/api/v1/${k.group}/${k.kind}`;

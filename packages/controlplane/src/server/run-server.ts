@@ -1,4 +1,5 @@
-// `palisade server` (DESIGN §6): data dir, store, first admin token, TLS, listen, graceful stop.
+// `palisade server` (DESIGN §6): data dir, store, first admin token, the Palisade CA and the
+// server's HTTPS certificate from it (renewed in place), listen, graceful stop.
 // Owns: start-up order and its failure messages. Must never: print or log the admin token
 // (it is written to <data-dir>/admin.token, mode 0600, and only the file's path is printed).
 
@@ -13,7 +14,10 @@ import type { Listening } from './listen.js';
 import { isLoopback, listen } from './listen.js';
 import { openStore } from '../store/open-store.js';
 import type { ServerCredentials } from './tls.js';
-import { devServerCredentials } from './tls.js';
+import type { CertificateAuthority } from '@palisade/pki';
+import { PkiError } from '@palisade/pki';
+import type { IssuedServerCredentials } from '../ca/server-ca.js';
+import { IssuanceAudit, issueServerCredentials, openServerCa } from '../ca/server-ca.js';
 
 export interface RunServerOptions {
   readonly listen: string;
@@ -24,8 +28,10 @@ export interface RunServerOptions {
   readonly log: (line: Readonly<Record<string, unknown>>) => void;
   /** Human-readable start-up lines (stdout). */
   readonly say: (line: string) => void;
-  /** Tests: credentials instead of the development CA. */
+  /** Tests: credentials instead of a certificate from the Palisade CA. */
   readonly credentials?: ServerCredentials;
+  /** Passphrase of the CA key files when they are encrypted (`palisade ca init --passphrase-file`). */
+  readonly caPassphrase?: string;
   readonly rateLimit?: { perSecond: number; burst: number } | false;
   /** Opens `--store` (default: store/open-store.ts; tests inject failing stores). */
   readonly openStore?: (url: string) => Promise<Store>;
@@ -38,6 +44,11 @@ export interface RunningServer {
   readonly store: Store;
   readonly api: ApiServer;
   readonly listening: Listening;
+  readonly ca: CertificateAuthority;
+  /** When the current server certificate is replaced (absent with caller credentials or plaintext). */
+  readonly serverCertificate: () => { serial: string; notAfter: Date; renewAt: Date } | undefined;
+  /** Renews the server certificate now, as the timer does at renewAt (operators, tests). */
+  renewServerCertificate(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -92,20 +103,43 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     token: admin.token,
     createdBy: 'first start',
   });
+  // The Palisade CA of the data dir (created at first start); its issuances go to our audit log.
+  const issuanceAudit = new IssuanceAudit(store);
+  let ca: CertificateAuthority;
+  let caCreated: boolean;
+  try {
+    ({ ca, created: caCreated } = await openServerCa(dataDir, {
+      audit: issuanceAudit.sink,
+      ...(o.caPassphrase !== undefined ? { passphrase: o.caPassphrase } : {}),
+    }));
+  } catch (e) {
+    await store.close();
+    throw new ServerStartError(
+      `cannot open the certificate authority in ${dataDir}: ${e instanceof PkiError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e)}`,
+    );
+  }
+  const caFile = join(dataDir, 'ca.pem');
   let credentials: ServerCredentials | undefined;
-  let caFile: string | undefined;
+  let issued: IssuedServerCredentials | undefined;
   if (!o.insecurePlaintext) {
     if (o.credentials) credentials = o.credentials;
     else {
-      const dev = devServerCredentials(dataDir, host);
-      credentials = dev;
-      caFile = dev.caFile;
+      try {
+        issued = await issueServerCredentials(ca, host);
+      } catch (e) {
+        await store.close();
+        throw new ServerStartError(
+          `cannot issue the server certificate: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+      credentials = issued;
     }
   }
   const api = new ApiServer({
     store,
     log: o.log,
     ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
+    ca: { authority: ca, audit: issuanceAudit },
   });
   let listening: Listening;
   try {
@@ -116,16 +150,46 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
       `cannot listen on ${o.listen}: ${e instanceof Error ? e.message : String(e)}`,
     );
   }
+  // Renewal in place: at renewAt a new key and certificate (and the current bundle as client CA)
+  // replace the secure context for new connections; a failed renewal is retried every minute.
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (at: Date) => {
+    const wait = Math.min(Math.max(at.getTime() - Date.now(), 1000), 2 ** 31 - 1);
+    timer = setTimeout(() => void renew(), wait);
+    timer.unref();
+  };
+  const renew = async () => {
+    clearTimeout(timer);
+    if (stopped) return;
+    try {
+      const next = await issueServerCredentials(ca, host);
+      listening.updateCredentials(next);
+      issued = next;
+      o.log({ msg: 'server certificate renewed', serial: next.serial, notAfter: next.notAfter });
+      schedule(next.renewAt);
+    } catch (e) {
+      o.log({
+        msg: 'server certificate renewal failed; retrying in 60 s',
+        error: e instanceof Error ? e.message : String(e),
+      });
+      schedule(new Date(Date.now() + 60_000));
+    }
+  };
+  if (issued) schedule(issued.renewAt);
   o.log({
     msg: 'listening',
     url: listening.url,
     store: store.name,
     tls: credentials !== undefined,
+    trustDomain: ca.trustDomain,
   });
+  o.say(
+    `${caCreated ? 'created' : 'loaded'} the certificate authority for ${ca.trustDomain}; trust bundle ${caFile}`,
+  );
   o.say(`palisade server listening on ${listening.url} (store ${store.name})`);
   o.say(`${admin.created ? 'wrote' : 'using'} the admin token in ${admin.file} (mode 0600)`);
   o.say(
-    `connect: palisade login --server ${listening.url} --token-file ${admin.file}${caFile ? ` --ca-file ${caFile}` : ''}`,
+    `connect: palisade login --server ${listening.url} --token-file ${admin.file}${credentials && !o.credentials ? ` --ca-file ${caFile}` : ''}`,
   );
   let stopped = false;
   return {
@@ -133,9 +197,20 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     store,
     api,
     listening,
+    ca,
+    serverCertificate: () =>
+      issued
+        ? { serial: issued.serial, notAfter: issued.notAfter, renewAt: issued.renewAt }
+        : undefined,
+    renewServerCertificate: async () => {
+      if (!issued)
+        throw new ServerStartError('this server does not serve a certificate from its CA');
+      await renew();
+    },
     stop: async () => {
       if (stopped) return;
       stopped = true;
+      clearTimeout(timer);
       await listening.close();
       await store.close();
     },
