@@ -119,7 +119,8 @@ function readText(path: string, what: string): string {
 }
 
 /** A passphrase file: its content without one trailing newline. */
-function readPassphrase(path: string | undefined): string | undefined {
+/** The CA key's passphrase from a file (the file's last newline is not part of it). */
+export function readPassphrase(path: string | undefined): string | undefined {
   if (path === undefined) return undefined;
   const text = readText(path, 'passphrase file').replace(/\r?\n$/, '');
   if (text.length === 0) throw new UsageError(`passphrase file ${path} is empty`);

@@ -13,6 +13,7 @@ import type { Flags, Parsed } from '../args.js';
 import { UsageError } from '../args.js';
 import type { Io } from '../input.js';
 import { InputError } from '../input.js';
+import { readPassphrase } from '../ca.js';
 import { CONNECTION_FLAGS, expectOk, OnlineError, resolveConnection, send } from './client.js';
 import type { Connection } from './client.js';
 import { configPath, readConfig, writeConfig } from './config.js';
@@ -711,7 +712,17 @@ export const SERVER_FLAGS: Flags = {
   'data-dir': { kind: 'string', value: 'DIR', help: 'data directory (default ./palisade-data)' },
   store: { kind: 'string', value: 'URL', help: 'store: memory:, sqlite:PATH or etcd://H:P[,H:P]' },
   'insecure-plaintext': { kind: 'boolean', help: 'serve plain HTTP (loopback addresses only)' },
+  'ca-passphrase-file': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'passphrase of an encrypted CA key (palisade ca init --passphrase-file)',
+  },
 };
+
+function caPassphraseOption(file: string | undefined): { caPassphrase?: string } {
+  const passphrase = readPassphrase(file);
+  return passphrase === undefined ? {} : { caPassphrase: passphrase };
+}
 
 export async function serverCommand(p: Parsed, io: Io): Promise<number> {
   let running;
@@ -721,6 +732,7 @@ export async function serverCommand(p: Parsed, io: Io): Promise<number> {
       dataDir: (p.values['data-dir'] as string | undefined) ?? './palisade-data',
       ...(p.values.store !== undefined ? { store: p.values.store as string } : {}),
       insecurePlaintext: Boolean(p.values['insecure-plaintext']),
+      ...caPassphraseOption(p.values['ca-passphrase-file'] as string | undefined),
       log: (l) => io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...l })}\n`),
       say: (l) => io.stdout.write(`${l}\n`),
     });

@@ -315,3 +315,41 @@ roleRef: {name: platform-team}
     assert.equal(await code, 0);
   });
 });
+
+describe('palisade server with an encrypted CA key', () => {
+  test('refuses to start without the passphrase (exit 2, says which flag) and starts with it', async () => {
+    const own = mkdtempSync(join(tmpdir(), `palisade-cli-locked-${process.pid}-`));
+    const data = join(own, 'data');
+    const pass = join(own, 'ca-pass');
+    writeFileSync(pass, 'correct horse battery staple\n', { mode: 0o600 });
+    const init = await run('ca', 'init', '--data-dir', data, '--passphrase-file', pass);
+    assert.equal(init.code, 0, init.err);
+    const common = ['server', '--listen', '127.0.0.1:0', '--data-dir', data, '--store', 'memory:'];
+    const locked = await run(...common);
+    assert.equal(locked.code, 2);
+    assert.match(locked.err, /PKI_ERR_KEY_LOCKED/);
+    assert.match(locked.err, /--ca-passphrase-file/);
+    const s = spawn(process.execPath, [BIN, ...common, '--ca-passphrase-file', pass], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const url = await new Promise<string>((resolveUrl, reject) => {
+        let out = '';
+        const t = setTimeout(() => reject(new Error(`no listening line: ${out}`)), 30_000);
+        s.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /listening on (https:\/\/[^\s]+)/.exec(out);
+          if (m?.[1] !== undefined) {
+            clearTimeout(t);
+            resolveUrl(m[1]);
+          }
+        });
+      });
+      assert.match(url, /^https:\/\/127\.0\.0\.1:\d+$/);
+      assert.ok(!readFileSync(join(data, 'ca.pem'), 'utf8').includes('PRIVATE KEY'));
+    } finally {
+      s.kill('SIGTERM');
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+});

@@ -114,8 +114,10 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     }));
   } catch (e) {
     await store.close();
+    const locked = e instanceof PkiError && e.code === 'PKI_ERR_KEY_LOCKED';
     throw new ServerStartError(
-      `cannot open the certificate authority in ${dataDir}: ${e instanceof PkiError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e)}`,
+      `cannot open the certificate authority in ${dataDir}: ${e instanceof PkiError ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e)}` +
+        (locked ? ' (palisade server --ca-passphrase-file FILE)' : ''),
     );
   }
   const caFile = join(dataDir, 'ca.pem');
