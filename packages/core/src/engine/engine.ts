@@ -35,6 +35,7 @@ import {
   podEndpoint,
   serviceAccountProfile,
   serviceInfo,
+  saLabels,
   spiffeId,
   TRUST_DOMAIN,
   userProfile,
@@ -45,6 +46,7 @@ import {
 import type {
   CompiledProfile,
   Endpoint,
+  EndpointParts,
   NamespaceInfo,
   NetSetEntity,
   ServiceInfo,
@@ -110,12 +112,19 @@ const NAMESPACED_KINDS = new Set([
 
 interface ActiveSet {
   readonly ep: Endpoint;
+  readonly worldGen: number;
   readonly globalGen: number;
   readonly nsGen: number;
   readonly ingress: readonly ActiveTier[];
   readonly egress: readonly ActiveTier[];
   readonly profilesIn: readonly CompiledProfileRules[];
   readonly profilesOut: readonly CompiledProfileRules[];
+}
+
+interface EndpointEntry {
+  readonly gen: number;
+  readonly ep: Endpoint;
+  active: ActiveSet | undefined;
 }
 
 interface Resolved {
@@ -144,14 +153,17 @@ export class Engine {
   private readonly servicesRaw = new Map<string, Service>();
   private readonly tiers = new Map<string, Tier>();
   private readonly globalPolicies = new Map<Key, CompiledPolicy>();
-  /** Global policies by the label they require (`key\u0000value`), and those requiring none. */
-  private readonly globalByLabel = new Map<string, Map<Key, CompiledPolicy>>();
-  private readonly globalUnindexed = new Map<Key, CompiledPolicy>();
+  /** Global policies by the label they require (key, then value), and those requiring none. */
+  private readonly globalByLabel = new Map<string, Map<string, PolicyGroups>>();
+  private readonly globalUnindexed: PolicyGroups = new Map();
   private readonly nsPolicies = new Map<string, Map<Key, CompiledPolicy>>();
+  /** The policies of each namespace, grouped by selector like the global ones. */
+  private readonly nsGroups = new Map<string, PolicyGroups>();
   private readonly authz = new Map<Key, CompiledAuthz>();
   private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
   private readonly peerAuthn = new Map<Key, CompiledPeerAuthn>();
   private readonly selectorProblems = new Map<Key, Diagnostic[]>();
+  private readonly tierInfoCache = new Map<string, TierInfo>();
 
   // Generations for precise invalidation.
   private worldGen = 0;
@@ -159,9 +171,8 @@ export class Engine {
   private readonly nsPolicyGen = new Map<string, number>();
 
   // Derived, lazily built.
-  private readonly endpointCache = new Map<string, { gen: number; ep: Endpoint }>();
-  /** Keyed by endpoint object: a rebuilt endpoint is a new key, so stale sets are never hit. */
-  private readonly activeByEndpoint = new WeakMap<Endpoint, ActiveSet>();
+  /** Built endpoints with their active policies, which are valid only for that endpoint object. */
+  private readonly endpointCache = new Map<string, EndpointEntry>();
   private readonly activeBySignature = new Map<string, ActiveSet>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
@@ -169,8 +180,13 @@ export class Engine {
     | undefined;
   private serviceCache: Map<string, ServiceInfo> | undefined;
   private readonly nsInfoCache = new Map<string, NamespaceInfo>();
-  private readonly derivedProfiles = new Map<string, CompiledProfile[]>();
+  private readonly derivedProfiles = new Map<string, EndpointParts>();
   private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
+  /** Compiled profile rules per profile list (`Endpoint.profiles` joined); reset by world changes. */
+  private readonly profileRulesCache = new Map<
+    string,
+    { readonly ingress: CompiledProfileRules[]; readonly egress: CompiledProfileRules[] }
+  >();
 
   constructor(readonly options: CompileOptions = {}) {
     this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
@@ -240,6 +256,7 @@ export class Engine {
         break;
       case 'Tier':
         set(this.tiers, name, r);
+        this.tierInfoCache.clear();
         this.globalPolicyGen++;
         break;
       case 'NetworkPolicy':
@@ -289,32 +306,54 @@ export class Engine {
     if (ns === undefined) {
       const old = this.globalPolicies.get(key);
       if (old) {
-        const bucket = old.requires
-          ? this.globalByLabel.get(labelKey(old.requires))
-          : this.globalUnindexed;
-        bucket?.delete(key);
+        if (old.requires) {
+          const [k, v] = old.requires;
+          const byValue = this.globalByLabel.get(k);
+          const bucket = byValue?.get(v);
+          if (byValue && bucket) {
+            ungroup(bucket, key, old);
+            if (bucket.size === 0) byValue.delete(v);
+            if (byValue.size === 0) this.globalByLabel.delete(k);
+          }
+        } else ungroup(this.globalUnindexed, key, old);
       }
       if (compiled) {
         this.globalPolicies.set(key, compiled);
         if (compiled.requires) {
-          const k = labelKey(compiled.requires);
-          let b = this.globalByLabel.get(k);
+          const [k, v] = compiled.requires;
+          let byValue = this.globalByLabel.get(k);
+          if (!byValue) {
+            byValue = new Map();
+            this.globalByLabel.set(k, byValue);
+          }
+          let b = byValue.get(v);
           if (!b) {
             b = new Map();
-            this.globalByLabel.set(k, b);
+            byValue.set(v, b);
           }
-          b.set(key, compiled);
-        } else this.globalUnindexed.set(key, compiled);
+          group(b, key, compiled);
+        } else group(this.globalUnindexed, key, compiled);
       } else this.globalPolicies.delete(key);
       this.globalPolicyGen++;
     } else {
       let m = this.nsPolicies.get(ns);
-      if (!m) {
+      let g = this.nsGroups.get(ns);
+      if (!m || !g) {
         m = new Map();
+        g = new Map();
         this.nsPolicies.set(ns, m);
+        this.nsGroups.set(ns, g);
       }
-      if (compiled) m.set(key, compiled);
-      else m.delete(key);
+      const old = m.get(key);
+      if (old) ungroup(g, key, old);
+      if (compiled) {
+        m.set(key, compiled);
+        group(g, key, compiled);
+      } else m.delete(key);
+      if (m.size === 0) {
+        this.nsPolicies.delete(ns);
+        this.nsGroups.delete(ns);
+      }
       this.nsPolicyGen.set(ns, (this.nsPolicyGen.get(ns) ?? 0) + 1);
     }
   }
@@ -325,6 +364,7 @@ export class Engine {
     this.nsInfoCache.clear();
     this.netsetCache = undefined;
     this.userProfileCache = new Map();
+    this.profileRulesCache.clear();
   }
 
   private endpointChanged(id: string): void {
@@ -343,19 +383,28 @@ export class Engine {
     return info;
   }
 
-  /** The namespace and service-account profiles of a workload, shared by its replicas. */
-  private derivedProfilesFor(
-    ns: string,
-    saName: string,
-    sa: ServiceAccount | undefined,
-  ): CompiledProfile[] {
+  /**
+   * The namespace, service account and derived profiles of a workload, shared by its replicas
+   * (reset by every world change, so `sa` is current).
+   */
+  private derivedParts(ns: string, saName: string): EndpointParts {
     const k = `${ns}\u0000${saName}`;
-    let ps = this.derivedProfiles.get(k);
-    if (!ps) {
-      ps = [namespaceProfile(this.namespaceInfo(ns)), serviceAccountProfile(ns, saName, sa)];
-      this.derivedProfiles.set(k, ps);
+    let parts = this.derivedProfiles.get(k);
+    if (!parts) {
+      const info = this.namespaceInfo(ns);
+      const sa = this.serviceAccounts.get(`${ns}/${saName}`);
+      const profiles = [namespaceProfile(info), serviceAccountProfile(ns, saName, sa)];
+      parts = {
+        ns: info,
+        saName,
+        sa,
+        profiles,
+        saView: saLabels(saName, sa),
+        profileNames: profiles.map((p) => p.name),
+      };
+      this.derivedProfiles.set(k, parts);
     }
-    return ps;
+    return parts;
   }
 
   private profileFor(name: string): CompiledProfile {
@@ -383,14 +432,7 @@ export class Engine {
     if (pod && slash > 0) {
       const ns = id.slice(0, slash);
       const saName = pod.spec.serviceAccountName ?? pod.spec.serviceAccount ?? 'default';
-      const info = this.namespaceInfo(ns);
-      const sa = this.serviceAccounts.get(`${ns}/${saName}`);
-      return podEndpoint(pod, {
-        ns: info,
-        saName,
-        sa,
-        profiles: this.derivedProfilesFor(ns, saName, sa),
-      });
+      return podEndpoint(pod, this.derivedParts(ns, saName));
     }
     if (slash > 0) {
       for (const [k, wep] of this.weps) {
@@ -398,17 +440,10 @@ export class Engine {
         const wname = wep.spec.pod ?? wep.spec.workload ?? wep.metadata.name;
         if (`${ns}/${wname}` !== id) continue;
         const saName = wep.spec.serviceAccountName ?? 'default';
-        const info = this.namespaceInfo(ns);
-        const sa = this.serviceAccounts.get(`${ns}/${saName}`);
         const explicit = wep.spec.profiles?.map((p) => this.profileFor(p));
         return workloadEndpoint(
           wep,
-          {
-            ns: info,
-            saName,
-            sa,
-            profiles: this.derivedProfilesFor(ns, saName, sa),
-          },
+          this.derivedParts(ns, saName),
           explicit && explicit.length > 0 ? explicit : undefined,
         );
       }
@@ -427,7 +462,7 @@ export class Engine {
     const c = this.endpointCache.get(id);
     if (c && c.gen === this.worldGen) return c.ep;
     const ep = this.buildEndpoint(id);
-    if (ep) this.endpointCache.set(id, { gen: this.worldGen, ep });
+    if (ep) this.endpointCache.set(id, { gen: this.worldGen, ep, active: undefined });
     else this.endpointCache.delete(id);
     return ep;
   }
@@ -513,20 +548,81 @@ export class Engine {
     return p;
   }
 
-  private profilesFor(ep: Endpoint, dir: Direction): CompiledProfileRules[] {
-    return ep.profiles.map((name) => {
-      const c = this.compiledProfile(name);
-      return { profile: c.profile, rules: c[dir] };
+  private profilesFor(ep: Endpoint): {
+    readonly ingress: CompiledProfileRules[];
+    readonly egress: CompiledProfileRules[];
+  } {
+    const k = ep.profiles.join('\u0000');
+    let c = this.profileRulesCache.get(k);
+    if (!c) {
+      const both = ep.profiles.map((name) => this.compiledProfile(name));
+      c = {
+        ingress: both.map((b) => ({ profile: b.profile, rules: b.ingress })),
+        egress: both.map((b) => ({ profile: b.profile, rules: b.egress })),
+      };
+      this.profileRulesCache.set(k, c);
+    }
+    return c;
+  }
+
+  private tierInfoCached(name: string): TierInfo {
+    let t = this.tierInfoCache.get(name);
+    if (!t) {
+      t = { name, ...this.tierInfo(name) };
+      this.tierInfoCache.set(name, t);
+    }
+    return t;
+  }
+
+  /**
+   * Orders the policies selecting an endpoint into tiers: tiers by order (nil last) then name,
+   * policies by order then name (then key, so ties cannot depend on input order), and per
+   * direction the enforced and staged policies that cover it. One sort for both directions.
+   */
+  private activeTierLists(candidates: CompiledPolicy[]): {
+    ingress: ActiveTier[];
+    egress: ActiveTier[];
+  } {
+    const ranked = candidates.map((p) => ({ p, t: this.tierInfoCached(p.tier) }));
+    ranked.sort((a, b) => {
+      if (a.t !== b.t) {
+        const c = compareOrder(a.t, b.t);
+        if (c !== 0) return c;
+      }
+      const c = compareOrder(a.p, b.p);
+      if (c !== 0) return c;
+      return a.p.key < b.p.key ? -1 : a.p.key > b.p.key ? 1 : 0;
     });
+    const ingress: ActiveTier[] = [];
+    const egress: ActiveTier[] = [];
+    let i = 0;
+    while (i < ranked.length) {
+      const t = (ranked[i] as (typeof ranked)[number]).t;
+      const inP: CompiledPolicy[] = [];
+      const inS: CompiledPolicy[] = [];
+      const outP: CompiledPolicy[] = [];
+      const outS: CompiledPolicy[] = [];
+      for (; i < ranked.length && (ranked[i] as (typeof ranked)[number]).t === t; i++) {
+        const p = (ranked[i] as (typeof ranked)[number]).p;
+        if (p.ingress !== undefined) (p.staged ? inS : inP).push(p);
+        if (p.egress !== undefined) (p.staged ? outS : outP).push(p);
+      }
+      ingress.push({ name: t.name, defaultAction: t.defaultAction, policies: inP, staged: inS });
+      egress.push({ name: t.name, defaultAction: t.defaultAction, policies: outP, staged: outS });
+    }
+    return { ingress, egress };
   }
 
   /** The tiers (in order) with the policies (in order) that select `ep`, per direction. */
   private active(ep: Endpoint): ActiveSet {
     const nsGen = ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0);
-    const cached = this.activeByEndpoint.get(ep);
+    const entry = this.endpointCache.get(ep.id);
+    const own = entry?.ep === ep ? entry : undefined;
+    const cached = own?.active;
     if (
       cached &&
       cached.ep === ep &&
+      cached.worldGen === this.worldGen &&
       cached.globalGen === this.globalPolicyGen &&
       cached.nsGen === nsGen
     )
@@ -535,55 +631,49 @@ export class Engine {
     // same policies: share one computation (replicas of a deployment are the common case).
     const sig = `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
     const shared = this.activeBySignature.get(sig);
-    if (shared && shared.globalGen === this.globalPolicyGen && shared.nsGen === nsGen) {
+    // The world generation guards the profiles: a namespace or profile change keeps labels (and
+    // so the signature) but may change the profiles' rules.
+    if (
+      shared &&
+      shared.worldGen === this.worldGen &&
+      shared.globalGen === this.globalPolicyGen &&
+      shared.nsGen === nsGen
+    ) {
       const set: ActiveSet = { ...shared, ep };
-      this.activeByEndpoint.set(ep, set);
+      if (own) own.active = set;
       return set;
     }
     const candidates: CompiledPolicy[] = [];
-    const consider = (p: CompiledPolicy) => {
-      if (ep.kind === 'host' && p.preDNAT) return;
-      if (p.applies(ep)) candidates.push(p);
-    };
-    for (const p of this.globalUnindexed.values()) consider(p);
-    for (const [k, v] of Object.entries(ep.labels)) {
-      const bucket = this.globalByLabel.get(`${k}\u0000${v}`);
-      if (bucket) for (const p of bucket.values()) consider(p);
+    collect(this.globalUnindexed, ep, candidates);
+    if (this.globalByLabel.size > 0) {
+      // Walk the indexed keys when there are few of them, the endpoint's labels otherwise.
+      const labels = ep.labels;
+      if (this.globalByLabel.size <= 16) {
+        for (const [k, byValue] of this.globalByLabel) {
+          const v = Object.hasOwn(labels, k) ? labels[k] : undefined;
+          if (v !== undefined) collect(byValue.get(v), ep, candidates);
+        }
+      } else {
+        for (const k in labels) {
+          const v = Object.hasOwn(labels, k) ? labels[k] : undefined;
+          if (v !== undefined) collect(this.globalByLabel.get(k)?.get(v), ep, candidates);
+        }
+      }
     }
-    if (ep.namespace !== undefined) {
-      for (const p of this.nsPolicies.get(ep.namespace)?.values() ?? []) consider(p);
-    }
-    const byTier = new Map<string, CompiledPolicy[]>();
-    for (const p of candidates) {
-      const l = byTier.get(p.tier);
-      if (l) l.push(p);
-      else byTier.set(p.tier, [p]);
-    }
-    const tierNames = [...byTier.keys()]
-      .map((name) => ({ name, ...this.tierInfo(name) }))
-      .sort(compareOrder);
-    const build = (dir: Direction): ActiveTier[] =>
-      tierNames.map((t) => {
-        const ps = (byTier.get(t.name) ?? [])
-          .filter((p) => p[dir] !== undefined)
-          .sort(compareOrder);
-        return {
-          name: t.name,
-          defaultAction: t.defaultAction,
-          policies: ps.filter((p) => !p.staged),
-          staged: ps.filter((p) => p.staged),
-        };
-      });
+    if (ep.namespace !== undefined) collect(this.nsGroups.get(ep.namespace), ep, candidates);
+    const build = this.activeTierLists(candidates);
+    const profiles = this.profilesFor(ep);
     const set: ActiveSet = {
       ep,
+      worldGen: this.worldGen,
       globalGen: this.globalPolicyGen,
       nsGen,
-      ingress: build('ingress'),
-      egress: build('egress'),
-      profilesIn: this.profilesFor(ep, 'ingress'),
-      profilesOut: this.profilesFor(ep, 'egress'),
+      ingress: build.ingress,
+      egress: build.egress,
+      profilesIn: profiles.ingress,
+      profilesOut: profiles.egress,
     };
-    this.activeByEndpoint.set(ep, set);
+    if (own) own.active = set;
     if (this.activeBySignature.size > 200_000) this.activeBySignature.clear();
     this.activeBySignature.set(sig, set);
     return set;
@@ -980,8 +1070,43 @@ function kernelCtx(
   };
 }
 
-function labelKey(l: readonly [string, string]): string {
-  return `${l[0]}\u0000${l[1]}`;
+interface TierInfo {
+  readonly name: string;
+  readonly order: number | undefined;
+  readonly defaultAction: 'Deny' | 'Pass';
+}
+
+/** Policies with the same selector, tested once for all of them (`CompiledPolicy.selectorKey`). */
+interface PolicyGroup {
+  readonly applies: (ep: Endpoint) => boolean;
+  readonly policies: Map<Key, CompiledPolicy>;
+}
+type PolicyGroups = Map<string, PolicyGroup>;
+
+function group(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
+  let g = groups.get(p.selectorKey);
+  if (!g) {
+    g = { applies: p.applies, policies: new Map() };
+    groups.set(p.selectorKey, g);
+  }
+  g.policies.set(key, p);
+}
+
+/** Appends the policies of every group whose selector picks `ep`. */
+function collect(groups: PolicyGroups | undefined, ep: Endpoint, out: CompiledPolicy[]): void {
+  if (!groups) return;
+  const host = ep.kind === 'host';
+  for (const g of groups.values()) {
+    if (!g.applies(ep)) continue;
+    for (const p of g.policies.values()) if (!(host && p.preDNAT)) out.push(p);
+  }
+}
+
+function ungroup(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
+  const g = groups.get(p.selectorKey);
+  if (!g) return;
+  g.policies.delete(key);
+  if (g.policies.size === 0) groups.delete(p.selectorKey);
 }
 
 function pickAddresses(

@@ -56,6 +56,11 @@ export interface CompiledPolicy {
    * testing every global policy against every endpoint.
    */
   readonly requires: readonly [string, string] | undefined;
+  /**
+   * What `applies` tests, as text: two policies with the same key select exactly the same
+   * endpoints, so the engine evaluates the selector once for all of them.
+   */
+  readonly selectorKey: string;
 }
 
 /** The first `key == 'value'` conjunct of a selector, if any. */
@@ -103,9 +108,12 @@ export function compileCalicoPolicy(
   const namespace = global ? undefined : (p.metadata.namespace ?? 'default');
   const staged = p.kind.startsWith('Staged');
   const parts: ((ep: Endpoint) => boolean)[] = [];
+  // Built beside `parts`, one segment per predicate, so equal keys mean equal predicates.
+  const keyParts: (string | null)[] = ['calico', namespace ?? null];
   if (namespace !== undefined) parts.push((ep) => ep.namespace === namespace);
   if (global && spec.namespaceSelector && spec.namespaceSelector.trim() !== '') {
     const t = spec.namespaceSelector.trim();
+    keyParts.push('ns', t);
     if (selectorIsAll(t)) parts.push((ep) => ep.namespace !== undefined);
     else if (/^global\(\s*\)$/.test(t)) parts.push((ep) => ep.namespace === undefined);
     else {
@@ -114,10 +122,12 @@ export function compileCalicoPolicy(
     }
   }
   if (spec.serviceAccountSelector && spec.serviceAccountSelector.trim() !== '') {
+    keyParts.push('sa', spec.serviceAccountSelector);
     const m = compileCalicoSelector(spec.serviceAccountSelector, onSelectorError);
     parts.push((ep) => ep.saView !== undefined && m(ep.saView));
   }
   if (spec.selector !== undefined && !selectorIsAll(spec.selector)) {
+    keyParts.push('sel', spec.selector);
     const m = compileCalicoSelector(spec.selector, onSelectorError);
     parts.push((ep) => m(ep.labels));
   }
@@ -144,6 +154,8 @@ export function compileCalicoPolicy(
     egress: types.egress ? compileRules(spec.egress) : undefined,
     source: p.source,
     requires: requiredLabel(spec.selector),
+    // JSON keeps the segments unambiguous whatever the selector texts contain.
+    selectorKey: JSON.stringify(keyParts),
   };
 }
 
@@ -275,6 +287,10 @@ export function compileK8sPolicy(p: K8sPolicyResource): CompiledPolicy {
     egress,
     source: p.source,
     requires: firstMatchLabel(spec.podSelector),
+    // `undefined` is kept distinct (a `matchLabels` entry holding it still tests the key).
+    selectorKey: JSON.stringify(['k8s', namespace, spec.podSelector], (_k, v: unknown) =>
+      v === undefined ? { undefined: true } : v,
+    ),
   };
 }
 
