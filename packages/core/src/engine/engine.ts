@@ -21,8 +21,10 @@ import type {
 import { canonicalIp, cidrContains, formatIp, parseIp } from '../net/ip.js';
 import type { IpAddr } from '../net/ip.js';
 import { suggest } from '../diagnostics/suggest.js';
-import { decideDirection, evaluateDirection } from './evaluate.js';
-import type { ActiveTier, CompiledProfileRules } from './evaluate.js';
+import { decideDirection, dressOutcome, evaluateDirection } from './evaluate.js';
+import type { ActiveTier, CompiledProfileRules, Outcome } from './evaluate.js';
+import { buildKernelProgram, runKernelProgram } from './kernel-program.js';
+import type { KernelProgram } from './kernel-program.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
 import { protocolNumber } from './matchers.js';
@@ -119,6 +121,12 @@ interface ActiveSet {
   readonly egress: readonly ActiveTier[];
   readonly profilesIn: readonly CompiledProfileRules[];
   readonly profilesOut: readonly CompiledProfileRules[];
+  /**
+   * Kernel decision programs built from these tiers and profiles, by bucket (`programKey`). Shared
+   * by every endpoint sharing the set, dropped with it.
+   */
+  readonly programsIn: Map<number, KernelProgram>;
+  readonly programsOut: Map<number, KernelProgram>;
 }
 
 interface EndpointEntry {
@@ -672,6 +680,8 @@ export class Engine {
       egress: build.egress,
       profilesIn: profiles.ingress,
       profilesOut: profiles.egress,
+      programsIn: new Map(),
+      programsOut: new Map(),
     };
     if (own) own.active = set;
     if (this.activeBySignature.size > 200_000) this.activeBySignature.clear();
@@ -775,26 +785,130 @@ export class Engine {
     const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
     const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
     const s = src.endpoint;
-    if (s) {
-      const act = this.active(s);
-      if (
-        !decideDirection(
-          s,
-          'egress',
-          act.egress,
-          act.profilesOut,
-          kernelCtx(proto, port, family, srcPeer, dstPeer, s.l7, this.serviceMatch),
-        ).allow
-      )
-        return false;
-    }
+    if (s && !this.kernelOutcome(s, 'egress', proto, port, family, srcPeer, dstPeer).allow)
+      return false;
     const d = dst.endpoint;
-    if (d) {
-      const act = this.active(d);
-      const c = kernelCtx(proto, port, family, srcPeer, dstPeer, d.l7, this.serviceMatch);
-      if (!decideDirection(d, 'ingress', act.ingress, act.profilesIn, c).allow) return false;
-    }
+    if (d && !this.kernelOutcome(d, 'ingress', proto, port, family, srcPeer, dstPeer).allow)
+      return false;
     return true;
+  }
+
+  /**
+   * One direction in the kernel, from the endpoint's precompiled program for the bucket; the rule
+   * walk when the port cannot key a bucket (not an integer in 0–65535).
+   */
+  private kernelOutcome(
+    ep: Endpoint,
+    dir: Direction,
+    proto: number,
+    port: number | undefined,
+    family: 4 | 6,
+    src: Peer,
+    dst: Peer,
+  ): Outcome {
+    const act = this.active(ep);
+    const prog = this.program(act, ep, dir, proto, port, family);
+    if (!prog) {
+      const tiers = dir === 'ingress' ? act.ingress : act.egress;
+      const profiles = dir === 'ingress' ? act.profilesIn : act.profilesOut;
+      const ctx = kernelCtx(proto, port, family, src, dst, ep.l7, this.serviceMatch);
+      return decideDirection(ep, dir, tiers, profiles, ctx);
+    }
+    if (this.scratch.length < prog.predicates.length)
+      this.scratch = new Uint8Array(prog.predicates.length * 2);
+    return dir === 'ingress'
+      ? runKernelProgram(prog, dst, src, this.serviceCtx, this.scratch)
+      : runKernelProgram(prog, src, dst, this.serviceCtx, this.scratch);
+  }
+
+  private program(
+    act: ActiveSet,
+    ep: Endpoint,
+    dir: Direction,
+    proto: number,
+    port: number | undefined,
+    family: 4 | 6,
+  ): KernelProgram | undefined {
+    const key = programKey(proto, port, family, ep.l7);
+    if (key === undefined) return undefined;
+    const programs = dir === 'ingress' ? act.programsIn : act.programsOut;
+    let prog = programs.get(key);
+    if (!prog) {
+      prog = buildKernelProgram(
+        ep,
+        dir,
+        dir === 'ingress' ? act.ingress : act.egress,
+        dir === 'ingress' ? act.profilesIn : act.profilesOut,
+        proto,
+        port,
+        family,
+        ep.l7,
+      );
+      // Bounded: a caller probing every port must not grow one set without limit.
+      if (programs.size >= MAX_PROGRAMS_PER_SET) programs.clear();
+      programs.set(key, prog);
+    }
+    return prog;
+  }
+
+  /**
+   * The kernel decision program of one endpoint and direction for a protocol, destination port
+   * and address family (default: the family of its first address): the structure a renderer turns
+   * into sets and verdict maps. Undefined for an unknown endpoint, protocol or port.
+   */
+  kernelProgram(
+    ref: string,
+    direction: Direction,
+    protocol: string | number,
+    port: number | undefined,
+    family?: 4 | 6,
+  ): KernelProgram | undefined {
+    const ep = this.resolve(ref)?.endpoint;
+    const proto = protocolNumber(protocol);
+    if (!ep || proto === undefined) return undefined;
+    return this.program(
+      this.active(ep),
+      ep,
+      direction,
+      proto,
+      port,
+      family ?? ep.ips[0]?.family ?? 4,
+    );
+  }
+
+  /**
+   * Both kernel directions with provenance (no trace, no staged verdicts), decided by the
+   * precompiled programs or, with `via: 'walk'`, by the rule walk they must agree with. Undefined
+   * for an unknown endpoint or protocol.
+   */
+  kernelVerdicts(
+    from: string,
+    to: string,
+    protocol: string | number,
+    port: number | undefined,
+    via: 'program' | 'walk' = 'program',
+  ): { readonly egress: DirectionVerdict; readonly ingress: DirectionVerdict } | undefined {
+    const src = this.resolve(from);
+    const dst = this.resolve(to);
+    const proto = protocolNumber(protocol);
+    if (!src || !dst || proto === undefined) return undefined;
+    if (src.endpoint && src.endpoint === dst.endpoint) return loopback(src.endpoint).kernel;
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const side = (ep: Endpoint | undefined, dir: Direction): DirectionVerdict => {
+      if (!ep) return unmanaged('kernel', dir, dir === 'egress' ? src.label : dst.label);
+      const act = this.active(ep);
+      const tiers = dir === 'ingress' ? act.ingress : act.egress;
+      const profiles = dir === 'ingress' ? act.profilesIn : act.profilesOut;
+      const ctx = kernelCtx(proto, port, family, srcPeer, dstPeer, ep.l7, this.serviceMatch);
+      const o =
+        via === 'walk'
+          ? decideDirection(ep, dir, tiers, profiles, ctx)
+          : this.kernelOutcome(ep, dir, proto, port, family, srcPeer, dstPeer);
+      return dressOutcome(o, ep, dir, tiers, profiles, ctx, []);
+    };
+    return { egress: side(src.endpoint, 'egress'), ingress: side(dst.endpoint, 'ingress') };
   }
 
   private readonly serviceMatch: MatchContext['serviceMatch'] = (
@@ -805,6 +919,11 @@ export class Engine {
     port,
     checkPort,
   ) => serviceCovers(this.services().get(`${ns}/${name}`), ep, proto, port, checkPort);
+  private readonly serviceCtx: Pick<MatchContext, 'serviceMatch'> = {
+    serviceMatch: this.serviceMatch,
+  };
+  /** Per-decision predicate results of a kernel program; reset by every run. */
+  private scratch = new Uint8Array(64);
 
   /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
   check(probe: Probe, explain = true, kernelOnly = false): CheckOutcome {
@@ -847,6 +966,19 @@ export class Engine {
         request: undefined,
         srcIdentity: undefined,
       };
+      if (!explain && probe.icmp === undefined) {
+        // The precompiled program decides; provenance and staged verdicts are dressed as usual.
+        const o = this.kernelOutcome(ep, dir, protocol, probe.port, family, srcPeer, dstPeer);
+        return dressOutcome(
+          o,
+          ep,
+          dir,
+          dir === 'ingress' ? act.ingress : act.egress,
+          dir === 'ingress' ? act.profilesIn : act.profilesOut,
+          ctx,
+          [],
+        );
+      }
       return evaluateDirection(
         ep,
         dir,
@@ -1048,7 +1180,7 @@ export class Engine {
 
 function kernelCtx(
   protocol: number,
-  dstPort: number,
+  dstPort: number | undefined,
   family: 4 | 6,
   src: Peer,
   dst: Peer,
@@ -1107,6 +1239,24 @@ function ungroup(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
   if (!g) return;
   g.policies.delete(key);
   if (g.policies.size === 0) groups.delete(p.selectorKey);
+}
+
+/** Programs kept per active set and direction before the cache starts over. */
+const MAX_PROGRAMS_PER_SET = 256;
+
+/** The bucket of a kernel program: protocol, port (or none), family and L7 point, as a number. */
+function programKey(
+  proto: number,
+  port: number | undefined,
+  family: 4 | 6,
+  l7: boolean,
+): number | undefined {
+  let p = 65536;
+  if (port !== undefined) {
+    if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+    p = port;
+  }
+  return ((proto * 65537 + p) * 2 + (family === 6 ? 1 : 0)) * 2 + (l7 ? 1 : 0);
 }
 
 function pickAddresses(

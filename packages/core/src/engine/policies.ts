@@ -181,6 +181,8 @@ function k8sPodMatcher(s: K8sLabelSelector): (labels: Readonly<Record<string, st
 interface K8sPeerParts {
   readonly entity: EntityRule;
   readonly matcher?: (ep: Entity) => boolean;
+  /** What `matcher` tests, as text (see `CompiledEntity.selectorKey`). */
+  readonly matcherKey?: string;
 }
 
 /**
@@ -205,7 +207,11 @@ function k8sPeer(peer: NetworkPolicyPeer, namespace: string): K8sPeerParts {
   else if (ns) matcher = (e) => e.namespace !== undefined && ns(e.nsView);
   else if (pod) matcher = (e) => e.namespace === namespace && pod(e.labels);
   else matcher = (e) => e.namespace === namespace;
-  return { entity: {}, matcher };
+  const matcherKey = JSON.stringify(
+    ['k8sPeer', namespace, peer.podSelector ?? null, peer.namespaceSelector ?? null],
+    (_k, v: unknown) => (v === undefined ? { undefined: true } : v),
+  );
+  return { entity: {}, matcher, matcherKey };
 }
 
 function k8sPorts(ports: readonly NetworkPolicyPort[] | undefined): {
@@ -257,7 +263,10 @@ export function compileK8sPolicy(p: K8sPolicyResource): CompiledPolicy {
         const matcher = peer?.matcher;
         if (matcher) {
           const target = side === 'source' ? 'src' : 'dst';
-          out.push({ ...compiled, [target]: { ...compiled[target], selector: matcher } });
+          out.push({
+            ...compiled,
+            [target]: { ...compiled[target], selector: matcher, selectorKey: peer.matcherKey },
+          });
         } else {
           out.push(compiled);
         }
