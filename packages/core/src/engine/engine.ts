@@ -23,8 +23,13 @@ import type { IpAddr } from '../net/ip.js';
 import { suggest } from '../diagnostics/suggest.js';
 import { decideDirection, dressOutcome, evaluateDirection } from './evaluate.js';
 import type { ActiveTier, CompiledProfileRules, Outcome } from './evaluate.js';
-import { buildKernelProgram, runKernelProgram } from './kernel-program.js';
-import type { KernelProgram } from './kernel-program.js';
+import {
+  buildKernelProgram,
+  buildKernelSegment,
+  PredicateTable,
+  runKernelProgram,
+} from './kernel-program.js';
+import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
 import { protocolNumber } from './matchers.js';
@@ -133,6 +138,11 @@ interface EndpointEntry {
   readonly gen: number;
   readonly ep: Endpoint;
   active: ActiveSet | undefined;
+  /** What `resolve` answers for the endpoint's name. */
+  readonly resolved: Resolved;
+  /** The endpoint as a peer at its first address, valid while `peerGen` is the netset generation. */
+  peer: Peer | undefined;
+  peerGen: number;
 }
 
 interface Resolved {
@@ -175,6 +185,8 @@ export class Engine {
 
   // Generations for precise invalidation.
   private worldGen = 0;
+  /** Bumped whenever the network sets an address falls in may have changed. */
+  private netsetGen = 0;
   private globalPolicyGen = 0;
   private readonly nsPolicyGen = new Map<string, number>();
 
@@ -253,6 +265,7 @@ export class Engine {
       case 'GlobalNetworkSet':
         set(this.netsetsRaw, key, r);
         this.netsetCache = undefined;
+        this.netsetGen++;
         break;
       case 'Profile':
         set(this.profilesRaw, name, r);
@@ -265,6 +278,7 @@ export class Engine {
       case 'Tier':
         set(this.tiers, name, r);
         this.tierInfoCache.clear();
+        this.tierIntern.clear();
         this.globalPolicyGen++;
         break;
       case 'NetworkPolicy':
@@ -292,6 +306,8 @@ export class Engine {
 
   private applyPolicy(r: Resource, key: Key, ns: string | undefined, removing: boolean): void {
     let compiled: CompiledPolicy | undefined;
+    // Interned tiers hold policies: forget them so a replaced policy is not kept alive.
+    this.tierIntern.clear();
     this.selectorProblems.delete(key);
     if (!removing) {
       const problems: Diagnostic[] = [];
@@ -371,6 +387,7 @@ export class Engine {
     this.derivedProfiles.clear();
     this.nsInfoCache.clear();
     this.netsetCache = undefined;
+    this.netsetGen++;
     this.userProfileCache = new Map();
     this.profileRulesCache.clear();
   }
@@ -470,7 +487,15 @@ export class Engine {
     const c = this.endpointCache.get(id);
     if (c && c.gen === this.worldGen) return c.ep;
     const ep = this.buildEndpoint(id);
-    if (ep) this.endpointCache.set(id, { gen: this.worldGen, ep, active: undefined });
+    if (ep)
+      this.endpointCache.set(id, {
+        gen: this.worldGen,
+        ep,
+        active: undefined,
+        resolved: { endpoint: ep, ip: undefined, label: ep.id },
+        peer: undefined,
+        peerGen: -1,
+      });
     else this.endpointCache.delete(id);
     return ep;
   }
@@ -582,6 +607,35 @@ export class Engine {
     return t;
   }
 
+  private serial(p: CompiledPolicy): number {
+    let n = this.policySerials.get(p);
+    if (n === undefined) {
+      n = this.nextPolicySerial++;
+      this.policySerials.set(p, n);
+    }
+    return n;
+  }
+
+  /** One object per distinct tier content; a changed policy is a new object, so a new key. */
+  private internTier(
+    dir: Direction,
+    t: TierInfo,
+    policies: CompiledPolicy[],
+    staged: CompiledPolicy[],
+  ): ActiveTier {
+    let key = `${dir}\u0000${t.name}\u0000${t.defaultAction}\u0000`;
+    for (const p of policies) key += `${this.serial(p)},`;
+    key += '\u0000';
+    for (const p of staged) key += `${this.serial(p)},`;
+    let tier = this.tierIntern.get(key);
+    if (!tier) {
+      tier = { name: t.name, defaultAction: t.defaultAction, policies, staged };
+      if (this.tierIntern.size >= 200_000) this.tierIntern.clear();
+      this.tierIntern.set(key, tier);
+    }
+    return tier;
+  }
+
   /**
    * Orders the policies selecting an endpoint into tiers: tiers by order (nil last) then name,
    * policies by order then name (then key, so ties cannot depend on input order), and per
@@ -615,8 +669,8 @@ export class Engine {
         if (p.ingress !== undefined) (p.staged ? inS : inP).push(p);
         if (p.egress !== undefined) (p.staged ? outS : outP).push(p);
       }
-      ingress.push({ name: t.name, defaultAction: t.defaultAction, policies: inP, staged: inS });
-      egress.push({ name: t.name, defaultAction: t.defaultAction, policies: outP, staged: outS });
+      ingress.push(this.internTier('ingress', t, inP, inS));
+      egress.push(this.internTier('egress', t, outP, outS));
     }
     return { ingress, egress };
   }
@@ -755,10 +809,30 @@ export class Engine {
       const id = this.ipToEndpoint(ip);
       return { endpoint: id ? this.endpoint(id) : undefined, ip, label: canonicalIp(ref) ?? ref };
     }
-    const ep =
-      this.endpoint(ref) ?? (ref.includes('/') ? undefined : this.endpoint(`default/${ref}`));
-    if (!ep) return undefined;
-    return { endpoint: ep, ip: undefined, label: ep.id };
+    return this.nameEntry(ref)?.resolved;
+  }
+
+  /** The cache entry of the endpoint a name (not an address) refers to. */
+  private nameEntry(ref: string): EndpointEntry | undefined {
+    const e = this.entry(ref);
+    if (e || ref.includes('/')) return e;
+    return this.entry(`default/${ref}`);
+  }
+
+  private entry(id: string): EndpointEntry | undefined {
+    const c = this.endpointCache.get(id);
+    if (c && c.gen === this.worldGen) return c;
+    if (!this.endpoint(id)) return undefined;
+    return this.endpointCache.get(id);
+  }
+
+  /** The endpoint of an entry as a peer at its first address. */
+  private entryPeer(e: EndpointEntry, ip: IpAddr): Peer {
+    if (e.peer && e.peerGen === this.netsetGen) return e.peer;
+    const peer: Peer = { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), memo: new Map() };
+    e.peer = peer;
+    e.peerGen = this.netsetGen;
+    return peer;
   }
 
   private unknownRef(ref: string): CheckOutcome {
@@ -776,6 +850,72 @@ export class Engine {
    * agent's hot path: no provenance, no strings.
    */
   kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
+    // The common case, without allocation: two endpoint names whose first addresses share a
+    // family (what `pickAddresses` picks then), decided by the endpoints' programs.
+    const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
+    const c0 = from.charCodeAt(0);
+    const c1 = to.charCodeAt(0);
+    if (
+      proto !== undefined &&
+      !(c0 >= 48 && c0 <= 57) &&
+      !(c1 >= 48 && c1 <= 57) &&
+      !from.includes(':') &&
+      !to.includes(':')
+    ) {
+      const se = this.nameEntry(from);
+      const de = this.nameEntry(to);
+      if (!se || !de) return false;
+      if (se.ep === de.ep) return true;
+      const a = se.ep.ips[0];
+      const b = de.ep.ips[0];
+      if (a && b && a.family === b.family) {
+        const sp = this.entryPeer(se, a);
+        const dp = this.entryPeer(de, b);
+        return (
+          this.entryOutcome(se, 'egress', proto, port, a.family, sp, dp).allow &&
+          this.entryOutcome(de, 'ingress', proto, port, a.family, sp, dp).allow
+        );
+      }
+    }
+    return this.kernelAllowsResolved(from, to, protocol, port);
+  }
+
+  private entryOutcome(
+    e: EndpointEntry,
+    dir: Direction,
+    proto: number,
+    port: number,
+    family: 4 | 6,
+    src: Peer,
+    dst: Peer,
+  ): Outcome {
+    const act = e.active;
+    const ep = e.ep;
+    if (
+      act &&
+      act.worldGen === this.worldGen &&
+      act.globalGen === this.globalPolicyGen &&
+      act.nsGen === (ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0))
+    ) {
+      const key = programKey(proto, port, family, ep.l7);
+      const prog =
+        key === undefined
+          ? undefined
+          : (dir === 'ingress' ? act.programsIn : act.programsOut).get(key);
+      if (prog)
+        return dir === 'ingress'
+          ? runKernelProgram(prog, dst, src, this.serviceCtx, this.predicates)
+          : runKernelProgram(prog, src, dst, this.serviceCtx, this.predicates);
+    }
+    return this.kernelOutcome(ep, dir, proto, port, family, src, dst);
+  }
+
+  private kernelAllowsResolved(
+    from: string,
+    to: string,
+    protocol: string | number,
+    port: number,
+  ): boolean {
     const src = this.resolve(from);
     const dst = this.resolve(to);
     const proto = protocolNumber(protocol);
@@ -814,11 +954,9 @@ export class Engine {
       const ctx = kernelCtx(proto, port, family, src, dst, ep.l7, this.serviceMatch);
       return decideDirection(ep, dir, tiers, profiles, ctx);
     }
-    if (this.scratch.length < prog.predicates.length)
-      this.scratch = new Uint8Array(prog.predicates.length * 2);
     return dir === 'ingress'
-      ? runKernelProgram(prog, dst, src, this.serviceCtx, this.scratch)
-      : runKernelProgram(prog, src, dst, this.serviceCtx, this.scratch);
+      ? runKernelProgram(prog, dst, src, this.serviceCtx, this.predicates)
+      : runKernelProgram(prog, src, dst, this.serviceCtx, this.predicates);
   }
 
   private program(
@@ -834,21 +972,47 @@ export class Engine {
     const programs = dir === 'ingress' ? act.programsIn : act.programsOut;
     let prog = programs.get(key);
     if (!prog) {
+      const bucket: KernelBucket = { protocol: proto, port, family, l7Available: ep.l7 };
       prog = buildKernelProgram(
         ep,
         dir,
         dir === 'ingress' ? act.ingress : act.egress,
         dir === 'ingress' ? act.profilesIn : act.profilesOut,
-        proto,
-        port,
-        family,
-        ep.l7,
+        bucket,
+        (section, anyTier) => this.segment(section, anyTier, dir, bucket, key),
       );
       // Bounded: a caller probing every port must not grow one set without limit.
       if (programs.size >= MAX_PROGRAMS_PER_SET) programs.clear();
       programs.set(key, prog);
     }
     return prog;
+  }
+
+  /**
+   * One tier's or profile's segment for a bucket, shared by every program that holds the same
+   * (interned) tier or the same profile rules.
+   */
+  private segment(
+    section: { readonly tier: ActiveTier } | { readonly profile: CompiledProfileRules },
+    anyTier: boolean,
+    dir: Direction,
+    bucket: KernelBucket,
+    bucketKey: number,
+  ): KernelSegment {
+    const key = (bucketKey * 2 + (dir === 'ingress' ? 1 : 0)) * 2 + (anyTier ? 1 : 0);
+    const owner = 'tier' in section ? section.tier : section.profile;
+    let byBucket = this.segments.get(owner);
+    if (!byBucket) {
+      byBucket = new Map();
+      this.segments.set(owner, byBucket);
+    }
+    let seg = byBucket.get(key);
+    if (!seg) {
+      seg = buildKernelSegment(dir, section, anyTier, bucket, this.predicates);
+      if (byBucket.size >= MAX_PROGRAMS_PER_SET) byBucket.clear();
+      byBucket.set(key, seg);
+    }
+    return seg;
   }
 
   /**
@@ -922,8 +1086,17 @@ export class Engine {
   private readonly serviceCtx: Pick<MatchContext, 'serviceMatch'> = {
     serviceMatch: this.serviceMatch,
   };
-  /** Per-decision predicate results of a kernel program; reset by every run. */
-  private scratch = new Uint8Array(64);
+  /** Peer predicates shared by kernel segments, with their per-decision memo. */
+  private readonly predicates = new PredicateTable();
+  /** Kernel segments by the (immutable) tier or profile rules they were built from. */
+  private readonly segments = new WeakMap<
+    ActiveTier | CompiledProfileRules,
+    Map<number, KernelSegment>
+  >();
+  /** Identical tiers (same name, default action and policies) are one object, so segments are shared. */
+  private readonly tierIntern = new Map<string, ActiveTier>();
+  private readonly policySerials = new WeakMap<CompiledPolicy, number>();
+  private nextPolicySerial = 1;
 
   /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
   check(probe: Probe, explain = true, kernelOnly = false): CheckOutcome {

@@ -1,18 +1,27 @@
-// Precompiled kernel decisions: for one endpoint's active tiers and profiles in one direction,
-// and one (protocol, destination port, address family, L7 point) bucket, the rule walk of
-// `decideDirection` flattened into a short program of steps. What the bucket fixes (protocol,
-// ports, ICMP, `http` hand-off, fail-safe ports, rules that cannot be reached) is decided when
-// the program is built; each step keeps only what depends on the two endpoints of a connection.
-// Peer selectors shared by many rules (the same `app == 'x'` in thirty policies) become one
-// predicate, evaluated at most once per decision.
+// Precompiled kernel decisions. For one endpoint's active tiers and profiles in one direction, and
+// one bucket (protocol, destination port, address family, L7 point), the rule walk of
+// `decideDirection` is flattened into data:
 //
-// Owns: flattening the decision order into data. Must never: cache anything that depends on a
-// peer or a connection — a program is a pure function of its inputs (immutable compiled rules
-// and tiers), and the caller drops it with the active set it was built from.
+//   KernelProgram   one per (active set, direction, bucket): segments in order, then `otherwise`
+//   KernelSegment   one per (tier with its policies, or profile, direction, bucket), shared by every
+//                   endpoint whose tier holds the same policies: steps in order, then `end`
+//   KernelStep      one rule that can still match in the bucket: a peer predicate, what is left to
+//                   check per connection on each side, and a verdict (or Pass: next segment)
+//   PeerPredicate   a peer selector, shared by every step that tests it (the same `app == 'x'` in
+//                   thirty policies is one predicate, tested at most once per decision)
+//
+// Everything the bucket fixes is decided when a segment is built: protocol, ICMP, IP version,
+// numeric ports, the `http` hand-off, fail-safe ports, Log rules, and rules that cannot be reached
+// (after a step that always decides, or that need a predicate an earlier step already decided on).
+//
+// Owns: flattening the decision order into data. Must never: keep a result that depends on a peer
+// or a connection beyond one decision. Programs and segments are pure functions of immutable
+// compiled rules and tiers; the engine drops them with the active set or tier they came from. The
+// only mutable state is the predicates' memo, valid for one decision (`PredicateTable.begin`).
 //
 // This is also the shape the node agent's nftables renderer needs: per endpoint and direction,
-// rules grouped by protocol and port, each matching a peer set (a predicate over endpoints) and
-// ending in a verdict or a jump to the next tier.
+// rules grouped by protocol and port, each matching a peer set (a predicate over endpoints, i.e.
+// an address set) and ending in a verdict or a jump to the next tier.
 
 import type { Direction } from './types.js';
 import type { ActiveTier, CompiledProfileRules, Outcome } from './evaluate.js';
@@ -28,30 +37,42 @@ import {
 } from './rules.js';
 import type { CompiledRule, MatchContext, Peer, SidePlan } from './rules.js';
 
-/** A peer-side selector test shared by every step that needs it. */
+/** A peer-side selector test (selector and notSelector of one rule side). */
 export interface PeerPredicate {
-  /** `CompiledEntity.selectorKey` and `notSelectorKey`, as JSON. */
+  /** `CompiledEntity.selectorKey` and `notSelectorKey` as JSON; equal keys, equal predicates. */
   readonly key: string;
   readonly selector: ((e: Entity) => boolean) | undefined;
   readonly notSelector: ((e: Entity) => boolean) | undefined;
+  /** Memo for the current decision only: valid while `stamp` equals the table's epoch. */
+  stamp: number;
+  value: boolean;
 }
 
 export interface KernelStep {
-  /** Index into `KernelProgram.predicates` that must hold, or -1. */
-  readonly predicate: number;
-  /** Per-connection checks on the local endpoint's side of the rule (its own address, ports...). */
+  /** Must hold for the peer, when set. */
+  readonly predicate: PeerPredicate | undefined;
+  /** Per-connection checks on the local endpoint's side of the rule (its address, named ports). */
   readonly local: SidePlan | undefined;
   /** Per-connection checks on the peer's side other than its selectors (nets, named ports...). */
   readonly peer: SidePlan | undefined;
-  /** The verdict when the step matches; undefined for Pass, which continues at `next`. */
+  /** The verdict when the step matches; undefined for Pass (continue with the next segment). */
   readonly outcome: Outcome | undefined;
-  readonly next: number;
-  /** Where the step came from, for renderers and explanations. */
-  readonly tier: string | undefined;
   readonly policy: CompiledPolicy | undefined;
-  readonly profile: CompiledProfileRules | undefined;
-  /** Undefined for the default action at the end of a tier. */
+  /** Undefined for the step that stands for a segment's `end`. */
   readonly rule: CompiledRule | undefined;
+}
+
+export interface KernelSegment {
+  /** The tier, or the profile, whose rules these are. */
+  readonly tier: ActiveTier | undefined;
+  readonly profile: CompiledProfileRules | undefined;
+  readonly steps: readonly KernelStep[];
+  /** When no step matches: the tier's default Deny, or undefined to continue. */
+  readonly end: Outcome | undefined;
+  /** Whether every connection is decided here (no Pass step, and an end or a final catch-all). */
+  readonly alwaysDecides: boolean;
+  /** `end` as a step, for flattened programs. */
+  readonly endStep: KernelStep | undefined;
 }
 
 export interface KernelProgram {
@@ -60,10 +81,73 @@ export interface KernelProgram {
   readonly port: number | undefined;
   readonly family: 4 | 6;
   readonly l7Available: boolean;
-  readonly predicates: readonly PeerPredicate[];
-  readonly steps: readonly KernelStep[];
-  /** The outcome when no step decides. */
+  readonly segments: readonly KernelSegment[];
+  /** The outcome when no segment decides. */
   readonly otherwise: Outcome;
+  /**
+   * The segments' steps in one array (each segment's `end` as a final step that always
+   * matches), and where a Pass step continues: what `runKernelProgram` walks.
+   */
+  readonly flat: readonly KernelStep[];
+  readonly next: Int32Array;
+}
+
+/** The bucket a program or segment is built for. */
+export interface KernelBucket {
+  readonly protocol: number;
+  readonly port: number | undefined;
+  readonly family: 4 | 6;
+  readonly l7Available: boolean;
+}
+
+/**
+ * The engine's predicates: interned by key so that segments of different tiers share them, with
+ * a memo per decision. `begin` starts a decision (one direction, one peer).
+ */
+export class PredicateTable {
+  private readonly byKey = new Map<string, PeerPredicate>();
+  private epoch = 0;
+
+  intern(
+    key: string | undefined,
+    selector: PeerPredicate['selector'],
+    notSelector: PeerPredicate['notSelector'],
+  ): PeerPredicate {
+    if (key !== undefined) {
+      const known = this.byKey.get(key);
+      if (known) return known;
+    }
+    const p: PeerPredicate = { key: key ?? '', selector, notSelector, stamp: 0, value: false };
+    if (key !== undefined) {
+      // Bounded: forgetting a key only stops sharing; segments keep their own predicate objects.
+      if (this.byKey.size >= 100_000) this.byKey.clear();
+      this.byKey.set(key, p);
+    }
+    return p;
+  }
+
+  begin(): void {
+    this.epoch = this.epoch >= 0x3fffffff ? 1 : this.epoch + 1;
+    // After the wrap-around an old stamp could equal the new epoch: forget all memos.
+    if (this.epoch === 1) for (const p of this.byKey.values()) p.stamp = 0;
+  }
+
+  test(p: PeerPredicate, peer: Peer): boolean {
+    const memo = peer.memo;
+    if (memo) {
+      const known = memo.get(p);
+      if (known !== undefined) return known;
+    } else if (p.stamp === this.epoch) return p.value;
+    const v =
+      (p.selector === undefined || peerSatisfies(peer, p.selector)) &&
+      (p.notSelector === undefined || !peerSatisfies(peer, p.notSelector));
+    if (memo) memo.set(p, v);
+    else {
+      p.stamp = this.epoch;
+      p.value = v;
+    }
+    return v;
+  }
 }
 
 function makeOutcome(
@@ -79,72 +163,156 @@ function makeOutcome(
   return { allow, kind, tier, policy, rule, profile, deferred, anyTier };
 }
 
-/** A tier with enforced policies, or one profile: rules in order, a Pass rule ends it. */
-interface Section {
-  readonly rules: readonly { readonly rule: CompiledRule; readonly policy?: CompiledPolicy }[];
-  readonly tier: ActiveTier | undefined;
-  readonly profile: CompiledProfileRules | undefined;
-  /** Outcome when the section ends without a decision; undefined to continue. */
-  readonly end: Outcome | undefined;
-}
-
-function intersect(sets: readonly ReadonlySet<number>[]): Set<number> {
-  const [first, ...rest] = sets;
-  const out = new Set<number>();
-  if (!first) return out;
-  for (const x of first) if (rest.every((r) => r.has(x))) out.add(x);
-  return out;
+/**
+ * One section of the walk: a tier's enforced policies (rules of each policy in order; a policy
+ * whose rules all miss hands on to the next), or one profile. The first Allow or Deny decides,
+ * Pass ends the section, Log is skipped; then the tier's default action (or nothing).
+ * `anyTier` (whether some tier of the endpoint has enforced policies) shapes profile outcomes.
+ */
+export function buildKernelSegment(
+  dir: Direction,
+  section: { readonly tier: ActiveTier } | { readonly profile: CompiledProfileRules },
+  anyTier: boolean,
+  b: KernelBucket,
+  predicates: PredicateTable,
+): KernelSegment {
+  const tier = 'tier' in section ? section.tier : undefined;
+  const profile = 'profile' in section ? section.profile : undefined;
+  const rules: { rule: CompiledRule; policy: CompiledPolicy | undefined }[] = [];
+  if (tier) {
+    for (const p of tier.policies) for (const rule of p[dir] ?? []) rules.push({ rule, policy: p });
+  } else if (profile) {
+    for (const rule of profile.rules) rules.push({ rule, policy: undefined });
+  }
+  const end =
+    tier && tier.defaultAction !== 'Pass'
+      ? makeOutcome(false, 'tier-default', true, tier)
+      : undefined;
+  const steps: KernelStep[] = [];
+  // Predicates known false at this point: a step that decides (or passes) on one alone came first.
+  const dead = new Set<PeerPredicate>();
+  let passes = false;
+  let catchAll = false;
+  for (const { rule, policy } of rules) {
+    if (rule.action === 'Log') continue;
+    const st = kernelRuleStatic(rule, b.protocol, b.family, b.l7Available);
+    if (st === 'no') continue;
+    // Ingress judges the local endpoint as the destination, egress as the source.
+    const ingress = dir === 'ingress';
+    const local = planSide(ingress ? rule.dst : rule.src, ingress ? b.port : undefined);
+    if (local === 'no') continue;
+    const peerFull = planSide(ingress ? rule.src : rule.dst, ingress ? undefined : b.port);
+    if (peerFull === 'no') continue;
+    let predicate: PeerPredicate | undefined;
+    let peer: SidePlan | undefined = peerFull;
+    if (peerFull && (peerFull.selector || peerFull.notSelector)) {
+      // A selector without a key (compiled elsewhere) gets a predicate of its own.
+      const keyed =
+        (peerFull.selector === undefined || peerFull.selectorKey !== undefined) &&
+        (peerFull.notSelector === undefined || peerFull.notSelectorKey !== undefined);
+      predicate = predicates.intern(
+        keyed ? `${peerFull.selectorKey ?? ''}\u0000${peerFull.notSelectorKey ?? ''}` : undefined,
+        peerFull.selector,
+        peerFull.notSelector,
+      );
+      if (dead.has(predicate)) continue;
+      const rest: SidePlan = { ...peerFull, selector: undefined, notSelector: undefined };
+      peer = sidePlanEmpty(rest) ? undefined : rest;
+    }
+    let outcome: Outcome | undefined;
+    if (rule.action !== 'Pass') {
+      const allow = rule.action === 'Allow';
+      const deferred = st === 'deferred';
+      outcome = profile
+        ? makeOutcome(
+            allow,
+            !anyTier && allow ? 'no-policy' : 'profile',
+            anyTier,
+            undefined,
+            undefined,
+            rule,
+            deferred,
+            profile,
+          )
+        : makeOutcome(allow, 'rule', true, tier, policy, rule, deferred);
+    } else passes = true;
+    steps.push({ predicate, local, peer, outcome, policy, rule });
+    if (!local && !peer) {
+      if (!predicate) {
+        // Every connection that gets here matches: the rest of the section is unreachable.
+        catchAll = outcome !== undefined;
+        break;
+      }
+      dead.add(predicate);
+    }
+  }
+  const endStep: KernelStep | undefined =
+    end && !catchAll
+      ? {
+          predicate: undefined,
+          local: undefined,
+          peer: undefined,
+          outcome: end,
+          policy: undefined,
+          rule: undefined,
+        }
+      : undefined;
+  return {
+    tier,
+    profile,
+    steps,
+    end,
+    alwaysDecides: !passes && (end !== undefined || catchAll),
+    endStep,
+  };
 }
 
 /**
- * Builds the program for one bucket. Mirrors `decideDirection` step for step: tiers with enforced
- * policies in order (a policy whose rules all miss hands on to the next, the first Allow or Deny
- * decides, Pass ends the tier, Log is skipped), the tier's default action, then profiles (a Pass
- * rule ends the profile), then the fall-through.
- *
- * Steps that cannot be reached are left out: after a step that decides unconditionally, after a
- * predicate already known false on every path to a step (a step that decides on that predicate
- * alone comes earlier), and rules the bucket excludes.
+ * Assembles the program of one endpoint and direction from segments (looked up, usually shared):
+ * fail-safe ports of host endpoints, tiers with enforced policies, profiles, the fall-through.
  */
 export function buildKernelProgram(
   ep: Pick<Endpoint, 'kind'>,
   dir: Direction,
   tiers: readonly ActiveTier[],
   profiles: readonly CompiledProfileRules[],
-  protocol: number,
-  port: number | undefined,
-  family: 4 | 6,
-  l7Available: boolean,
+  b: KernelBucket,
+  segment: (
+    section: { readonly tier: ActiveTier } | { readonly profile: CompiledProfileRules },
+    anyTier: boolean,
+  ) => KernelSegment,
 ): KernelProgram {
-  const base = { direction: dir, protocol, port, family, l7Available };
-  if (ep.kind === 'host' && port !== undefined) {
+  const base = {
+    direction: dir,
+    protocol: b.protocol,
+    port: b.port,
+    family: b.family,
+    l7Available: b.l7Available,
+  };
+  if (ep.kind === 'host' && b.port !== undefined) {
     const list = dir === 'ingress' ? FAILSAFE_INBOUND : FAILSAFE_OUTBOUND;
     for (const f of list) {
-      if (f.protocol === protocol && f.port === port) {
+      if (f.protocol === b.protocol && f.port === b.port)
         return {
           ...base,
-          predicates: [],
-          steps: [],
+          segments: [],
           otherwise: makeOutcome(true, 'failsafe', false),
+          flat: [],
+          next: new Int32Array(0),
         };
-      }
     }
   }
-
-  const sections: Section[] = [];
   let anyTier = false;
+  for (const tier of tiers) if (tier.policies.length > 0) anyTier = true;
+  const segments: KernelSegment[] = [];
+  const add = (s: KernelSegment): boolean => {
+    if (s.steps.length > 0 || s.end) segments.push(s);
+    return s.alwaysDecides; // Nothing after it is reachable.
+  };
+  let decided = false;
   for (const tier of tiers) {
     if (tier.policies.length === 0) continue;
-    anyTier = true;
-    const rules: { rule: CompiledRule; policy: CompiledPolicy }[] = [];
-    for (const p of tier.policies) for (const rule of p[dir] ?? []) rules.push({ rule, policy: p });
-    sections.push({
-      rules,
-      tier,
-      profile: undefined,
-      end:
-        tier.defaultAction === 'Pass' ? undefined : makeOutcome(false, 'tier-default', true, tier),
-    });
+    if ((decided = add(segment({ tier }, true)))) break;
   }
   let otherwise: Outcome;
   if (profiles.length === 0) {
@@ -154,191 +322,62 @@ export function buildKernelProgram(
       anyTier,
     );
   } else {
-    for (const pr of profiles) {
-      sections.push({
-        rules: pr.rules.map((rule) => ({ rule })),
-        tier: undefined,
-        profile: pr,
-        end: undefined,
-      });
-    }
     otherwise = makeOutcome(false, 'profile-default', anyTier);
+    if (!decided) for (const profile of profiles) if (add(segment({ profile }, anyTier))) break;
   }
-
-  const predicates: PeerPredicate[] = [];
-  const predicateIndex = new Map<string, number>();
-  const steps: (Omit<KernelStep, 'next'> & { next: number })[] = [];
-  // `dead`: predicates known false whenever the current point is reached by falling through
-  // (a step that decides on a predicate alone was passed). Pass jumps carry their own snapshot.
-  let dead = new Set<number>();
-  let fallsThrough = true;
-  let passSnapshots: Set<number>[] = [];
-  let pendingPass: number[] = [];
-
-  for (const section of sections) {
-    if (!fallsThrough && passSnapshots.length === 0) break; // Nothing below is reachable.
-    dead = intersect(fallsThrough ? [dead, ...passSnapshots] : passSnapshots);
-    for (const i of pendingPass) (steps[i] as { next: number }).next = steps.length;
-    pendingPass = [];
-    passSnapshots = [];
-    fallsThrough = true;
-    for (const { rule, policy } of section.rules) {
-      if (rule.action === 'Log') continue;
-      const st = kernelRuleStatic(rule, protocol, family, l7Available);
-      if (st === 'no') continue;
-      // Ingress judges the local endpoint as the destination, egress as the source.
-      const local = planSide(
-        dir === 'ingress' ? rule.dst : rule.src,
-        dir === 'ingress' ? port : undefined,
-      );
-      if (local === 'no') continue;
-      const peerFull = planSide(
-        dir === 'ingress' ? rule.src : rule.dst,
-        dir === 'ingress' ? undefined : port,
-      );
-      if (peerFull === 'no') continue;
-      let predicate = -1;
-      let peer: SidePlan | undefined = peerFull;
-      if (peerFull && (peerFull.selector || peerFull.notSelector)) {
-        // Without keys (a selector compiled elsewhere) a predicate is never shared.
-        const shareable =
-          (peerFull.selector === undefined || peerFull.selectorKey !== undefined) &&
-          (peerFull.notSelector === undefined || peerFull.notSelectorKey !== undefined);
-        const key = JSON.stringify([peerFull.selectorKey ?? null, peerFull.notSelectorKey ?? null]);
-        const known = shareable ? predicateIndex.get(key) : undefined;
-        if (known !== undefined) predicate = known;
-        else {
-          predicate = predicates.length;
-          predicates.push({ key, selector: peerFull.selector, notSelector: peerFull.notSelector });
-          if (shareable) predicateIndex.set(key, predicate);
-        }
-        if (dead.has(predicate)) continue;
-        const rest: SidePlan = { ...peerFull, selector: undefined, notSelector: undefined };
-        peer = sidePlanEmpty(rest) ? undefined : rest;
-      }
-      const outcome =
-        rule.action === 'Pass'
-          ? undefined
-          : section.profile
-            ? makeOutcome(
-                rule.action === 'Allow',
-                !anyTier && rule.action === 'Allow' ? 'no-policy' : 'profile',
-                anyTier,
-                undefined,
-                undefined,
-                rule,
-                st === 'deferred',
-                section.profile,
-              )
-            : makeOutcome(
-                rule.action === 'Allow',
-                'rule',
-                true,
-                section.tier,
-                policy,
-                rule,
-                st === 'deferred',
-              );
-      steps.push({
-        predicate,
-        local,
-        peer,
-        outcome,
-        next: -1,
-        tier: section.tier?.name,
-        policy,
-        profile: section.profile,
-        rule,
-      });
-      const unconditional = predicate < 0 && !local && !peer;
-      if (!outcome) {
-        passSnapshots.push(new Set(dead));
-        pendingPass.push(steps.length - 1);
-      }
-      if (unconditional) {
-        // The rest of the section is unreachable.
-        fallsThrough = false;
-        break;
-      }
-      if (predicate >= 0 && !local && !peer) dead.add(predicate);
+  const flat: KernelStep[] = [];
+  const passAt: number[][] = [];
+  for (const seg of segments) {
+    const passes: number[] = [];
+    for (const st of seg.steps) {
+      if (!st.outcome) passes.push(flat.length);
+      flat.push(st);
     }
-    if (fallsThrough && section.end) {
-      steps.push({
-        predicate: -1,
-        local: undefined,
-        peer: undefined,
-        outcome: section.end,
-        next: -1,
-        tier: section.tier?.name,
-        policy: undefined,
-        profile: undefined,
-        rule: undefined,
-      });
-      fallsThrough = false;
-    }
+    if (seg.endStep) flat.push(seg.endStep);
+    passAt.push(passes);
   }
-  for (const i of pendingPass) (steps[i] as { next: number }).next = steps.length;
-  // A last step that always decides and that no jump passes is the fall-through itself.
-  const last = steps[steps.length - 1];
-  if (
-    last?.outcome &&
-    last.predicate < 0 &&
-    !last.local &&
-    !last.peer &&
-    !steps.some((x) => x.next === steps.length)
-  ) {
-    steps.pop();
-    otherwise = last.outcome;
-  }
-  return { ...base, predicates, steps, otherwise };
+  const next = new Int32Array(flat.length);
+  let start = 0;
+  segments.forEach((seg, k) => {
+    const end = start + seg.steps.length + (seg.endStep ? 1 : 0);
+    for (const i of passAt[k] ?? []) next[i] = end;
+    start = end;
+  });
+  return { ...base, segments, otherwise, flat, next };
 }
 
 /**
  * Runs a program for one connection. `local` and `peer` are the two sides as `matchRule` sees
- * them (for ingress the local endpoint is the destination). `scratch` holds one byte per
- * predicate (0 unknown, 1 true, 2 false) and is reset here; it carries nothing between calls.
+ * them (for ingress the local endpoint is the destination).
  */
 export function runKernelProgram(
   prog: KernelProgram,
   local: Peer,
   peer: Peer,
   ctx: Pick<MatchContext, 'serviceMatch'>,
-  scratch: Uint8Array,
+  predicates: PredicateTable,
 ): Outcome {
-  const steps = prog.steps;
-  const n = prog.predicates.length;
-  if (n > 0) scratch.fill(0, 0, n);
+  const flat = prog.flat;
+  if (flat.length === 0) return prog.otherwise;
+  predicates.begin();
   const ingress = prog.direction === 'ingress';
   const localPort = ingress ? prog.port : undefined;
   const peerPort = ingress ? undefined : prog.port;
+  const proto = prog.protocol;
+  const next = prog.next;
   let i = 0;
-  while (i < steps.length) {
-    const s = steps[i] as KernelStep;
-    if (s.predicate >= 0) {
-      let m = scratch[s.predicate];
-      if (m === 0) {
-        const p = prog.predicates[s.predicate] as PeerPredicate;
-        const ok =
-          (p.selector === undefined || peerSatisfies(peer, p.selector)) &&
-          (p.notSelector === undefined || !peerSatisfies(peer, p.notSelector));
-        m = ok ? 1 : 2;
-        scratch[s.predicate] = m;
-      }
-      if (m === 2) {
-        i++;
-        continue;
-      }
-    }
-    if (s.local && !matchSidePlan(s.local, local, localPort, prog.protocol, ctx.serviceMatch)) {
-      i++;
-      continue;
-    }
-    if (s.peer && !matchSidePlan(s.peer, peer, peerPort, prog.protocol, ctx.serviceMatch)) {
+  while (i < flat.length) {
+    const s = flat[i] as KernelStep;
+    if (
+      (s.predicate && !predicates.test(s.predicate, peer)) ||
+      (s.local && !matchSidePlan(s.local, local, localPort, proto, ctx.serviceMatch)) ||
+      (s.peer && !matchSidePlan(s.peer, peer, peerPort, proto, ctx.serviceMatch))
+    ) {
       i++;
       continue;
     }
     if (s.outcome) return s.outcome;
-    i = s.next;
+    i = next[i] as number; // Pass: the next segment.
   }
   return prog.otherwise;
 }

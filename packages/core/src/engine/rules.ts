@@ -24,6 +24,12 @@ export interface Peer {
   readonly endpoint: Endpoint | undefined;
   /** Network sets whose nets contain `ip`. */
   readonly netsets: readonly NetSetEntity[];
+  /**
+   * Results of selector predicates for this peer (kernel programs), when the peer object is kept
+   * by the engine. Exact: the peer, its endpoint and its network sets are immutable, so a result
+   * holds as long as the object does.
+   */
+  readonly memo?: Map<object, boolean>;
 }
 
 export interface HttpRequest {
