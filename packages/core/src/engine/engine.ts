@@ -137,6 +137,8 @@ interface ActiveSet {
 interface EndpointEntry {
   readonly gen: number;
   readonly ep: Endpoint;
+  /** A signature shorter than the generic one, when the builder knows one. */
+  readonly sig: string | undefined;
   active: ActiveSet | undefined;
   /** What `resolve` answers for the endpoint's name. */
   readonly resolved: Resolved;
@@ -200,7 +202,10 @@ export class Engine {
     | undefined;
   private serviceCache: Map<string, ServiceInfo> | undefined;
   private readonly nsInfoCache = new Map<string, NamespaceInfo>();
-  private readonly derivedProfiles = new Map<string, EndpointParts>();
+  private readonly derivedProfiles = new Map<string, EndpointParts & { readonly serial: number }>();
+  private nextPartsSerial = 1;
+  /** Set by `buildEndpoint` for pods: a short signature (see `active`). */
+  private lastSig: string | undefined;
   private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
   /** Compiled profile rules per profile list (`Endpoint.profiles` joined); reset by world changes. */
   private readonly profileRulesCache = new Map<
@@ -412,7 +417,7 @@ export class Engine {
    * The namespace, service account and derived profiles of a workload, shared by its replicas
    * (reset by every world change, so `sa` is current).
    */
-  private derivedParts(ns: string, saName: string): EndpointParts {
+  private derivedParts(ns: string, saName: string): EndpointParts & { readonly serial: number } {
     const k = `${ns}\u0000${saName}`;
     let parts = this.derivedProfiles.get(k);
     if (!parts) {
@@ -426,6 +431,7 @@ export class Engine {
         profiles,
         saView: saLabels(saName, sa),
         profileNames: profiles.map((p) => p.name),
+        serial: this.nextPartsSerial++,
       };
       this.derivedProfiles.set(k, parts);
     }
@@ -457,7 +463,12 @@ export class Engine {
     if (pod && slash > 0) {
       const ns = id.slice(0, slash);
       const saName = pod.spec.serviceAccountName ?? pod.spec.serviceAccount ?? 'default';
-      return podEndpoint(pod, this.derivedParts(ns, saName));
+      const parts = this.derivedParts(ns, saName);
+      // A pod's entity (labels, views, service account, profiles) is its own labels over what
+      // its namespace and service account give (`parts`, one object per pair and world
+      // generation): those two determine it, which is cheaper than printing every label.
+      this.lastSig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
+      return podEndpoint(pod, parts);
     }
     if (slash > 0) {
       for (const [k, wep] of this.weps) {
@@ -486,11 +497,13 @@ export class Engine {
   private endpoint(id: string): Endpoint | undefined {
     const c = this.endpointCache.get(id);
     if (c && c.gen === this.worldGen) return c.ep;
+    this.lastSig = undefined;
     const ep = this.buildEndpoint(id);
     if (ep)
       this.endpointCache.set(id, {
         gen: this.worldGen,
         ep,
+        sig: this.lastSig,
         active: undefined,
         resolved: { endpoint: ep, ip: undefined, label: ep.id },
         peer: undefined,
@@ -691,7 +704,9 @@ export class Engine {
       return cached;
     // Endpoints with the same kind, namespace, service account, profiles and labels select the
     // same policies: share one computation (replicas of a deployment are the common case).
-    const sig = `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
+    const sig =
+      own?.sig ??
+      `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
     const shared = this.activeBySignature.get(sig);
     // The world generation guards the profiles: a namespace or profile change keeps labels (and
     // so the signature) but may change the profiles' rules.

@@ -19,9 +19,14 @@ import type {
   StagedNetworkPolicy,
   SourceRef,
 } from '../model/resources.js';
-import { allOf, compileCalicoSelector, compileK8sSelector, selectorIsAll } from './matchers.js';
+import {
+  allOf,
+  compileCalicoSelector,
+  compileK8sSelector,
+  parseSelectorCached,
+  selectorIsAll,
+} from './matchers.js';
 import type { SelectorCompileError } from './matchers.js';
-import { parseSelector } from '../selector/selector.js';
 import type { Endpoint, Entity } from './model.js';
 import { LABEL_ORCHESTRATOR } from './model.js';
 import { compileRule, type CompiledRule, type RuleScope } from './rules.js';
@@ -66,7 +71,7 @@ export interface CompiledPolicy {
 /** The first `key == 'value'` conjunct of a selector, if any. */
 export function requiredLabel(text: string | undefined): [string, string] | undefined {
   if (text === undefined) return undefined;
-  const r = parseSelector(text);
+  const r = parseSelectorCached(text);
   if (!r.ok) return undefined;
   const s = r.selector;
   const candidates = s.kind === 'and' ? s.operands : [s];
