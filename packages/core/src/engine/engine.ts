@@ -237,53 +237,50 @@ export class Engine {
     const ns = NAMESPACED_KINDS.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
     const nsName = `${ns ?? ''}/${name}`;
     const key = resourceKey(r.kind, ns, name);
-    const set = <T>(m: Map<string, T>, k: string, v: T) => {
-      if (removing) m.delete(k);
-      else m.set(k, v);
-    };
     switch (r.kind) {
       case 'Namespace':
-        set(this.namespaces, name, r);
+        setOrDelete(this.namespaces, name, r, removing);
         this.worldChanged();
         break;
       case 'ServiceAccount':
-        set(this.serviceAccounts, nsName, r);
+        setOrDelete(this.serviceAccounts, nsName, r, removing);
         this.worldChanged();
         break;
       case 'Pod':
-        set(this.pods, nsName, r);
+        setOrDelete(this.pods, nsName, r, removing);
         this.endpointChanged(nsName);
         break;
       case 'WorkloadEndpoint': {
         const old = this.weps.get(nsName);
-        set(this.weps, nsName, r);
+        setOrDelete(this.weps, nsName, r, removing);
         const id = `${ns}/${r.kind === 'WorkloadEndpoint' && !removing ? (r.spec.pod ?? r.spec.workload ?? name) : name}`;
         if (old) this.endpointChanged(`${ns}/${old.spec.pod ?? old.spec.workload ?? name}`);
         this.endpointChanged(id);
         break;
       }
       case 'HostEndpoint':
-        set(this.heps, name, r);
+        setOrDelete(this.heps, name, r, removing);
         this.endpointChanged(name);
         break;
       case 'NetworkSet':
       case 'GlobalNetworkSet':
-        set(this.netsetsRaw, key, r);
+        setOrDelete(this.netsetsRaw, key, r, removing);
         this.netsetCache = undefined;
         this.netsetGen++;
         break;
       case 'Profile':
-        set(this.profilesRaw, name, r);
+        setOrDelete(this.profilesRaw, name, r, removing);
         this.worldChanged();
         break;
       case 'Service':
-        set(this.servicesRaw, nsName, r);
+        setOrDelete(this.servicesRaw, nsName, r, removing);
         this.serviceCache = undefined;
         break;
       case 'Tier':
-        set(this.tiers, name, r);
+        setOrDelete(this.tiers, name, r, removing);
         this.tierInfoCache.clear();
         this.tierIntern.clear();
+        this.programIntern.clear();
         this.globalPolicyGen++;
         break;
       case 'NetworkPolicy':
@@ -313,6 +310,7 @@ export class Engine {
     let compiled: CompiledPolicy | undefined;
     // Interned tiers hold policies: forget them so a replaced policy is not kept alive.
     this.tierIntern.clear();
+    this.programIntern.clear();
     this.selectorProblems.delete(key);
     if (!removing) {
       const problems: Diagnostic[] = [];
@@ -395,6 +393,7 @@ export class Engine {
     this.netsetGen++;
     this.userProfileCache = new Map();
     this.profileRulesCache.clear();
+    this.programIntern.clear();
   }
 
   private endpointChanged(id: string): void {
@@ -995,6 +994,7 @@ export class Engine {
         dir === 'ingress' ? act.profilesIn : act.profilesOut,
         bucket,
         (section, anyTier) => this.segment(section, anyTier, dir, bucket, key),
+        this.programIntern,
       );
       // Bounded: a caller probing every port must not grow one set without limit.
       if (programs.size >= MAX_PROGRAMS_PER_SET) programs.clear();
@@ -1023,7 +1023,7 @@ export class Engine {
     }
     let seg = byBucket.get(key);
     if (!seg) {
-      seg = buildKernelSegment(dir, section, anyTier, bucket, this.predicates);
+      seg = buildKernelSegment(dir, section, anyTier, bucket, this.predicates, this.nextSegment++);
       if (byBucket.size >= MAX_PROGRAMS_PER_SET) byBucket.clear();
       byBucket.set(key, seg);
     }
@@ -1111,6 +1111,9 @@ export class Engine {
   /** Identical tiers (same name, default action and policies) are one object, so segments are shared. */
   private readonly tierIntern = new Map<string, ActiveTier>();
   private readonly policySerials = new WeakMap<CompiledPolicy, number>();
+  private nextSegment = 1;
+  /** Kernel programs by their segments (see `buildKernelProgram`); cleared with `tierIntern`. */
+  private readonly programIntern = new Map<string, KernelProgram>();
   private nextPolicySerial = 1;
 
   /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
@@ -1410,6 +1413,11 @@ function group(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
     groups.set(p.selectorKey, g);
   }
   g.policies.set(key, p);
+}
+
+function setOrDelete<T>(m: Map<string, T>, k: string, v: T, removing: boolean): void {
+  if (removing) m.delete(k);
+  else m.set(k, v);
 }
 
 /** Appends the policies of every group whose selector picks `ep`. */

@@ -73,6 +73,8 @@ export interface KernelSegment {
   readonly alwaysDecides: boolean;
   /** `end` as a step, for flattened programs. */
   readonly endStep: KernelStep | undefined;
+  /** Unique within the engine that built it: programs made of the same segments are one. */
+  readonly serial: number;
 }
 
 export interface KernelProgram {
@@ -89,7 +91,7 @@ export interface KernelProgram {
    * matches), and where a Pass step continues: what `runKernelProgram` walks.
    */
   readonly flat: readonly KernelStep[];
-  readonly next: Int32Array;
+  readonly next: readonly number[];
 }
 
 /** The bucket a program or segment is built for. */
@@ -175,6 +177,7 @@ export function buildKernelSegment(
   anyTier: boolean,
   b: KernelBucket,
   predicates: PredicateTable,
+  serial: number,
 ): KernelSegment {
   const tier = 'tier' in section ? section.tier : undefined;
   const profile = 'profile' in section ? section.profile : undefined;
@@ -264,6 +267,7 @@ export function buildKernelSegment(
     end,
     alwaysDecides: !passes && (end !== undefined || catchAll),
     endStep,
+    serial,
   };
 }
 
@@ -281,6 +285,7 @@ export function buildKernelProgram(
     section: { readonly tier: ActiveTier } | { readonly profile: CompiledProfileRules },
     anyTier: boolean,
   ) => KernelSegment,
+  interned: Map<string, KernelProgram>,
 ): KernelProgram {
   const base = {
     direction: dir,
@@ -298,21 +303,20 @@ export function buildKernelProgram(
           segments: [],
           otherwise: makeOutcome(true, 'failsafe', false),
           flat: [],
-          next: new Int32Array(0),
+          next: [],
         };
     }
   }
   let anyTier = false;
   for (const tier of tiers) if (tier.policies.length > 0) anyTier = true;
   const segments: KernelSegment[] = [];
-  const add = (s: KernelSegment): boolean => {
-    if (s.steps.length > 0 || s.end) segments.push(s);
-    return s.alwaysDecides; // Nothing after it is reachable.
-  };
+  // A segment that always decides ends the program: nothing after it is reachable.
   let decided = false;
   for (const tier of tiers) {
     if (tier.policies.length === 0) continue;
-    if ((decided = add(segment({ tier }, true)))) break;
+    const s = segment({ tier }, true);
+    if (s.steps.length > 0 || s.end) segments.push(s);
+    if ((decided = s.alwaysDecides)) break;
   }
   let otherwise: Outcome;
   if (profiles.length === 0) {
@@ -323,27 +327,37 @@ export function buildKernelProgram(
     );
   } else {
     otherwise = makeOutcome(false, 'profile-default', anyTier);
-    if (!decided) for (const profile of profiles) if (add(segment({ profile }, anyTier))) break;
+    for (let i = 0; i < profiles.length && !decided; i++) {
+      const s = segment({ profile: profiles[i] as CompiledProfileRules }, anyTier);
+      if (s.steps.length > 0 || s.end) segments.push(s);
+      decided = s.alwaysDecides;
+    }
   }
+  // Endpoints with different tier lists often end up with the same segments: one program.
+  let key = `${dir}\u0000${b.protocol}\u0000${b.port ?? ''}\u0000${b.family}\u0000${b.l7Available}\u0000${otherwise.kind}\u0000${otherwise.allow}\u0000${otherwise.anyTier}\u0000`;
+  for (const seg of segments) key += `${seg.serial},`;
+  const known = interned.get(key);
+  if (known) return known;
   const flat: KernelStep[] = [];
-  const passAt: number[][] = [];
+  const pass: number[] = [];
+  const passEnd: number[] = [];
   for (const seg of segments) {
-    const passes: number[] = [];
+    const end = flat.length + seg.steps.length + (seg.endStep ? 1 : 0);
     for (const st of seg.steps) {
-      if (!st.outcome) passes.push(flat.length);
+      if (!st.outcome) {
+        pass.push(flat.length);
+        passEnd.push(end);
+      }
       flat.push(st);
     }
     if (seg.endStep) flat.push(seg.endStep);
-    passAt.push(passes);
   }
-  const next = new Int32Array(flat.length);
-  let start = 0;
-  segments.forEach((seg, k) => {
-    const end = start + seg.steps.length + (seg.endStep ? 1 : 0);
-    for (const i of passAt[k] ?? []) next[i] = end;
-    start = end;
-  });
-  return { ...base, segments, otherwise, flat, next };
+  const next: number[] = new Array<number>(flat.length).fill(0);
+  for (let i = 0; i < pass.length; i++) next[pass[i] as number] = passEnd[i] as number;
+  const prog: KernelProgram = { ...base, segments, otherwise, flat, next };
+  if (interned.size >= 100_000) interned.clear();
+  interned.set(key, prog);
+  return prog;
 }
 
 /**
