@@ -130,8 +130,8 @@ interface ActiveSet {
    * Kernel decision programs built from these tiers and profiles, by bucket (`programKey`). Shared
    * by every endpoint sharing the set, dropped with it.
    */
-  readonly programsIn: Map<number, KernelProgram>;
-  readonly programsOut: Map<number, KernelProgram>;
+  readonly programsIn: Map<number, KernelProgram | null>;
+  readonly programsOut: Map<number, KernelProgram | null>;
 }
 
 interface EndpointEntry {
@@ -959,9 +959,10 @@ export class Engine {
     family: 4 | 6,
     src: Peer,
     dst: Peer,
+    when: 'now' | 'on-reuse' = 'on-reuse',
   ): Outcome {
     const act = this.active(ep);
-    const prog = this.program(act, ep, dir, proto, port, family);
+    const prog = this.program(act, ep, dir, proto, port, family, when);
     if (!prog) {
       const tiers = dir === 'ingress' ? act.ingress : act.egress;
       const profiles = dir === 'ingress' ? act.profilesIn : act.profilesOut;
@@ -980,12 +981,19 @@ export class Engine {
     proto: number,
     port: number | undefined,
     family: 4 | 6,
+    when: 'now' | 'on-reuse' = 'now',
   ): KernelProgram | undefined {
     const key = programKey(proto, port, family, ep.l7);
     if (key === undefined) return undefined;
     const programs = dir === 'ingress' ? act.programsIn : act.programsOut;
     let prog = programs.get(key);
     if (!prog) {
+      // A bucket asked for once is walked: a program pays off only when it is used again.
+      if (prog === undefined && when === 'on-reuse') {
+        if (programs.size >= MAX_PROGRAMS_PER_SET) programs.clear();
+        programs.set(key, null);
+        return undefined;
+      }
       const bucket: KernelBucket = { protocol: proto, port, family, l7Available: ep.l7 };
       prog = buildKernelProgram(
         ep,
@@ -1084,7 +1092,7 @@ export class Engine {
       const o =
         via === 'walk'
           ? decideDirection(ep, dir, tiers, profiles, ctx)
-          : this.kernelOutcome(ep, dir, proto, port, family, srcPeer, dstPeer);
+          : this.kernelOutcome(ep, dir, proto, port, family, srcPeer, dstPeer, 'now');
       return dressOutcome(o, ep, dir, tiers, profiles, ctx, []);
     };
     return { egress: side(src.endpoint, 'egress'), ingress: side(dst.endpoint, 'ingress') };
