@@ -8,3 +8,9 @@ export * from './selector/selector.js';
 export * from './errors.js';
 export * from './load/load.js';
 export { LOAD_ERRORS } from './load/codes.js';
+export type {
+  KernelProgram,
+  KernelSegment,
+  KernelStep,
+  PeerPredicate,
+} from './engine/kernel-program.js';

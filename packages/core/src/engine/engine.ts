@@ -21,8 +21,15 @@ import type {
 import { canonicalIp, cidrContains, formatIp, parseIp } from '../net/ip.js';
 import type { IpAddr } from '../net/ip.js';
 import { suggest } from '../diagnostics/suggest.js';
-import { decideDirection, evaluateDirection } from './evaluate.js';
-import type { ActiveTier, CompiledProfileRules } from './evaluate.js';
+import { decideDirection, dressOutcome, evaluateDirection } from './evaluate.js';
+import type { ActiveTier, CompiledProfileRules, Outcome } from './evaluate.js';
+import {
+  buildKernelProgram,
+  buildKernelSegment,
+  PredicateTable,
+  runKernelProgram,
+} from './kernel-program.js';
+import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
 import { protocolNumber } from './matchers.js';
@@ -35,6 +42,7 @@ import {
   podEndpoint,
   serviceAccountProfile,
   serviceInfo,
+  saLabels,
   spiffeId,
   TRUST_DOMAIN,
   userProfile,
@@ -45,6 +53,7 @@ import {
 import type {
   CompiledProfile,
   Endpoint,
+  EndpointParts,
   NamespaceInfo,
   NetSetEntity,
   ServiceInfo,
@@ -110,12 +119,32 @@ const NAMESPACED_KINDS = new Set([
 
 interface ActiveSet {
   readonly ep: Endpoint;
+  readonly worldGen: number;
   readonly globalGen: number;
   readonly nsGen: number;
   readonly ingress: readonly ActiveTier[];
   readonly egress: readonly ActiveTier[];
   readonly profilesIn: readonly CompiledProfileRules[];
   readonly profilesOut: readonly CompiledProfileRules[];
+  /**
+   * Kernel decision programs built from these tiers and profiles, by bucket (`programKey`). Shared
+   * by every endpoint sharing the set, dropped with it.
+   */
+  readonly programsIn: Map<number, KernelProgram | null>;
+  readonly programsOut: Map<number, KernelProgram | null>;
+}
+
+interface EndpointEntry {
+  readonly gen: number;
+  readonly ep: Endpoint;
+  /** A signature shorter than the generic one, when the builder knows one. */
+  readonly sig: string | undefined;
+  active: ActiveSet | undefined;
+  /** What `resolve` answers for the endpoint's name. */
+  readonly resolved: Resolved;
+  /** The endpoint as a peer at its first address, valid while `peerGen` is the netset generation. */
+  peer: Peer | undefined;
+  peerGen: number;
 }
 
 interface Resolved {
@@ -144,24 +173,28 @@ export class Engine {
   private readonly servicesRaw = new Map<string, Service>();
   private readonly tiers = new Map<string, Tier>();
   private readonly globalPolicies = new Map<Key, CompiledPolicy>();
-  /** Global policies by the label they require (`key\u0000value`), and those requiring none. */
-  private readonly globalByLabel = new Map<string, Map<Key, CompiledPolicy>>();
-  private readonly globalUnindexed = new Map<Key, CompiledPolicy>();
+  /** Global policies by the label they require (key, then value), and those requiring none. */
+  private readonly globalByLabel = new Map<string, Map<string, PolicyGroups>>();
+  private readonly globalUnindexed: PolicyGroups = new Map();
   private readonly nsPolicies = new Map<string, Map<Key, CompiledPolicy>>();
+  /** The policies of each namespace, grouped by selector like the global ones. */
+  private readonly nsGroups = new Map<string, PolicyGroups>();
   private readonly authz = new Map<Key, CompiledAuthz>();
   private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
   private readonly peerAuthn = new Map<Key, CompiledPeerAuthn>();
   private readonly selectorProblems = new Map<Key, Diagnostic[]>();
+  private readonly tierInfoCache = new Map<string, TierInfo>();
 
   // Generations for precise invalidation.
   private worldGen = 0;
+  /** Bumped whenever the network sets an address falls in may have changed. */
+  private netsetGen = 0;
   private globalPolicyGen = 0;
   private readonly nsPolicyGen = new Map<string, number>();
 
   // Derived, lazily built.
-  private readonly endpointCache = new Map<string, { gen: number; ep: Endpoint }>();
-  /** Keyed by endpoint object: a rebuilt endpoint is a new key, so stale sets are never hit. */
-  private readonly activeByEndpoint = new WeakMap<Endpoint, ActiveSet>();
+  /** Built endpoints with their active policies, which are valid only for that endpoint object. */
+  private readonly endpointCache = new Map<string, EndpointEntry>();
   private readonly activeBySignature = new Map<string, ActiveSet>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
@@ -169,8 +202,16 @@ export class Engine {
     | undefined;
   private serviceCache: Map<string, ServiceInfo> | undefined;
   private readonly nsInfoCache = new Map<string, NamespaceInfo>();
-  private readonly derivedProfiles = new Map<string, CompiledProfile[]>();
+  private readonly derivedProfiles = new Map<string, EndpointParts & { readonly serial: number }>();
+  private nextPartsSerial = 1;
+  /** Set by `buildEndpoint` for pods: a short signature (see `active`). */
+  private lastSig: string | undefined;
   private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
+  /** Compiled profile rules per profile list (`Endpoint.profiles` joined); reset by world changes. */
+  private readonly profileRulesCache = new Map<
+    string,
+    { readonly ingress: CompiledProfileRules[]; readonly egress: CompiledProfileRules[] }
+  >();
 
   constructor(readonly options: CompileOptions = {}) {
     this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
@@ -196,50 +237,50 @@ export class Engine {
     const ns = NAMESPACED_KINDS.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
     const nsName = `${ns ?? ''}/${name}`;
     const key = resourceKey(r.kind, ns, name);
-    const set = <T>(m: Map<string, T>, k: string, v: T) => {
-      if (removing) m.delete(k);
-      else m.set(k, v);
-    };
     switch (r.kind) {
       case 'Namespace':
-        set(this.namespaces, name, r);
+        setOrDelete(this.namespaces, name, r, removing);
         this.worldChanged();
         break;
       case 'ServiceAccount':
-        set(this.serviceAccounts, nsName, r);
+        setOrDelete(this.serviceAccounts, nsName, r, removing);
         this.worldChanged();
         break;
       case 'Pod':
-        set(this.pods, nsName, r);
+        setOrDelete(this.pods, nsName, r, removing);
         this.endpointChanged(nsName);
         break;
       case 'WorkloadEndpoint': {
         const old = this.weps.get(nsName);
-        set(this.weps, nsName, r);
+        setOrDelete(this.weps, nsName, r, removing);
         const id = `${ns}/${r.kind === 'WorkloadEndpoint' && !removing ? (r.spec.pod ?? r.spec.workload ?? name) : name}`;
         if (old) this.endpointChanged(`${ns}/${old.spec.pod ?? old.spec.workload ?? name}`);
         this.endpointChanged(id);
         break;
       }
       case 'HostEndpoint':
-        set(this.heps, name, r);
+        setOrDelete(this.heps, name, r, removing);
         this.endpointChanged(name);
         break;
       case 'NetworkSet':
       case 'GlobalNetworkSet':
-        set(this.netsetsRaw, key, r);
+        setOrDelete(this.netsetsRaw, key, r, removing);
         this.netsetCache = undefined;
+        this.netsetGen++;
         break;
       case 'Profile':
-        set(this.profilesRaw, name, r);
+        setOrDelete(this.profilesRaw, name, r, removing);
         this.worldChanged();
         break;
       case 'Service':
-        set(this.servicesRaw, nsName, r);
+        setOrDelete(this.servicesRaw, nsName, r, removing);
         this.serviceCache = undefined;
         break;
       case 'Tier':
-        set(this.tiers, name, r);
+        setOrDelete(this.tiers, name, r, removing);
+        this.tierInfoCache.clear();
+        this.tierIntern.clear();
+        this.programIntern.clear();
         this.globalPolicyGen++;
         break;
       case 'NetworkPolicy':
@@ -267,6 +308,9 @@ export class Engine {
 
   private applyPolicy(r: Resource, key: Key, ns: string | undefined, removing: boolean): void {
     let compiled: CompiledPolicy | undefined;
+    // Interned tiers hold policies: forget them so a replaced policy is not kept alive.
+    this.tierIntern.clear();
+    this.programIntern.clear();
     this.selectorProblems.delete(key);
     if (!removing) {
       const problems: Diagnostic[] = [];
@@ -289,32 +333,54 @@ export class Engine {
     if (ns === undefined) {
       const old = this.globalPolicies.get(key);
       if (old) {
-        const bucket = old.requires
-          ? this.globalByLabel.get(labelKey(old.requires))
-          : this.globalUnindexed;
-        bucket?.delete(key);
+        if (old.requires) {
+          const [k, v] = old.requires;
+          const byValue = this.globalByLabel.get(k);
+          const bucket = byValue?.get(v);
+          if (byValue && bucket) {
+            ungroup(bucket, key, old);
+            if (bucket.size === 0) byValue.delete(v);
+            if (byValue.size === 0) this.globalByLabel.delete(k);
+          }
+        } else ungroup(this.globalUnindexed, key, old);
       }
       if (compiled) {
         this.globalPolicies.set(key, compiled);
         if (compiled.requires) {
-          const k = labelKey(compiled.requires);
-          let b = this.globalByLabel.get(k);
+          const [k, v] = compiled.requires;
+          let byValue = this.globalByLabel.get(k);
+          if (!byValue) {
+            byValue = new Map();
+            this.globalByLabel.set(k, byValue);
+          }
+          let b = byValue.get(v);
           if (!b) {
             b = new Map();
-            this.globalByLabel.set(k, b);
+            byValue.set(v, b);
           }
-          b.set(key, compiled);
-        } else this.globalUnindexed.set(key, compiled);
+          group(b, key, compiled);
+        } else group(this.globalUnindexed, key, compiled);
       } else this.globalPolicies.delete(key);
       this.globalPolicyGen++;
     } else {
       let m = this.nsPolicies.get(ns);
-      if (!m) {
+      let g = this.nsGroups.get(ns);
+      if (!m || !g) {
         m = new Map();
+        g = new Map();
         this.nsPolicies.set(ns, m);
+        this.nsGroups.set(ns, g);
       }
-      if (compiled) m.set(key, compiled);
-      else m.delete(key);
+      const old = m.get(key);
+      if (old) ungroup(g, key, old);
+      if (compiled) {
+        m.set(key, compiled);
+        group(g, key, compiled);
+      } else m.delete(key);
+      if (m.size === 0) {
+        this.nsPolicies.delete(ns);
+        this.nsGroups.delete(ns);
+      }
       this.nsPolicyGen.set(ns, (this.nsPolicyGen.get(ns) ?? 0) + 1);
     }
   }
@@ -324,7 +390,10 @@ export class Engine {
     this.derivedProfiles.clear();
     this.nsInfoCache.clear();
     this.netsetCache = undefined;
+    this.netsetGen++;
     this.userProfileCache = new Map();
+    this.profileRulesCache.clear();
+    this.programIntern.clear();
   }
 
   private endpointChanged(id: string): void {
@@ -343,19 +412,29 @@ export class Engine {
     return info;
   }
 
-  /** The namespace and service-account profiles of a workload, shared by its replicas. */
-  private derivedProfilesFor(
-    ns: string,
-    saName: string,
-    sa: ServiceAccount | undefined,
-  ): CompiledProfile[] {
+  /**
+   * The namespace, service account and derived profiles of a workload, shared by its replicas
+   * (reset by every world change, so `sa` is current).
+   */
+  private derivedParts(ns: string, saName: string): EndpointParts & { readonly serial: number } {
     const k = `${ns}\u0000${saName}`;
-    let ps = this.derivedProfiles.get(k);
-    if (!ps) {
-      ps = [namespaceProfile(this.namespaceInfo(ns)), serviceAccountProfile(ns, saName, sa)];
-      this.derivedProfiles.set(k, ps);
+    let parts = this.derivedProfiles.get(k);
+    if (!parts) {
+      const info = this.namespaceInfo(ns);
+      const sa = this.serviceAccounts.get(`${ns}/${saName}`);
+      const profiles = [namespaceProfile(info), serviceAccountProfile(ns, saName, sa)];
+      parts = {
+        ns: info,
+        saName,
+        sa,
+        profiles,
+        saView: saLabels(saName, sa),
+        profileNames: profiles.map((p) => p.name),
+        serial: this.nextPartsSerial++,
+      };
+      this.derivedProfiles.set(k, parts);
     }
-    return ps;
+    return parts;
   }
 
   private profileFor(name: string): CompiledProfile {
@@ -383,14 +462,12 @@ export class Engine {
     if (pod && slash > 0) {
       const ns = id.slice(0, slash);
       const saName = pod.spec.serviceAccountName ?? pod.spec.serviceAccount ?? 'default';
-      const info = this.namespaceInfo(ns);
-      const sa = this.serviceAccounts.get(`${ns}/${saName}`);
-      return podEndpoint(pod, {
-        ns: info,
-        saName,
-        sa,
-        profiles: this.derivedProfilesFor(ns, saName, sa),
-      });
+      const parts = this.derivedParts(ns, saName);
+      // A pod's entity (labels, views, service account, profiles) is its own labels over what
+      // its namespace and service account give (`parts`, one object per pair and world
+      // generation): those two determine it, which is cheaper than printing every label.
+      this.lastSig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
+      return podEndpoint(pod, parts);
     }
     if (slash > 0) {
       for (const [k, wep] of this.weps) {
@@ -398,17 +475,10 @@ export class Engine {
         const wname = wep.spec.pod ?? wep.spec.workload ?? wep.metadata.name;
         if (`${ns}/${wname}` !== id) continue;
         const saName = wep.spec.serviceAccountName ?? 'default';
-        const info = this.namespaceInfo(ns);
-        const sa = this.serviceAccounts.get(`${ns}/${saName}`);
         const explicit = wep.spec.profiles?.map((p) => this.profileFor(p));
         return workloadEndpoint(
           wep,
-          {
-            ns: info,
-            saName,
-            sa,
-            profiles: this.derivedProfilesFor(ns, saName, sa),
-          },
+          this.derivedParts(ns, saName),
           explicit && explicit.length > 0 ? explicit : undefined,
         );
       }
@@ -426,8 +496,18 @@ export class Engine {
   private endpoint(id: string): Endpoint | undefined {
     const c = this.endpointCache.get(id);
     if (c && c.gen === this.worldGen) return c.ep;
+    this.lastSig = undefined;
     const ep = this.buildEndpoint(id);
-    if (ep) this.endpointCache.set(id, { gen: this.worldGen, ep });
+    if (ep)
+      this.endpointCache.set(id, {
+        gen: this.worldGen,
+        ep,
+        sig: this.lastSig,
+        active: undefined,
+        resolved: { endpoint: ep, ip: undefined, label: ep.id },
+        peer: undefined,
+        peerGen: -1,
+      });
     else this.endpointCache.delete(id);
     return ep;
   }
@@ -513,77 +593,165 @@ export class Engine {
     return p;
   }
 
-  private profilesFor(ep: Endpoint, dir: Direction): CompiledProfileRules[] {
-    return ep.profiles.map((name) => {
-      const c = this.compiledProfile(name);
-      return { profile: c.profile, rules: c[dir] };
+  private profilesFor(ep: Endpoint): {
+    readonly ingress: CompiledProfileRules[];
+    readonly egress: CompiledProfileRules[];
+  } {
+    const k = ep.profiles.join('\u0000');
+    let c = this.profileRulesCache.get(k);
+    if (!c) {
+      const both = ep.profiles.map((name) => this.compiledProfile(name));
+      c = {
+        ingress: both.map((b) => ({ profile: b.profile, rules: b.ingress })),
+        egress: both.map((b) => ({ profile: b.profile, rules: b.egress })),
+      };
+      this.profileRulesCache.set(k, c);
+    }
+    return c;
+  }
+
+  private tierInfoCached(name: string): TierInfo {
+    let t = this.tierInfoCache.get(name);
+    if (!t) {
+      t = { name, ...this.tierInfo(name) };
+      this.tierInfoCache.set(name, t);
+    }
+    return t;
+  }
+
+  private serial(p: CompiledPolicy): number {
+    let n = this.policySerials.get(p);
+    if (n === undefined) {
+      n = this.nextPolicySerial++;
+      this.policySerials.set(p, n);
+    }
+    return n;
+  }
+
+  /** One object per distinct tier content; a changed policy is a new object, so a new key. */
+  private internTier(
+    dir: Direction,
+    t: TierInfo,
+    policies: CompiledPolicy[],
+    staged: CompiledPolicy[],
+  ): ActiveTier {
+    let key = `${dir}\u0000${t.name}\u0000${t.defaultAction}\u0000`;
+    for (const p of policies) key += `${this.serial(p)},`;
+    key += '\u0000';
+    for (const p of staged) key += `${this.serial(p)},`;
+    let tier = this.tierIntern.get(key);
+    if (!tier) {
+      tier = { name: t.name, defaultAction: t.defaultAction, policies, staged };
+      if (this.tierIntern.size >= 200_000) this.tierIntern.clear();
+      this.tierIntern.set(key, tier);
+    }
+    return tier;
+  }
+
+  /**
+   * Orders the policies selecting an endpoint into tiers: tiers by order (nil last) then name,
+   * policies by order then name (then key, so ties cannot depend on input order), and per
+   * direction the enforced and staged policies that cover it. One sort for both directions.
+   */
+  private activeTierLists(candidates: CompiledPolicy[]): {
+    ingress: ActiveTier[];
+    egress: ActiveTier[];
+  } {
+    const ranked = candidates.map((p) => ({ p, t: this.tierInfoCached(p.tier) }));
+    ranked.sort((a, b) => {
+      if (a.t !== b.t) {
+        const c = compareOrder(a.t, b.t);
+        if (c !== 0) return c;
+      }
+      const c = compareOrder(a.p, b.p);
+      if (c !== 0) return c;
+      return a.p.key < b.p.key ? -1 : a.p.key > b.p.key ? 1 : 0;
     });
+    const ingress: ActiveTier[] = [];
+    const egress: ActiveTier[] = [];
+    let i = 0;
+    while (i < ranked.length) {
+      const t = (ranked[i] as (typeof ranked)[number]).t;
+      const inP: CompiledPolicy[] = [];
+      const inS: CompiledPolicy[] = [];
+      const outP: CompiledPolicy[] = [];
+      const outS: CompiledPolicy[] = [];
+      for (; i < ranked.length && (ranked[i] as (typeof ranked)[number]).t === t; i++) {
+        const p = (ranked[i] as (typeof ranked)[number]).p;
+        if (p.ingress !== undefined) (p.staged ? inS : inP).push(p);
+        if (p.egress !== undefined) (p.staged ? outS : outP).push(p);
+      }
+      ingress.push(this.internTier('ingress', t, inP, inS));
+      egress.push(this.internTier('egress', t, outP, outS));
+    }
+    return { ingress, egress };
   }
 
   /** The tiers (in order) with the policies (in order) that select `ep`, per direction. */
   private active(ep: Endpoint): ActiveSet {
     const nsGen = ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0);
-    const cached = this.activeByEndpoint.get(ep);
+    const entry = this.endpointCache.get(ep.id);
+    const own = entry?.ep === ep ? entry : undefined;
+    const cached = own?.active;
     if (
       cached &&
       cached.ep === ep &&
+      cached.worldGen === this.worldGen &&
       cached.globalGen === this.globalPolicyGen &&
       cached.nsGen === nsGen
     )
       return cached;
     // Endpoints with the same kind, namespace, service account, profiles and labels select the
     // same policies: share one computation (replicas of a deployment are the common case).
-    const sig = `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
+    const sig =
+      own?.sig ??
+      `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
     const shared = this.activeBySignature.get(sig);
-    if (shared && shared.globalGen === this.globalPolicyGen && shared.nsGen === nsGen) {
+    // The world generation guards the profiles: a namespace or profile change keeps labels (and
+    // so the signature) but may change the profiles' rules.
+    if (
+      shared &&
+      shared.worldGen === this.worldGen &&
+      shared.globalGen === this.globalPolicyGen &&
+      shared.nsGen === nsGen
+    ) {
       const set: ActiveSet = { ...shared, ep };
-      this.activeByEndpoint.set(ep, set);
+      if (own) own.active = set;
       return set;
     }
     const candidates: CompiledPolicy[] = [];
-    const consider = (p: CompiledPolicy) => {
-      if (ep.kind === 'host' && p.preDNAT) return;
-      if (p.applies(ep)) candidates.push(p);
-    };
-    for (const p of this.globalUnindexed.values()) consider(p);
-    for (const [k, v] of Object.entries(ep.labels)) {
-      const bucket = this.globalByLabel.get(`${k}\u0000${v}`);
-      if (bucket) for (const p of bucket.values()) consider(p);
+    collect(this.globalUnindexed, ep, candidates);
+    if (this.globalByLabel.size > 0) {
+      // Walk the indexed keys when there are few of them, the endpoint's labels otherwise.
+      const labels = ep.labels;
+      if (this.globalByLabel.size <= 16) {
+        for (const [k, byValue] of this.globalByLabel) {
+          const v = Object.hasOwn(labels, k) ? labels[k] : undefined;
+          if (v !== undefined) collect(byValue.get(v), ep, candidates);
+        }
+      } else {
+        for (const k in labels) {
+          const v = Object.hasOwn(labels, k) ? labels[k] : undefined;
+          if (v !== undefined) collect(this.globalByLabel.get(k)?.get(v), ep, candidates);
+        }
+      }
     }
-    if (ep.namespace !== undefined) {
-      for (const p of this.nsPolicies.get(ep.namespace)?.values() ?? []) consider(p);
-    }
-    const byTier = new Map<string, CompiledPolicy[]>();
-    for (const p of candidates) {
-      const l = byTier.get(p.tier);
-      if (l) l.push(p);
-      else byTier.set(p.tier, [p]);
-    }
-    const tierNames = [...byTier.keys()]
-      .map((name) => ({ name, ...this.tierInfo(name) }))
-      .sort(compareOrder);
-    const build = (dir: Direction): ActiveTier[] =>
-      tierNames.map((t) => {
-        const ps = (byTier.get(t.name) ?? [])
-          .filter((p) => p[dir] !== undefined)
-          .sort(compareOrder);
-        return {
-          name: t.name,
-          defaultAction: t.defaultAction,
-          policies: ps.filter((p) => !p.staged),
-          staged: ps.filter((p) => p.staged),
-        };
-      });
+    if (ep.namespace !== undefined) collect(this.nsGroups.get(ep.namespace), ep, candidates);
+    const build = this.activeTierLists(candidates);
+    const profiles = this.profilesFor(ep);
     const set: ActiveSet = {
       ep,
+      worldGen: this.worldGen,
       globalGen: this.globalPolicyGen,
       nsGen,
-      ingress: build('ingress'),
-      egress: build('egress'),
-      profilesIn: this.profilesFor(ep, 'ingress'),
-      profilesOut: this.profilesFor(ep, 'egress'),
+      ingress: build.ingress,
+      egress: build.egress,
+      profilesIn: profiles.ingress,
+      profilesOut: profiles.egress,
+      programsIn: new Map(),
+      programsOut: new Map(),
     };
-    this.activeByEndpoint.set(ep, set);
+    if (own) own.active = set;
     if (this.activeBySignature.size > 200_000) this.activeBySignature.clear();
     this.activeBySignature.set(sig, set);
     return set;
@@ -655,10 +823,30 @@ export class Engine {
       const id = this.ipToEndpoint(ip);
       return { endpoint: id ? this.endpoint(id) : undefined, ip, label: canonicalIp(ref) ?? ref };
     }
-    const ep =
-      this.endpoint(ref) ?? (ref.includes('/') ? undefined : this.endpoint(`default/${ref}`));
-    if (!ep) return undefined;
-    return { endpoint: ep, ip: undefined, label: ep.id };
+    return this.nameEntry(ref)?.resolved;
+  }
+
+  /** The cache entry of the endpoint a name (not an address) refers to. */
+  private nameEntry(ref: string): EndpointEntry | undefined {
+    const e = this.entry(ref);
+    if (e || ref.includes('/')) return e;
+    return this.entry(`default/${ref}`);
+  }
+
+  private entry(id: string): EndpointEntry | undefined {
+    const c = this.endpointCache.get(id);
+    if (c && c.gen === this.worldGen) return c;
+    if (!this.endpoint(id)) return undefined;
+    return this.endpointCache.get(id);
+  }
+
+  /** The endpoint of an entry as a peer at its first address. */
+  private entryPeer(e: EndpointEntry, ip: IpAddr): Peer {
+    if (e.peer && e.peerGen === this.netsetGen) return e.peer;
+    const peer: Peer = { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), memo: new Map() };
+    e.peer = peer;
+    e.peerGen = this.netsetGen;
+    return peer;
   }
 
   private unknownRef(ref: string): CheckOutcome {
@@ -676,6 +864,72 @@ export class Engine {
    * agent's hot path: no provenance, no strings.
    */
   kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
+    // The common case, without allocation: two endpoint names whose first addresses share a
+    // family (what `pickAddresses` picks then), decided by the endpoints' programs.
+    const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
+    const c0 = from.charCodeAt(0);
+    const c1 = to.charCodeAt(0);
+    if (
+      proto !== undefined &&
+      !(c0 >= 48 && c0 <= 57) &&
+      !(c1 >= 48 && c1 <= 57) &&
+      !from.includes(':') &&
+      !to.includes(':')
+    ) {
+      const se = this.nameEntry(from);
+      const de = this.nameEntry(to);
+      if (!se || !de) return false;
+      if (se.ep === de.ep) return true;
+      const a = se.ep.ips[0];
+      const b = de.ep.ips[0];
+      if (a && b && a.family === b.family) {
+        const sp = this.entryPeer(se, a);
+        const dp = this.entryPeer(de, b);
+        return (
+          this.entryOutcome(se, 'egress', proto, port, a.family, sp, dp).allow &&
+          this.entryOutcome(de, 'ingress', proto, port, a.family, sp, dp).allow
+        );
+      }
+    }
+    return this.kernelAllowsResolved(from, to, protocol, port);
+  }
+
+  private entryOutcome(
+    e: EndpointEntry,
+    dir: Direction,
+    proto: number,
+    port: number,
+    family: 4 | 6,
+    src: Peer,
+    dst: Peer,
+  ): Outcome {
+    const act = e.active;
+    const ep = e.ep;
+    if (
+      act &&
+      act.worldGen === this.worldGen &&
+      act.globalGen === this.globalPolicyGen &&
+      act.nsGen === (ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0))
+    ) {
+      const key = programKey(proto, port, family, ep.l7);
+      const prog =
+        key === undefined
+          ? undefined
+          : (dir === 'ingress' ? act.programsIn : act.programsOut).get(key);
+      if (prog)
+        return dir === 'ingress'
+          ? runKernelProgram(prog, dst, src, this.serviceCtx, this.predicates)
+          : runKernelProgram(prog, src, dst, this.serviceCtx, this.predicates);
+    }
+    return this.kernelOutcome(ep, dir, proto, port, family, src, dst);
+  }
+
+  private kernelAllowsResolved(
+    from: string,
+    to: string,
+    protocol: string | number,
+    port: number,
+  ): boolean {
     const src = this.resolve(from);
     const dst = this.resolve(to);
     const proto = protocolNumber(protocol);
@@ -685,26 +939,163 @@ export class Engine {
     const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
     const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
     const s = src.endpoint;
-    if (s) {
-      const act = this.active(s);
-      if (
-        !decideDirection(
-          s,
-          'egress',
-          act.egress,
-          act.profilesOut,
-          kernelCtx(proto, port, family, srcPeer, dstPeer, s.l7, this.serviceMatch),
-        ).allow
-      )
-        return false;
-    }
+    if (s && !this.kernelOutcome(s, 'egress', proto, port, family, srcPeer, dstPeer).allow)
+      return false;
     const d = dst.endpoint;
-    if (d) {
-      const act = this.active(d);
-      const c = kernelCtx(proto, port, family, srcPeer, dstPeer, d.l7, this.serviceMatch);
-      if (!decideDirection(d, 'ingress', act.ingress, act.profilesIn, c).allow) return false;
-    }
+    if (d && !this.kernelOutcome(d, 'ingress', proto, port, family, srcPeer, dstPeer).allow)
+      return false;
     return true;
+  }
+
+  /**
+   * One direction in the kernel, from the endpoint's precompiled program for the bucket; the rule
+   * walk when the port cannot key a bucket (not an integer in 0–65535).
+   */
+  private kernelOutcome(
+    ep: Endpoint,
+    dir: Direction,
+    proto: number,
+    port: number | undefined,
+    family: 4 | 6,
+    src: Peer,
+    dst: Peer,
+    when: 'now' | 'on-reuse' = 'on-reuse',
+  ): Outcome {
+    const act = this.active(ep);
+    const prog = this.program(act, ep, dir, proto, port, family, when);
+    if (!prog) {
+      const tiers = dir === 'ingress' ? act.ingress : act.egress;
+      const profiles = dir === 'ingress' ? act.profilesIn : act.profilesOut;
+      const ctx = kernelCtx(proto, port, family, src, dst, ep.l7, this.serviceMatch);
+      return decideDirection(ep, dir, tiers, profiles, ctx);
+    }
+    return dir === 'ingress'
+      ? runKernelProgram(prog, dst, src, this.serviceCtx, this.predicates)
+      : runKernelProgram(prog, src, dst, this.serviceCtx, this.predicates);
+  }
+
+  private program(
+    act: ActiveSet,
+    ep: Endpoint,
+    dir: Direction,
+    proto: number,
+    port: number | undefined,
+    family: 4 | 6,
+    when: 'now' | 'on-reuse' = 'now',
+  ): KernelProgram | undefined {
+    const key = programKey(proto, port, family, ep.l7);
+    if (key === undefined) return undefined;
+    const programs = dir === 'ingress' ? act.programsIn : act.programsOut;
+    let prog = programs.get(key);
+    if (!prog) {
+      // A bucket asked for once is walked: a program pays off only when it is used again.
+      if (prog === undefined && when === 'on-reuse') {
+        if (programs.size >= MAX_PROGRAMS_PER_SET) programs.clear();
+        programs.set(key, null);
+        return undefined;
+      }
+      const bucket: KernelBucket = { protocol: proto, port, family, l7Available: ep.l7 };
+      prog = buildKernelProgram(
+        ep,
+        dir,
+        dir === 'ingress' ? act.ingress : act.egress,
+        dir === 'ingress' ? act.profilesIn : act.profilesOut,
+        bucket,
+        (section, anyTier) => this.segment(section, anyTier, dir, bucket, key),
+        this.programIntern,
+      );
+      // Bounded: a caller probing every port must not grow one set without limit.
+      if (programs.size >= MAX_PROGRAMS_PER_SET) programs.clear();
+      programs.set(key, prog);
+    }
+    return prog;
+  }
+
+  /**
+   * One tier's or profile's segment for a bucket, shared by every program that holds the same
+   * (interned) tier or the same profile rules.
+   */
+  private segment(
+    section: { readonly tier: ActiveTier } | { readonly profile: CompiledProfileRules },
+    anyTier: boolean,
+    dir: Direction,
+    bucket: KernelBucket,
+    bucketKey: number,
+  ): KernelSegment {
+    const key = (bucketKey * 2 + (dir === 'ingress' ? 1 : 0)) * 2 + (anyTier ? 1 : 0);
+    const owner = 'tier' in section ? section.tier : section.profile;
+    let byBucket = this.segments.get(owner);
+    if (!byBucket) {
+      byBucket = new Map();
+      this.segments.set(owner, byBucket);
+    }
+    let seg = byBucket.get(key);
+    if (!seg) {
+      seg = buildKernelSegment(dir, section, anyTier, bucket, this.predicates, this.nextSegment++);
+      if (byBucket.size >= MAX_PROGRAMS_PER_SET) byBucket.clear();
+      byBucket.set(key, seg);
+    }
+    return seg;
+  }
+
+  /**
+   * The kernel decision program of one endpoint and direction for a protocol, destination port
+   * and address family (default: the family of its first address): the structure a renderer turns
+   * into sets and verdict maps. Undefined for an unknown endpoint, protocol or port.
+   */
+  kernelProgram(
+    ref: string,
+    direction: Direction,
+    protocol: string | number,
+    port: number | undefined,
+    family?: 4 | 6,
+  ): KernelProgram | undefined {
+    const ep = this.resolve(ref)?.endpoint;
+    const proto = protocolNumber(protocol);
+    if (!ep || proto === undefined) return undefined;
+    return this.program(
+      this.active(ep),
+      ep,
+      direction,
+      proto,
+      port,
+      family ?? ep.ips[0]?.family ?? 4,
+    );
+  }
+
+  /**
+   * Both kernel directions with provenance (no trace, no staged verdicts), decided by the
+   * precompiled programs or, with `via: 'walk'`, by the rule walk they must agree with. Undefined
+   * for an unknown endpoint or protocol.
+   */
+  kernelVerdicts(
+    from: string,
+    to: string,
+    protocol: string | number,
+    port: number | undefined,
+    via: 'program' | 'walk' = 'program',
+  ): { readonly egress: DirectionVerdict; readonly ingress: DirectionVerdict } | undefined {
+    const src = this.resolve(from);
+    const dst = this.resolve(to);
+    const proto = protocolNumber(protocol);
+    if (!src || !dst || proto === undefined) return undefined;
+    if (src.endpoint && src.endpoint === dst.endpoint) return loopback(src.endpoint).kernel;
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const side = (ep: Endpoint | undefined, dir: Direction): DirectionVerdict => {
+      if (!ep) return unmanaged('kernel', dir, dir === 'egress' ? src.label : dst.label);
+      const act = this.active(ep);
+      const tiers = dir === 'ingress' ? act.ingress : act.egress;
+      const profiles = dir === 'ingress' ? act.profilesIn : act.profilesOut;
+      const ctx = kernelCtx(proto, port, family, srcPeer, dstPeer, ep.l7, this.serviceMatch);
+      const o =
+        via === 'walk'
+          ? decideDirection(ep, dir, tiers, profiles, ctx)
+          : this.kernelOutcome(ep, dir, proto, port, family, srcPeer, dstPeer, 'now');
+      return dressOutcome(o, ep, dir, tiers, profiles, ctx, []);
+    };
+    return { egress: side(src.endpoint, 'egress'), ingress: side(dst.endpoint, 'ingress') };
   }
 
   private readonly serviceMatch: MatchContext['serviceMatch'] = (
@@ -715,6 +1106,23 @@ export class Engine {
     port,
     checkPort,
   ) => serviceCovers(this.services().get(`${ns}/${name}`), ep, proto, port, checkPort);
+  private readonly serviceCtx: Pick<MatchContext, 'serviceMatch'> = {
+    serviceMatch: this.serviceMatch,
+  };
+  /** Peer predicates shared by kernel segments, with their per-decision memo. */
+  private readonly predicates = new PredicateTable();
+  /** Kernel segments by the (immutable) tier or profile rules they were built from. */
+  private readonly segments = new WeakMap<
+    ActiveTier | CompiledProfileRules,
+    Map<number, KernelSegment>
+  >();
+  /** Identical tiers (same name, default action and policies) are one object, so segments are shared. */
+  private readonly tierIntern = new Map<string, ActiveTier>();
+  private readonly policySerials = new WeakMap<CompiledPolicy, number>();
+  private nextSegment = 1;
+  /** Kernel programs by their segments (see `buildKernelProgram`); cleared with `tierIntern`. */
+  private readonly programIntern = new Map<string, KernelProgram>();
+  private nextPolicySerial = 1;
 
   /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
   check(probe: Probe, explain = true, kernelOnly = false): CheckOutcome {
@@ -757,6 +1165,19 @@ export class Engine {
         request: undefined,
         srcIdentity: undefined,
       };
+      if (!explain && probe.icmp === undefined) {
+        // The precompiled program decides; provenance and staged verdicts are dressed as usual.
+        const o = this.kernelOutcome(ep, dir, protocol, probe.port, family, srcPeer, dstPeer);
+        return dressOutcome(
+          o,
+          ep,
+          dir,
+          dir === 'ingress' ? act.ingress : act.egress,
+          dir === 'ingress' ? act.profilesIn : act.profilesOut,
+          ctx,
+          [],
+        );
+      }
       return evaluateDirection(
         ep,
         dir,
@@ -984,7 +1405,7 @@ export class Engine {
 
 function kernelCtx(
   protocol: number,
-  dstPort: number,
+  dstPort: number | undefined,
   family: 4 | 6,
   src: Peer,
   dst: Peer,
@@ -1006,8 +1427,66 @@ function kernelCtx(
   };
 }
 
-function labelKey(l: readonly [string, string]): string {
-  return `${l[0]}\u0000${l[1]}`;
+interface TierInfo {
+  readonly name: string;
+  readonly order: number | undefined;
+  readonly defaultAction: 'Deny' | 'Pass';
+}
+
+/** Policies with the same selector, tested once for all of them (`CompiledPolicy.selectorKey`). */
+interface PolicyGroup {
+  readonly applies: (ep: Endpoint) => boolean;
+  readonly policies: Map<Key, CompiledPolicy>;
+}
+type PolicyGroups = Map<string, PolicyGroup>;
+
+function group(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
+  let g = groups.get(p.selectorKey);
+  if (!g) {
+    g = { applies: p.applies, policies: new Map() };
+    groups.set(p.selectorKey, g);
+  }
+  g.policies.set(key, p);
+}
+
+function setOrDelete<T>(m: Map<string, T>, k: string, v: T, removing: boolean): void {
+  if (removing) m.delete(k);
+  else m.set(k, v);
+}
+
+/** Appends the policies of every group whose selector picks `ep`. */
+function collect(groups: PolicyGroups | undefined, ep: Endpoint, out: CompiledPolicy[]): void {
+  if (!groups) return;
+  const host = ep.kind === 'host';
+  for (const g of groups.values()) {
+    if (!g.applies(ep)) continue;
+    for (const p of g.policies.values()) if (!(host && p.preDNAT)) out.push(p);
+  }
+}
+
+function ungroup(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
+  const g = groups.get(p.selectorKey);
+  if (!g) return;
+  g.policies.delete(key);
+  if (g.policies.size === 0) groups.delete(p.selectorKey);
+}
+
+/** Programs kept per active set and direction before the cache starts over. */
+const MAX_PROGRAMS_PER_SET = 256;
+
+/** The bucket of a kernel program: protocol, port (or none), family and L7 point, as a number. */
+function programKey(
+  proto: number,
+  port: number | undefined,
+  family: 4 | 6,
+  l7: boolean,
+): number | undefined {
+  let p = 65536;
+  if (port !== undefined) {
+    if (!Number.isInteger(port) || port < 0 || port > 65535) return undefined;
+    p = port;
+  }
+  return ((proto * 65537 + p) * 2 + (family === 6 ? 1 : 0)) * 2 + (l7 ? 1 : 0);
 }
 
 function pickAddresses(

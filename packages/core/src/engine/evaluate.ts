@@ -281,6 +281,22 @@ export function evaluateDirection(
 ): DirectionVerdict {
   const trace: string[] = [];
   const o = decideDirection(ep, dir, tiers, profiles, ctx, explain ? trace : undefined);
+  return dressOutcome(o, ep, dir, tiers, profiles, ctx, trace);
+}
+
+/**
+ * The verdict of one direction from its outcome (however it was decided): provenance, the
+ * would-be verdicts of staged policies and the L7 hand-off.
+ */
+export function dressOutcome(
+  o: Outcome,
+  ep: Endpoint,
+  dir: Direction,
+  tiers: readonly ActiveTier[],
+  profiles: readonly CompiledProfileRules[],
+  ctx: MatchContext,
+  trace: string[],
+): DirectionVerdict {
   const staged: StagedVerdict[] = [];
   for (const tier of tiers)
     if (tier.staged.length > 0) staged.push(...stagedVerdicts(tier, dir, ctx));

@@ -155,3 +155,35 @@ test('incremental engine: reversed, shuffled and churned input orders end in the
     { numRuns: 25 },
   );
 });
+
+test('incremental engine: a namespace annotation change reaches replicas that share active policies', () => {
+  const ns = (annotated: boolean): Resource => ({
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: {
+      name: 'a',
+      ...(annotated
+        ? {
+            annotations: {
+              'net.beta.kubernetes.io/network-policy': '{"ingress":{"isolation":"DefaultDeny"}}',
+            },
+          }
+        : {}),
+    },
+  });
+  const pods: Resource[] = ['p1', 'p2'].map((name, i) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: 'a', labels: { app: 'x' } },
+    spec: { containers: [] },
+    status: { podIP: `10.0.0.${i + 1}` },
+  }));
+  const e = compile([ns(false), ...pods]);
+  assert.equal(e.kernelAllows('a/p1', 'a/p2', 'TCP', 80), true);
+  e.upsert(ns(true));
+  const expected = compile([ns(true), ...pods]).kernelAllows('a/p1', 'a/p2', 'TCP', 80);
+  assert.equal(expected, false);
+  assert.equal(e.kernelAllows('a/p1', 'a/p2', 'TCP', 80), expected);
+  e.upsert(ns(false));
+  assert.equal(e.kernelAllows('a/p1', 'a/p2', 'TCP', 80), true);
+});

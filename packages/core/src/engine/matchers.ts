@@ -21,18 +21,49 @@ export function compileCalicoSelector(
   text: string,
   onError?: (e: SelectorCompileError) => void,
 ): LabelMatcher {
-  const r = parseSelector(text);
-  if (!r.ok) {
-    onError?.({ text, message: r.error.message });
-    return () => false;
+  const c = parsedSelector(text);
+  if (!c.r.ok) {
+    onError?.({ text, message: c.r.error.message });
+    return NOTHING;
   }
-  return compileSelector(r.selector);
+  c.m ??= compileSelector(c.r.selector);
+  return c.m;
+}
+
+const NOTHING: LabelMatcher = () => false;
+
+/**
+ * Parses and compiled matchers by selector text. Policies repeat the same selectors (thousands of
+ * `app == 'x'`), and both the tree and the compiled closure are immutable and depend only on the
+ * text, so one copy serves them all. Bounded: it starts over when full.
+ */
+const selectorCache = new Map<
+  string,
+  { readonly r: ReturnType<typeof parseSelector>; m: LabelMatcher | undefined }
+>();
+
+function parsedSelector(text: string): {
+  readonly r: ReturnType<typeof parseSelector>;
+  m: LabelMatcher | undefined;
+} {
+  let c = selectorCache.get(text);
+  if (!c) {
+    if (selectorCache.size >= 50_000) selectorCache.clear();
+    c = { r: parseSelector(text), m: undefined };
+    selectorCache.set(text, c);
+  }
+  return c;
+}
+
+/** The parsed selector (shared; never mutate), as `parseSelector` returns it. */
+export function parseSelectorCached(text: string): ReturnType<typeof parseSelector> {
+  return parsedSelector(text).r;
 }
 
 /** True when the text is `all()` (or empty), so callers can take fast paths. */
 export function selectorIsAll(text: string | undefined): boolean {
   if (text === undefined || text.trim() === '') return true;
-  const r = parseSelector(text);
+  const r = parsedSelector(text).r;
   return r.ok && isAllSelector(r.selector);
 }
 

@@ -152,9 +152,18 @@ export function userProfile(p: Profile): CompiledProfile {
   };
 }
 
+const NO_LABELS: Labels = Object.freeze({});
+/** One view per namespace object, shared by its endpoints (labels are never mutated). */
+const nsViews = new WeakMap<NamespaceInfo, Labels>();
+
 function nsView(ns: NamespaceInfo | undefined): Labels {
-  if (!ns) return {};
-  return { ...ns.labels, [LABEL_NAME]: ns.name, [LABEL_NAMESPACE]: ns.name };
+  if (!ns) return NO_LABELS;
+  let v = nsViews.get(ns);
+  if (!v) {
+    v = { ...ns.labels, [LABEL_NAME]: ns.name, [LABEL_NAMESPACE]: ns.name };
+    nsViews.set(ns, v);
+  }
+  return v;
 }
 
 function parseIps(list: readonly string[]): IpAddr[] {
@@ -181,11 +190,14 @@ function l7Disabled(labels: Labels | undefined, annotations: Labels | undefined)
   return v !== undefined && /^(false|off|disabled|no)$/i.test(v);
 }
 
-interface EndpointParts {
+export interface EndpointParts {
   readonly ns: NamespaceInfo;
   readonly saName: string;
   readonly sa: ServiceAccount | undefined;
   readonly profiles: readonly CompiledProfile[];
+  /** `saLabels(saName, sa)` and the profiles' names, when the caller shares them across replicas. */
+  readonly saView?: Labels;
+  readonly profileNames?: readonly string[];
 }
 
 function fullLabels(own: Labels, system: Labels, profiles: readonly CompiledProfile[]): Labels {
@@ -227,10 +239,10 @@ export function podEndpoint(pod: Pod, parts: EndpointParts): Endpoint {
     labels: fullLabels(own, system, parts.profiles),
     nsView: nsView(parts.ns),
     serviceAccount: parts.saName,
-    saView: saLabels(parts.saName, parts.sa),
+    saView: parts.saView ?? saLabels(parts.saName, parts.sa),
     ips,
     namedPorts,
-    profiles: parts.profiles.map((p) => p.name),
+    profiles: parts.profileNames ?? parts.profiles.map((p) => p.name),
     l7: !l7Disabled(pod.metadata.labels, pod.metadata.annotations),
     node: pod.spec.nodeName,
   };

@@ -19,9 +19,14 @@ import type {
   StagedNetworkPolicy,
   SourceRef,
 } from '../model/resources.js';
-import { allOf, compileCalicoSelector, compileK8sSelector, selectorIsAll } from './matchers.js';
+import {
+  allOf,
+  compileCalicoSelector,
+  compileK8sSelector,
+  parseSelectorCached,
+  selectorIsAll,
+} from './matchers.js';
 import type { SelectorCompileError } from './matchers.js';
-import { parseSelector } from '../selector/selector.js';
 import type { Endpoint, Entity } from './model.js';
 import { LABEL_ORCHESTRATOR } from './model.js';
 import { compileRule, type CompiledRule, type RuleScope } from './rules.js';
@@ -56,12 +61,17 @@ export interface CompiledPolicy {
    * testing every global policy against every endpoint.
    */
   readonly requires: readonly [string, string] | undefined;
+  /**
+   * What `applies` tests, as text: two policies with the same key select exactly the same
+   * endpoints, so the engine evaluates the selector once for all of them.
+   */
+  readonly selectorKey: string;
 }
 
 /** The first `key == 'value'` conjunct of a selector, if any. */
 export function requiredLabel(text: string | undefined): [string, string] | undefined {
   if (text === undefined) return undefined;
-  const r = parseSelector(text);
+  const r = parseSelectorCached(text);
   if (!r.ok) return undefined;
   const s = r.selector;
   const candidates = s.kind === 'and' ? s.operands : [s];
@@ -103,9 +113,12 @@ export function compileCalicoPolicy(
   const namespace = global ? undefined : (p.metadata.namespace ?? 'default');
   const staged = p.kind.startsWith('Staged');
   const parts: ((ep: Endpoint) => boolean)[] = [];
+  // Built beside `parts`, one segment per predicate, so equal keys mean equal predicates.
+  const keyParts: (string | null)[] = ['calico', namespace ?? null];
   if (namespace !== undefined) parts.push((ep) => ep.namespace === namespace);
   if (global && spec.namespaceSelector && spec.namespaceSelector.trim() !== '') {
     const t = spec.namespaceSelector.trim();
+    keyParts.push('ns', t);
     if (selectorIsAll(t)) parts.push((ep) => ep.namespace !== undefined);
     else if (/^global\(\s*\)$/.test(t)) parts.push((ep) => ep.namespace === undefined);
     else {
@@ -114,10 +127,12 @@ export function compileCalicoPolicy(
     }
   }
   if (spec.serviceAccountSelector && spec.serviceAccountSelector.trim() !== '') {
+    keyParts.push('sa', spec.serviceAccountSelector);
     const m = compileCalicoSelector(spec.serviceAccountSelector, onSelectorError);
     parts.push((ep) => ep.saView !== undefined && m(ep.saView));
   }
   if (spec.selector !== undefined && !selectorIsAll(spec.selector)) {
+    keyParts.push('sel', spec.selector);
     const m = compileCalicoSelector(spec.selector, onSelectorError);
     parts.push((ep) => m(ep.labels));
   }
@@ -144,6 +159,8 @@ export function compileCalicoPolicy(
     egress: types.egress ? compileRules(spec.egress) : undefined,
     source: p.source,
     requires: requiredLabel(spec.selector),
+    // JSON keeps the segments unambiguous whatever the selector texts contain.
+    selectorKey: JSON.stringify(keyParts),
   };
 }
 
@@ -169,6 +186,8 @@ function k8sPodMatcher(s: K8sLabelSelector): (labels: Readonly<Record<string, st
 interface K8sPeerParts {
   readonly entity: EntityRule;
   readonly matcher?: (ep: Entity) => boolean;
+  /** What `matcher` tests, as text (see `CompiledEntity.selectorKey`). */
+  readonly matcherKey?: string;
 }
 
 /**
@@ -193,7 +212,11 @@ function k8sPeer(peer: NetworkPolicyPeer, namespace: string): K8sPeerParts {
   else if (ns) matcher = (e) => e.namespace !== undefined && ns(e.nsView);
   else if (pod) matcher = (e) => e.namespace === namespace && pod(e.labels);
   else matcher = (e) => e.namespace === namespace;
-  return { entity: {}, matcher };
+  const matcherKey = JSON.stringify(
+    ['k8sPeer', namespace, peer.podSelector ?? null, peer.namespaceSelector ?? null],
+    (_k, v: unknown) => (v === undefined ? { undefined: true } : v),
+  );
+  return { entity: {}, matcher, matcherKey };
 }
 
 function k8sPorts(ports: readonly NetworkPolicyPort[] | undefined): {
@@ -245,7 +268,10 @@ export function compileK8sPolicy(p: K8sPolicyResource): CompiledPolicy {
         const matcher = peer?.matcher;
         if (matcher) {
           const target = side === 'source' ? 'src' : 'dst';
-          out.push({ ...compiled, [target]: { ...compiled[target], selector: matcher } });
+          out.push({
+            ...compiled,
+            [target]: { ...compiled[target], selector: matcher, selectorKey: peer.matcherKey },
+          });
         } else {
           out.push(compiled);
         }
@@ -275,6 +301,10 @@ export function compileK8sPolicy(p: K8sPolicyResource): CompiledPolicy {
     egress,
     source: p.source,
     requires: firstMatchLabel(spec.podSelector),
+    // `undefined` is kept distinct (a `matchLabels` entry holding it still tests the key).
+    selectorKey: JSON.stringify(['k8s', namespace, spec.podSelector], (_k, v: unknown) =>
+      v === undefined ? { undefined: true } : v,
+    ),
   };
 }
 

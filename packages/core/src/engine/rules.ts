@@ -24,6 +24,12 @@ export interface Peer {
   readonly endpoint: Endpoint | undefined;
   /** Network sets whose nets contain `ip`. */
   readonly netsets: readonly NetSetEntity[];
+  /**
+   * Results of selector predicates for this peer (kernel programs), when the peer object is kept
+   * by the engine. Exact: the peer, its endpoint and its network sets are immutable, so a result
+   * holds as long as the object does.
+   */
+  readonly memo?: Map<object, boolean>;
 }
 
 export interface HttpRequest {
@@ -66,10 +72,16 @@ export interface MatchContext {
   ) => boolean;
 }
 
-interface CompiledEntity {
+export interface CompiledEntity {
   /** The effective selector (namespace scope, service accounts and selector), if any. */
   readonly selector: ((e: Entity) => boolean) | undefined;
+  /**
+   * What `selector` tests, as text: equal keys mean equal predicates, so precompiled decisions
+   * evaluate a selector shared by many rules once per connection.
+   */
+  readonly selectorKey: string | undefined;
   readonly notSelector: ((e: Entity) => boolean) | undefined;
+  readonly notSelectorKey: string | undefined;
   readonly nets: readonly Cidr[] | undefined;
   readonly notNets: readonly Cidr[] | undefined;
   readonly ports: readonly PortMatch[] | undefined;
@@ -123,10 +135,13 @@ function compileEntitySelector(
   scope: RuleScope,
 ): {
   selector: CompiledEntity['selector'];
+  key: string | undefined;
   saNames: Set<string> | undefined;
   saSel: LabelMatcher | undefined;
 } {
   const parts: ((e: Entity) => boolean)[] = [];
+  // One segment per predicate in `parts`, in the same order: equal keys, equal predicates.
+  const keyParts: unknown[] = [];
   const nsSelText = er.namespaceSelector?.trim();
   const anySelector =
     (er.selector !== undefined && er.selector.trim() !== '') ||
@@ -134,6 +149,7 @@ function compileEntitySelector(
     (nsSelText !== undefined && nsSelText !== '') ||
     er.serviceAccounts !== undefined;
   if (nsSelText) {
+    keyParts.push(['ns', nsSelText]);
     if (selectorIsAll(nsSelText)) {
       parts.push((e) => e.namespace !== undefined);
     } else if (/^global\(\s*\)$/.test(nsSelText)) {
@@ -144,6 +160,7 @@ function compileEntitySelector(
     }
   } else if (scope.namespace !== undefined && anySelector) {
     const ns = scope.namespace;
+    keyParts.push(['scope', ns]);
     parts.push((e) => e.namespace === ns);
   }
   let saNames: Set<string> | undefined;
@@ -151,35 +168,43 @@ function compileEntitySelector(
   if (er.serviceAccounts) {
     if (er.serviceAccounts.names && er.serviceAccounts.names.length > 0) {
       const names = new Set(er.serviceAccounts.names);
+      keyParts.push(['saNames', [...names].sort()]);
       saNames = names;
       parts.push((e) => e.serviceAccount !== undefined && names.has(e.serviceAccount));
     }
     if (er.serviceAccounts.selector !== undefined && er.serviceAccounts.selector.trim() !== '') {
       const m = compileCalicoSelector(er.serviceAccounts.selector, scope.onSelectorError);
+      keyParts.push(['saSel', er.serviceAccounts.selector]);
       saSel = m;
       parts.push((e) => e.saView !== undefined && m(e.saView));
     } else if (!saNames) {
       // `serviceAccounts: {}` selects every entity that runs under a service account.
+      keyParts.push(['saAny']);
       parts.push((e) => e.serviceAccount !== undefined);
     }
   }
   if (er.selector !== undefined && er.selector.trim() !== '' && !selectorIsAll(er.selector)) {
     const m = compileCalicoSelector(er.selector, scope.onSelectorError);
+    keyParts.push(['sel', er.selector]);
     parts.push((e) => m(e.labels));
   } else if (er.selector !== undefined && er.selector.trim() !== '') {
     // `all()` still restricts the match to known entities (not arbitrary addresses).
+    keyParts.push(['selAll']);
     parts.push(() => true);
   }
-  if (parts.length === 0) return { selector: undefined, saNames, saSel };
-  if (parts.length === 1) return { selector: parts[0], saNames, saSel };
-  return { selector: (e) => allOf(parts, e), saNames, saSel };
+  if (parts.length === 0) return { selector: undefined, key: undefined, saNames, saSel };
+  const key = JSON.stringify(keyParts);
+  if (parts.length === 1) return { selector: parts[0], key, saNames, saSel };
+  return { selector: (e) => allOf(parts, e), key, saNames, saSel };
 }
 
 export function compileEntity(er: EntityRule | undefined, scope: RuleScope): CompiledEntity {
   if (!er) {
     return {
       selector: undefined,
+      selectorKey: undefined,
       notSelector: undefined,
+      notSelectorKey: undefined,
       nets: undefined,
       notNets: undefined,
       ports: undefined,
@@ -189,15 +214,19 @@ export function compileEntity(er: EntityRule | undefined, scope: RuleScope): Com
       service: undefined,
     };
   }
-  const { selector, saNames, saSel } = compileEntitySelector(er, scope);
+  const { selector, key, saNames, saSel } = compileEntitySelector(er, scope);
   let notSelector: CompiledEntity['notSelector'];
+  let notSelectorKey: string | undefined;
   if (er.notSelector !== undefined && er.notSelector.trim() !== '') {
     const m = compileCalicoSelector(er.notSelector, scope.onSelectorError);
     notSelector = (e) => m(e.labels);
+    notSelectorKey = JSON.stringify(['notSel', er.notSelector]);
   }
   return {
     selector,
+    selectorKey: key,
     notSelector,
+    notSelectorKey,
     nets: compileCidrs(er.nets),
     notNets: compileCidrs(er.notNets),
     ports: er.ports && er.ports.length > 0 ? er.ports.map(compilePort) : undefined,
@@ -373,4 +402,157 @@ export function matchRule(r: CompiledRule, ctx: MatchContext): RuleMatch {
     if (!httpMatches(r.http, ctx.request)) return 'no';
   }
   return 'yes';
+}
+
+// ------------------------------------------------------------------ precompiled kernel matching
+//
+// `matchRule` judges everything at once. For precompiled kernel decisions (kernel-program.ts) a
+// rule is split, once per (protocol, port, family, L7 point), into what that fixes — decided now —
+// and what depends on the two endpoints of the connection, checked per connection. The two
+// functions below and `matchSidePlan` must agree with `matchRule` exactly; the differential test
+// (`kernel-program.test.ts`) checks that they do.
+
+/** What `matchRule` decides from the kernel connection's protocol, family and L7 point alone. */
+export function kernelRuleStatic(
+  r: CompiledRule,
+  protocol: number,
+  family: 4 | 6,
+  l7Available: boolean,
+): RuleMatch {
+  if (r.protocol !== undefined && r.protocol !== protocol) return 'no';
+  if (r.notProtocol !== undefined && r.notProtocol === protocol) return 'no';
+  if (r.ipVersion !== undefined && r.ipVersion !== family) return 'no';
+  // The kernel sees no ICMP type or code: a rule that names one cannot match, `notICMP` never
+  // excludes (the same as `icmpMatches` with no ICMP header).
+  if (r.icmp && !icmpMatches(r.icmp, undefined)) return 'no';
+  if (r.http) return l7Available && r.action === 'Allow' ? 'deferred' : 'no';
+  return 'yes';
+}
+
+/** The per-connection part of one side of a rule (the fields `matchSide` tests). */
+export interface SidePlan {
+  readonly nets: readonly Cidr[] | undefined;
+  readonly notNets: readonly Cidr[] | undefined;
+  /** Named ports of which one must match on the side's endpoint (no numeric port matched). */
+  readonly namedPorts: readonly string[] | undefined;
+  /** Named ports none of which may match on the side's endpoint. */
+  readonly notNamedPorts: readonly string[] | undefined;
+  readonly selector: ((e: Entity) => boolean) | undefined;
+  readonly selectorKey: string | undefined;
+  readonly notSelector: ((e: Entity) => boolean) | undefined;
+  readonly notSelectorKey: string | undefined;
+  readonly service: { readonly namespace: string; readonly name: string } | undefined;
+  readonly serviceCheckPort: boolean;
+}
+
+function rangeHit(list: readonly PortMatch[], port: number): boolean {
+  for (const p of list) if (p.kind === 'range' && port >= p.from && port <= p.to) return true;
+  return false;
+}
+
+function namedOf(list: readonly PortMatch[]): string[] {
+  const out: string[] = [];
+  for (const p of list) if (p.kind === 'named') out.push(p.name);
+  return out;
+}
+
+/**
+ * Splits one side of a rule for a fixed port (the destination port on the destination side,
+ * undefined on the source side): 'no' when the side can never match, `undefined` when it always
+ * does, otherwise what remains to check per connection.
+ */
+export function planSide(
+  ce: CompiledEntity,
+  port: number | undefined,
+): SidePlan | 'no' | undefined {
+  let namedPorts: string[] | undefined;
+  let notNamedPorts: string[] | undefined;
+  if (ce.ports) {
+    // An unknown port (source ports of a probe) cannot be shown to match.
+    if (port === undefined) return 'no';
+    if (!rangeHit(ce.ports, port)) {
+      const named = namedOf(ce.ports);
+      if (named.length === 0) return 'no';
+      namedPorts = named;
+    }
+  }
+  if (ce.notPorts && port !== undefined) {
+    if (rangeHit(ce.notPorts, port)) return 'no';
+    const named = namedOf(ce.notPorts);
+    if (named.length > 0) notNamedPorts = named;
+  }
+  const plan: SidePlan = {
+    nets: ce.nets,
+    notNets: ce.notNets,
+    namedPorts,
+    notNamedPorts,
+    selector: ce.selector,
+    selectorKey: ce.selectorKey,
+    notSelector: ce.notSelector,
+    notSelectorKey: ce.notSelectorKey,
+    service: ce.service,
+    serviceCheckPort: !ce.ports && port !== undefined,
+  };
+  return sidePlanEmpty(plan) ? undefined : plan;
+}
+
+/** Whether a plan checks nothing (every connection matches). */
+export function sidePlanEmpty(p: SidePlan): boolean {
+  return (
+    !p.nets &&
+    !p.notNets &&
+    !p.namedPorts &&
+    !p.notNamedPorts &&
+    !p.selector &&
+    !p.notSelector &&
+    !p.service
+  );
+}
+
+function namedPortOn(
+  names: readonly string[],
+  ep: Endpoint | undefined,
+  protocol: number,
+  port: number | undefined,
+): boolean {
+  if (!ep || port === undefined) return false;
+  for (const np of ep.namedPorts) {
+    if (np.protocol !== protocol || np.port !== port) continue;
+    for (const n of names) if (n === np.name) return true;
+  }
+  return false;
+}
+
+/** Whether one entity (an endpoint or a network set behind the peer) satisfies a selector. */
+export function peerSatisfies(peer: Peer, m: (e: Entity) => boolean): boolean {
+  return peerMatches(peer, m);
+}
+
+/** The per-connection check of a side plan: the same tests as `matchSide` in the kernel. */
+export function matchSidePlan(
+  p: SidePlan,
+  peer: Peer,
+  port: number | undefined,
+  protocol: number,
+  serviceMatch: MatchContext['serviceMatch'],
+): boolean {
+  if (p.nets && !inNets(peer.ip, p.nets)) return false;
+  if (p.notNets && inNets(peer.ip, p.notNets)) return false;
+  if (p.namedPorts && !namedPortOn(p.namedPorts, peer.endpoint, protocol, port)) return false;
+  if (p.notNamedPorts && namedPortOn(p.notNamedPorts, peer.endpoint, protocol, port)) return false;
+  if (p.selector && !peerMatches(peer, p.selector)) return false;
+  if (p.notSelector && peerMatches(peer, p.notSelector)) return false;
+  if (
+    p.service &&
+    !serviceMatch(
+      p.service.namespace,
+      p.service.name,
+      peer.endpoint,
+      protocol,
+      port,
+      p.serviceCheckPort,
+    )
+  )
+    return false;
+  return true;
 }
