@@ -14,3 +14,5 @@ export type {
   KernelStep,
   PeerPredicate,
 } from './engine/kernel-program.js';
+export { formatIp } from './net/ip.js';
+export { FAILSAFE_INBOUND, FAILSAFE_OUTBOUND } from './engine/evaluate.js';

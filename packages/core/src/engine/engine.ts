@@ -1396,9 +1396,7 @@ export class Engine {
       ),
     );
     const ep = ref === undefined ? undefined : this.resolve(ref)?.endpoint;
-    const profiles = ep
-      ? { ingress: this.profilesFor(ep, 'ingress'), egress: this.profilesFor(ep, 'egress') }
-      : undefined;
+    const profiles = ep ? this.profilesFor(ep) : undefined;
     return { networkSets, profiles };
   }
 }

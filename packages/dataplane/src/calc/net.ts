@@ -2,32 +2,12 @@
 // interval sets refuse overlapping elements and drift detection compares text.
 // Owns: formatting the engine's numeric addresses. Must never: parse user input (the core does).
 
+import { formatIp as formatCoreIp } from '@palisade/core';
 import type { Cidr, IpAddr } from './types.js';
 
+/** Canonical text (RFC 5952 for IPv6) of a numeric address, by the core's one formatter. */
 export function formatAddr(family: 4 | 6, value: bigint): string {
-  if (family === 4) {
-    const v = Number(value);
-    return [24, 16, 8, 0].map((s) => (v >>> s) & 255).join('.');
-  }
-  const groups: string[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    if (groups[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === '0') j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  if (best < 0) return groups.join(':');
-  return `${groups.slice(0, best).join(':')}::${groups.slice(best + bestLen).join(':')}`;
+  return formatCoreIp({ family, value });
 }
 
 export function formatIp(ip: IpAddr): string {

@@ -6,6 +6,7 @@
 // Owns: nftables syntax. Must never: run nft, or decide which policies apply (calc/ does).
 
 import { createHash } from 'node:crypto';
+import { FAILSAFE_INBOUND, FAILSAFE_OUTBOUND } from '@palisade/core';
 import { DataplaneError } from '../errors.js';
 import type {
   DesiredState,
@@ -23,33 +24,11 @@ export interface FailsafePort {
 }
 
 /**
- * Calico's default host-endpoint fail-safe ports plus the Palisade API port (9443), the same list
- * the engine judges with (a test keeps them equal).
+ * The engine's host-endpoint fail-safe ports (Calico's defaults plus the Palisade API port), one
+ * list for both (a test checks the engine and the rendered rules agree port by port).
  */
-export const DEFAULT_FAILSAFE_INBOUND: readonly FailsafePort[] = [
-  { protocol: 6, port: 22 },
-  { protocol: 17, port: 68 },
-  { protocol: 6, port: 179 },
-  { protocol: 6, port: 2379 },
-  { protocol: 6, port: 2380 },
-  { protocol: 6, port: 5473 },
-  { protocol: 6, port: 6443 },
-  { protocol: 6, port: 6666 },
-  { protocol: 6, port: 6667 },
-  { protocol: 6, port: 9443 },
-];
-
-export const DEFAULT_FAILSAFE_OUTBOUND: readonly FailsafePort[] = [
-  { protocol: 17, port: 53 },
-  { protocol: 17, port: 67 },
-  { protocol: 6, port: 179 },
-  { protocol: 6, port: 2379 },
-  { protocol: 6, port: 2380 },
-  { protocol: 6, port: 5473 },
-  { protocol: 6, port: 6443 },
-  { protocol: 6, port: 6666 },
-  { protocol: 6, port: 6667 },
-];
+export const DEFAULT_FAILSAFE_INBOUND: readonly FailsafePort[] = FAILSAFE_INBOUND;
+export const DEFAULT_FAILSAFE_OUTBOUND: readonly FailsafePort[] = FAILSAFE_OUTBOUND;
 
 export interface RenderOptions {
   /** The owned table's name in family inet (default `palisade`). */
