@@ -53,7 +53,7 @@ import type { RateLimitOptions } from './rate-limit.js';
 import { RateLimiter } from './rate-limit.js';
 import { validateBody } from './validate-body.js';
 import type { CertificateAuthority } from '@palisade/pki';
-import { renewalTime } from '@palisade/pki';
+import { PkiError, renewalTime } from '@palisade/pki';
 import { PKI_ERRORS } from '@palisade/core';
 import type { IssuanceAudit } from '../ca/server-ca.js';
 import { CERTIFICATE_KIND, storeAuthorizer } from '../ca/server-ca.js';
@@ -77,7 +77,12 @@ export interface ApiServerOptions {
    * The Palisade CA: serves POST /api/v1/certificates and GET /api/v1/trust-bundle. Its audit
    * sink must be `issuanceAudit.sink`, so issuances land in this server's audit log.
    */
-  readonly ca?: { readonly authority: CertificateAuthority; readonly audit: IssuanceAudit };
+  readonly ca?: {
+    readonly authority: CertificateAuthority;
+    readonly audit: IssuanceAudit;
+    /** Called after POST /api/v1/ca/rotate: the listener takes the new bundle as client CA. */
+    readonly onRotated?: () => Promise<void>;
+  };
 }
 
 /** Most bytes of a certificate request body (a CSR is at most 64 KiB). */
@@ -425,6 +430,13 @@ export class ApiServer {
       case 'trust-bundle':
         this.expect(method, ['GET']);
         return this.trustBundle(ctx);
+      case 'ca':
+        if (rest[0] !== 'rotate' || rest.length !== 1)
+          throw new ApiError('API_ERR_NOT_FOUND', 'no such path', {
+            hint: 'POST /api/v1/ca/rotate',
+          });
+        this.expect(method, ['POST']);
+        return this.rotateCa(ctx);
       case undefined:
         throw new ApiError('API_ERR_NOT_FOUND', 'no such path', { hint: 'see /openapi.json' });
       default:
@@ -1607,6 +1619,92 @@ export class ApiServer {
     )
       throw new ApiError('API_ERR_BAD_REQUEST', 'ttlSeconds must be an integer');
     return { csr, spiffeId, ttlSeconds };
+  }
+
+  /**
+   * POST /api/v1/ca/rotate `{"overlapSeconds"?, "activateAfterSeconds"?}`: a new root joins the
+   * bundle at once and signs from `activateAfterSeconds` (default half the overlap, so relying
+   * parties have time to fetch the new bundle first); the old root stays trusted until the overlap ends and its last
+   * certificate expires, so no workload loses trust. Admins only; audited either way.
+   */
+  private async rotateCa(ctx: Ctx): Promise<ApiResponse> {
+    const { authority, onRotated } = this.requireCa();
+    const p = this.principal(ctx);
+    let overlapSeconds: unknown;
+    let activateAfterSeconds: unknown;
+    try {
+      const text = this.bodyText(ctx).trim();
+      const v = (text === '' ? {} : JSON.parse(text)) as unknown;
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+      const extra = Object.keys(v).filter(
+        (k) => k !== 'overlapSeconds' && k !== 'activateAfterSeconds',
+      );
+      if (extra.length > 0) throw new Error(`unknown field ${JSON.stringify(extra[0])}`);
+      ({ overlapSeconds, activateAfterSeconds } = v as {
+        overlapSeconds?: unknown;
+        activateAfterSeconds?: unknown;
+      });
+    } catch (e) {
+      throw new ApiError(
+        'API_ERR_BAD_REQUEST',
+        `the body must be a JSON object {"overlapSeconds"?}: ${e instanceof Error ? e.message : 'unreadable'}`,
+      );
+    }
+    if (
+      overlapSeconds !== undefined &&
+      (typeof overlapSeconds !== 'number' ||
+        !Number.isInteger(overlapSeconds) ||
+        overlapSeconds < 60 ||
+        overlapSeconds > 90 * 86400)
+    )
+      throw new ApiError(
+        'API_ERR_BAD_REQUEST',
+        'overlapSeconds must be an integer from 60 to 7776000',
+      );
+    const what = {
+      verb: 'ca.rotate',
+      kind: 'CertificateAuthority.palisade.dev',
+      name: authority.trustDomain,
+    };
+    await this.authorize(
+      ctx,
+      'update',
+      [{ kind: 'CertificateAuthority', group: 'palisade.dev', name: authority.trustDomain }],
+      what,
+    );
+    const now = this.now();
+    let info;
+    try {
+      info = await authority.rotate({
+        now,
+        ...(typeof overlapSeconds === 'number' ? { overlapMs: overlapSeconds * 1000 } : {}),
+        ...(typeof activateAfterSeconds === 'number'
+          ? { activateAfterMs: activateAfterSeconds * 1000 }
+          : {}),
+      });
+    } catch (e) {
+      if (e instanceof PkiError) {
+        const status = PKI_ERRORS[e.code].status;
+        await this.auditRefusal(ctx, p, what.verb, what, status, e.code, e.message);
+        return json(status, { code: e.code, message: e.message });
+      }
+      throw e;
+    }
+    await appendAudit(this.store, [
+      {
+        time: now.toISOString(),
+        principal: principalRecord(p),
+        remote: ctx.remote,
+        verb: what.verb,
+        kind: what.kind,
+        name: what.name,
+        outcome: 'allowed',
+        status: 200,
+        message: `root rotation started; the bundle holds ${authority.bundleCertificates(now).length} certificates`,
+      },
+    ]);
+    if (onRotated) await onRotated();
+    return json(200, { rotated: true, authority: info });
   }
 
   /** GET /api/v1/trust-bundle: PEM, or the SPIFFE bundle (JWKS) with `?format=jwks`. */

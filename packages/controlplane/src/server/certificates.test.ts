@@ -477,4 +477,63 @@ spec: {node: n1, pod: bench-1, serviceAccountName: bench, ipNetworks: [10.0.0.9/
     const v = await call(server.url, '/api/v1/audit/verify', as(admin));
     assert.equal((JSON.parse(v.body) as { ok: boolean }).ok, true);
   });
+
+  test('a root rotation through the API is admin-only and audited, and keeps old-root and new-root workloads talking', async () => {
+    const oldBundle = (await call(server.url, '/api/v1/trust-bundle', as(n1))).body;
+    const before = await ask(n1, ID('prod', 'details'));
+    assert.equal(before.status, 201, JSON.stringify(before.j));
+    const refused = await call(server.url, '/api/v1/ca/rotate', {
+      ...as(n1),
+      method: 'POST',
+      body: {},
+    });
+    assert.equal(refused.status, 403, refused.body);
+    const r = await call(server.url, '/api/v1/ca/rotate', {
+      ...as(admin),
+      method: 'POST',
+      body: { overlapSeconds: 7200, activateAfterSeconds: 0 },
+    });
+    assert.equal(r.status, 200, r.body);
+    // Activated at once (activateAfterSeconds 0), the server's own certificate now comes from the
+    // new root: clients must hold the new bundle, which is why the default waits half the overlap.
+    ca = readFileSync(join(data, 'ca.pem'), 'utf8');
+    const bundle = (await call(server.url, '/api/v1/trust-bundle', as(n1))).body;
+    assert.equal(ca, bundle, 'ca.pem is the new bundle');
+    const count = (pem: string) => pem.split('BEGIN CERTIFICATE').length - 1;
+    assert.equal(count(bundle), count(oldBundle) + 1, 'the new root joins, the old one stays');
+    const after = await ask(n1, ID('prod', 'details'));
+    assert.equal(after.status, 201, JSON.stringify(after.j));
+    assert.notEqual(
+      new X509Certificate(after.j.certPem).issuer,
+      new X509Certificate(before.j.certPem).issuer,
+      'issued by the new root',
+    );
+    assert.deepEqual(
+      await mtls(
+        { ...before.j, keyPem: before.keyPem },
+        { ...after.j, keyPem: after.keyPem },
+        bundle,
+      ),
+      [ID('prod', 'details'), ID('prod', 'details')],
+      'an old-root and a new-root SVID complete mTLS with the bundle',
+    );
+    // The server trusts client certificates of the new root too (its client CA was refreshed).
+    const client = await call(server.url, '/api/v1/whoami', {
+      ca: bundle,
+      cert: after.j.certPem + after.j.chainPem,
+      key: after.keyPem,
+    });
+    assert.equal(client.status, 200, client.body);
+    const audit = await call(server.url, '/api/v1/audit?kind=CertificateAuthority', as(admin));
+    const entries = (JSON.parse(audit.body) as { entries: AuditEntry[] }).entries;
+    assert.deepEqual(
+      entries.map((e) => [e.verb, e.outcome]),
+      [
+        ['ca.rotate', 'refused'],
+        ['ca.rotate', 'allowed'],
+      ],
+    );
+    const v = await call(server.url, '/api/v1/audit/verify', as(admin));
+    assert.equal((JSON.parse(v.body) as { ok: boolean }).ok, true);
+  });
 });

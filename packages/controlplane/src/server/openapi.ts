@@ -187,6 +187,30 @@ export function openApiDocument(): Record<string, unknown> {
         },
       },
     },
+    '/api/v1/ca/rotate': {
+      post: {
+        summary:
+          'start a root rotation of the CA: the new root joins the bundle now and signs from activateAfterSeconds (default half the overlap); admins only; audited',
+        requestBody: {
+          content: {
+            'application/json': {
+              schema: {
+                type: 'object',
+                additionalProperties: false,
+                properties: {
+                  overlapSeconds: { type: 'integer', minimum: 60, maximum: 7776000 },
+                  activateAfterSeconds: { type: 'integer', minimum: 0 },
+                },
+              },
+            },
+          },
+        },
+        responses: {
+          '200': { description: 'the rotation started; the authority as inspect() shows it' },
+          ...common,
+        },
+      },
+    },
     '/api/v1/trust-bundle': {
       get: {
         summary:

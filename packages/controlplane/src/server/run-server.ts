@@ -141,7 +141,7 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     store,
     log: o.log,
     ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
-    ca: { authority: ca, audit: issuanceAudit },
+    ca: { authority: ca, audit: issuanceAudit, onRotated: () => onRotated() },
   });
   let listening: Listening;
   try {
@@ -178,6 +178,11 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     }
   };
   if (issued) schedule(issued.renewAt);
+  // After a rotation the listener must trust client certificates of the new root too: a renewal
+  // re-reads the bundle as its client CA (and gets a certificate from whichever root signs now).
+  const onRotated = async (): Promise<void> => {
+    if (issued) await renew();
+  };
   o.log({
     msg: 'listening',
     url: listening.url,
