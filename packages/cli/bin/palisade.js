@@ -12,5 +12,24 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 register();
-const { main } = await import('../src/main.ts');
-process.exitCode = await main(process.argv.slice(2));
+const argv = process.argv.slice(2);
+// A container runtime runs the CNI plugin once per pod event: load only the plugin's modules
+// (no policy engine, no server code), since start-up time is most of an ADD.
+if (
+  process.env.CNI_COMMAND !== undefined &&
+  (argv.length === 0 || (argv.length === 1 && argv[0] === 'cni'))
+) {
+  const { cniCommand } = await import('@palisade/dataplane/cni');
+  process.exitCode = await cniCommand({
+    stdout: process.stdout,
+    stderr: process.stderr,
+    readStdin: async () => {
+      const chunks = [];
+      for await (const c of process.stdin) chunks.push(c);
+      return Buffer.concat(chunks).toString('utf8');
+    },
+  });
+} else {
+  const { main } = await import('../src/main.ts');
+  process.exitCode = await main(argv);
+}
