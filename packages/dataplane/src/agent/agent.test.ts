@@ -13,6 +13,9 @@ import { canUseNetns, TestNode } from '../testing/netns.js';
 import type { TestPod } from '../testing/netns.js';
 import { Agent } from './agent.js';
 import { ApiClient } from './api-client.js';
+import { AgentPodSource, ApiEndpointRegistry } from './api-registry.js';
+import { CniEndpointService } from '../agent-socket/server.js';
+import type { RegisterRequest } from '../agent-socket/protocol.js';
 
 const skip = canUseNetns() ? false : 'needs root and network namespaces';
 const NODE = `node${process.pid}`;
@@ -202,5 +205,80 @@ describe('palisade agent: API to kernel', { skip, timeout: 60_000 }, () => {
     assert.match(tables, new RegExp(`table inet ${table}\\b`));
     assert.match(tables, /table inet foreign/);
     assert.match(node.nft(['list', 'table', 'inet', 'foreign']), /comment "not ours"/);
+  });
+
+  test('a CNI registration becomes a WorkloadEndpoint in the API, written with the node token', async () => {
+    assert.ok(agent && server);
+    await create(admin, '/api/v1/core/Pod/demo', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'c', namespace: 'demo', labels: { app: 'c' } },
+      spec: { nodeName: NODE, containers: [{ name: 'c' }] },
+    });
+    await until('pod c mirrored', () => agent?.pod('demo', 'c') !== undefined);
+    const service = new CniEndpointService({
+      node: NODE,
+      pods: new AgentPodSource(agent),
+      registry: new ApiEndpointRegistry(agent),
+    });
+    const req: RegisterRequest = {
+      network: 'palisade',
+      containerId: 'ctr-c',
+      ifname: 'eth0',
+      hostIfname: `${node.ifacePrefix}9`,
+      netns: '/var/run/netns/x',
+      namespace: 'demo',
+      pod: 'c',
+      podUid: agent.pod('demo', 'c')?.metadata.uid ?? '',
+      ips: [`${node.subnet}.50/32`],
+      mac: '02:00:00:00:00:09',
+      labels: {},
+    };
+    const before = agent.status().localEndpoints;
+    await service.register(req);
+    const name = `${NODE.replace(/-/g, '--')}-k8s-c-eth0`;
+    const got = await admin.call('GET', `/api/v1/projectcalico.org/WorkloadEndpoint/demo/${name}`);
+    assert.equal(got.status, 200, JSON.stringify(got.body));
+    assert.equal(
+      (got.body as { metadata: { labels: Record<string, string> } }).metadata.labels.app,
+      'c',
+    );
+    await until('c programmed', () => agent?.status().localEndpoints === before + 1);
+    assert.equal((await service.get('ctr-c', 'eth0'))?.hostIfname, `${node.ifacePrefix}9`);
+
+    // Another attachment may not take c's address.
+    await assert.rejects(
+      service.register({
+        ...req,
+        containerId: 'ctr-other',
+        pod: 'c',
+        podUid: agent.pod('demo', 'c')?.metadata.uid ?? '',
+        ifname: 'eth1',
+      }),
+      /registered to container ctr-c/,
+    );
+    // A pod of another node is refused before anything is written.
+    await create(admin, '/api/v1/core/Pod/demo', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'elsewhere', namespace: 'demo' },
+      spec: { nodeName: 'some-other-node', containers: [{ name: 'c' }] },
+    });
+    await until('pod mirrored', () => agent?.pod('demo', 'elsewhere') !== undefined);
+    const { podUid: _uid, ...noUid } = req;
+    void _uid;
+    await assert.rejects(
+      service.register({ ...noUid, pod: 'elsewhere', containerId: 'ctr-e' }),
+      /not to this node/,
+    );
+
+    assert.equal(await service.deregister('ctr-c', 'eth0'), true);
+    const after = await admin.call(
+      'GET',
+      `/api/v1/projectcalico.org/WorkloadEndpoint/demo/${name}`,
+    );
+    assert.equal(after.status, 404);
+    await until('c unprogrammed', () => agent?.status().localEndpoints === before);
+    assert.equal(await service.deregister('ctr-c', 'eth0'), false);
   });
 });

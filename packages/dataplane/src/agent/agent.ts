@@ -152,6 +152,18 @@ export class Agent {
     };
   }
 
+  get node(): string {
+    return this.options.node;
+  }
+
+  /** This node's WorkloadEndpoints as mirrored (the endpoint registry reads them). */
+  workloadEndpoints(): WorkloadEndpoint[] {
+    const out: WorkloadEndpoint[] = [];
+    for (const r of this.mirror.values())
+      if (r.kind === 'WorkloadEndpoint' && r.spec.node === this.options.node) out.push(r);
+    return out;
+  }
+
   /** The Pods the agent mirrors (its PodSource reads them). */
   pod(namespace: string, name: string): Pod | undefined {
     const r = this.mirror.get(`/Pod/${namespace}/${name}`);
