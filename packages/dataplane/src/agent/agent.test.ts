@@ -200,6 +200,35 @@ describe('palisade agent: API to kernel', { skip, timeout: 60_000 }, () => {
     );
   });
 
+  test('history compacted while the agent was away: 410, a fresh list, and the change applies', async () => {
+    assert.ok(server);
+    assert.equal((await a.tcp(b.ip, 80, 300)).ok, true);
+    const resumed = lines.filter((l) => l.startsWith('watch resumed')).length;
+    assert.ok(resumed > 0, 'the previous outage ended by resuming from the last revision');
+    await server.stop();
+    server = undefined;
+    await until('agent sees the API gone', () => agent?.status().connected === false);
+    const side = await start('127.0.0.1:0');
+    const sideAdmin = new ApiClient({
+      server: side.url,
+      token: readFileSync(join(dir, 'admin.token'), 'utf8').trim(),
+    });
+    const rv = await create(sideAdmin, '/api/v1/projectcalico.org/NetworkPolicy/demo', denyB);
+    await side.store.compact(rv);
+    await side.stop();
+    server = await start(`127.0.0.1:${port}`);
+    await applied(rv);
+    assert.ok(lines.some((l) => /is gone; listing again/.test(l)));
+    await until(
+      'A to B denied after the relist',
+      async () => !(await a.tcp(b.ip, 80, 300)).ok,
+      5_000,
+    );
+    const del = await admin.call('DELETE', '/api/v1/projectcalico.org/NetworkPolicy/demo/b-closed');
+    assert.equal(del.status, 200);
+    await until('A to B allowed', async () => (await a.tcp(b.ip, 80, 300)).ok, 5_000);
+  });
+
   test('the agent touches only its own table', () => {
     const tables = node.nft(['list', 'tables']);
     assert.match(tables, new RegExp(`table inet ${table}\\b`));

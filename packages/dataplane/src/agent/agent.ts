@@ -210,24 +210,30 @@ export class Agent {
     const signal = this.stopper.signal;
     while (!signal.aborted) {
       try {
-        await this.client.watchOnce(
-          this.synced ? this.revision : undefined,
-          {
-            onReset: (objects, rv) => {
-              this.reset(objects, rv);
-              delay = min;
+        // One abort controller per attempt, so no listener piles up on the agent's signal.
+        const attempt = new AbortController();
+        const onStop = () => attempt.abort();
+        signal.addEventListener('abort', onStop, { once: true });
+        await this.client
+          .watchOnce(
+            this.synced ? this.revision : undefined,
+            {
+              onReset: (objects, rv) => {
+                this.reset(objects, rv);
+                delay = min;
+              },
+              onEvent: (type, o, rv) => this.event(type, o, rv),
+              onRevision: (rv) => {
+                this.revision = rv;
+                if (!this.connected) this.say(`watch resumed at revision ${rv}`);
+                this.connected = true;
+                this.lastSync = new Date();
+                delay = min;
+              },
             },
-            onEvent: (type, o, rv) => this.event(type, o, rv),
-            onRevision: (rv) => {
-              this.revision = rv;
-              if (!this.connected) this.say(`watch resumed at revision ${rv}`);
-              this.connected = true;
-              this.lastSync = new Date();
-              delay = min;
-            },
-          },
-          signal,
-        );
+            attempt.signal,
+          )
+          .finally(() => signal.removeEventListener('abort', onStop));
         if (signal.aborted) break;
         this.connected = false;
         this.say(`watch ended at revision ${this.revision ?? '-'}; resuming`);
@@ -244,11 +250,13 @@ export class Agent {
         );
       }
       await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, delay);
-        signal.addEventListener('abort', () => {
+        const done = () => {
           clearTimeout(t);
+          signal.removeEventListener('abort', done);
           resolve();
-        });
+        };
+        const t = setTimeout(done, delay);
+        signal.addEventListener('abort', done, { once: true });
       });
       delay = Math.min(max, delay * 2);
     }

@@ -17,6 +17,11 @@ export interface ApiClientOptions {
   readonly ca?: string;
   /** Per-request timeout of non-watch calls (default 10 s). */
   readonly timeoutMs?: number;
+  /**
+   * A watch silent this long is dead and is reconnected (default 45 s: three of the server's
+   * 15 s bookmarks), so a peer that vanished without closing the connection is noticed.
+   */
+  readonly watchIdleMs?: number;
 }
 
 /** An object as the API serves it (validated by the server's loader on write). */
@@ -153,7 +158,13 @@ export class ApiClient {
     signal: AbortSignal,
   ): Promise<void> {
     const q = fromRevision === undefined ? '' : `?resourceVersion=${fromRevision}`;
-    const res = await this.open('GET', `/api/v1/watch${q}`, undefined, signal, undefined);
+    const res = await this.open(
+      'GET',
+      `/api/v1/watch${q}`,
+      undefined,
+      signal,
+      this.options.watchIdleMs ?? 45_000,
+    );
     if (res.statusCode !== 200) {
       const chunks: Buffer[] = [];
       for await (const c of res as AsyncIterable<Buffer>) chunks.push(c);
