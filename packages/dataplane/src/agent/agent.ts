@@ -55,6 +55,8 @@ export interface AgentOptions extends ApiClientOptions {
   /** Backoff bounds of the watch retry (default 200 ms .. 10 s). */
   readonly backoffMinMs?: number;
   readonly backoffMaxMs?: number;
+  /** Delay before a failed apply is tried again (default 1 s). */
+  readonly retryMs?: number;
   /** Tests: replaces the nft process runner. */
   readonly runner?: NftRunner;
   /** Progress lines for people (default: nothing). */
@@ -113,6 +115,7 @@ export class Agent {
   private localCount = 0;
   private readonly errors: { at: Date; message: string }[] = [];
   private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
   private applying: Promise<void> = Promise.resolve();
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
@@ -197,7 +200,9 @@ export class Agent {
     this.stopper.abort();
     this.driver.stopResync();
     if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
     this.timer = undefined;
+    this.retryTimer = undefined;
     await this.loop;
     await this.applying;
     await this.driver.settled();
@@ -369,8 +374,14 @@ export class Agent {
       );
     } catch (e) {
       this.report(
-        `apply failed at revision ${rv ?? '-'} (kernel unchanged): ${e instanceof Error ? e.message : String(e)}`,
+        `apply failed at revision ${rv ?? '-'} (kernel unchanged; retrying): ${e instanceof Error ? e.message : String(e)}`,
       );
+      // Retried without waiting for another change: the kernel must catch up with the API.
+      if (!this.retryTimer && !this.stopper.signal.aborted)
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.schedule();
+        }, this.options.retryMs ?? 1_000);
     }
     this.notify();
   }
