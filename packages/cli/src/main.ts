@@ -4,6 +4,7 @@
 
 import { suggest } from '@palisade/core';
 import { flagHelp, parseArgs, UsageError } from './args.js';
+import { agentCommand, AGENT_FLAGS } from './agent.js';
 import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
 import { demoCommand, DEMO_FLAGS } from './demo.js';
@@ -107,6 +108,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     flags: { ...HELP_FLAG },
     // Loaded on demand: a plugin run should not pay for the policy engine's modules.
     run: async (_p, io) => (await import('@palisade/dataplane/cni')).cniCommand(io),
+  },
+  agent: {
+    summary: "the node agent: API resources to this node's nftables rules, and the CNI socket",
+    usage:
+      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH]',
+    flags: { ...AGENT_FLAGS, ...HELP_FLAG },
+    run: agentCommand,
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',

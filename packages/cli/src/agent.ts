@@ -1,0 +1,104 @@
+// `palisade agent`: the node agent (DESIGN §5). Connects to the API server with the node's token,
+// mirrors the resources, programs this node's endpoints into its nftables table, and serves the
+// CNI socket. SIGTERM/SIGINT stop it and leave the rules in the kernel (the table is only
+// removed by an explicit uninstall). Owns: flags, environment and signals. Must never: print the
+// token or remove the table on exit.
+
+import { readFileSync } from 'node:fs';
+import type { Flags, Parsed } from './args.js';
+import { UsageError } from './args.js';
+import type { Io } from './input.js';
+
+export const AGENT_FLAGS: Flags = {
+  node: { kind: 'string', value: 'NAME', help: "this node's name (or PALISADE_NODE)" },
+  server: { kind: 'string', value: 'URL', help: 'API server (or PALISADE_SERVER)' },
+  'token-file': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'node token file, from palisade token create --node NAME (or PALISADE_TOKEN)',
+  },
+  'ca-file': {
+    kind: 'string',
+    value: 'FILE',
+    help: "CA bundle of the server's certificate (or PALISADE_CA_FILE)",
+  },
+  table: {
+    kind: 'string',
+    value: 'NAME',
+    help: 'owned nftables table, family inet (default palisade)',
+  },
+  netns: { kind: 'string', value: 'NS', help: 'apply inside this network namespace' },
+  socket: {
+    kind: 'string',
+    value: 'PATH',
+    help: 'CNI socket (default /run/palisade/agent.sock; "none" to not serve it)',
+  },
+  'iface-prefix': {
+    kind: 'string',
+    value: 'P',
+    help: 'workload interface prefix: unprogrammed ones are dropped (default: the CNI plugin prefix)',
+  },
+};
+
+export async function agentCommand(p: Parsed, io: Io): Promise<number> {
+  const v = p.values;
+  const env = process.env;
+  const str = (k: string): string | undefined => v[k] as string | undefined;
+  const node = str('node') ?? env.PALISADE_NODE;
+  if (!node) throw new UsageError('agent needs --node NAME (or PALISADE_NODE)');
+  const server = str('server') ?? env.PALISADE_SERVER;
+  if (!server) throw new UsageError('agent needs --server URL (or PALISADE_SERVER)');
+  const tokenFile = str('token-file');
+  const token = tokenFile ? readFileSync(tokenFile, 'utf8').trim() : env.PALISADE_TOKEN;
+  if (!token) throw new UsageError('agent needs --token-file FILE (or PALISADE_TOKEN)');
+  const caFile = str('ca-file') ?? env.PALISADE_CA_FILE;
+  const ca = caFile ? readFileSync(caFile, 'utf8') : undefined;
+  if (new URL(server).protocol === 'https:' && ca === undefined)
+    io.stderr.write(
+      'warning: no --ca-file: the server certificate is checked against system CAs\n',
+    );
+
+  const dp = await import('@palisade/dataplane/agent');
+  const table = str('table');
+  const netns = str('netns');
+  const agent = new dp.Agent({
+    server,
+    token,
+    ...(ca !== undefined ? { ca } : {}),
+    node,
+    ...(table !== undefined ? { table } : {}),
+    ...(netns !== undefined ? { netns } : {}),
+    workloadInterfacePrefix: str('iface-prefix') ?? dp.HOST_VETH_PREFIX,
+    say: (l) => io.stdout.write(`${l}\n`),
+  });
+  const socketPath = str('socket') ?? dp.DEFAULT_AGENT_SOCKET_PATH;
+  io.stdout.write(
+    `palisade agent: node ${node}, table inet ${agent.table}${netns ? ` in netns ${netns}` : ''}, server ${server}\n`,
+  );
+  agent.start();
+  let sock: Awaited<ReturnType<typeof dp.startAgentSocket>> | undefined;
+  if (socketPath !== 'none') {
+    sock = await dp.startAgentSocket({
+      service: new dp.CniEndpointService({
+        node,
+        pods: new dp.AgentPodSource(agent),
+        registry: new dp.ApiEndpointRegistry(agent),
+      }),
+      socketPath,
+    });
+    io.stdout.write(`CNI socket at ${sock.path}\n`);
+  }
+  await new Promise<void>((resolveStop) => {
+    const stop = (sig: string) => {
+      io.stdout.write(`${sig}: stopping; the rules in table inet ${agent.table} stay in place\n`);
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      void Promise.all([agent.stop(), sock?.close()]).then(() => resolveStop());
+    };
+    const onTerm = () => stop('SIGTERM');
+    const onInt = () => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+  return 0;
+}

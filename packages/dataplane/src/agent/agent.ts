@@ -1,0 +1,403 @@
+// The node agent (DESIGN §5, issue 5): mirrors the API server's resources into the calculation,
+// takes this node's workload endpoints as the local endpoints, renders and applies one atomic
+// nftables transaction per change (debounced), and repairs drift by periodic resync.
+// Fail static: while the API is unreachable nothing is applied, the kernel keeps the last rules,
+// and the watch is retried with capped exponential backoff, resuming from the last revision seen
+// (a 410 relists and replaces the mirror whole). Fail closed: a calculation or render error
+// applies nothing (the last applied ruleset stays) and is reported in the status.
+// Owns: the mirror, the local-endpoint choice, the apply schedule and the status. Must never:
+// remove or flush its table on stop (rules outlive the agent), touch another table, or apply a
+// ruleset derived from a partial snapshot.
+
+import { hasErrors, loadText } from '@palisade/core';
+import type { Pod, Resource, WorkloadEndpoint } from '@palisade/core';
+import { Calculation } from '../calc/calculation.js';
+import type { LocalEndpoint } from '../calc/types.js';
+import { NftDriver } from '../nft/driver.js';
+import type { NftRunner } from '../nft/driver.js';
+import { render } from '../nft/render.js';
+import type { Rendered } from '../nft/render.js';
+import { ApiClient, ApiRequestError } from './api-client.js';
+import type { ApiClientOptions, ApiObject, ObjectEventType } from './api-client.js';
+
+/** The kinds the calculation consumes; everything else on the watch (access kinds, L7) is skipped. */
+const KERNEL_KINDS = new Set<string>([
+  'Namespace',
+  'Pod',
+  'ServiceAccount',
+  'Service',
+  'WorkloadEndpoint',
+  'HostEndpoint',
+  'Tier',
+  'NetworkPolicy',
+  'GlobalNetworkPolicy',
+  'StagedNetworkPolicy',
+  'StagedGlobalNetworkPolicy',
+  'StagedKubernetesNetworkPolicy',
+  'NetworkSet',
+  'GlobalNetworkSet',
+  'Profile',
+]);
+
+export interface AgentOptions extends ApiClientOptions {
+  /** This node's name: WorkloadEndpoints with `spec.node` equal to it are programmed. */
+  readonly node: string;
+  /** The owned nftables table (family inet, default `palisade`). */
+  readonly table?: string;
+  /** Apply inside this network namespace. */
+  readonly netns?: string;
+  /** Interfaces with this prefix are workload interfaces (unprogrammed ones are dropped). */
+  readonly workloadInterfacePrefix?: string;
+  /** Debounce between a change and the apply (default 20 ms). */
+  readonly debounceMs?: number;
+  /** Drift check interval (default 30 s; 0 disables). */
+  readonly resyncMs?: number;
+  /** Backoff bounds of the watch retry (default 200 ms .. 10 s). */
+  readonly backoffMinMs?: number;
+  readonly backoffMaxMs?: number;
+  /** Delay before a failed apply is tried again (default 1 s). */
+  readonly retryMs?: number;
+  /** Tests: replaces the nft process runner. */
+  readonly runner?: NftRunner;
+  /** Progress lines for people (default: nothing). */
+  readonly say?: (line: string) => void;
+}
+
+export interface AgentStatus {
+  /** The watch is connected and its snapshot was received. */
+  readonly connected: boolean;
+  /** The last revision of the API the mirror reflects. */
+  readonly revision: string | undefined;
+  /** The revision whose ruleset is in the kernel. */
+  readonly appliedRevision: string | undefined;
+  readonly lastSync: Date | undefined;
+  readonly lastApply: Date | undefined;
+  readonly applies: number;
+  /** Rule lines of the ruleset in the kernel. */
+  readonly ruleCount: number;
+  readonly localEndpoints: number;
+  /** Most recent problems (newest last, at most 20). */
+  readonly errors: readonly { readonly at: Date; readonly message: string }[];
+}
+
+function objectKey(o: { apiVersion: string; kind: string; metadata: ApiObject['metadata'] }) {
+  const group = o.apiVersion.includes('/') ? o.apiVersion.slice(0, o.apiVersion.indexOf('/')) : '';
+  return `${group}/${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+}
+
+/** Rule lines of a rendered table (everything inside chains but their headers). */
+export function countRules(r: Rendered): number {
+  let n = 0;
+  let inChain = false;
+  for (const raw of r.script.split('\n')) {
+    const l = raw.trim();
+    if (l.startsWith('chain ')) inChain = true;
+    else if (l === '}') inChain = false;
+    else if (inChain && l !== '' && !l.startsWith('type ') && !l.startsWith('policy ')) n++;
+  }
+  return n;
+}
+
+export class Agent {
+  private readonly client: ApiClient;
+  private readonly driver: NftDriver;
+  private calc = new Calculation();
+  /** Mirror of the kernel-relevant objects, by group/kind/namespace/name. */
+  private readonly mirror = new Map<string, Resource>();
+  private revision: string | undefined;
+  private synced = false;
+  private connected = false;
+  private appliedRevision: string | undefined;
+  private lastSync: Date | undefined;
+  private lastApply: Date | undefined;
+  private applies = 0;
+  private ruleCount = 0;
+  private localCount = 0;
+  private readonly errors: { at: Date; message: string }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private applying: Promise<void> = Promise.resolve();
+  private readonly stopper = new AbortController();
+  private loop: Promise<void> | undefined;
+  private readonly listeners = new Set<() => void>();
+  private readonly say: (line: string) => void;
+
+  constructor(private readonly options: AgentOptions) {
+    this.client = new ApiClient(options);
+    this.driver = new NftDriver({
+      ...(options.table !== undefined ? { table: options.table } : {}),
+      ...(options.netns !== undefined ? { netns: options.netns } : {}),
+      ...(options.runner !== undefined ? { runner: options.runner } : {}),
+    });
+    this.say = options.say ?? (() => undefined);
+  }
+
+  get table(): string {
+    return this.driver.table;
+  }
+
+  /** The API client (the endpoint registry writes through it with the node's token). */
+  get api(): ApiClient {
+    return this.client;
+  }
+
+  status(): AgentStatus {
+    return {
+      connected: this.connected,
+      revision: this.revision,
+      appliedRevision: this.appliedRevision,
+      lastSync: this.lastSync,
+      lastApply: this.lastApply,
+      applies: this.applies,
+      ruleCount: this.ruleCount,
+      localEndpoints: this.localCount,
+      errors: [...this.errors],
+    };
+  }
+
+  get node(): string {
+    return this.options.node;
+  }
+
+  /** This node's WorkloadEndpoints as mirrored (the endpoint registry reads them). */
+  workloadEndpoints(): WorkloadEndpoint[] {
+    const out: WorkloadEndpoint[] = [];
+    for (const r of this.mirror.values())
+      if (r.kind === 'WorkloadEndpoint' && r.spec.node === this.options.node) out.push(r);
+    return out;
+  }
+
+  /** The Pods the agent mirrors (its PodSource reads them). */
+  pod(namespace: string, name: string): Pod | undefined {
+    const r = this.mirror.get(`/Pod/${namespace}/${name}`);
+    return r?.kind === 'Pod' ? r : undefined;
+  }
+
+  /** Calls `f` after every apply attempt (tests, status output). */
+  onApplied(f: () => void): () => void {
+    this.listeners.add(f);
+    return () => this.listeners.delete(f);
+  }
+
+  private report(message: string): void {
+    this.errors.push({ at: new Date(), message });
+    if (this.errors.length > 20) this.errors.shift();
+    this.say(`error: ${message}`);
+  }
+
+  start(): void {
+    if (this.loop) return;
+    this.loop = this.run();
+    const every = this.options.resyncMs ?? 30_000;
+    if (every > 0)
+      this.driver.startResync(every, (e) =>
+        this.report(`resync: ${e instanceof Error ? e.message : String(e)}`),
+      );
+  }
+
+  /** Stops watching and applying. The table and its rules stay in the kernel. */
+  async stop(): Promise<void> {
+    this.stopper.abort();
+    this.driver.stopResync();
+    if (this.timer) clearTimeout(this.timer);
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.timer = undefined;
+    this.retryTimer = undefined;
+    await this.loop;
+    await this.applying;
+    await this.driver.settled();
+  }
+
+  private async run(): Promise<void> {
+    const min = this.options.backoffMinMs ?? 200;
+    const max = this.options.backoffMaxMs ?? 10_000;
+    let delay = min;
+    const signal = this.stopper.signal;
+    while (!signal.aborted) {
+      try {
+        // One abort controller per attempt, so no listener piles up on the agent's signal.
+        const attempt = new AbortController();
+        const onStop = () => attempt.abort();
+        signal.addEventListener('abort', onStop, { once: true });
+        await this.client
+          .watchOnce(
+            this.synced ? this.revision : undefined,
+            {
+              onReset: (objects, rv) => {
+                this.reset(objects, rv);
+                delay = min;
+              },
+              onEvent: (type, o, rv) => this.event(type, o, rv),
+              onRevision: (rv) => {
+                this.revision = rv;
+                if (!this.connected) this.say(`watch resumed at revision ${rv}`);
+                this.connected = true;
+                this.lastSync = new Date();
+                delay = min;
+              },
+            },
+            attempt.signal,
+          )
+          .finally(() => signal.removeEventListener('abort', onStop));
+        if (signal.aborted) break;
+        this.connected = false;
+        this.say(`watch ended at revision ${this.revision ?? '-'}; resuming`);
+      } catch (e) {
+        this.connected = false;
+        if (signal.aborted) break;
+        if (e instanceof ApiRequestError && e.status === 410) {
+          this.say(`revision ${this.revision ?? '-'} is gone; listing again`);
+          this.synced = false;
+          continue;
+        }
+        this.report(
+          `API unreachable (rules in the kernel kept): ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          signal.removeEventListener('abort', done);
+          resolve();
+        };
+        const t = setTimeout(done, delay);
+        signal.addEventListener('abort', done, { once: true });
+      });
+      delay = Math.min(max, delay * 2);
+    }
+  }
+
+  /** Validates one object from the API as the core loader does; undefined (reported) if bad. */
+  private toResource(o: ApiObject): Resource | undefined {
+    if (!KERNEL_KINDS.has(o.kind)) return undefined;
+    const r = loadText(JSON.stringify(o), `api:${objectKey(o)}`);
+    if (hasErrors(r.diagnostics) || r.resources.length !== 1) {
+      this.report(
+        `skipped ${objectKey(o)}: it does not load (${r.diagnostics[0]?.message ?? '?'})`,
+      );
+      return undefined;
+    }
+    return r.resources[0];
+  }
+
+  private reset(objects: readonly ApiObject[], rv: string): void {
+    // A fresh calculation fed the whole snapshot: nothing from before the gap can linger.
+    this.mirror.clear();
+    this.calc = new Calculation();
+    for (const o of objects) {
+      const r = this.toResource(o);
+      if (!r) continue;
+      this.mirror.set(objectKey(o), r);
+      this.calc.upsert(r);
+    }
+    this.revision = rv;
+    this.synced = true;
+    this.connected = true;
+    this.lastSync = new Date();
+    this.say(`synced ${this.mirror.size} objects at revision ${rv}`);
+    this.schedule();
+  }
+
+  private event(type: ObjectEventType, o: ApiObject, rv: string): void {
+    this.revision = rv;
+    this.lastSync = new Date();
+    if (!KERNEL_KINDS.has(o.kind)) return;
+    const key = objectKey(o);
+    switch (type) {
+      case 'ADDED':
+      case 'MODIFIED': {
+        const r = this.toResource(o);
+        if (!r) return;
+        this.mirror.set(key, r);
+        this.calc.upsert(r);
+        break;
+      }
+      case 'DELETED': {
+        const old = this.mirror.get(key);
+        this.mirror.delete(key);
+        if (old) {
+          this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name);
+          // The engine keys by kind/namespace/name: a Calico and a Kubernetes NetworkPolicy of one
+          // name share a slot, so the one that remains is fed again.
+          for (const r of this.mirror.values())
+            if (
+              r.kind === old.kind &&
+              r.metadata.name === old.metadata.name &&
+              r.metadata.namespace === old.metadata.namespace
+            )
+              this.calc.upsert(r);
+        }
+        break;
+      }
+    }
+    this.schedule();
+  }
+
+  private localEndpoints(): LocalEndpoint[] {
+    const out = new Map<string, LocalEndpoint>();
+    for (const r of this.mirror.values()) {
+      if (r.kind !== 'WorkloadEndpoint') continue;
+      const w: WorkloadEndpoint = r;
+      if (w.spec.node !== this.options.node || !w.spec.interfaceName) continue;
+      const ref = `${w.metadata.namespace ?? 'default'}/${w.spec.pod ?? w.spec.workload ?? w.metadata.name}`;
+      out.set(ref, { ref, iface: w.spec.interfaceName });
+    }
+    return [...out.values()];
+  }
+
+  private schedule(): void {
+    if (this.timer || this.stopper.signal.aborted) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.applying = this.applying.then(() => this.applyNow());
+    }, this.options.debounceMs ?? 20);
+  }
+
+  private async applyNow(): Promise<void> {
+    if (!this.synced) return;
+    const rv = this.revision;
+    let rendered: Rendered;
+    try {
+      const locals = this.localEndpoints();
+      this.calc.setLocalEndpoints(locals);
+      rendered = render(this.calc.desired(), {
+        table: this.driver.table,
+        ...(this.options.workloadInterfacePrefix !== undefined
+          ? { workloadInterfacePrefix: this.options.workloadInterfacePrefix }
+          : {}),
+      });
+      this.localCount = locals.length;
+    } catch (e) {
+      this.report(
+        `calculation failed at revision ${rv ?? '-'} (last ruleset kept): ${e instanceof Error ? e.message : String(e)}`,
+      );
+      this.notify();
+      return;
+    }
+    try {
+      const r = await this.driver.apply(rendered);
+      this.applies++;
+      this.appliedRevision = rv;
+      this.lastApply = new Date();
+      this.ruleCount = countRules(rendered);
+      this.say(
+        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints, ${r.ms} ms)`,
+      );
+    } catch (e) {
+      this.report(
+        `apply failed at revision ${rv ?? '-'} (kernel unchanged; retrying): ${e instanceof Error ? e.message : String(e)}`,
+      );
+      // Retried without waiting for another change: the kernel must catch up with the API.
+      if (!this.retryTimer && !this.stopper.signal.aborted)
+        this.retryTimer = setTimeout(() => {
+          this.retryTimer = undefined;
+          this.schedule();
+        }, this.options.retryMs ?? 1_000);
+    }
+    this.notify();
+  }
+
+  private notify(): void {
+    for (const f of this.listeners) f();
+  }
+}

@@ -1,0 +1,11 @@
+// Public surface of the node agent: the API mirror and apply loop, its client, and the CNI ports
+// backed by the API.
+export { Agent, countRules } from './agent.js';
+export type { AgentOptions, AgentStatus } from './agent.js';
+export { ApiClient, ApiRequestError } from './api-client.js';
+export type { ApiClientOptions, ApiObject, ApiReply, ObjectEventType } from './api-client.js';
+export { AgentPodSource, ApiEndpointRegistry } from './api-registry.js';
+export { CniEndpointService, startAgentSocket } from '../agent-socket/server.js';
+export { DEFAULT_AGENT_SOCKET_PATH } from '../agent-socket/server.js';
+export type { AgentSocket } from '../agent-socket/server.js';
+export { HOST_VETH_PREFIX } from '../cni/netlink.js';
