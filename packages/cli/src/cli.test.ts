@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -135,8 +135,9 @@ test('cli check: unknown endpoints and bad flags exit 2 with a suggestion', asyn
   assert.match(missing.err, /CLI_ERR_FILE/);
 });
 
-test('cli check --probes: one result line per probe, malformed lines reported with their line', async () => {
+test('cli check --probes: one result line per probe, malformed lines reported with their line', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'palisade-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'probes.jsonl');
   writeFileSync(
     file,
@@ -185,8 +186,9 @@ test('cli validate: diagnostics as file:line:col: error CODE, exit 1; stdin with
   assert.equal(ok.code, 0, ok.out + ok.err);
 });
 
-test('cli validate: a file over the size limit is refused before it is read', async () => {
+test('cli validate: a file over the size limit is refused before it is read', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'palisade-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const big = join(dir, 'big.yaml');
   writeFileSync(big, Buffer.alloc(17 * 1024 * 1024, 0x61));
   const r = await run(['validate', '-f', big]);
