@@ -174,3 +174,38 @@ test('a stolen certificate presented from another pod is refused at L7', () => {
   assert.equal(r.verdict, 'deny');
   assert.equal(r.l7.provenance.kind, 'identity-mismatch');
 });
+
+test('a Calico and a Kubernetes NetworkPolicy of the same namespace and name are two policies (Calico keeps Kubernetes policies apart as knp.default.*)', () => {
+  const k8s: Resource = {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'same', namespace: 'x' },
+    spec: { podSelector: { matchLabels: { app: 'b' } }, policyTypes: ['Ingress'] },
+  };
+  const calico: Resource = {
+    apiVersion: 'projectcalico.org/v3',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'same', namespace: 'x' },
+    spec: {
+      selector: "app == 'b'",
+      types: ['Ingress'],
+      ingress: [{ action: 'Allow', protocol: 'TCP', destination: { ports: [80] } }],
+    },
+  };
+  const rs = [pod('x', 'a', { app: 'a' }, '10.0.0.1'), pod('x', 'b', { app: 'b' }, '10.0.0.2')];
+  for (const order of [
+    [k8s, calico],
+    [calico, k8s],
+  ]) {
+    const e = compile([...rs, ...order]);
+    // Both select b in the default tier: the Kubernetes policy (order 1000) has no rule, the
+    // Calico one (order nil, so after it) allows port 80; port 81 ends in the tier's default deny.
+    assert.equal(e.kernelAllows('x/a', 'x/b', 6, 80), true);
+    assert.equal(e.kernelAllows('x/a', 'x/b', 6, 81), false, 'the Kubernetes policy isolates b');
+    e.remove('NetworkPolicy', 'x', 'same', 'networking.k8s.io/v1');
+    assert.equal(e.kernelAllows('x/a', 'x/b', 6, 80), true, 'the Calico policy remains');
+    assert.equal(e.kernelAllows('x/a', 'x/b', 6, 81), false, 'the Calico policy still selects b');
+    e.remove('NetworkPolicy', 'x', 'same', 'projectcalico.org/v3');
+    assert.equal(e.kernelAllows('x/a', 'x/b', 6, 81), true, 'no policy selects b any more');
+  }
+});

@@ -104,6 +104,18 @@ function resourceKey(kind: string, namespace: string | undefined, name: string):
   return `${kind}\u0000${namespace ?? ''}\u0000${name}`;
 }
 
+/**
+ * The kind as an identity: a Calico `NetworkPolicy` and a Kubernetes `NetworkPolicy` of the same
+ * namespace and name are two policies (Calico keeps Kubernetes ones apart as `knp.default.*`).
+ */
+function identityKind(kind: string, apiVersion: string | undefined): string {
+  return kind === 'NetworkPolicy' &&
+    apiVersion !== undefined &&
+    apiVersion !== 'projectcalico.org/v3'
+    ? 'NetworkPolicy.k8s'
+    : kind;
+}
+
 const NAMESPACED_KINDS = new Set([
   'NetworkPolicy',
   'StagedNetworkPolicy',
@@ -227,16 +239,29 @@ export class Engine {
   }
 
   /** Removes a resource; a no-op when absent. */
-  remove(kind: Resource['kind'], namespace: string | undefined, name: string): void {
+  /**
+   * Removes a resource. `apiVersion` is part of its identity: it tells a Kubernetes
+   * NetworkPolicy (`networking.k8s.io/v1`, `extensions/v1beta1`) from a Calico one of the same
+   * name, so it is required rather than guessed.
+   */
+  remove(
+    kind: Resource['kind'],
+    namespace: string | undefined,
+    name: string,
+    apiVersion: string,
+  ): void {
     const ns = NAMESPACED_KINDS.has(kind) ? (namespace ?? 'default') : undefined;
-    this.apply({ kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource, true);
+    this.apply(
+      { kind, apiVersion, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource,
+      true,
+    );
   }
 
   private apply(r: Resource, removing: boolean): void {
     const name = r.metadata.name;
     const ns = NAMESPACED_KINDS.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
     const nsName = `${ns ?? ''}/${name}`;
-    const key = resourceKey(r.kind, ns, name);
+    const key = resourceKey(identityKind(r.kind, r.apiVersion), ns, name);
     switch (r.kind) {
       case 'Namespace':
         setOrDelete(this.namespaces, name, r, removing);

@@ -146,7 +146,7 @@ test('incremental engine: reversed, shuffled and churned input orders end in the
         assert.deepEqual(snapshot(e), expected, 'shuffled with stale labels');
 
         // Remove everything then add back: empty in between must not leave residue.
-        for (const r of rs) e.remove(r.kind, r.metadata.namespace, r.metadata.name);
+        for (const r of rs) e.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
         assert.deepEqual(e.workloadEndpoints(), []);
         for (const r of rs) e.upsert(r);
         assert.deepEqual(snapshot(e), expected, 'removed and re-added');

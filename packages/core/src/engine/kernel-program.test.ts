@@ -337,7 +337,7 @@ test('kernel programs follow every change: a cluster edited step by step agrees 
       for (const r of resources.slice(0, half)) e.upsert(r);
       probe();
       for (const r of resources.filter((_, i) => i % 3 === 0))
-        e.remove(r.kind, r.metadata.namespace, r.metadata.name);
+        e.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
       probe();
       // The result must equal a fresh compile of what is left.
       const left = resources.filter((_, i) => i % 3 !== 0);

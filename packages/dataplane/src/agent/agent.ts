@@ -316,16 +316,7 @@ export class Agent {
         const old = this.mirror.get(key);
         this.mirror.delete(key);
         if (old) {
-          this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name);
-          // The engine keys by kind/namespace/name: a Calico and a Kubernetes NetworkPolicy of one
-          // name share a slot, so the one that remains is fed again.
-          for (const r of this.mirror.values())
-            if (
-              r.kind === old.kind &&
-              r.metadata.name === old.metadata.name &&
-              r.metadata.namespace === old.metadata.namespace
-            )
-              this.calc.upsert(r);
+          this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
         }
         break;
       }

@@ -127,7 +127,7 @@ describe('the calculation is order independent', () => {
     c.setLocalEndpoints(LOCALS);
     for (const r of ALL) c.upsert(r);
     c.desired();
-    for (const r of ALL) c.remove(r.kind, ns(r), r.metadata.name);
+    for (const r of ALL) c.remove(r.kind, ns(r), r.metadata.name, r.apiVersion);
     const empty = c.desired();
     assert.equal(empty.endpoints.length, 0);
     assert.equal(empty.sets.length, 0);

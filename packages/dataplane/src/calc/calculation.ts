@@ -118,10 +118,16 @@ export class Calculation {
     this.engine.upsert(r);
   }
 
-  remove(kind: Resource['kind'], namespace: string | undefined, name: string): void {
+  /** `apiVersion` tells a Kubernetes NetworkPolicy from a Calico one of the same name. */
+  remove(
+    kind: Resource['kind'],
+    namespace: string | undefined,
+    name: string,
+    apiVersion: string,
+  ): void {
     const ns = NAMESPACED.has(kind) ? (namespace ?? 'default') : undefined;
     this.track({ kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource, true);
-    this.engine.remove(kind, namespace, name);
+    this.engine.remove(kind, namespace, name, apiVersion);
   }
 
   setLocalEndpoints(list: readonly LocalEndpoint[]): void {

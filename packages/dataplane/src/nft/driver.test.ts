@@ -161,7 +161,7 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
           },
         }),
       () => calc.upsert(pod('c', c.ip, { app: 'b' })),
-      () => calc.remove('GlobalNetworkPolicy', undefined, 'extra'),
+      () => calc.remove('GlobalNetworkPolicy', undefined, 'extra', 'projectcalico.org/v3'),
       () => calc.upsert(pod('c', c.ip, { app: 'c' })),
       () => calc.upsert(allowFrom("app == 'a'")),
     ];
