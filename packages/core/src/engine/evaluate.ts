@@ -99,7 +99,8 @@ export interface Outcome {
   readonly anyTier: boolean;
 }
 
-function outcome(
+/** An outcome of the walk (shared with the precompiled kernel programs). */
+export function outcome(
   allow: boolean,
   kind: Outcome['kind'],
   anyTier: boolean,

@@ -25,7 +25,7 @@
 
 import type { Direction } from './types.js';
 import type { ActiveTier, CompiledProfileRules, Outcome } from './evaluate.js';
-import { FAILSAFE_INBOUND, FAILSAFE_OUTBOUND } from './evaluate.js';
+import { FAILSAFE_INBOUND, FAILSAFE_OUTBOUND, outcome as makeOutcome } from './evaluate.js';
 import type { Endpoint, Entity } from './model.js';
 import type { CompiledPolicy } from './policies.js';
 import {
@@ -150,19 +150,6 @@ export class PredicateTable {
     }
     return v;
   }
-}
-
-function makeOutcome(
-  allow: boolean,
-  kind: Outcome['kind'],
-  anyTier: boolean,
-  tier?: ActiveTier,
-  policy?: CompiledPolicy,
-  rule?: CompiledRule,
-  deferred = false,
-  profile?: CompiledProfileRules,
-): Outcome {
-  return { allow, kind, tier, policy, rule, profile, deferred, anyTier };
 }
 
 /**
