@@ -8,6 +8,7 @@ import { agentCommand, AGENT_FLAGS } from './agent.js';
 import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
 import { demoCommand, DEMO_FLAGS } from './demo.js';
+import { SIDECAR_FLAGS, SIDECAR_USAGE } from './sidecar-flags.js';
 import { InputError } from './input.js';
 import type { Io } from './input.js';
 import {
@@ -115,6 +116,14 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH]',
     flags: { ...AGENT_FLAGS, ...HELP_FLAG },
     run: agentCommand,
+  },
+  sidecar: {
+    summary:
+      'the L7 sidecar of one endpoint: policy and SVID from the agent, inbound mTLS, outbound proxy',
+    usage: SIDECAR_USAGE,
+    flags: { ...SIDECAR_FLAGS, ...HELP_FLAG },
+    // Loaded on demand: TLS, the engine and the proxies are not needed by other commands.
+    run: async (p, io) => (await import('./sidecar.js')).sidecarCommand(p, io),
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
