@@ -225,16 +225,10 @@ export class EndpointSockets {
     const method = req.method ?? 'GET';
     if (path === '/v1/healthz' && method === 'GET')
       return sendJson(res, 200, { ok: true, endpoint });
-    const named = (prefix: string): string | undefined => {
-      if (!path.startsWith(`${prefix}/`)) return undefined;
-      let rest: string;
-      try {
-        rest = decodeURIComponent(path.slice(prefix.length + 1));
-      } catch {
-        return '';
-      }
-      return rest;
-    };
+    // Namespace and pod names never need escaping: the raw path must be the names themselves
+    // (an encoded '/' or '%' is refused rather than decoded).
+    const named = (prefix: string): string | undefined =>
+      path.startsWith(`${prefix}/`) ? path.slice(prefix.length + 1) : undefined;
     const sync = named(POLICYSYNC_PREFIX);
     const svid = named(SVID_PREFIX);
     const asked = sync ?? svid;

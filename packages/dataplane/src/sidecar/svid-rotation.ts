@@ -104,12 +104,18 @@ export class SvidRotation {
     this.current = got.credentials;
     this.notBefore = got.notBefore;
     this.notAfter = got.notAfter;
+    // The lifetime counts from when we got it: the CA backdates notBefore (clock skew), which
+    // would otherwise pull a short-lived SVID's renewal into the past.
+    const start = new Date(Math.max(got.notBefore.getTime(), this.now().getTime()));
     const f = this.options.renewalFraction;
-    const life = got.notAfter.getTime() - got.notBefore.getTime();
+    const life = got.notAfter.getTime() - start.getTime();
     this.renewAt =
       f !== undefined && f > 0 && f < 1
-        ? new Date(got.notBefore.getTime() + Math.floor(life * f))
-        : renewalTime(got, this.options.rand ?? Math.random);
+        ? new Date(start.getTime() + Math.floor(life * f))
+        : renewalTime(
+            { notBefore: start, notAfter: got.notAfter },
+            this.options.rand ?? Math.random,
+          );
   }
 
   private schedule(delayMs?: number): void {
