@@ -40,6 +40,11 @@ export const SIDECAR_FLAGS: Flags = {
     help: "port of the destination sidecars' inbound listener (default 15006)",
   },
   'no-access-log': { kind: 'boolean', help: 'do not print the JSON access lines' },
+  'start-timeout': {
+    kind: 'string',
+    value: 'S',
+    help: 'seconds to wait for the first policy view and SVID before giving up (default 30)',
+  },
   'drain-seconds': {
     kind: 'string',
     value: 'S',

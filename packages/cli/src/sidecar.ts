@@ -24,6 +24,9 @@ export async function sidecarCommand(p: Parsed, io: Io): Promise<number> {
   const appPorts = appPortText.split(',').map((x) => port(x, 'app-port') ?? 0);
   if (appPorts.some((x) => x < 1)) throw new UsageError('--app-port: ports are 1 to 65535');
   const drain = str('drain-seconds');
+  const startTimeout = str('start-timeout');
+  if (startTimeout !== undefined && !/^[0-9]{1,4}$/.test(startTimeout))
+    throw new UsageError('--start-timeout must be a whole number of seconds');
   if (drain !== undefined && !/^[0-9]{1,4}$/.test(drain))
     throw new UsageError('--drain-seconds must be a whole number of seconds');
   const inboundPort = port(str('inbound-port'), 'inbound-port');
@@ -33,20 +36,28 @@ export async function sidecarCommand(p: Parsed, io: Io): Promise<number> {
   const agentSocket = str('agent-socket');
   const inboundHost = str('inbound-host');
 
-  const { runSidecar } = await import('@palisade/dataplane/sidecar');
+  const { DataplaneError, runSidecar } = await import('@palisade/dataplane/sidecar');
   const say = (l: string): void => void io.stderr.write(`${l}\n`);
-  const sidecar = await runSidecar({
-    endpoint,
-    appPorts,
-    ...(agentSocket !== undefined ? { agentSocket } : {}),
-    ...(inboundPort !== undefined ? { inboundPort } : {}),
-    ...(outboundPort !== undefined ? { outboundPort } : {}),
-    ...(adminPort !== undefined ? { adminPort } : {}),
-    ...(inboundHost !== undefined ? { inboundHost } : {}),
-    upstream: (ip) => ({ host: ip, port: upstreamPort }),
-    accessLog: p.values['no-access-log'] === true ? false : io.stdout,
-    say,
-  });
+  let sidecar: Awaited<ReturnType<typeof runSidecar>>;
+  try {
+    sidecar = await runSidecar({
+      endpoint,
+      appPorts,
+      ...(agentSocket !== undefined ? { agentSocket } : {}),
+      ...(inboundPort !== undefined ? { inboundPort } : {}),
+      ...(outboundPort !== undefined ? { outboundPort } : {}),
+      ...(adminPort !== undefined ? { adminPort } : {}),
+      ...(inboundHost !== undefined ? { inboundHost } : {}),
+      upstream: (ip) => ({ host: ip, port: upstreamPort }),
+      accessLog: p.values['no-access-log'] === true ? false : process.stdout,
+      ...(startTimeout !== undefined ? { startTimeoutMs: Number(startTimeout) * 1000 } : {}),
+      say,
+    });
+  } catch (e) {
+    if (!(e instanceof DataplaneError)) throw e;
+    io.stderr.write(`error ${e.code}: ${e.message}\n`);
+    return 1;
+  }
   await new Promise<void>((resolveStop) => {
     const stop = (sig: string): void => {
       say(`${sig}: draining`);

@@ -25,3 +25,4 @@ export { AgentLink, AgentRequestError, viewFromSync } from './agent-link.js';
 export type { AgentLinkOptions, AgentLinkStatus } from './agent-link.js';
 export { SvidRotation } from './svid-rotation.js';
 export type { SvidRotationOptions, SvidRotationStatus } from './svid-rotation.js';
+export { DataplaneError } from '../errors.js';
