@@ -57,12 +57,32 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
     });
     io.stdout.write(`CNI socket at ${sock.path}\n`);
   }
+  const socketDir = str('endpoint-sockets') ?? dp.DEFAULT_ENDPOINT_SOCKET_DIR;
+  let sync: InstanceType<typeof dp.PolicySync> | undefined;
+  let endpointSockets: InstanceType<typeof dp.EndpointSockets> | undefined;
+  if (socketDir !== 'none') {
+    const trustDomain = str('trust-domain');
+    sync = new dp.PolicySync(agent, {
+      ...(trustDomain !== undefined ? { trustDomain } : {}),
+      say: (l) => io.stdout.write(`${l}\n`),
+    });
+    endpointSockets = new dp.EndpointSockets({
+      source: sync,
+      dir: socketDir,
+      say: (l) => io.stdout.write(`${l}\n`),
+    });
+    await endpointSockets.start();
+    io.stdout.write(`policy sync sockets under ${socketDir}\n`);
+  }
   await new Promise<void>((resolveStop) => {
     const stop = (sig: string) => {
       io.stdout.write(`${sig}: stopping; the rules in table inet ${agent.table} stay in place\n`);
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
-      void Promise.all([agent.stop(), sock?.close()]).then(() => resolveStop());
+      sync?.close();
+      void Promise.all([agent.stop(), sock?.close(), endpointSockets?.close()]).then(() =>
+        resolveStop(),
+      );
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');

@@ -194,6 +194,16 @@ export const AGENT_FLAGS: Flags = {
     value: 'PATH',
     help: 'CNI socket (default /run/palisade/agent.sock; "none" to not serve it)',
   },
+  'endpoint-sockets': {
+    kind: 'string',
+    value: 'DIR',
+    help: 'policy sync and SVID sockets, one per local endpoint (default /run/palisade/endpoints; "none")',
+  },
+  'trust-domain': {
+    kind: 'string',
+    value: 'TD',
+    help: 'SPIFFE trust domain of the identities (default cluster.local)',
+  },
   'iface-prefix': {
     kind: 'string',
     value: 'P',

@@ -4,6 +4,7 @@
 
 import { flagHelp, parseArgs, UsageError } from './args.js';
 import type { Flags } from './args.js';
+import { SIDECAR_FLAGS, SIDECAR_USAGE } from './sidecar-flags.js';
 import {
   AGENT_FLAGS,
   APPLY_FLAGS,
@@ -105,6 +106,14 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH]',
     flags: { ...AGENT_FLAGS, ...HELP_FLAG },
     run: async (p, io) => (await import('./agent.js')).agentCommand(p, io),
+  },
+  sidecar: {
+    summary:
+      'the L7 sidecar of one endpoint: policy and SVID from the agent, inbound mTLS, outbound proxy',
+    usage: SIDECAR_USAGE,
+    flags: { ...SIDECAR_FLAGS, ...HELP_FLAG },
+    // Loaded on demand: TLS, the engine and the proxies are not needed by other commands.
+    run: async (p, io) => (await import('./sidecar.js')).sidecarCommand(p, io),
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
