@@ -1,0 +1,18 @@
+// Public surface of the Envoy integration: the ext_authz v3 server, its policy sources, and the
+// Envoy RBAC filter export.
+export { AuthzServer, METADATA_KEY, PEER_IDENTITY_HEADER } from './server.js';
+export type { AuthzServerOptions, AuthzStats } from './server.js';
+export { AuthzViews } from './views.js';
+export type { Selected, ViewsOptions, ViewsStatus } from './views.js';
+export { FileSource, PushSource, filesSignature, readResourceFiles } from './source.js';
+export type { PolicySnapshot, PolicySource, PolicySourceHandlers } from './source.js';
+export { checkAttributes } from './attributes.js';
+export type { AttributesResult, CheckAttributes } from './attributes.js';
+export {
+  authorizationClient,
+  authorizationService,
+  CHECK_METHOD,
+  PROTO_DIR,
+  RPC_CODE,
+} from './proto.js';
+export type { CheckRequestMsg, CheckResponseMsg } from './proto.js';
