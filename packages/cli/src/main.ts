@@ -5,6 +5,14 @@
 import { suggest } from '@palisade/core';
 import { flagHelp, parseArgs, UsageError } from './args.js';
 import { agentCommand, AGENT_FLAGS } from './agent.js';
+import {
+  AUTHZ_SERVER_FLAGS,
+  AUTHZ_SERVER_USAGE,
+  authzServerCommand,
+  EXPORT_FLAGS,
+  EXPORT_USAGE,
+  exportCommand,
+} from './authz-flags.js';
 import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
 import { demoCommand, DEMO_FLAGS } from './demo.js';
@@ -115,6 +123,19 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH]',
     flags: { ...AGENT_FLAGS, ...HELP_FLAG },
     run: agentCommand,
+  },
+  'authz-server': {
+    summary: "Envoy's ext_authz v3 over gRPC, judging with the same L7 decision as the sidecar",
+    usage: AUTHZ_SERVER_USAGE,
+    flags: { ...AUTHZ_SERVER_FLAGS, ...HELP_FLAG },
+    run: authzServerCommand,
+  },
+  export: {
+    summary: "print an endpoint's L7 policy as Envoy configuration (export envoy-rbac)",
+    usage: EXPORT_USAGE,
+    flags: { ...EXPORT_FLAGS, ...HELP_FLAG },
+    positionals: true,
+    run: exportCommand,
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',

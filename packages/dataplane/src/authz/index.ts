@@ -16,3 +16,19 @@ export {
   RPC_CODE,
 } from './proto.js';
 export type { CheckRequestMsg, CheckResponseMsg } from './proto.js';
+export { AccessLog } from '../sidecar/access-log.js';
+export type { AccessRecord, SidecarCounters } from '../sidecar/access-log.js';
+export { exportEnvoyRbac } from './envoy-rbac.js';
+export type {
+  CidrRange,
+  HeaderMatcher,
+  Permission,
+  Principal,
+  RbacExportOptions,
+  RbacExportResult,
+  RbacExportSummary,
+  RbacHttpFilter,
+  RbacPolicy,
+  RbacRules,
+  StringMatcher,
+} from './envoy-rbac.js';
