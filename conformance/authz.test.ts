@@ -49,7 +49,9 @@ test('policy corpus through ext_authz: every L7 probe answered over gRPC as the 
     const engine = compile(loaded.resources);
     source.push({ version: ++version, resources: loaded.resources });
     for (const p of c.probes) {
-      const { expect, kernel: _k, l7: l7expect, decidedBy, ...probe } = p;
+      const { expect, l7: l7expect, decidedBy, ...rest } = p;
+      const { kernel, ...probe } = rest;
+      void kernel;
       const dst = engine.describeEndpoint(probe.to);
       const proto = String(probe.protocol ?? 'TCP').toUpperCase();
       const src = engine.describeEndpoint(probe.from)?.ips[0];
