@@ -431,3 +431,31 @@ describe('authz-server with no policy yet', () => {
     }
   });
 });
+
+describe('authz-server on a unix socket', () => {
+  test('Check over unix:PATH answers as over TCP', async () => {
+    const dir = mkdtempSync(join(tmpdir(), `palisade-authz-uds-${process.pid}-`));
+    const sock = join(dir, 'authz.sock');
+    const source = new PushSource();
+    source.push({ version: 1, resources: bookinfoResources() });
+    const server = new AuthzServer({ source });
+    await server.start(`unix:${sock}`);
+    const client = checkClient(`unix:${sock}`);
+    try {
+      const res = await client.check(
+        checkRequest({
+          sourceIp: IP.reviewsV2,
+          principal: SA('bookinfo-reviews'),
+          destinationIp: IP.ratings,
+          port: 9080,
+          path: '/ratings/1',
+        }),
+      );
+      assert.equal(res.status.code, RPC_CODE.OK);
+    } finally {
+      client.close();
+      await server.close(1000);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
