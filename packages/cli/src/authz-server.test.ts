@@ -87,3 +87,12 @@ test('palisade authz-server: usage errors exit 2 before anything listens', async
     assert.match(x.err(), msg);
   }
 });
+
+test('authz-flags.ts imports nothing but types (the CLI stays light for every other command)', async () => {
+  const { readFileSync } = await import('node:fs');
+  const text = readFileSync(new URL('./authz-flags.ts', import.meta.url), 'utf8');
+  const statics = text
+    .split('\n')
+    .filter((l) => /^import /.test(l) && !l.startsWith('import type'));
+  assert.deepEqual(statics, []);
+});
