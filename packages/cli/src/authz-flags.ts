@@ -7,7 +7,7 @@ import type { Flags, Parsed } from './args.js';
 import type { Io } from './input.js';
 
 export const AUTHZ_SERVER_USAGE =
-  'palisade authz-server [--listen 127.0.0.1:9191|unix:PATH] [--endpoint NS/NAME] (-f PATH... | --agent-socket PATH) [--access-log FILE|-|none]';
+  'palisade authz-server [--listen 127.0.0.1:9191|unix:PATH] (-f PATH... [--endpoint NS/NAME] | --endpoint NS/NAME --agent-socket PATH --port N...) [--access-log FILE|-|none]';
 
 export const AUTHZ_SERVER_FLAGS: Flags = {
   listen: {
@@ -29,7 +29,12 @@ export const AUTHZ_SERVER_FLAGS: Flags = {
   'agent-socket': {
     kind: 'string',
     value: 'PATH',
-    help: "the node agent's policy-sync socket (instead of -f)",
+    help: "the agent's policy-sync socket for --endpoint (instead of -f)",
+  },
+  port: {
+    kind: 'list',
+    value: 'N',
+    help: "with --agent-socket: the endpoint's ports Envoy fronts (repeatable)",
   },
   'watch-interval': {
     kind: 'string',

@@ -80,7 +80,12 @@ test('palisade authz-server: usage errors exit 2 before anything listens', async
     [['authz-server', '-f', BOOKINFO, '--listen', 'nonsense'], /HOST:PORT or unix:PATH/],
     [['authz-server', '-f', BOOKINFO, '--endpoint', 'ratings'], /NAMESPACE\/NAME/],
     [['authz-server', '-f', BOOKINFO, '--agent-socket', '/tmp/x'], /not both/],
-    [['authz-server', '--agent-socket', '/tmp/x'], /not wired/],
+    [['authz-server', '--agent-socket', '/tmp/x', '--port', '9080'], /needs --endpoint/],
+    [
+      ['authz-server', '--agent-socket', '/tmp/x', '--endpoint', 'default/ratings-v1'],
+      /needs --port/,
+    ],
+    [['authz-server', '-f', BOOKINFO, '--port', '9080'], /goes with --agent-socket/],
   ] as const) {
     const x = io();
     assert.equal(await main([...argv], x.io), 2, argv.join(' '));

@@ -2,11 +2,12 @@
 // goes to stderr, the access log (one JSON line per decision) to stdout or a file. SIGTERM and
 // SIGINT stop accepting, let Checks in flight finish (`--drain-timeout`), print the counters and
 // exit 0. Owns: argv → options. Must never: start without a policy source (an empty server
-// would deny everything silently).
+// would deny everything silently). With --agent-socket the policy is the agent's feed for the
+// endpoint, as the sidecar gets it.
 
 import { createWriteStream } from 'node:fs';
 import { Writable } from 'node:stream';
-import { AccessLog, AuthzServer, FileSource } from '@palisade/dataplane/authz';
+import { AccessLog, AgentSource, AuthzServer, FileSource } from '@palisade/dataplane/authz';
 import { UsageError } from './args.js';
 import type { Parsed } from './args.js';
 import type { Io } from './input.js';
@@ -48,6 +49,20 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   const endpoint = v['endpoint'] as string | undefined;
   if (endpoint !== undefined && !/^[^/\s]+\/[^/\s]+$/.test(endpoint))
     throw new UsageError(`--endpoint ${JSON.stringify(endpoint)}: expected NAMESPACE/NAME`);
+  const ports = ((v['port'] as string[] | undefined) ?? []).map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 1 || n > 65535)
+      throw new UsageError(`--port ${JSON.stringify(x)} is not a port number`);
+    return n;
+  });
+  if (agentSocket !== undefined && endpoint === undefined)
+    throw new UsageError(
+      "--agent-socket needs --endpoint NS/NAME (the agent's socket serves one endpoint)",
+    );
+  if (agentSocket !== undefined && ports.length === 0)
+    throw new UsageError('--agent-socket needs --port N (the ports Envoy fronts; repeatable)');
+  if (agentSocket === undefined && ports.length > 0)
+    throw new UsageError('--port goes with --agent-socket');
   const listen = parseListen((v['listen'] as string | undefined) ?? '127.0.0.1:9191');
   const interval = intFlag(v['watch-interval'], 'watch-interval', 1000);
   const drain = intFlag(v['drain-timeout'], 'drain-timeout', 5000);
@@ -67,7 +82,10 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   const trustDomain = v['trust-domain'] as string | undefined;
   const root = v['istio-root-namespace'] as string | undefined;
   const server = new AuthzServer({
-    source: new FileSource({ paths: files, intervalMs: interval }),
+    source:
+      agentSocket !== undefined && endpoint !== undefined
+        ? new AgentSource({ socketPath: agentSocket, endpoint, ports, say })
+        : new FileSource({ paths: files, intervalMs: interval }),
     log: new AccessLog(out),
     notify: say,
     ...(endpoint !== undefined ? { endpoint } : {}),
@@ -87,7 +105,7 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   const where = listen.startsWith('unix:') ? listen : listen.replace(/:\d+$/, `:${port}`);
   const st = server.views.status();
   say(
-    `listening on ${where} (envoy.service.auth.v3.Authorization/Check), ${endpoint !== undefined ? `endpoint ${endpoint}` : `${st.endpoints.length} endpoint view(s), chosen by destination address`}, policy from ${files.join(', ')}${interval > 0 ? ' (watched)' : ''}`,
+    `listening on ${where} (envoy.service.auth.v3.Authorization/Check), ${endpoint !== undefined ? `endpoint ${endpoint}` : `${st.endpoints.length} endpoint view(s), chosen by destination address`}, policy from ${agentSocket !== undefined ? `the agent at ${agentSocket}` : `${files.join(', ')}${interval > 0 ? ' (watched)' : ''}`}`,
   );
   if (st.endpoints.length === 0) say('no policy view yet: every Check is denied until one builds');
   await new Promise<void>((resolveStop) => {

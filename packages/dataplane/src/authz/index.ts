@@ -5,7 +5,13 @@ export type { AuthzServerOptions, AuthzStats } from './server.js';
 export { AuthzViews } from './views.js';
 export type { Selected, ViewsOptions, ViewsStatus } from './views.js';
 export { FileSource, PushSource, filesSignature, readResourceFiles } from './source.js';
-export type { PolicySnapshot, PolicySource, PolicySourceHandlers } from './source.js';
+export type {
+  PolicySnapshot,
+  PolicySource,
+  PolicySourceHandlers,
+  ResourceSnapshot,
+  ViewSnapshot,
+} from './source.js';
 export { checkAttributes } from './attributes.js';
 export type { AttributesResult, CheckAttributes } from './attributes.js';
 export {
@@ -32,3 +38,5 @@ export type {
   RbacRules,
   StringMatcher,
 } from './envoy-rbac.js';
+export { AgentSource } from './agent-source.js';
+export type { AgentSourceOptions } from './agent-source.js';

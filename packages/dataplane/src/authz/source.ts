@@ -8,17 +8,27 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { DEFAULT_LOAD_LIMITS, loadMany } from '@palisade/core';
 import type { Resource } from '@palisade/core';
+import type { PolicyView } from '../sidecar/policy-view.js';
 
-export interface PolicySnapshot {
+/** A set of resources, compiled by the receiver. */
+export interface ResourceSnapshot {
   /** Strictly increasing per source. */
   readonly version: number;
   readonly resources: readonly Resource[];
   /**
-   * Set when the snapshot holds only what one endpoint needs (the agent's feed): only that
-   * endpoint's view is rebuilt from it. Absent: the whole set, for every endpoint in it.
+   * Set when the snapshot holds only what one endpoint needs: only that endpoint's view is
+   * rebuilt from it. Absent: the whole set, for every endpoint in it.
    */
   readonly endpoint?: string;
 }
+
+/** A view some other component already built and validated (the agent link's). */
+export interface ViewSnapshot {
+  readonly version: number;
+  readonly view: PolicyView;
+}
+
+export type PolicySnapshot = ResourceSnapshot | ViewSnapshot;
 
 export interface PolicySourceHandlers {
   readonly onSnapshot: (s: PolicySnapshot) => void;

@@ -45,6 +45,7 @@ export class AuthzViews {
 
   /** Applies one snapshot; returns the endpoints whose view changed and the problems found. */
   apply(s: PolicySnapshot): { readonly updated: string[]; readonly problems: string[] } {
+    if ('view' in s) return this.#applyView(s.view);
     let engine: Engine;
     try {
       engine = compile(s.resources, {
@@ -146,6 +147,28 @@ export class AuthzViews {
       lastSnapshot: this.#lastSnapshot,
       lastError: this.#lastError,
     };
+  }
+
+  /** A view built elsewhere (the agent's feed): one endpoint, through its holder (fail static). */
+  #applyView(view: PolicyView): { updated: string[]; problems: string[] } {
+    if (this.#opts.endpoint === undefined)
+      return this.#fail(`a view of ${view.endpoint} needs a server of one endpoint (--endpoint)`);
+    if (view.endpoint !== this.#opts.endpoint)
+      return this.#fail(
+        `a view of ${view.endpoint} offered to the server of ${this.#opts.endpoint}`,
+      );
+    const holder = this.#holders.get(view.endpoint);
+    this.#lastSnapshot = view.version;
+    if (!holder) {
+      this.#holders.set(view.endpoint, new PolicyViewHolder(view));
+      this.#lastError = undefined;
+      return { updated: [view.endpoint], problems: [] };
+    }
+    if (holder.update({ ok: true, view })) {
+      this.#lastError = undefined;
+      return { updated: [view.endpoint], problems: [] };
+    }
+    return this.#fail(`${view.endpoint}: ${holder.status().lastError ?? 'refused'}`);
   }
 
   #fail(reason: string): { updated: string[]; problems: string[] } {
