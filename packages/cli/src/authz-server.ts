@@ -38,12 +38,8 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   const agentSocket = v['agent-socket'] as string | undefined;
   if (files.length > 0 && agentSocket !== undefined)
     throw new UsageError('give either -f PATH... or --agent-socket PATH, not both');
-  if (agentSocket !== undefined)
-    throw new UsageError(
-      "--agent-socket: the agent's policy-sync feed is not wired into authz-server yet; use -f",
-    );
-  if (files.length === 0)
-    throw new UsageError('authz-server needs -f PATH... (or --agent-socket PATH)');
+  if (files.length === 0 && agentSocket === undefined)
+    throw new UsageError('authz-server needs -f PATH... or --agent-socket PATH');
   if (files.includes('-'))
     throw new UsageError('-f - (stdin) cannot be watched; give files or directories');
   const endpoint = v['endpoint'] as string | undefined;
