@@ -6,6 +6,8 @@
 
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { AuthzServer } from '../packages/dataplane/src/authz/server.js';
+import { PushSource, readResourceFiles } from '../packages/dataplane/src/authz/source.js';
 import { checkClient, checkRequest } from '../packages/dataplane/src/authz/test-client.js';
 import type { CheckClient } from '../packages/dataplane/src/authz/test-client.js';
 import type { CheckRequestMsg } from '../packages/dataplane/src/authz/proto.js';
@@ -110,6 +112,22 @@ async function server(
   };
 }
 
+/**
+ * CPU time of one decision in this process, without gRPC (process.cpuUsage counts only the CPU
+ * this process used, so a busy machine skews it far less than wall-clock figures).
+ */
+function cpuPerDecisionUs(n: number): number {
+  const files = readResourceFiles([join(import.meta.dirname, '..', 'examples', 'bookinfo')]);
+  if (files.errors.length > 0) throw new Error(files.errors[0]);
+  const server = new AuthzServer({ source: new PushSource() });
+  server.views.apply({ version: 1, resources: files.resources });
+  for (let i = 0; i < 200; i++) server.check(REQUESTS[i % REQUESTS.length] as CheckRequestMsg);
+  const c0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) server.check(REQUESTS[i % REQUESTS.length] as CheckRequestMsg);
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / n;
+}
+
 const f = (n: number, d = 2): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
 
 export async function runAuthzBench(
@@ -117,6 +135,8 @@ export async function runAuthzBench(
   log: (s: string) => void,
 ): Promise<Record<string, unknown>> {
   const ms = quick ? 4000 : 15_000;
+  const cpuUs = cpuPerDecisionUs(quick ? 2000 : 10_000);
+  log(`  one decision in process (no gRPC): ${cpuUs.toFixed(0)} µs of CPU`);
   const results: Record<string, { conc: Run; seq: Run }> = {};
   for (const mode of ['noop', 'palisade'] as const) {
     const s = await server(mode);
@@ -170,5 +190,6 @@ export async function runAuthzBench(
     noop_seq_p50_ms: r3(n.seq.p50),
     noop_seq_p99_ms: r3(n.seq.p99),
     in_flight: 32,
+    extauthz_cpu_us_per_decision: Math.round(cpuUs),
   };
 }
