@@ -206,9 +206,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
 };
 
+// Wide enough for the longest command name and two spaces.
+const NAME_WIDTH = Math.max(10, ...Object.keys(COMMANDS).map((n) => n.length + 2));
+
 function mainHelp(): string {
   const rows = Object.entries(COMMANDS)
-    .map(([n, c]) => `  ${n.padEnd(10)}${c.summary}`)
+    .map(([n, c]) => `  ${n.padEnd(NAME_WIDTH)}${c.summary}`)
     .join('\n');
   return `palisade ${VERSION} — one policy from L3 to L7, enforced in the kernel and beside every workload
 
