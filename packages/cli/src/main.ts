@@ -3,6 +3,14 @@
 // 2 usage or input error.
 
 import { flagHelp, parseArgs, UsageError } from './args.js';
+import {
+  AUTHZ_SERVER_FLAGS,
+  AUTHZ_SERVER_USAGE,
+  authzServerCommand,
+  EXPORT_FLAGS,
+  EXPORT_USAGE,
+  exportCommand,
+} from './authz-flags.js';
 import type { Flags } from './args.js';
 import { SIDECAR_FLAGS, SIDECAR_USAGE } from './sidecar-flags.js';
 import {
@@ -115,6 +123,19 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     // Loaded on demand: TLS, the engine and the proxies are not needed by other commands.
     run: async (p, io) => (await import('./sidecar.js')).sidecarCommand(p, io),
   },
+  'authz-server': {
+    summary: "Envoy's ext_authz v3 over gRPC, judging with the same L7 decision as the sidecar",
+    usage: AUTHZ_SERVER_USAGE,
+    flags: { ...AUTHZ_SERVER_FLAGS, ...HELP_FLAG },
+    run: authzServerCommand,
+  },
+  export: {
+    summary: "print an endpoint's L7 policy as Envoy configuration (export envoy-rbac)",
+    usage: EXPORT_USAGE,
+    flags: { ...EXPORT_FLAGS, ...HELP_FLAG },
+    positionals: true,
+    run: exportCommand,
+  },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
     usage: 'palisade demo [--json]',
@@ -185,9 +206,12 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
 };
 
+// Wide enough for the longest command name and two spaces.
+const NAME_WIDTH = Math.max(10, ...Object.keys(COMMANDS).map((n) => n.length + 2));
+
 function mainHelp(): string {
   const rows = Object.entries(COMMANDS)
-    .map(([n, c]) => `  ${n.padEnd(10)}${c.summary}`)
+    .map(([n, c]) => `  ${n.padEnd(NAME_WIDTH)}${c.summary}`)
     .join('\n');
   return `palisade ${VERSION} — one policy from L3 to L7, enforced in the kernel and beside every workload
 

@@ -18,6 +18,21 @@ export const DATAPLANE_ERRORS = {
     summary:
       'A table, interface or namespace name is not safe to pass to nft (characters or length); nothing was rendered.',
   },
+  AUTHZ_ERR_LISTEN: {
+    status: 500,
+    summary:
+      'The ext_authz server cannot listen on the address given (in use, not permitted, or a unix socket path that cannot be created).',
+  },
+  EXPORT_ERR_INPUT: {
+    status: 400,
+    summary:
+      'An export names an endpoint that is not loaded, has no service account or no L7 point, or has no port to export; nothing was printed.',
+  },
+  EXPORT_ERR_UNSUPPORTED: {
+    status: 422,
+    summary:
+      "The endpoint's policy uses a construct the Envoy RBAC export cannot express exactly (named in the message); nothing was printed rather than a configuration that allows more.",
+  },
   DATAPLANE_ERR_POLICYSYNC_FORBIDDEN: {
     status: 403,
     summary:
