@@ -6,15 +6,19 @@
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type {
   AuthorizationPolicy,
+  ClusterRbacConfig,
   GlobalNetworkSet,
   HostEndpoint,
   Namespace,
   NetworkSet,
   Pod,
   Profile,
+  RbacConfig,
   Resource,
   Service,
   ServiceAccount,
+  ServiceRole,
+  ServiceRoleBinding,
   Tier,
   WorkloadEndpoint,
 } from '../model/resources.js';
@@ -32,6 +36,8 @@ import {
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
+import { evaluateLegacyRbac, legacyRbacEnabled } from './istio-rbac.js';
+import type { LegacyService, RbacOutcome } from './istio-rbac.js';
 import { protocolNumber } from './matchers.js';
 import {
   hostEndpoint,
@@ -127,7 +133,13 @@ const NAMESPACED_KINDS = new Set([
   'Service',
   'AuthorizationPolicy',
   'PeerAuthentication',
+  'ServiceRole',
+  'ServiceRoleBinding',
+  'RbacConfig',
 ]);
+
+/** The DNS domain of service host names in legacy Istio RBAC (`name.ns.svc.cluster.local`). */
+const CLUSTER_DOMAIN = 'cluster.local';
 
 interface ActiveSet {
   readonly ep: Endpoint;
@@ -194,6 +206,10 @@ export class Engine {
   private readonly authz = new Map<Key, CompiledAuthz>();
   private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
   private readonly peerAuthn = new Map<Key, CompiledPeerAuthn>();
+  /** Legacy Istio RBAC: roles and bindings per namespace (by name), and the configs. */
+  private readonly rbacRoles = new Map<string, Map<string, ServiceRole>>();
+  private readonly rbacBindings = new Map<string, Map<string, ServiceRoleBinding>>();
+  private readonly rbacConfigs = new Map<Key, RbacConfig | ClusterRbacConfig>();
   private readonly selectorProblems = new Map<Key, Diagnostic[]>();
   private readonly tierInfoCache = new Map<string, TierInfo>();
 
@@ -327,6 +343,16 @@ export class Engine {
       case 'PeerAuthentication':
         if (removing) this.peerAuthn.delete(key);
         else this.peerAuthn.set(key, compilePeerAuthn(r));
+        break;
+      case 'ServiceRole':
+        setOrDeleteIn(this.rbacRoles, ns ?? 'default', name, r, removing);
+        break;
+      case 'ServiceRoleBinding':
+        setOrDeleteIn(this.rbacBindings, ns ?? 'default', name, r, removing);
+        break;
+      case 'RbacConfig':
+      case 'ClusterRbacConfig':
+        setOrDelete(this.rbacConfigs, key, r, removing);
         break;
     }
   }
@@ -1372,9 +1398,10 @@ export class Engine {
       sni: probe.sni,
       http: request,
     };
-    const io = evaluateIstio([...this.authz.values()], dstEp, istioReq);
+    const authz = [...this.authz.values()];
+    const io = evaluateIstio(authz, dstEp, istioReq);
     trace.push(...io.trace);
-    const istioProv: Provenance = {
+    let istioProv: Provenance = {
       point: 'l7',
       direction: 'ingress',
       kind: io.kind,
@@ -1389,11 +1416,123 @@ export class Engine {
               ? `Istio ALLOW policies apply to ${dstEp.id} (${io.policy ?? ''}) and none matched`
               : `no Istio authorization policy applies to ${dstEp.id}`,
     };
-    const istio = { verdict: io.verdict, provenance: istioProv };
+    let istioVerdict = io.verdict;
+    // Legacy RBAC applies only where no ALLOW or DENY AuthorizationPolicy selects the workload:
+    // Istio 1.4 and 1.5 build the v1alpha1 filter only when v1beta1 has nothing for it.
+    const legacy = this.legacyRbac(dstEp, port, istioReq);
+    if (legacy) {
+      const v1beta1 = authz.some(
+        (p) => (p.action === 'ALLOW' || p.action === 'DENY') && p.selects(dstEp),
+      );
+      if (v1beta1) {
+        trace.push(
+          `legacy Istio RBAC is on for ${legacy.service.hostname} but ignored: an AuthorizationPolicy selects ${dstEp.id}`,
+        );
+      } else {
+        const o = legacy.outcome;
+        trace.push(...o.trace);
+        istioVerdict = o.verdict;
+        istioProv = {
+          point: 'l7',
+          direction: 'ingress',
+          kind: o.kind,
+          ...(o.role !== undefined ? { policy: o.role } : {}),
+          ...(o.rule !== undefined ? { rule: o.rule } : {}),
+          ...(o.binding !== undefined ? { binding: o.binding } : {}),
+          reason:
+            o.wouldBe !== undefined
+              ? `legacy Istio RBAC for ${legacy.service.hostname} is PERMISSIVE (not enforced); it would ${o.wouldBe}${o.binding !== undefined ? ` by ServiceRole ${o.role ?? ''} rule ${o.rule ?? 0} and ServiceRoleBinding ${o.binding}` : ''}`
+              : o.kind === 'istio-rbac-allow'
+                ? `legacy Istio RBAC: ServiceRole ${o.role ?? ''} rule ${o.rule ?? 0} bound by ServiceRoleBinding ${o.binding ?? ''} allowed`
+                : `legacy Istio RBAC is on for ${legacy.service.hostname} and no ServiceRole bound to the caller allows this request`,
+        };
+      }
+    }
+    const istio = { verdict: istioVerdict, provenance: istioProv };
     parts.push(ingressL7, istio);
     const deny = parts.find((p) => p.verdict === 'deny');
-    const decisive = deny ?? (io.kind === 'istio-allow' ? istio : ingressL7);
+    const decisive =
+      deny ??
+      (istioProv.kind === 'istio-allow' || istioProv.kind === 'istio-rbac-allow'
+        ? istio
+        : ingressL7);
     return finish(deny ? 'deny' : 'allow', decisive.provenance, { ingress: ingressL7, istio });
+  }
+
+  /** The effective legacy RBAC config: ClusterRbacConfig `default`, else RbacConfig `default`. */
+  private legacyRbacConfig(): RbacConfig | ClusterRbacConfig | undefined {
+    let fallback: RbacConfig | undefined;
+    for (const c of this.rbacConfigs.values()) {
+      if (c.metadata.name !== 'default') continue;
+      if (c.kind === 'ClusterRbacConfig') return c;
+      if (
+        !fallback ||
+        (c.metadata.namespace ?? '').localeCompare(fallback.metadata.namespace ?? '') < 0
+      )
+        fallback = c;
+    }
+    return fallback;
+  }
+
+  /**
+   * The Kubernetes Service Istio would attach the inbound request to: one in the endpoint's
+   * namespace whose selector picks the pod and whose port targets `port` (numeric or named); the
+   * oldest (then first by name) when several do. None: the port takes Istio's passthrough chain,
+   * which has no RBAC filter.
+   */
+  private legacyService(ep: Endpoint, port: number | undefined): LegacyService | undefined {
+    if (ep.kind !== 'workload' || ep.namespace === undefined || port === undefined)
+      return undefined;
+    let best: Service | undefined;
+    for (const [k, info] of this.services()) {
+      if (info.namespace !== ep.namespace || !serviceCovers(info, ep, 6, port, true)) continue;
+      const s = this.servicesRaw.get(k);
+      if (!s) continue;
+      const created = s.metadata.creationTimestamp ?? '';
+      const bestCreated = best?.metadata.creationTimestamp ?? '';
+      if (
+        !best ||
+        created < bestCreated ||
+        (created === bestCreated && s.metadata.name < best.metadata.name)
+      )
+        best = s;
+    }
+    if (!best) return undefined;
+    return {
+      hostname: `${best.metadata.name}.${ep.namespace}.svc.${CLUSTER_DOMAIN}`,
+      name: best.metadata.name,
+      namespace: ep.namespace,
+    };
+  }
+
+  /** Legacy RBAC's outcome for a request to `ep`, when RBAC is on for the service it reaches. */
+  private legacyRbac(
+    ep: Endpoint,
+    port: number | undefined,
+    req: IstioRequest,
+  ): { readonly service: LegacyService; readonly outcome: RbacOutcome } | undefined {
+    if (this.rbacConfigs.size === 0) return undefined;
+    const config = this.legacyRbacConfig();
+    if (!config) return undefined;
+    const service = this.legacyService(ep, port);
+    if (!service || !legacyRbacEnabled(config.spec, service)) return undefined;
+    const byName = (m: Map<string, ServiceRole> | Map<string, ServiceRoleBinding> | undefined) =>
+      [...(m?.keys() ?? [])].sort();
+    const rolesMap = this.rbacRoles.get(service.namespace);
+    const bindingsMap = this.rbacBindings.get(service.namespace);
+    const roles = byName(rolesMap).flatMap((n) => rolesMap?.get(n) ?? []);
+    const bindings = byName(bindingsMap).flatMap((n) => bindingsMap?.get(n) ?? []);
+    const outcome = evaluateLegacyRbac(
+      {
+        name: `${config.kind} ${config.metadata.namespace ? `${config.metadata.namespace}/` : ''}${config.metadata.name}`,
+        spec: config.spec,
+      },
+      roles,
+      bindings,
+      { service, labels: ep.ownLabels, serviceAccount: ep.serviceAccount },
+      req,
+    );
+    return { service, outcome };
   }
 
   /** Every Istio AuthorizationPolicy as loaded, for tools that list them. */
@@ -1470,6 +1609,23 @@ function group(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
     groups.set(p.selectorKey, g);
   }
   g.policies.set(key, p);
+}
+
+function setOrDeleteIn<T>(
+  m: Map<string, Map<string, T>>,
+  outer: string,
+  k: string,
+  v: T,
+  removing: boolean,
+): void {
+  let inner = m.get(outer);
+  if (!inner) {
+    if (removing) return;
+    inner = new Map();
+    m.set(outer, inner);
+  }
+  setOrDelete(inner, k, v, removing);
+  if (inner.size === 0) m.delete(outer);
 }
 
 function setOrDelete<T>(m: Map<string, T>, k: string, v: T, removing: boolean): void {
