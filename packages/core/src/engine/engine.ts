@@ -96,6 +96,11 @@ export type CheckOutcome =
   | { readonly ok: true; readonly result: CheckResult }
   | { readonly ok: false; readonly code: string; readonly message: string };
 
+/** What `Engine.decideL7` answers: the destination L7 point's verdict, or why there is none. */
+export type L7Outcome =
+  | { readonly ok: true; readonly result: L7Verdict }
+  | { readonly ok: false; readonly code: string; readonly message: string };
+
 type Key = string;
 
 const NO_NETSETS: readonly NetSetEntity[] = [];
@@ -206,6 +211,18 @@ export class Engine {
   private readonly authz = new Map<Key, CompiledAuthz>();
   private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
   private readonly peerAuthn = new Map<Key, CompiledPeerAuthn>();
+  /** Bumped on every AuthorizationPolicy or PeerAuthentication change (guards the caches below). */
+  private authzGen = 0;
+  private peerAuthnGen = 0;
+  private readonly authzByEndpoint = new WeakMap<
+    Endpoint,
+    { readonly gen: number; readonly list: readonly CompiledAuthz[] }
+  >();
+  private readonly mtlsByEndpoint = new WeakMap<
+    Endpoint,
+    { readonly gen: number; readonly byPort: Map<number, ReturnType<typeof effectiveMtlsMode>> }
+  >();
+  private readonly identityCache = new Map<string, { gen: number; id: PeerIdentity }>();
   /** Legacy Istio RBAC: roles and bindings per namespace (by name), and the configs. */
   private readonly rbacRoles = new Map<string, Map<string, ServiceRole>>();
   private readonly rbacBindings = new Map<string, Map<string, ServiceRoleBinding>>();
@@ -332,6 +349,7 @@ export class Engine {
         this.applyPolicy(r, key, ns, removing);
         break;
       case 'AuthorizationPolicy':
+        this.authzGen++;
         if (removing) {
           this.authz.delete(key);
           this.authzRaw.delete(key);
@@ -341,6 +359,7 @@ export class Engine {
         }
         break;
       case 'PeerAuthentication':
+        this.peerAuthnGen++;
         if (removing) this.peerAuthn.delete(key);
         else this.peerAuthn.set(key, compilePeerAuthn(r));
         break;
@@ -900,7 +919,11 @@ export class Engine {
     return peer;
   }
 
-  private unknownRef(ref: string): CheckOutcome {
+  private unknownRef(ref: string): {
+    readonly ok: false;
+    readonly code: string;
+    readonly message: string;
+  } {
     const all = [...this.workloadEndpoints(), ...this.hostEndpoints()];
     const near = suggest(ref, all);
     return {
@@ -1252,12 +1275,95 @@ export class Engine {
     return { ok: true, result: { verdict, kernel, l7 } };
   }
 
+  /**
+   * The destination L7 point's verdict for one request, and only that: what a sidecar or the
+   * ext_authz server beside `probe.to` decides per request (PeerAuthentication, the identity
+   * binding, the Calico-model ingress rules at L7, Istio AuthorizationPolicy or legacy RBAC). No
+   * kernel verdict and no source-side egress verdict are computed, so it costs a fraction of
+   * `check`; what it returns is exactly `check(probe).l7` without the source's egress part (its
+   * `ingress`, `istio`, `mtls` and `principal` are equal; `l7-decide.test.ts` holds it to that).
+   */
+  decideL7(probe: Probe, explain = false): L7Outcome {
+    const src = this.resolve(probe.from);
+    if (!src) return this.unknownRef(probe.from);
+    const dst = this.resolve(probe.to);
+    if (!dst) return this.unknownRef(probe.to);
+    const protocol = protocolNumber(probe.protocol ?? 'TCP');
+    if (protocol === undefined)
+      return {
+        ok: false,
+        code: 'ENGINE_ERR_BAD_PROBE',
+        message: `unknown protocol ${JSON.stringify(probe.protocol)} (use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or a number 0-255)`,
+      };
+    if (src.endpoint && src.endpoint === dst.endpoint)
+      return { ok: true, result: loopback(src.endpoint).l7 };
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const base = {
+      protocol,
+      dstPort: probe.port,
+      icmp: probe.icmp,
+      family,
+      src: srcPeer,
+      dst: dstPeer,
+      serviceMatch: this.serviceMatch,
+    };
+    return { ok: true, result: this.judgeL7(probe, src, dst, base, explain, true) };
+  }
+
+  /** The AuthorizationPolicies (other than CUSTOM) that select `ep`, per endpoint object. */
+  private authzFor(ep: Endpoint): readonly CompiledAuthz[] {
+    const c = this.authzByEndpoint.get(ep);
+    if (c && c.gen === this.authzGen) return c.list;
+    const list: CompiledAuthz[] = [];
+    for (const p of this.authz.values()) if (p.action !== 'CUSTOM' && p.selects(ep)) list.push(p);
+    this.authzByEndpoint.set(ep, { gen: this.authzGen, list });
+    return list;
+  }
+
+  /** `effectiveMtlsMode` per endpoint object and port, until a PeerAuthentication changes. */
+  private mtlsFor(ep: Endpoint, port: number | undefined): ReturnType<typeof effectiveMtlsMode> {
+    let c = this.mtlsByEndpoint.get(ep);
+    if (!c || c.gen !== this.peerAuthnGen) {
+      c = { gen: this.peerAuthnGen, byPort: new Map() };
+      this.mtlsByEndpoint.set(ep, c);
+    }
+    const k = port ?? -1;
+    let m = c.byPort.get(k);
+    if (!m) {
+      m = effectiveMtlsMode([...this.peerAuthn.values()], ep, port, this.rootNamespace);
+      if (c.byPort.size >= MAX_PROGRAMS_PER_SET) c.byPort.clear();
+      c.byPort.set(k, m);
+    }
+    return m;
+  }
+
+  /** The service account a verified certificate names, with its labels (per world generation). */
+  private peerIdentity(namespace: string, serviceAccount: string): PeerIdentity {
+    const k = `${namespace}/${serviceAccount}`;
+    const c = this.identityCache.get(k);
+    if (c && c.gen === this.worldGen) return c.id;
+    const id: PeerIdentity = {
+      namespace,
+      serviceAccount,
+      saLabels: {
+        ...(this.serviceAccounts.get(k)?.metadata.labels ?? {}),
+        'projectcalico.org/name': serviceAccount,
+      },
+    };
+    if (this.identityCache.size >= 100_000) this.identityCache.clear();
+    this.identityCache.set(k, { gen: this.worldGen, id });
+    return id;
+  }
+
   private judgeL7(
     probe: Probe,
     src: Resolved,
     dst: Resolved,
     base: Omit<MatchContext, 'point' | 'l7Available' | 'request' | 'srcIdentity'>,
     explain: boolean,
+    destinationOnly = false,
   ): L7Verdict {
     const request = httpRequest(probe);
     const srcEp = src.endpoint;
@@ -1270,11 +1376,13 @@ export class Engine {
     let principal: string | null =
       probe.principal === undefined ? (srcEp?.l7 ? (ownIdentity ?? null) : null) : probe.principal;
     const trace: string[] = [];
+    // `check` has always returned its L7 trace; `decideL7` builds one only when asked to explain.
+    const tracing = explain || !destinationOnly;
     const parts: { verdict: 'allow' | 'deny'; provenance: Provenance }[] = [];
 
     // The source's own L7 point judges its egress rules (secure naming gives the peer identity).
     let egressL7: DirectionVerdict | undefined;
-    if (srcEp?.l7) {
+    if (srcEp?.l7 && !destinationOnly) {
       const act = this.active(srcEp);
       egressL7 = evaluateDirection(
         srcEp,
@@ -1313,7 +1421,7 @@ export class Engine {
     }
 
     const port = probe.port;
-    const mtls = effectiveMtlsMode([...this.peerAuthn.values()], dstEp, port, this.rootNamespace);
+    const mtls = this.mtlsFor(dstEp, port);
     if (mtls.mode === 'DISABLE' && principal !== null) {
       trace.push(
         `PeerAuthentication ${mtls.policy ?? ''} disables mTLS: the caller is treated as plaintext`,
@@ -1364,15 +1472,7 @@ export class Engine {
           reason: refusal ?? 'invalid identity',
         });
       }
-      identity = {
-        namespace: parsed.namespace,
-        serviceAccount: parsed.serviceAccount,
-        saLabels: {
-          ...(this.serviceAccounts.get(`${parsed.namespace}/${parsed.serviceAccount}`)?.metadata
-            .labels ?? {}),
-          'projectcalico.org/name': parsed.serviceAccount,
-        },
-      };
+      identity = this.peerIdentity(parsed.namespace, parsed.serviceAccount);
     }
 
     const act = this.active(dstEp);
@@ -1384,9 +1484,10 @@ export class Engine {
       { ...base, point: 'l7', l7Available: true, request, srcIdentity: identity },
       explain,
     );
-    trace.push(
-      `destination L7 point (${dstEp.id}) ingress: ${ingressL7.verdict} — ${ingressL7.provenance.reason}`,
-    );
+    if (tracing)
+      trace.push(
+        `destination L7 point (${dstEp.id}) ingress: ${ingressL7.verdict} — ${ingressL7.provenance.reason}`,
+      );
 
     const istioReq: IstioRequest = {
       principal: principal === null ? undefined : principal.replace(/^spiffe:\/\//, ''),
@@ -1398,9 +1499,9 @@ export class Engine {
       sni: probe.sni,
       http: request,
     };
-    const authz = [...this.authz.values()];
+    const authz = this.authzFor(dstEp);
     const io = evaluateIstio(authz, dstEp, istioReq);
-    trace.push(...io.trace);
+    if (tracing) trace.push(...io.trace);
     let istioProv: Provenance = {
       point: 'l7',
       direction: 'ingress',
@@ -1421,16 +1522,14 @@ export class Engine {
     // Istio 1.4 and 1.5 build the v1alpha1 filter only when v1beta1 has nothing for it.
     const legacy = this.legacyRbac(dstEp, port, istioReq);
     if (legacy) {
-      const v1beta1 = authz.some(
-        (p) => (p.action === 'ALLOW' || p.action === 'DENY') && p.selects(dstEp),
-      );
+      const v1beta1 = authz.some((p) => p.action === 'ALLOW' || p.action === 'DENY');
       if (v1beta1) {
         trace.push(
           `legacy Istio RBAC is on for ${legacy.service.hostname} but ignored: an AuthorizationPolicy selects ${dstEp.id}`,
         );
       } else {
         const o = legacy.outcome;
-        trace.push(...o.trace);
+        if (tracing) trace.push(...o.trace);
         istioVerdict = o.verdict;
         istioProv = {
           point: 'l7',
