@@ -31,6 +31,7 @@ import {
   buildKernelProgram,
   buildKernelSegment,
   PredicateTable,
+  runKernelAllows,
   runKernelProgram,
 } from './kernel-program.js';
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
@@ -39,6 +40,7 @@ import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js'
 import { evaluateLegacyRbac, legacyRbacEnabled } from './istio-rbac.js';
 import type { LegacyService, RbacOutcome } from './istio-rbac.js';
 import { protocolNumber } from './matchers.js';
+import type { Labels } from './matchers.js';
 import {
   hostEndpoint,
   namespaceInfo,
@@ -90,6 +92,11 @@ export interface CompileOptions {
   readonly revision?: number;
   /** SPIFFE trust domain of workload identities (default `cluster.local`). */
   readonly trustDomain?: string;
+  /**
+   * Kernel decisions number the peers they memoise predicates for; after this many numbers more
+   * than twice the endpoints, numbering starts over (default 262 144; tests make it small).
+   */
+  readonly peerNumberSlack?: number;
 }
 
 export type CheckOutcome =
@@ -174,6 +181,21 @@ interface EndpointEntry {
   /** The endpoint as a peer at its first address, valid while `peerGen` is the netset generation. */
   peer: Peer | undefined;
   peerGen: number;
+  /** From `ep`, kept here so the kernel's hot path reads one object per endpoint. */
+  readonly ip0: IpAddr | undefined;
+  readonly l7: boolean;
+  readonly ns: string | undefined;
+  /**
+   * The kernel program last used per direction and its bucket, valid while `decisionEpoch` is
+   * unchanged (every change that can replace an active set bumps it): a decision in the same
+   * bucket skips the generation checks and the program lookup.
+   */
+  inEpoch: number;
+  inKey: number;
+  inProg: KernelProgram | undefined;
+  outEpoch: number;
+  outKey: number;
+  outProg: KernelProgram | undefined;
 }
 
 interface Resolved {
@@ -236,11 +258,15 @@ export class Engine {
   private netsetGen = 0;
   private globalPolicyGen = 0;
   private readonly nsPolicyGen = new Map<string, number>();
+  /** Bumped with every generation above: guards the entries' program slots. */
+  private decisionEpoch = 0;
 
   // Derived, lazily built.
   /** Built endpoints with their active policies, which are valid only for that endpoint object. */
   private readonly endpointCache = new Map<string, EndpointEntry>();
   private readonly activeBySignature = new Map<string, ActiveSet>();
+  /** Full label sets of pods by signature (the signature fixes them); reset by world changes. */
+  private readonly labelsBySig = new Map<string, Labels>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
     | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
@@ -258,7 +284,11 @@ export class Engine {
     { readonly ingress: CompiledProfileRules[]; readonly egress: CompiledProfileRules[] }
   >();
 
+  /** Peer numbers beyond twice the endpoints before a renumbering (see `kernelAllows`). */
+  private readonly peerNumberLimit: number;
+
   constructor(readonly options: CompileOptions = {}) {
+    this.peerNumberLimit = options.peerNumberSlack ?? 1 << 18;
     this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
     this.trustDomain = options.trustDomain ?? TRUST_DOMAIN;
     this.revision = options.revision;
@@ -340,6 +370,7 @@ export class Engine {
         this.tierIntern.clear();
         this.programIntern.clear();
         this.globalPolicyGen++;
+        this.decisionEpoch++;
         break;
       case 'NetworkPolicy':
       case 'StagedNetworkPolicy':
@@ -432,6 +463,7 @@ export class Engine {
         } else group(this.globalUnindexed, key, compiled);
       } else this.globalPolicies.delete(key);
       this.globalPolicyGen++;
+      this.decisionEpoch++;
     } else {
       let m = this.nsPolicies.get(ns);
       let g = this.nsGroups.get(ns);
@@ -452,11 +484,14 @@ export class Engine {
         this.nsGroups.delete(ns);
       }
       this.nsPolicyGen.set(ns, (this.nsPolicyGen.get(ns) ?? 0) + 1);
+      this.decisionEpoch++;
     }
   }
 
   private worldChanged(): void {
     this.worldGen++;
+    this.decisionEpoch++;
+    this.labelsBySig.clear();
     this.derivedProfiles.clear();
     this.nsInfoCache.clear();
     this.netsetCache = undefined;
@@ -536,8 +571,17 @@ export class Engine {
       // A pod's entity (labels, views, service account, profiles) is its own labels over what
       // its namespace and service account give (`parts`, one object per pair and world
       // generation): those two determine it, which is cheaper than printing every label.
-      this.lastSig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
-      return podEndpoint(pod, parts);
+      const sig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
+      this.lastSig = sig;
+      // Replicas have equal full label sets: build one, share it (label maps are never mutated).
+      let labels = this.labelsBySig.get(sig);
+      const ep = podEndpoint(pod, parts, labels);
+      if (!labels) {
+        if (this.labelsBySig.size >= 200_000) this.labelsBySig.clear();
+        this.labelsBySig.set(sig, ep.labels);
+        labels = ep.labels;
+      }
+      return ep;
     }
     if (slash > 0) {
       for (const [k, wep] of this.weps) {
@@ -577,6 +621,15 @@ export class Engine {
         resolved: { endpoint: ep, ip: undefined, label: ep.id },
         peer: undefined,
         peerGen: -1,
+        ip0: ep.ips[0],
+        l7: ep.l7,
+        ns: ep.namespace,
+        inEpoch: -1,
+        inKey: -1,
+        inProg: undefined,
+        outEpoch: -1,
+        outKey: -1,
+        outProg: undefined,
       });
     else this.endpointCache.delete(id);
     return ep;
@@ -765,7 +818,6 @@ export class Engine {
     const cached = own?.active;
     if (
       cached &&
-      cached.ep === ep &&
       cached.worldGen === this.worldGen &&
       cached.globalGen === this.globalPolicyGen &&
       cached.nsGen === nsGen
@@ -785,9 +837,9 @@ export class Engine {
       shared.globalGen === this.globalPolicyGen &&
       shared.nsGen === nsGen
     ) {
-      const set: ActiveSet = { ...shared, ep };
-      if (own) own.active = set;
-      return set;
+      // Shared as is: a set depends only on what the signature covers (`own` is ep's entry).
+      if (own) own.active = shared;
+      return shared;
     }
     const candidates: CompiledPolicy[] = [];
     collect(this.globalUnindexed, ep, candidates);
@@ -913,7 +965,13 @@ export class Engine {
   /** The endpoint of an entry as a peer at its first address. */
   private entryPeer(e: EndpointEntry, ip: IpAddr): Peer {
     if (e.peer && e.peerGen === this.netsetGen) return e.peer;
-    const peer: Peer = { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), memo: new Map() };
+    // `kernelAllows` made sure two numbers are left (`ensurePeerNumbers`); without one the peer
+    // simply goes unnumbered and uses the per-decision memo.
+    const n = this.predicates.number();
+    const peer: Peer =
+      n === undefined
+        ? { ip, endpoint: e.ep, netsets: this.netsetsFor(ip) }
+        : { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), n };
     e.peer = peer;
     e.peerGen = this.netsetGen;
     return peer;
@@ -953,22 +1011,30 @@ export class Engine {
       const se = this.nameEntry(from);
       const de = this.nameEntry(to);
       if (!se || !de) return false;
+      if (this.predicates.numbersUsed() > this.peerNumberLimit + 2 * this.endpointCache.size) {
+        // Rebuilt peers take new numbers, so numbers grow with churn, and with them every
+        // predicate's bit array: start a new numbering, every kept peer is rebuilt with a new
+        // number (before this decision takes its two peers, so they share one numbering).
+        this.predicates.renumber();
+        this.netsetGen++;
+      }
       if (se.ep === de.ep) return true;
-      const a = se.ep.ips[0];
-      const b = de.ep.ips[0];
+      const a = se.ip0;
+      const b = de.ip0;
       if (a && b && a.family === b.family) {
         const sp = this.entryPeer(se, a);
         const dp = this.entryPeer(de, b);
         return (
-          this.entryOutcome(se, 'egress', proto, port, a.family, sp, dp).allow &&
-          this.entryOutcome(de, 'ingress', proto, port, a.family, sp, dp).allow
+          this.entryAllows(se, 'egress', proto, port, a.family, sp, dp) &&
+          this.entryAllows(de, 'ingress', proto, port, a.family, sp, dp)
         );
       }
     }
     return this.kernelAllowsResolved(from, to, protocol, port);
   }
 
-  private entryOutcome(
+  /** One direction's yes/no in the kernel, by the precompiled program when there is one. */
+  private entryAllows(
     e: EndpointEntry,
     dir: Direction,
     proto: number,
@@ -976,26 +1042,37 @@ export class Engine {
     family: 4 | 6,
     src: Peer,
     dst: Peer,
-  ): Outcome {
+  ): boolean {
+    const key = programKey(proto, port, family, e.l7);
+    const epoch = this.decisionEpoch;
+    if (dir === 'ingress') {
+      if (e.inEpoch === epoch && e.inKey === key && e.inProg)
+        return runKernelAllows(e.inProg, dst, src, this.serviceCtx, this.predicates);
+    } else if (e.outEpoch === epoch && e.outKey === key && e.outProg)
+      return runKernelAllows(e.outProg, src, dst, this.serviceCtx, this.predicates);
     const act = e.active;
-    const ep = e.ep;
     if (
+      key !== undefined &&
       act &&
       act.worldGen === this.worldGen &&
       act.globalGen === this.globalPolicyGen &&
-      act.nsGen === (ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0))
+      act.nsGen === (e.ns === undefined ? 0 : (this.nsPolicyGen.get(e.ns) ?? 0))
     ) {
-      const key = programKey(proto, port, family, ep.l7);
-      const prog =
-        key === undefined
-          ? undefined
-          : (dir === 'ingress' ? act.programsIn : act.programsOut).get(key);
-      if (prog)
-        return dir === 'ingress'
-          ? runKernelProgram(prog, dst, src, this.serviceCtx, this.predicates)
-          : runKernelProgram(prog, src, dst, this.serviceCtx, this.predicates);
+      const prog = (dir === 'ingress' ? act.programsIn : act.programsOut).get(key);
+      if (prog) {
+        if (dir === 'ingress') {
+          e.inEpoch = epoch;
+          e.inKey = key;
+          e.inProg = prog;
+          return runKernelAllows(prog, dst, src, this.serviceCtx, this.predicates);
+        }
+        e.outEpoch = epoch;
+        e.outKey = key;
+        e.outProg = prog;
+        return runKernelAllows(prog, src, dst, this.serviceCtx, this.predicates);
+      }
     }
-    return this.kernelOutcome(ep, dir, proto, port, family, src, dst);
+    return this.kernelOutcome(e.ep, dir, proto, port, family, src, dst).allow;
   }
 
   private kernelAllowsResolved(
