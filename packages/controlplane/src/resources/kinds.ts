@@ -114,6 +114,25 @@ export const SERVER_KINDS: readonly ServerKind[] = [
     'peerauthentications',
     ['pa'],
   ),
+  // Legacy Istio RBAC (rbac.istio.io/v1alpha1), judged at L7 as Istio 1.4/1.5 did.
+  k('ServiceRole', 'rbac.istio.io', ['rbac.istio.io/v1alpha1'], true, 'serviceroles', []),
+  k(
+    'ServiceRoleBinding',
+    'rbac.istio.io',
+    ['rbac.istio.io/v1alpha1'],
+    true,
+    'servicerolebindings',
+    [],
+  ),
+  k('RbacConfig', 'rbac.istio.io', ['rbac.istio.io/v1alpha1'], true, 'rbacconfigs', []),
+  k(
+    'ClusterRbacConfig',
+    'rbac.istio.io',
+    ['rbac.istio.io/v1alpha1'],
+    false,
+    'clusterrbacconfigs',
+    [],
+  ),
   k('Role', 'palisade.dev', ['palisade.dev/v1'], false, 'roles', [], false, true),
   k('RoleBinding', 'palisade.dev', ['palisade.dev/v1'], false, 'rolebindings', [], false, true),
 ];

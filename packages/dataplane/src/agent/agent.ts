@@ -40,7 +40,14 @@ const KERNEL_KINDS = new Set<string>([
 ]);
 
 /** Kinds mirrored for the L7 points only (policy sync), never fed to the kernel calculation. */
-const L7_KINDS = new Set<string>(['AuthorizationPolicy', 'PeerAuthentication']);
+const L7_KINDS = new Set<string>([
+  'AuthorizationPolicy',
+  'PeerAuthentication',
+  'ServiceRole',
+  'ServiceRoleBinding',
+  'RbacConfig',
+  'ClusterRbacConfig',
+]);
 
 const isMirrored = (kind: string): boolean => KERNEL_KINDS.has(kind) || L7_KINDS.has(kind);
 

@@ -284,6 +284,16 @@ export class PolicySync {
         }
       }
 
+    // Legacy Istio RBAC: the roles and bindings of the endpoint's namespace (Istio matches them
+    // against the services in front of it, which come with the namespace below) and the mode
+    // singletons, whichever namespace they were written in.
+    for (const [k, list] of this.byKey) {
+      const [kind, ns] = k.split('/');
+      if (kind === 'RbacConfig' || kind === 'ClusterRbacConfig') list.forEach(add);
+      else if ((kind === 'ServiceRole' || kind === 'ServiceRoleBinding') && ns === ep.namespace)
+        list.forEach(add);
+    }
+
     // Peers: whom the kernel lets in (on the fronted ports) and out (on the peer's ports).
     const outPortsOf = (id: string): number[] => {
       const e = this.engine.describeEndpoint(id);
