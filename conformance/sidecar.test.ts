@@ -145,13 +145,16 @@ for (const c of corpus) {
         continue;
       }
       stats.judged++;
-      const { expect, kernel: _k, l7, decidedBy, ...probe } = p;
+      const { expect, kernel: kernelExpect, l7, decidedBy, ...probe } = p;
       const checked = engine.check(probe);
       assert.ok(checked.ok, checked.ok ? '' : checked.code);
       const k = checked.result.kernel;
       const kernel = k.egress.verdict === 'allow' && k.ingress.verdict === 'allow';
       if (kernel) stats.decidedBySidecar++;
       const why = `probe ${JSON.stringify(probe)}\n  sidecar: ${r.decision.verdict} — ${r.decision.provenance.reason}\n  engine l7: ${checked.result.l7.verdict} — ${checked.result.l7.provenance.reason}\n  rule: ${c.rule}`;
+      // The kernel half is the engine's; it must be the one the corpus states, or the
+      // combination below would not test the sidecars.
+      if (kernelExpect) assert.equal(kernel ? 'allow' : 'deny', kernelExpect, `kernel\n${why}`);
       // The corpus verdict is the kernel's and the sidecars' together.
       assert.equal(
         kernel && r.decision.verdict === 'allow' ? 'allow' : 'deny',
