@@ -368,6 +368,7 @@ export class InboundSidecar {
     conn: Connection,
     id: string,
     path: string,
+    retry = false,
   ): void {
     const headers = forwardHeaders(req.headers, INJECTED);
     headers['x-request-id'] = id;
@@ -381,7 +382,8 @@ export class InboundSidecar {
       method: req.method,
       path,
       headers,
-      agent: this.#agent,
+      // The retry takes a new connection: another idle one may be just as stale.
+      agent: retry ? false : this.#agent,
     });
     up.on('response', (ures) => {
       const h = forwardHeaders(ures.headers);
@@ -390,7 +392,22 @@ export class InboundSidecar {
       ures.pipe(res);
       ures.on('error', () => res.destroy());
     });
-    up.on('error', () => {
+    const bodiless = !hasBody(req);
+    up.on('error', (e: NodeJS.ErrnoException) => {
+      // A kept-alive connection the application closed just as it was reused: the request did
+      // not reach it. Retried once on a new connection where a client may retry on its own
+      // (RFC 9110 §9.2.2: an idempotent method, and no body to replay).
+      if (
+        !retry &&
+        up.reusedSocket &&
+        e.code === 'ECONNRESET' &&
+        bodiless &&
+        IDEMPOTENT.has(req.method ?? '') &&
+        !res.headersSent
+      ) {
+        this.#forward(req, res, conn, id, path, true);
+        return;
+      }
       if (!res.headersSent) {
         res.writeHead(502, { 'content-type': 'text/plain; charset=utf-8' });
         res.end(`upstream unavailable request-id ${id}\n`);
@@ -399,6 +416,19 @@ export class InboundSidecar {
     res.on('close', () => {
       if (!res.writableFinished) up.destroy();
     });
-    req.pipe(up);
+    if (bodiless) {
+      // Nothing to stream (and an ended request could not be piped again for a retry).
+      req.resume();
+      up.end();
+    } else req.pipe(up);
   }
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** Whether the request carries a body (RFC 9112 §6.3: Transfer-Encoding or Content-Length). */
+function hasBody(req: IncomingMessage): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const n = req.headers['content-length'];
+  return n !== undefined && n !== '0';
 }
