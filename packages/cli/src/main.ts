@@ -7,7 +7,7 @@ import { flagHelp, parseArgs, UsageError } from './args.js';
 import { agentCommand, AGENT_FLAGS } from './agent.js';
 import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
-import { demoCommand, DEMO_FLAGS } from './demo.js';
+import { DEMO_FLAGS, DEMO_USAGE } from './demo/flags.js';
 import { InputError } from './input.js';
 import type { Io } from './input.js';
 import {
@@ -117,10 +117,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     run: agentCommand,
   },
   demo: {
-    summary: 'the bookinfo scenario of the source documents (what npm start runs)',
-    usage: 'palisade demo [--json]',
+    summary: "the source documents' scenarios played for real as root (what npm start runs)",
+    usage: DEMO_USAGE,
     flags: { ...DEMO_FLAGS, ...HELP_FLAG },
-    run: demoCommand,
+    run: async (p, io) => (await import('./demo/index.js')).demoCommand(p, io),
   },
   server: {
     summary: 'run the API server (HTTPS, tokens and client certificates, RBAC, audit log)',

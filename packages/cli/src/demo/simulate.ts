@@ -1,23 +1,20 @@
-// `palisade demo` (what `npm start` runs until the live demo lands): the offline analysis of the
-// bundled bookinfo example from the source documents — the reachability matrix, then each call
-// the documents allow or forbid, judged with the enforcement point and policy that decided.
+// `palisade demo --simulate`: the same story on the decision engine alone (no root, no kernel,
+// no processes): the offline analysis of the bundled bookinfo example from the source
+// documents — the reachability matrix, then each call the documents allow or forbid, judged
+// with the enforcement point and policy that decided.
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { CheckResult, Probe, Provenance } from '@palisade/core';
-import type { Flags, Parsed } from './args.js';
-import type { Io } from './input.js';
-import { matrixCommand } from './offline.js';
-import { readInputs } from './input.js';
+import type { Parsed } from '../args.js';
+import type { Io } from '../input.js';
+import { matrixCommand } from '../offline.js';
+import { readInputs } from '../input.js';
 import { compile, formatDiagnostic, hasErrors } from '@palisade/core';
 
-export const DEMO_FLAGS: Flags = {
-  json: { kind: 'boolean', help: 'print the checks as JSON (last line)' },
-};
-
-const EXAMPLE = fileURLToPath(new URL('../../../examples/bookinfo', import.meta.url));
-const CHECKS = fileURLToPath(new URL('../../../examples/bookinfo.checks.yaml', import.meta.url));
+const EXAMPLE = fileURLToPath(new URL('../../../../examples/bookinfo', import.meta.url));
+const CHECKS = fileURLToPath(new URL('../../../../examples/bookinfo.checks.yaml', import.meta.url));
 
 interface DemoCheck {
   readonly name: string;
@@ -47,7 +44,7 @@ function decisive(r: CheckResult): { by: string; provenance: Provenance } {
     : { by: 'kernel and L7', provenance: r.kernel.ingress.provenance };
 }
 
-export async function demoCommand(p: Parsed, io: Io): Promise<number> {
+export async function simulateCommand(p: Parsed, io: Io): Promise<number> {
   const json = p.values.json === true;
   const loaded = await readInputs([EXAMPLE], io);
   if (hasErrors(loaded.diagnostics)) {
@@ -80,8 +77,8 @@ export async function demoCommand(p: Parsed, io: Io): Promise<number> {
   const failed = results.filter((r) => !r.pass).length;
   if (!json) {
     io.stdout.write(
-      'Palisade demo — offline analysis of the bookinfo scenario of the source documents\n' +
-        '(the live demo with real workloads, kernel rules and mTLS comes with the node agent and sidecar)\n\n' +
+      'Palisade demo --simulate — the bookinfo scenario of the source documents on the decision engine alone\n' +
+        '(the live demo, `palisade demo` as root, plays it with real workloads, kernel rules and mTLS)\n\n' +
         `input: ${loaded.files} files, ${loaded.resources.length} resources in examples/bookinfo\n\n`,
     );
     await matrixCommand({ values: { file: [EXAMPLE], port: '9080' }, positionals: [] }, io);
