@@ -12,6 +12,8 @@ import { execFileSync } from 'node:child_process';
 export interface CleanupStep {
   readonly label: string;
   readonly undo: () => Promise<void> | void;
+  /** Consecutive steps of one batch are undone together (e.g. stopping many processes). */
+  readonly batch: string | undefined;
 }
 
 export class CleanupRegistry {
@@ -19,8 +21,8 @@ export class CleanupRegistry {
   #running: Promise<readonly string[]> | undefined;
 
   /** Records a resource that now exists. */
-  add(label: string, undo: () => Promise<void> | void): void {
-    this.#steps.push({ label, undo });
+  add(label: string, undo: () => Promise<void> | void, batch?: string): void {
+    this.#steps.push({ label, undo, batch });
   }
 
   get size(): number {
@@ -38,9 +40,7 @@ export class CleanupRegistry {
   ): Promise<readonly string[]> {
     this.#running ??= (async () => {
       const failed: string[] = [];
-      while (this.#steps.length > 0) {
-        const s = this.#steps.pop();
-        if (!s) break;
+      const one = async (s: CleanupStep): Promise<void> => {
         let timer: NodeJS.Timeout | undefined;
         try {
           await Promise.race([
@@ -55,6 +55,14 @@ export class CleanupRegistry {
         } finally {
           clearTimeout(timer);
         }
+      };
+      while (this.#steps.length > 0) {
+        const s = this.#steps.pop();
+        if (!s) break;
+        const group = [s];
+        while (s.batch !== undefined && this.#steps.at(-1)?.batch === s.batch)
+          group.push(this.#steps.pop() as CleanupStep);
+        await Promise.all(group.map(one));
       }
       return failed;
     })();

@@ -92,10 +92,18 @@ export class KernelObserver {
   }
 }
 
-/** The rule comments that decided, without the generic ones (established traffic, dispatch). */
+/**
+ * The rule comments that decided, without the generic ones (established traffic, dispatch),
+ * each with its direction: the renderer names chains `<t|p|w|h><in|eg>-…`.
+ */
 export function deciding(hits: readonly RuleHit[], verdict: 'accept' | 'drop'): string[] {
-  const generic = /^(established and related|egress of|ingress of|tiers of .* passed)/;
+  const generic = /^(established and related|egress of|ingress of)/;
   const out = new Set<string>();
-  for (const h of hits) if (h.verdict === verdict && !generic.test(h.comment)) out.add(h.comment);
-  return [...out];
+  for (const h of hits) {
+    if (h.verdict !== verdict || generic.test(h.comment)) continue;
+    const m = /^[tpwh](in|eg)-/.exec(h.chain);
+    const dir = m?.[1] === 'in' ? 'ingress' : m?.[1] === 'eg' ? 'egress' : '';
+    out.add(dir ? `${dir}: ${h.comment}` : h.comment);
+  }
+  return [...out].sort((a, b) => Number(a.startsWith('ingress')) - Number(b.startsWith('ingress')));
 }

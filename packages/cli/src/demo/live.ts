@@ -160,7 +160,7 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
           bundlePem: svid.bundlePem,
         },
       });
-      cleanup.add(`sidecar process of ${p.ref}`, () => s.child.stop());
+      cleanup.add(`sidecar process of ${p.ref}`, () => s.child.stop(), 'processes');
       relay.add(s);
       sidecars.set(p.ref, s);
     }

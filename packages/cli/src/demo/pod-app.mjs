@@ -24,7 +24,12 @@ function call({ url, method = 'GET', via = 'sidecar', tls, timeoutMs = 3000 }) {
     const started = Date.now();
     const u = new URL(url);
     let req;
-    const done = (r) => resolve({ ms: Date.now() - started, ...r });
+    let answered = false;
+    const done = (r) => {
+      if (answered) return;
+      answered = true;
+      resolve({ ms: Date.now() - started, ...r });
+    };
     const onResponse = (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));

@@ -111,7 +111,7 @@ export class Probes {
       };
     }
     const status = Number(r.status);
-    const body = String(r.body ?? '');
+    const body = typeof r.body === 'string' ? r.body : '';
     if (status === 403) {
       const refusal =
         records.find((x) => x.line.verdict === 'deny' && x.pod === to.ref) ??

@@ -2,8 +2,8 @@
 // exists: run inside the pod's network namespace (`ip netns exec`), it puts the sidecar core
 // library's inbound mTLS enforcement point on the pod's address and port and its outbound proxy
 // on loopback. Configuration (JSON file, mode 0600) is argv[2]; policy snapshots arrive on stdin,
-// one JSON line each (`{"version":N,"objects":[...]}`, the objects as the API serves them), and
-// each becomes a new immutable policy view (refused ones leave the last view in place: fail
+// one JSON line each (`{"version":N,"resources":[...]}`, resources the relay loaded with the
+// core loader — the agent's job once policy sync exists), and each becomes a new immutable view (refused ones leave the last view in place: fail
 // static). stdout carries `{"ready":…}`, `{"applied":N}` / `{"refused":N,"reason":…}` and the
 // access log (one JSON record a line). Closing stdin stops it.
 // Owns: this wiring only. Must never: start listening before a policy view exists, or print key
@@ -11,7 +11,6 @@
 
 import { readFileSync } from 'node:fs';
 import readline from 'node:readline';
-import { hasErrors, loadText } from '@palisade/core';
 import type { Resource } from '@palisade/core';
 import {
   AccessLog,
@@ -24,15 +23,6 @@ import type { SidecarChildConfig } from './sidecars.js';
 
 const cfg = JSON.parse(readFileSync(process.argv[2] ?? '', 'utf8')) as SidecarChildConfig;
 const out = (v: unknown): void => void process.stdout.write(`${JSON.stringify(v)}\n`);
-
-function toResources(objects: readonly unknown[]): Resource[] {
-  const resources: Resource[] = [];
-  for (const o of objects) {
-    const r = loadText(JSON.stringify(o), 'api');
-    if (!hasErrors(r.diagnostics)) resources.push(...r.resources);
-  }
-  return resources;
-}
 
 let holder: PolicyViewHolder | undefined;
 let started = false;
@@ -68,14 +58,16 @@ async function start(h: PolicyViewHolder): Promise<void> {
 }
 
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
-  let msg: { version: number; objects: unknown[] };
+  let msg: { version: number; resources: Resource[] };
   try {
-    msg = JSON.parse(line) as { version: number; objects: unknown[] };
+    msg = JSON.parse(line) as { version: number; resources: Resource[] };
+    if (!Number.isSafeInteger(msg.version) || !Array.isArray(msg.resources))
+      throw new Error('not a policy snapshot');
   } catch {
-    out({ refused: -1, reason: 'not JSON' });
+    out({ refused: -1, reason: 'not a policy snapshot' });
     return;
   }
-  const view = PolicyView.fromResources(toResources(msg.objects), cfg.endpoint, msg.version, {
+  const view = PolicyView.fromResources(msg.resources, cfg.endpoint, msg.version, {
     trustDomain: cfg.trustDomain,
   });
   if (!holder) {

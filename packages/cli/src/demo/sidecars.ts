@@ -12,6 +12,8 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { hasErrors, loadText } from '@palisade/core';
+import type { Resource } from '@palisade/core';
 import { createKeyAndCsr } from '@palisade/pki';
 import { ApiClient } from '@palisade/dataplane/agent';
 import type { ApiObject } from '@palisade/dataplane/agent';
@@ -79,6 +81,7 @@ export interface AccessLine {
 export class Sidecar {
   readonly access: AccessLine[] = [];
   #applied = -1;
+  #refused = '';
   readonly #waiters: { version: number; resolve: () => void }[] = [];
 
   constructor(
@@ -93,6 +96,8 @@ export class Sidecar {
             this.#waiters.splice(this.#waiters.indexOf(w), 1);
             w.resolve();
           }
+      } else if (typeof m.refused === 'number') {
+        this.#refused = `version ${m.refused}: ${String(m.reason)}`;
       } else if (typeof m.side === 'string' && typeof m.verdict === 'string') {
         this.access.push(m as unknown as AccessLine);
         if (this.access.length > 2000) this.access.splice(0, 1000);
@@ -110,7 +115,11 @@ export class Sidecar {
     return new Promise((resolve, reject) => {
       const t = setTimeout(
         () =>
-          reject(new Error(`the sidecar of ${this.pod} did not take policy version ${version}`)),
+          reject(
+            new Error(
+              `the sidecar of ${this.pod} did not take policy version ${version} (it runs ${this.#applied}${this.#refused ? `; last refused ${this.#refused}` : ''}${this.child.running ? '' : '; it exited'})`,
+            ),
+          ),
         timeoutMs,
       );
       this.#waiters.push({
@@ -164,7 +173,8 @@ function forSidecars(o: ApiObject): boolean {
  */
 export class PolicyRelay {
   readonly #client: ApiClient;
-  readonly #mirror = new Map<string, ApiObject>();
+  /** Each object loaded once by the core loader, as the agent does, when it arrives. */
+  readonly #mirror = new Map<string, Resource>();
   readonly #sidecars: Sidecar[] = [];
   readonly #stop = new AbortController();
   #revision = -1;
@@ -201,7 +211,7 @@ export class PolicyRelay {
             {
               onReset: (objects, rv) => {
                 this.#mirror.clear();
-                for (const o of objects) if (forSidecars(o)) this.#mirror.set(key(o), o);
+                for (const o of objects) this.#put(o);
                 this.#revision = Number(rv);
                 from = rv;
                 this.#synced = true;
@@ -210,10 +220,8 @@ export class PolicyRelay {
               onEvent: (type, o, rv) => {
                 from = rv;
                 this.#revision = Number(rv);
-                if (forSidecars(o)) {
-                  if (type === 'DELETED') this.#mirror.delete(key(o));
-                  else this.#mirror.set(key(o), o);
-                }
+                if (type === 'DELETED') this.#mirror.delete(key(o));
+                else this.#put(o);
                 this.#schedule();
               },
               onRevision: (rv) => {
@@ -232,6 +240,16 @@ export class PolicyRelay {
     })();
   }
 
+  #put(o: ApiObject): void {
+    if (!forSidecars(o)) return;
+    const r = loadText(JSON.stringify(o), `api:${key(o)}`);
+    // The server validated it on write; anything that does not load is left out (fail closed:
+    // a missing policy's endpoints fall to their tier's default deny, a missing pod matches
+    // nothing).
+    if (hasErrors(r.diagnostics) || r.resources.length !== 1) this.#mirror.delete(key(o));
+    else this.#mirror.set(key(o), r.resources[0] as Resource);
+  }
+
   #schedule(): void {
     if (this.#timer) return;
     this.#timer = setTimeout(() => {
@@ -243,7 +261,7 @@ export class PolicyRelay {
   }
 
   #sendTo(s: Sidecar): void {
-    s.child.send({ version: this.#revision, objects: [...this.#mirror.values()] });
+    s.child.send({ version: this.#revision, resources: [...this.#mirror.values()] });
   }
 
   /** Resolves once every sidecar runs revision `rv` or later. */

@@ -281,7 +281,7 @@ export class Topology {
     );
     await run('ip', ['netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
     const containerId = `${this.prefix}-${spec.namespace}-${short}`;
-    const env = (command: string): NodeJS.ProcessEnv => ({
+    const env = (command: 'ADD'): NodeJS.ProcessEnv => ({
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       CNI_COMMAND: command,
       CNI_CONTAINERID: containerId,
@@ -309,7 +309,8 @@ export class Topology {
       throw new Error(`the CNI plugin gave ${spec.name} no address: ${out.slice(0, 300)}`);
     const { nodeNs } = this;
     const veth = pod.hostVeth;
-    // DEL first (deregisters the endpoint, releases the address), then the veth, then the netns.
+    // No CNI DEL at the end: the endpoint, the address and the store go with the work
+    // directory; the veth goes first (explicitly), then its namespace.
     if (veth)
       this.cleanup.add(`veth ${veth} (in ${nodeNs})`, () =>
         run('ip', ['-n', nodeNs, 'link', 'del', veth]).then(
@@ -317,12 +318,6 @@ export class Topology {
           () => undefined, // gone with its namespace
         ),
       );
-    this.cleanup.add(`CNI DEL of ${spec.namespace}/${spec.name}`, () =>
-      run(process.execPath, [BIN, 'cni'], conf, env('DEL')).then(
-        () => undefined,
-        () => undefined, // the agent may be gone already; the namespace removal below takes the rest
-      ),
-    );
     // The orchestrator's part: record the address in the pod's status, as a kubelet does.
     const api = this.admin as DemoApi;
     const path = `/api/v1/core/Pod/${spec.namespace}/${spec.name}`;
@@ -347,7 +342,7 @@ export class Topology {
       JSON.stringify(cfg),
     ]);
     pod.app = child;
-    this.cleanup.add(`service process of ${pod.ref}`, () => child.stop());
+    this.cleanup.add(`service process of ${pod.ref}`, () => child.stop(), 'processes');
     await child.waitFor((m) => m.ready === true, 20_000, 'ready line');
   }
 
