@@ -18,11 +18,30 @@ export interface CleanupStep {
 
 export class CleanupRegistry {
   readonly #steps: CleanupStep[] = [];
+  readonly #late: Promise<void>[] = [];
+  readonly #lateFailed: string[] = [];
   #running: Promise<readonly string[]> | undefined;
 
-  /** Records a resource that now exists. */
+  /**
+   * Records a resource that now exists. Once cleaning has started (a signal arrived while the
+   * demo was still creating things), the resource is removed at once instead.
+   */
   add(label: string, undo: () => Promise<void> | void, batch?: string): void {
-    this.#steps.push({ label, undo, batch });
+    if (this.#running === undefined) {
+      this.#steps.push({ label, undo, batch });
+      return;
+    }
+    this.#late.push(
+      Promise.resolve()
+        .then(undo)
+        .catch(() => void this.#lateFailed.push(label)),
+    );
+  }
+
+  /** Waits for the removals of resources recorded after cleaning started; their failures. */
+  async drain(): Promise<readonly string[]> {
+    await Promise.all(this.#late);
+    return this.#lateFailed;
   }
 
   get size(): number {

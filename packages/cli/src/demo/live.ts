@@ -71,8 +71,18 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
           : `could not remove: ${failed.join(', ')}`,
       );
     })());
+  let mainSettled: () => void = () => undefined;
+  const settledMain = new Promise<void>((r) => (mainSettled = r));
   const onSignal = (sig: NodeJS.Signals) => {
-    void finish(sig).then(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    void (async () => {
+      await finish(sig);
+      // The run may still be creating something (it fails fast once its processes are gone);
+      // whatever it records from now on is removed at once, and waited for here.
+      await Promise.race([settledMain, new Promise((r) => setTimeout(r, 15_000))]);
+      const late = await cleanup.drain();
+      if (late.length > 0) say(`could not remove: ${late.join(', ')}`);
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    })();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -208,6 +218,11 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
     });
   }
 
+  mainSettled();
+  if (finishing) {
+    // A signal is being handled: it cleans up and exits.
+    await new Promise<void>(() => undefined);
+  }
   const failed = checks.filter((k) => !k.pass).length;
   if (o.json) io.stdout.write(`${JSON.stringify({ checks })}\n`);
   else io.stdout.write(formatReport(checks, Date.now() - started));
