@@ -15,8 +15,8 @@ import { Probes } from './probes.js';
 import { formatReport } from './report.js';
 import { playScenario, POLICY_FILES } from './scenario.js';
 import type { Check } from './scenario.js';
-import { PolicyRelay, requestSvid, sidecarReady, spawnSidecar } from './sidecars.js';
-import type { Sidecar, Svid } from './sidecars.js';
+import { requestSvid, sidecarReady, spawnSidecar } from './sidecars.js';
+import type { Sidecar } from './sidecars.js';
 import { demoPods, NODE, POD_PORT, readExample, Topology } from './topology.js';
 import type { Pod } from './topology.js';
 
@@ -128,54 +128,29 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       `the agent programmed ${t.pods.length} workload endpoints (${await kernel.ruleCount()} rules)`,
     );
 
-    // Identities: one SVID per pod from the API's CA, requested with the node credential.
-    const svids = new Map<string, Svid>();
-    await Promise.all(
-      t.pods.map(async (p) =>
-        svids.set(
-          p.spec.name,
-          await requestSvid(t.nodeApi as NonNullable<typeof t.nodeApi>, p.identity),
-        ),
-      ),
-    );
-    say(
-      `${svids.size} X.509-SVIDs issued by the control plane's CA (spiffe://cluster.local/ns/…/sa/…)`,
-    );
-
-    // Sidecars, fed by the relay; then the services.
-    const relay = new PolicyRelay(
-      (t.server as NonNullable<typeof t.server>).url,
-      t.nodeToken,
-      t.ca,
-    );
-    relay.start();
-    cleanup.add('policy relay', () => relay.stop());
+    // Sidecars: each gets its view and its SVID from the agent's socket for its endpoint.
     const sidecars = new Map<string, Sidecar>();
     for (const p of t.pods) {
       if (NO_SIDECAR.has(p.spec.name)) continue;
-      const svid = svids.get(p.spec.name) as Svid;
       const s = spawnSidecar({
         netns: p.netns,
         dir: t.dir,
         config: {
           endpoint: p.ref,
+          agentSocket: t.endpointSocket(p),
           podIp: p.ip,
           podPort: POD_PORT,
-          appPort: t.appPort,
           outboundPort: t.outboundPort,
-          trustDomain: 'cluster.local',
-          keyPem: svid.keyPem,
-          certPem: svid.certPem,
-          chainPem: svid.chainPem,
-          bundlePem: svid.bundlePem,
+          adminPort: 15000,
         },
       });
       cleanup.add(`sidecar process of ${p.ref}`, () => s.child.stop(), 'processes');
-      relay.add(s);
       sidecars.set(p.ref, s);
     }
-    await Promise.all([...sidecars.values()].map((s) => sidecarReady(s, 90_000)));
-    say(`${sidecars.size} sidecars listening on their pods' port ${POD_PORT} (mTLS in, proxy out)`);
+    await Promise.all([...sidecars.values()].map((s) => sidecarReady(s, 120_000)));
+    say(
+      `${sidecars.size} sidecars listening on their pods' port ${POD_PORT} (mTLS in, proxy out), each with its policy view and X.509-SVID from the agent`,
+    );
     const byName = new Map(t.pods.map((p) => [p.spec.name, p]));
     await Promise.all(
       t.pods.map((p) => {
@@ -189,12 +164,16 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       `${t.pods.length} services running (one small Node process per pod, on the pod's loopback)`,
     );
 
-    const stolen = svids.get('reviews-v2') as Svid;
+    // What the attacker exfiltrated: an SVID of reviews v2's identity (key and certificate).
+    const stolen = await requestSvid(
+      t.nodeApi as NonNullable<typeof t.nodeApi>,
+      t.pod('reviews-v2').identity,
+    );
     await playScenario(
       {
         topo: t,
         probes: new Probes(kernel, sidecars),
-        relay,
+        sidecars: [...sidecars.values()],
         stolen,
         say,
         restartAgent: () => t.startAgent(),

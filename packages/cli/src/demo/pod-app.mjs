@@ -77,9 +77,12 @@ function call({ url, method = 'GET', via = 'sidecar', tls, timeoutMs = 3000 }) {
         onResponse,
       );
     }
-    req.setTimeout(timeoutMs, () =>
-      req.destroy(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })),
-    );
+    // One deadline for the whole call, connect and TLS handshake included.
+    const timer = setTimeout(() => {
+      done({ ok: false, error: 'ETIMEDOUT' });
+      req.destroy();
+    }, timeoutMs);
+    req.on('close', () => clearTimeout(timer));
     req.on('error', (e) => done({ ok: false, error: e.code ?? e.message }));
     req.end(method === 'POST' || method === 'PUT' ? '{"stars":5}' : undefined);
   });

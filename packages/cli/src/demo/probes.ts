@@ -96,7 +96,7 @@ export class Probes {
         method: o.method ?? 'GET',
         via: direct ? 'direct' : 'sidecar',
         ...(o.tls ? { tls: o.tls } : {}),
-        timeoutMs: o.timeoutMs ?? 1500,
+        timeoutMs: o.timeoutMs ?? 3000,
       }),
     );
     const records = this.#records();

@@ -8,7 +8,8 @@
 import type { DemoApi } from './api.js';
 import { short } from './api.js';
 import type { Observation, Probes, Verdict } from './probes.js';
-import type { PolicyRelay, Svid } from './sidecars.js';
+import { viewsQuiet } from './sidecars.js';
+import type { Sidecar, Svid } from './sidecars.js';
 import type { Topology } from './topology.js';
 import { POD_PORT, readExample } from './topology.js';
 
@@ -35,7 +36,7 @@ export const POLICY_FILES = [
 export interface ScenarioContext {
   readonly topo: Topology;
   readonly probes: Probes;
-  readonly relay: PolicyRelay;
+  readonly sidecars: readonly Sidecar[];
   /** The SVID the attacker stole from reviews v2 (its key and certificate). */
   readonly stolen: Svid;
   readonly say: (line: string) => void;
@@ -86,12 +87,13 @@ function all(
 }
 
 export async function playScenario(c: ScenarioContext, record: (k: Check) => void): Promise<void> {
-  const { topo, probes, relay, say } = c;
+  const { topo, probes, say } = c;
   const admin = topo.admin as DemoApi;
   const p = (n: string) => topo.pod(n);
   const settle = async (kernel: boolean) => {
     const rv = await topo.revision();
-    await Promise.all([relay.settled(rv), kernel ? topo.kernelAt(rv) : Promise.resolve()]);
+    if (kernel) await topo.kernelAt(rv);
+    await viewsQuiet(c.sidecars);
     return rv;
   };
 
@@ -283,7 +285,12 @@ export async function playScenario(c: ScenarioContext, record: (k: Check) => voi
     ),
   );
   await c.restartAgent();
-  say('agent restarted: it resynced from the API');
+  await topo.until(
+    'every sidecar is linked to the new agent',
+    () => c.sidecars.every((s) => s.linked),
+    30_000,
+  );
+  say('agent restarted: it resynced from the API, and every sidecar is linked to it again');
 
   // 9. Remove every policy: traffic flows again.
   say('removing the policies');

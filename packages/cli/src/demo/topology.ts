@@ -18,7 +18,8 @@ import { demoPrefix, TABLE_PREFIX } from './cleanup.js';
 
 export const NODE = 'demo-node';
 export const POD_PORT = 9080;
-const APP_PORT = 19080;
+// The service listens on the pod's loopback at the pod port; the sidecar on the pod's address.
+const APP_PORT = POD_PORT;
 const OUTBOUND_PORT = 15001;
 const BIN = fileURLToPath(new URL('../../bin/palisade.js', import.meta.url));
 const APP = fileURLToPath(new URL('./pod-app.mjs', import.meta.url));
@@ -187,6 +188,11 @@ export class Topology {
     return Number((r.body as { revision?: number }).revision ?? -1);
   }
 
+  /** The agent's policy-sync and SVID socket of one pod. */
+  endpointSocket(p: Pod): string {
+    return join(this.dir, 'endpoints', p.spec.namespace, p.spec.name, 'agent.sock');
+  }
+
   get agentSocket(): string {
     return join(this.dir, 'agent.sock');
   }
@@ -211,6 +217,8 @@ export class Topology {
       this.nodeNs,
       '--socket',
       this.agentSocket,
+      '--endpoint-sockets',
+      join(this.dir, 'endpoints'),
     ]);
     this.agent = child;
     this.agentRevision = -1;
