@@ -218,6 +218,10 @@ const server = http.createServer((req, res) => {
   req.resume();
   serve(req, res).catch((e) => json(res, 500, { error: String(e) }));
 });
+// Longer than the sidecar's pooled connections live, so the sidecar never reuses a connection
+// this server is closing (Node's default of 5 s would race it).
+server.keepAliveTimeout = 65_000;
+server.headersTimeout = 66_000;
 server.listen(cfg.appPort, '127.0.0.1', () => {
   process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
 });
