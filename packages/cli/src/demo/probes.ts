@@ -31,7 +31,7 @@ export class Probes {
     f: () => Promise<T>,
   ): Promise<{ r: T; hits: ReturnType<typeof KernelObserver.diff> }> {
     const before = await this.kernel.read();
-    const marks = new Map([...this.sidecars].map(([k, s]) => [k, s.access.length]));
+    const marks = new Map([...this.sidecars].map(([k, s]) => [k, s.accessBase + s.access.length]));
     const r = await f();
     // Access-log lines and counters are written before the answer leaves; a short pause lets
     // the sidecars' stdout lines arrive.
@@ -47,7 +47,9 @@ export class Probes {
   #records(): { pod: string; line: AccessLine }[] {
     const out: { pod: string; line: AccessLine }[] = [];
     for (const [k, s] of this.sidecars)
-      for (const line of s.access.slice(this.#marks.get(k) ?? s.access.length))
+      for (const line of s.access.slice(
+        Math.max(0, (this.#marks.get(k) ?? s.accessBase + s.access.length) - s.accessBase),
+      ))
         out.push({ pod: k, line });
     return out;
   }

@@ -69,14 +69,15 @@ export interface AccessLine {
 }
 
 export class Sidecar {
+  /** The recent access-log records (the oldest are dropped past 2000). */
   readonly access: AccessLine[] = [];
+  /** How many records were dropped from the front of `access`. */
+  accessBase = 0;
   #applied = -1;
-  #refused = '';
   /** When the last view was installed (ms since the epoch). */
   lastInstall = 0;
   /** Whether its policy-sync stream to the agent is up. */
   linked = true;
-  readonly #waiters: { version: number; resolve: () => void }[] = [];
 
   constructor(
     readonly pod: string,
@@ -86,47 +87,21 @@ export class Sidecar {
       if (typeof m.applied === 'number') {
         this.#applied = Math.max(this.#applied, m.applied);
         this.lastInstall = Date.now();
-        for (const w of [...this.#waiters])
-          if (w.version <= this.#applied) {
-            this.#waiters.splice(this.#waiters.indexOf(w), 1);
-            w.resolve();
-          }
       } else if (typeof m.link === 'boolean') {
         this.linked = m.link;
-      } else if (typeof m.failed === 'string') {
-        this.#refused = m.failed;
       } else if (typeof m.side === 'string' && typeof m.verdict === 'string') {
         this.access.push(m as unknown as AccessLine);
-        if (this.access.length > 2000) this.access.splice(0, 1000);
+        if (this.access.length > 2000) {
+          this.access.splice(0, 1000);
+          this.accessBase += 1000;
+        }
       }
     });
   }
 
+  /** The version of the view it runs (the API revision the agent computed it at). */
   get appliedVersion(): number {
     return this.#applied;
-  }
-
-  /** Resolves once the sidecar runs a view of `version` or later. */
-  applied(version: number, timeoutMs: number): Promise<void> {
-    if (this.#applied >= version) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(
-        () =>
-          reject(
-            new Error(
-              `the sidecar of ${this.pod} did not take policy version ${version} (it runs ${this.#applied}${this.#refused ? `; last refused ${this.#refused}` : ''}${this.child.running ? '' : '; it exited'})`,
-            ),
-          ),
-        timeoutMs,
-      );
-      this.#waiters.push({
-        version,
-        resolve: () => {
-          clearTimeout(t);
-          resolve();
-        },
-      });
-    });
   }
 }
 
