@@ -156,7 +156,7 @@ function assertNothingLeft(pid: number, linksBefore: readonly string[]): void {
   }
 }
 
-describe('palisade demo (live)', { skip, timeout: 480_000 }, () => {
+describe('palisade demo (live)', { skip, timeout: 620_000 }, () => {
   const pids: number[] = [];
   after(() => {
     // Whatever a failed run left: remove it, so a red test does not pollute the machine.
@@ -166,7 +166,7 @@ describe('palisade demo (live)', { skip, timeout: 480_000 }, () => {
 
   test(
     'every check of the story keeps its outcome and enforcement point; nothing is left behind',
-    { timeout: 240_000 },
+    { timeout: 420_000 },
     async () => {
       const linksBefore = rootLinks();
       const child = spawn(process.execPath, [BIN, 'demo', '--json', '--no-wait'], {
@@ -178,7 +178,7 @@ describe('palisade demo (live)', { skip, timeout: 480_000 }, () => {
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
       const code = await new Promise<number | null>((resolve) => {
-        const t = setTimeout(() => child.kill('SIGTERM'), 300_000);
+        const t = setTimeout(() => child.kill('SIGTERM'), 400_000);
         child.on('exit', (c) => {
           clearTimeout(t);
           resolve(c);
@@ -228,7 +228,7 @@ describe('palisade demo (live)', { skip, timeout: 480_000 }, () => {
     },
   );
 
-  test('SIGTERM half way removes everything created so far', { timeout: 120_000 }, async () => {
+  test('SIGTERM half way removes everything created so far', { timeout: 180_000 }, async () => {
     const linksBefore = rootLinks();
     const child = spawn(process.execPath, [BIN, 'demo', '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -238,19 +238,19 @@ describe('palisade demo (live)', { skip, timeout: 480_000 }, () => {
     let err = '';
     let signalled = false;
     const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-    child.stderr.on('data', (d: Buffer) => {
-      err += d.toString();
-      // Pods, veths, the agent's table and processes exist by now.
-      if (!signalled && /wired by the CNI plugin/.test(err)) {
-        signalled = true;
-        assert.ok(netnsOf(pid).length > 10, 'pod namespaces exist before the signal');
-        child.kill('SIGTERM');
-      }
-    });
-    const t = setTimeout(() => child.kill('SIGKILL'), 110_000);
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    // Signal once the node and some pods exist (namespaces, veths, the agent and its table are
+    // being created): a mid-way stop, whatever the machine's speed.
+    const poll = setInterval(() => {
+      if (signalled || netnsOf(pid).length < 4) return;
+      signalled = true;
+      child.kill('SIGTERM');
+    }, 200);
+    const t = setTimeout(() => child.kill('SIGKILL'), 170_000);
     const code = await exited;
     clearTimeout(t);
-    assert.ok(signalled, `the demo never wired its pods:\n${err.slice(-2000)}`);
+    clearInterval(poll);
+    assert.ok(signalled, `the demo never created its pods' namespaces:\n${err.slice(-2000)}`);
     assert.equal(code, 143, err.slice(-2000));
     assert.match(err, /SIGTERM: removing \d+ recorded resources/);
     assert.match(err, /everything the demo created is gone/);
