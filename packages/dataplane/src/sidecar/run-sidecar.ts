@@ -19,6 +19,7 @@ import type { SidecarCounters } from './access-log.js';
 import { AdminServer } from './admin.js';
 import { AgentLink } from './agent-link.js';
 import type { AgentLinkStatus } from './agent-link.js';
+import { credentialProblem } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { InboundSidecar } from './inbound.js';
 import { OutboundProxy } from './outbound.js';
@@ -152,6 +153,11 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
   const inbound: InboundSidecar[] = [];
   let outbound: OutboundProxy | undefined;
   const install = (c: Credentials): string | undefined => {
+    // Checked once up front, so the listeners never end up with different credentials.
+    const view = link.holder?.current;
+    if (!view) return 'no policy view yet';
+    const problem = credentialProblem(c, view.identity, view.trustDomain, new Date());
+    if (problem) return problem;
     for (const s of [...inbound, ...(outbound ? [outbound] : [])]) {
       const p = s.updateCredentials(c);
       if (p) return p;
