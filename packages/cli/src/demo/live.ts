@@ -8,6 +8,7 @@
 // Owns: the run's order, progress lines and the report. Must never: leave a resource behind it
 // recorded, or report a check as passed that was not observed.
 
+import { rmSync } from 'node:fs';
 import type { Io } from '../input.js';
 import { CleanupRegistry, sweepLeftovers } from './cleanup.js';
 import { KernelObserver } from './kernel.js';
@@ -81,6 +82,9 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       await Promise.race([settledMain, new Promise((r) => setTimeout(r, 15_000))]);
       const late = await cleanup.drain();
       if (late.length > 0) say(`could not remove: ${late.join(', ')}`);
+      // A plugin process that was running when the signal came may have written into the work
+      // directory after it was removed (its IPAM file): remove it again, now that all is quiet.
+      if (topo) rmSync(topo.dir, { recursive: true, force: true });
       process.exit(sig === 'SIGINT' ? 130 : 143);
     })();
   };

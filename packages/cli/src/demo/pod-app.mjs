@@ -155,7 +155,8 @@ const json = (res, status, v) => {
 const upstream = async (role, path) => {
   const ip = peer(role);
   if (!ip) return { error: `no ${role} peer` };
-  const r = await call({ url: `http://${ip}:${POD_PORT}${path}` });
+  // Generous: on a loaded machine a chain of mTLS hops can take seconds.
+  const r = await call({ url: `http://${ip}:${POD_PORT}${path}`, timeoutMs: 8000 });
   if (!r.ok) return { error: r.error };
   let body = r.body;
   try {

@@ -92,14 +92,17 @@ export class Probes {
     const direct = o.tls !== undefined;
     const url = `${direct ? 'https' : 'http'}://${to.ip}:${POD_PORT}${o.path}`;
     const { r, hits } = await this.#withCounters(() =>
-      from.ask({
-        op: 'http',
-        url,
-        method: o.method ?? 'GET',
-        via: direct ? 'direct' : 'sidecar',
-        ...(o.tls ? { tls: o.tls } : {}),
-        timeoutMs: o.timeoutMs ?? 3000,
-      }),
+      from.ask(
+        {
+          op: 'http',
+          url,
+          method: o.method ?? 'GET',
+          via: direct ? 'direct' : 'sidecar',
+          ...(o.tls ? { tls: o.tls } : {}),
+          timeoutMs: o.timeoutMs ?? 3000,
+        },
+        (o.timeoutMs ?? 3000) + 5000,
+      ),
     );
     const records = this.#records();
     const accepts = deciding(hits, 'accept');

@@ -119,7 +119,7 @@ export async function playScenario(c: ScenarioContext, record: (k: Check) => voi
   say('legitimate calls');
   const page = await probes.http(p('istio-ingress'), p('productpage-v1'), {
     path: '/productpage',
-    timeoutMs: 5000,
+    timeoutMs: 20_000,
   });
   record(
     pageCheck(
@@ -280,7 +280,7 @@ export async function playScenario(c: ScenarioContext, record: (k: Check) => voi
       'with the agent killed, the product page still renders',
       await probes.http(p('istio-ingress'), p('productpage-v1'), {
         path: '/productpage',
-        timeoutMs: 5000,
+        timeoutMs: 20_000,
       }),
     ),
   );
