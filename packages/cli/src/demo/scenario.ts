@@ -265,6 +265,8 @@ export async function playScenario(c: ScenarioContext, record: (k: Check) => voi
 
   // 8. The agent dies.
   say('the agent is killed');
+  // Killed at rest: the platform team's last write is in the kernel and the views.
+  await settle(true);
   const rules = await probes.kernel.ruleCount();
   await topo.agent?.kill();
   const afterKill = await probes.tcp(p('attacker'), p('productpage-v1'));
@@ -318,12 +320,16 @@ function pageCheck(name: string, o: Observation): Check {
   try {
     const b = JSON.parse(o.body ?? '{}') as {
       details?: { status?: number };
-      reviews?: Record<string, { status?: number; body?: { ratings?: { status?: number } } }>;
+      reviews?: Record<
+        string,
+        { status?: number; error?: string; body?: { ratings?: { status?: number } } }
+      >;
     };
     if (b.details?.status !== 200) problems.push(`details ${b.details?.status ?? 'no answer'}`);
     for (const v of ['v1', 'v2', 'v3']) {
       const r = b.reviews?.[v];
-      if (r?.status !== 200) problems.push(`reviews ${v} ${r?.status ?? 'no answer'}`);
+      if (r?.status !== 200)
+        problems.push(`reviews ${v} ${r?.status ?? `no answer (${r?.error ?? '?'})`}`);
       else if (v !== 'v1' && r.body?.ratings?.status !== 200)
         problems.push(`ratings from reviews ${v} ${r.body?.ratings?.status ?? 'no answer'}`);
     }
