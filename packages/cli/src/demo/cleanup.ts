@@ -8,6 +8,9 @@
 // anything whose name does not carry a dead demo's pid.
 
 import { execFileSync } from 'node:child_process';
+import { readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export interface CleanupStep {
   readonly label: string;
@@ -138,5 +141,14 @@ export function sweepLeftovers(say: (line: string) => void): number {
     }
   }
   if (n > 0) say(`removed ${n} network namespace(s) left by an earlier demo run that was killed`);
-  return n;
+  // Work directories of demo processes that no longer run (`palisade-demo-<pid>-XXXXXX`).
+  let dirs = 0;
+  for (const f of readdirSync(tmpdir())) {
+    const m = /^palisade-demo-(\d{1,10})-[A-Za-z0-9]{6}$/.exec(f);
+    if (!m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+    rmSync(join(tmpdir(), f), { recursive: true, force: true });
+    dirs += 1;
+  }
+  if (dirs > 0) say(`removed ${dirs} work directory(ies) left by an earlier demo run`);
+  return n + dirs;
 }
