@@ -218,8 +218,8 @@ test('cli selector: match, jsonl and fmt; invalid selectors exit 2 with the posi
   assert.match(bad.err, /\^/);
 });
 
-test('cli demo: every check of the bookinfo scenario passes; --json ends with the checks', async () => {
-  const r = await run(['demo', '--json']);
+test('cli demo --simulate: every check of the demo story passes on the engine; --json ends with the checks', async () => {
+  const r = await run(['demo', '--simulate', '--json']);
   assert.equal(r.code, 0, r.out);
   const last = r.out.trim().split('\n').at(-1) ?? '';
   const j = JSON.parse(last) as {

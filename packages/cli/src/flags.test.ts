@@ -15,7 +15,7 @@ test('the help text names the data directory the CA really defaults to', () => {
 });
 
 test('main.ts imports no command implementation statically (help and usage errors stay light)', () => {
-  const heavy = ['./offline.js', './online/', './ca.js', './agent.js', './demo.js', '@palisade/'];
+  const heavy = ['./offline.js', './online/', './ca.js', './agent.js', './demo/', '@palisade/'];
   const statics = source('./main.ts')
     .split('\n')
     .filter((l) => !l.startsWith('import type'));

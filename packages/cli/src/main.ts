@@ -21,6 +21,7 @@ import {
   CA_USAGE,
   DELETE_FLAGS,
   DEMO_FLAGS,
+  DEMO_USAGE,
   GET_FLAGS,
   INPUT_FLAGS,
   LOGIN_FLAGS,
@@ -137,10 +138,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     run: exportCommand,
   },
   demo: {
-    summary: 'the bookinfo scenario of the source documents (what npm start runs)',
-    usage: 'palisade demo [--json]',
+    summary: "the source documents' scenarios played for real as root (what npm start runs)",
+    usage: DEMO_USAGE,
     flags: { ...DEMO_FLAGS, ...HELP_FLAG },
-    run: async (p, io) => (await import('./demo.js')).demoCommand(p, io),
+    run: async (p, io) => (await import('./demo/index.js')).demoCommand(p, io),
   },
   server: {
     summary: 'run the API server (HTTPS, tokens and client certificates, RBAC, audit log)',

@@ -173,7 +173,10 @@ export class OutboundProxy {
     const key = `${expected}\u0000${host}\u0000${port}`;
     let a = this.#agents.get(key);
     if (!a) {
-      a = new HttpsAgent({ keepAlive: true, maxSockets: 64 });
+      // Idle pooled connections are closed after 15 s, before the peer's inbound listener drops
+      // them (its keep-alive timeout is 30 s): reusing a socket the server is closing at that
+      // moment fails the request with ECONNRESET (seen as a 502 in the live demo).
+      a = new HttpsAgent({ keepAlive: true, maxSockets: 64, timeout: 15_000 });
       this.#agents.set(key, a);
     }
     return a;

@@ -1,0 +1,389 @@
+// The live demo's machine-level setup: the temp directory, the node namespace, the control plane,
+// the agent process, and each pod (network namespace through the real CNI plugin, its service,
+// its sidecar). Everything is recorded in the cleanup registry the moment it exists.
+// Owns: creation order and the names (`pd<pid>-…`, `palisade_demo_<pid>`). Must never: touch the
+// host's interfaces or tables (the node is a namespace; the agent's table lives inside it).
+
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments } from 'yaml';
+import type { RunningServer } from '@palisade/controlplane';
+import { DemoApi } from './api.js';
+import { LineChild } from './child.js';
+import type { CleanupRegistry } from './cleanup.js';
+import { demoPrefix, TABLE_PREFIX } from './cleanup.js';
+
+export const NODE = 'demo-node';
+export const POD_PORT = 9080;
+// The service listens on the pod's loopback at the pod port; the sidecar on the pod's address.
+const APP_PORT = POD_PORT;
+const OUTBOUND_PORT = 15001;
+const BIN = fileURLToPath(new URL('../../bin/palisade.js', import.meta.url));
+const APP = fileURLToPath(new URL('./pod-app.mjs', import.meta.url));
+export const EXAMPLES = fileURLToPath(new URL('../../../../examples/demo/', import.meta.url));
+
+export function readExample(rel: string): string {
+  return readFileSync(join(EXAMPLES, rel), 'utf8');
+}
+
+function run(
+  cmd: string,
+  args: readonly string[],
+  input?: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = execFile(
+      cmd,
+      args,
+      { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, ...(env ? { env } : {}) },
+      (err, stdout, stderr) => {
+        if (err)
+          reject(
+            new Error(
+              `${cmd} ${args.slice(0, 4).join(' ')}: ${(stdout || stderr || err.message).trim().slice(0, 600)}`,
+            ),
+          );
+        else resolve(stdout);
+      },
+    );
+    if (input !== undefined) c.stdin?.end(input);
+  });
+}
+
+export interface PodSpec {
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly serviceAccount: string;
+}
+
+/** The pods of examples/demo/workloads.yaml. */
+export function demoPods(): PodSpec[] {
+  const out: PodSpec[] = [];
+  for (const d of parseAllDocuments(readExample('workloads.yaml'))) {
+    const o = d.toJS() as {
+      kind?: string;
+      metadata?: { name: string; namespace?: string; labels?: Record<string, string> };
+      spec?: { serviceAccountName?: string };
+    };
+    if (o.kind !== 'Pod' || !o.metadata) continue;
+    out.push({
+      namespace: o.metadata.namespace ?? 'default',
+      name: o.metadata.name,
+      labels: o.metadata.labels ?? {},
+      serviceAccount: o.spec?.serviceAccountName ?? 'default',
+    });
+  }
+  return out;
+}
+
+export class Pod {
+  ip = '';
+  hostVeth = '';
+  app: LineChild | undefined;
+
+  constructor(
+    readonly spec: PodSpec,
+    readonly netns: string,
+  ) {}
+
+  get ref(): string {
+    return `${this.spec.namespace}/${this.spec.name}`;
+  }
+
+  get identity(): string {
+    return `spiffe://cluster.local/ns/${this.spec.namespace}/sa/${this.spec.serviceAccount}`;
+  }
+
+  /** Asks the pod's service to make a call; see pod-app.mjs for the operations. */
+  async ask(req: Record<string, unknown>, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+    if (!this.app) return { ok: false, error: 'no service running' };
+    return this.app.request(req, timeoutMs);
+  }
+}
+
+export class Topology {
+  readonly prefix = demoPrefix();
+  readonly nodeNs = `${demoPrefix()}-node`;
+  readonly table = `${TABLE_PREFIX}${process.pid}`;
+  readonly dir: string;
+  server: RunningServer | undefined;
+  admin: DemoApi | undefined;
+  nodeApi: DemoApi | undefined;
+  nodeToken = '';
+  ca = '';
+  agent: LineChild | undefined;
+  agentRevision = -1;
+  readonly pods: Pod[] = [];
+
+  constructor(
+    readonly cleanup: CleanupRegistry,
+    readonly say: (line: string) => void,
+  ) {
+    this.dir = mkdtempSync(join(tmpdir(), `palisade-demo-${process.pid}-`));
+    const dir = this.dir;
+    cleanup.add(`directory ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+  }
+
+  get caFile(): string {
+    return join(this.dir, 'server', 'ca.pem');
+  }
+
+  get adminTokenFile(): string {
+    return join(this.dir, 'server', 'admin.token');
+  }
+
+  async createNode(): Promise<void> {
+    const ns = this.nodeNs;
+    await run('ip', ['netns', 'add', ns]);
+    this.cleanup.add(`network namespace ${ns}`, () =>
+      run('ip', ['netns', 'del', ns]).then(() => undefined),
+    );
+    await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+    // The node routes between its pods (the node's own configuration, not the plugin's).
+    await run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  }
+
+  async startServer(): Promise<void> {
+    const { runServer } = await import('@palisade/controlplane');
+    const dataDir = join(this.dir, 'server');
+    const opts = (listen: string) => ({
+      listen,
+      dataDir,
+      insecurePlaintext: false,
+      rateLimit: false as const,
+      log: () => undefined,
+      say: () => undefined,
+    });
+    try {
+      this.server = await runServer(opts('127.0.0.1:9443'));
+    } catch {
+      // 9443 is taken (another server, another demo): any free port.
+      this.server = await runServer(opts('127.0.0.1:0'));
+    }
+    const server = this.server;
+    this.cleanup.add(`control plane ${server.url}`, () => server.stop());
+    this.ca = readFileSync(this.caFile, 'utf8');
+    this.admin = new DemoApi(
+      server.url,
+      readFileSync(this.adminTokenFile, 'utf8').trim(),
+      this.ca,
+      'admin',
+    );
+    const t = (await this.admin.must('POST', '/api/v1/tokens', { node: NODE })) as {
+      token: string;
+    };
+    this.nodeToken = t.token;
+    writeFileSync(join(this.dir, 'node.token'), `${t.token}\n`, { mode: 0o600 });
+    this.nodeApi = new DemoApi(server.url, t.token, this.ca, `node ${NODE}`);
+  }
+
+  /** The store's current revision (after a write: the revision that includes it). */
+  async revision(): Promise<number> {
+    const r = await (this.admin as DemoApi).call('GET', '/readyz');
+    return Number((r.body as { revision?: number }).revision ?? -1);
+  }
+
+  /** The agent's policy-sync and SVID socket of one pod. */
+  endpointSocket(p: Pod): string {
+    return join(this.dir, 'endpoints', p.spec.namespace, p.spec.name, 'agent.sock');
+  }
+
+  get agentSocket(): string {
+    return join(this.dir, 'agent.sock');
+  }
+
+  /** Starts `palisade agent` as its own process; resolves once it has applied rules. */
+  async startAgent(): Promise<void> {
+    const server = this.server as RunningServer;
+    const child = new LineChild('palisade agent', process.execPath, [
+      BIN,
+      'agent',
+      '--node',
+      NODE,
+      '--server',
+      server.url,
+      '--token-file',
+      join(this.dir, 'node.token'),
+      '--ca-file',
+      this.caFile,
+      '--table',
+      this.table,
+      '--netns',
+      this.nodeNs,
+      '--socket',
+      this.agentSocket,
+      '--endpoint-sockets',
+      join(this.dir, 'endpoints'),
+    ]);
+    this.agent = child;
+    this.agentRevision = -1;
+    child.onText((line) => {
+      const m = /^applied revision (\d+)/.exec(line);
+      if (m) this.agentRevision = Math.max(this.agentRevision, Number(m[1]));
+    });
+    if (!this.#agentCleanupRecorded) {
+      this.#agentCleanupRecorded = true;
+      // The table outlives the agent by design; removing it is the demo's uninstall.
+      const { nodeNs, table } = this;
+      this.cleanup.add(`nftables table inet ${table} (in ${nodeNs})`, async () => {
+        await run('ip', ['netns', 'exec', nodeNs, 'nft', 'delete', 'table', 'inet', table]).catch(
+          (e: Error) => {
+            if (!/No such file|does not exist|Cannot open network namespace/i.test(e.message))
+              throw e;
+          },
+        );
+      });
+    }
+    this.cleanup.add(`agent process ${child.pid ?? '?'}`, () => child.stop());
+    await this.until(
+      'the agent applies its first ruleset',
+      () => this.agentRevision >= 0,
+      30_000,
+      child,
+    );
+  }
+
+  #agentCleanupRecorded = false;
+
+  async until(
+    what: string,
+    cond: () => boolean,
+    timeoutMs: number,
+    child?: LineChild,
+  ): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!cond()) {
+      if (child && !child.running)
+        throw new Error(
+          `${child.name} exited while waiting for: ${what}${child.stderrTail ? `: ${child.stderrTail}` : ''}`,
+        );
+      if (Date.now() > deadline)
+        throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /** Waits until the agent has applied revision `rv` (or later) in the kernel. */
+  async kernelAt(rv: number, timeoutMs = 15_000): Promise<void> {
+    await this.until(
+      `the agent applies revision ${rv}`,
+      () => this.agentRevision >= rv,
+      timeoutMs,
+      this.agent,
+    );
+  }
+
+  /** A pod: its namespace, then the CNI plugin's ADD (veth, address, registration through the agent). */
+  async addPod(spec: PodSpec): Promise<Pod> {
+    const short = spec.name.replace(/[^a-z0-9-]/g, '').slice(0, 40);
+    const netns = `${this.prefix}-${short}`;
+    const pod = new Pod(spec, netns);
+    await run('ip', ['netns', 'add', netns]);
+    this.cleanup.add(`network namespace ${netns}`, () =>
+      run('ip', ['netns', 'del', netns]).then(() => undefined),
+    );
+    await run('ip', ['netns', 'exec', netns, 'ip', 'link', 'set', 'lo', 'up']);
+    const containerId = `${this.prefix}-${spec.namespace}-${short}`;
+    const env = (command: 'ADD'): NodeJS.ProcessEnv => ({
+      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      CNI_COMMAND: command,
+      CNI_CONTAINERID: containerId,
+      CNI_NETNS: `/run/netns/${netns}`,
+      CNI_IFNAME: 'eth0',
+      CNI_PATH: '/opt/cni/bin',
+      CNI_ARGS: `K8S_POD_NAMESPACE=${spec.namespace};K8S_POD_NAME=${spec.name}`,
+      PALISADE_CNI_HOST_NETNS: this.nodeNs,
+    });
+    const conf = JSON.stringify({
+      cniVersion: '1.0.0',
+      name: 'palisade-demo',
+      type: 'palisade',
+      ipam: { subnet: '10.244.0.0/24', dataDir: join(this.dir, 'ipam') },
+      agentSocket: this.agentSocket,
+    });
+    const out = await run(process.execPath, [BIN, 'cni'], conf, env('ADD'));
+    const result = JSON.parse(out) as {
+      ips?: { address: string }[];
+      interfaces?: { name: string; sandbox?: string }[];
+    };
+    pod.ip = (result.ips?.[0]?.address ?? '').split('/')[0] ?? '';
+    pod.hostVeth = result.interfaces?.find((i) => i.sandbox === undefined)?.name ?? '';
+    if (!pod.ip)
+      throw new Error(`the CNI plugin gave ${spec.name} no address: ${out.slice(0, 300)}`);
+    const { nodeNs } = this;
+    const veth = pod.hostVeth;
+    // No CNI DEL at the end: the endpoint, the address and the store go with the work
+    // directory; the veth goes first (explicitly), then its namespace.
+    if (veth)
+      this.cleanup.add(`veth ${veth} (in ${nodeNs})`, () =>
+        run('ip', ['-n', nodeNs, 'link', 'del', veth]).then(
+          () => undefined,
+          () => undefined, // gone with its namespace
+        ),
+      );
+    // The orchestrator's part: record the address in the pod's status, as a kubelet does.
+    const api = this.admin as DemoApi;
+    const path = `/api/v1/core/Pod/${spec.namespace}/${spec.name}`;
+    const current = (await api.must('GET', path)) as Record<string, unknown>;
+    await api.must('PUT', path, {
+      ...current,
+      status: { podIP: pod.ip, podIPs: [{ ip: pod.ip }] },
+    });
+    this.pods.push(pod);
+    return pod;
+  }
+
+  /** The pod's service (pod-app.mjs) in its namespace, calling peers through its sidecar. */
+  async startApp(pod: Pod, role: string, peers: Readonly<Record<string, string>>): Promise<void> {
+    const cfg = { name: pod.spec.name, role, appPort: APP_PORT, proxyPort: OUTBOUND_PORT, peers };
+    const child = new LineChild(`service of ${pod.ref}`, 'ip', [
+      'netns',
+      'exec',
+      pod.netns,
+      process.execPath,
+      APP,
+      JSON.stringify(cfg),
+    ]);
+    pod.app = child;
+    this.cleanup.add(`service process of ${pod.ref}`, () => child.stop(), 'processes');
+    await child.waitFor((m) => m.ready === true, 20_000, 'ready line');
+  }
+
+  get appPort(): number {
+    return APP_PORT;
+  }
+
+  get outboundPort(): number {
+    return OUTBOUND_PORT;
+  }
+
+  pod(name: string): Pod {
+    const p = this.pods.find((x) => x.spec.name === name);
+    if (!p) throw new Error(`no pod ${name}`);
+    return p;
+  }
+}
+
+/** Whether this process may create namespaces and nftables tables (root, with ip and nft). */
+export function liveRequirements(): string[] {
+  const missing: string[] = [];
+  if (process.platform !== 'linux') missing.push('Linux (network namespaces and nftables)');
+  if (process.getuid?.() !== 0)
+    missing.push('root (to create network namespaces, veths and an nftables table)');
+  for (const [cmd, args] of [
+    ['ip', ['-V']],
+    ['nft', ['--version']],
+  ] as const) {
+    try {
+      execFileSync(cmd, args, { stdio: 'ignore' });
+    } catch {
+      missing.push(`the \`${cmd}\` command`);
+    }
+  }
+  return missing;
+}
