@@ -18,4 +18,9 @@ export const DATAPLANE_ERRORS = {
     summary:
       'A table, interface or namespace name is not safe to pass to nft (characters or length); nothing was rendered.',
   },
+  DATAPLANE_ERR_INTERCEPT_SPEC: {
+    status: 400,
+    summary:
+      'A transparent interception specification is not valid (a port, address or uid, or a sidecar port that would loop or shadow an application port); nothing was applied.',
+  },
 } as const satisfies Record<string, ErrorSpec>;

@@ -10,8 +10,8 @@
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { isIP } from 'node:net';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer as createNetServer, isIP } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { svidClientOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
@@ -39,8 +39,25 @@ export interface OutboundOptions {
     ip: string,
     port: number,
   ) => { readonly host: string; readonly port: number };
+  /**
+   * Listeners for transparent interception: connections redirected by the pod's nftables rules
+   * for one destination arrive on that destination's own loopback port (the kernel keeps the
+   * original destination in conntrack, which Node cannot read), so every request on such a
+   * connection goes to exactly that destination, whatever its Host header says.
+   */
+  readonly destinations?: readonly FixedDestination[];
   readonly log?: AccessLog;
   readonly now?: () => Date;
+}
+
+/** A destination reached through its own loopback listener (see `OutboundOptions.destinations`). */
+export interface FixedDestination {
+  readonly ip: string;
+  readonly port: number;
+  /** The loopback port the interception rules redirect this destination to. */
+  readonly listenPort: number;
+  /** Default 127.0.0.1 for IPv4 destinations and ::1 for IPv6 ones (never a routable address). */
+  readonly listenHost?: string;
 }
 
 interface Target {
@@ -49,8 +66,13 @@ interface Target {
   readonly path: string;
 }
 
-function parseTarget(req: IncomingMessage): Target | string {
+function parseTarget(req: IncomingMessage, fixed: FixedDestination | undefined): Target | string {
   const url = req.url ?? '';
+  if (fixed) {
+    // Redirected connection: the destination is the listener's; only origin-form targets.
+    const p = checkRequestPath(url);
+    return p.ok ? { ip: fixed.ip, port: fixed.port, path: p.path } : p.reason;
+  }
   let authority: string | undefined;
   let rest: string;
   if (url.startsWith('http://')) {
@@ -89,6 +111,8 @@ export class OutboundProxy {
   readonly #http: HttpServer;
   readonly #agents = new Map<string, HttpsAgent>();
   readonly #sockets = new Set<Socket>();
+  readonly #fixed = new WeakMap<Socket, FixedDestination>();
+  readonly #listeners = new Map<number, NetServer>();
   readonly #now: () => Date;
   #creds: Credentials;
 
@@ -119,15 +143,57 @@ export class OutboundProxy {
         resolve();
       });
     });
+    for (const d of this.#opts.destinations ?? []) await this.addDestination(d);
     return this.#http.address() as AddressInfo;
   }
 
+  /**
+   * Starts the loopback listener of one redirected destination (the agent adds one for every
+   * destination it adds to the pod's interception map, before the rule, so no connection is
+   * redirected to a closed port). Refuses a non-loopback listen address.
+   */
+  async addDestination(d: FixedDestination): Promise<AddressInfo> {
+    const fam = isIP(d.ip);
+    if (fam === 0) throw new Error(`destination ${JSON.stringify(d.ip)} is not an IP address`);
+    if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535)
+      throw new Error(`destination port ${d.port} out of range`);
+    const host = d.listenHost ?? (fam === 6 ? '::1' : '127.0.0.1');
+    if (!(host === '::1' || /^127\./.test(host)))
+      throw new Error(`a redirected destination listens on loopback only, not ${host}`);
+    if (this.#listeners.has(d.listenPort))
+      throw new Error(`port ${d.listenPort} already serves a destination`);
+    const dest: FixedDestination = { ip: d.ip, port: d.port, listenPort: d.listenPort };
+    const server = createNetServer((s) => {
+      this.#fixed.set(s, dest);
+      this.#http.emit('connection', s);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(d.listenPort, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = server.address() as AddressInfo;
+    this.#listeners.set(a.port, server);
+    return a;
+  }
+
+  /** Stops one destination's listener (open connections finish). */
+  async removeDestination(listenPort: number): Promise<void> {
+    const s = this.#listeners.get(listenPort);
+    if (!s) return;
+    this.#listeners.delete(listenPort);
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
   async close(): Promise<void> {
+    const listeners = [...this.#listeners.keys()].map((p) => this.removeDestination(p));
     const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
     for (const s of this.#sockets) s.destroy();
     for (const a of this.#agents.values()) a.destroy();
     this.#agents.clear();
-    await closed;
+    await Promise.all([closed, ...listeners]);
   }
 
   /**
@@ -170,7 +236,7 @@ export class OutboundProxy {
     const id = requestId(req.headers);
     res.setHeader('x-request-id', id);
     const view = this.#opts.policy.current;
-    const target = parseTarget(req);
+    const target = parseTarget(req, this.#fixed.get(req.socket));
     const record = (
       verdict: AccessRecord['verdict'],
       p: Provenance,
