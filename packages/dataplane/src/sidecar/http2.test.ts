@@ -527,6 +527,24 @@ describe('inbound sidecar over HTTP/2 and gRPC', { timeout: 60_000 }, () => {
     assert.equal(h2app.seen.length, before);
   });
 
+  test('a cleartext HTTP/2 client (prior knowledge, as plaintext gRPC connects) is recognised and judged without an identity under PERMISSIVE', async () => {
+    const s = h2connect(`http://${RATINGS_IP}:${portH2}`, {
+      ...({ localAddress: REVIEWS_IP } as object),
+    });
+    sessions.push(s);
+    s.on('error', () => undefined);
+    const before = h2app.seen.length;
+    const g = await grpcCall(s, '/palisade.test.Ratings/Get', 'x');
+    assert.equal(g.headers[':status'], 200);
+    assert.equal(grpcStatus(g).code, 7, grpcStatus(g).message);
+    const r = await h2send(s, { ':method': 'GET', ':path': '/ratings/1' });
+    assert.equal(r.headers[':status'], 403);
+    assert.equal(h2app.seen.length, before);
+    const rec = records().find((x) => x.requestId === r.headers['x-request-id']);
+    assert.equal(rec?.source.identity, null);
+    assert.equal(rec?.source.ip, REVIEWS_IP);
+  });
+
   test('the gRPC status mapping and message encoding follow the gRPC HTTP mapping Envoy uses', () => {
     assert.deepEqual(
       [400, 401, 403, 404, 429, 500, 502, 503, 504].map(grpcStatusForHttp),

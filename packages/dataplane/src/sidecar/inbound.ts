@@ -116,6 +116,9 @@ interface Connection {
 /** Headers a client must not be able to set for the application. */
 const INJECTED = ['x-forwarded-client-cert', 'x-palisade-peer-identity'];
 
+/** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
 function refusal(kind: Provenance['kind'], reason: string): Provenance {
   return { point: 'l7', direction: 'ingress', kind, reason };
 }
@@ -239,16 +242,25 @@ export class InboundSidecar {
     sock.on('close', () => this.#sockets.delete(sock));
     sock.on('error', () => sock.destroy());
     const timer = setTimeout(() => sock.destroy(), timeoutMs);
-    // Sniff the first byte: 0x16 opens a TLS handshake, anything else is plaintext HTTP.
+    // Sniff the first bytes: 0x16 opens a TLS handshake, the HTTP/2 connection preface opens
+    // cleartext HTTP/2 (prior knowledge, as plaintext gRPC clients connect), anything else is
+    // plaintext HTTP/1.1.
+    let seen = Buffer.alloc(0);
     const onReadable = (): void => {
-      const first = sock.read(1) as Buffer | null;
-      if (first === null) return;
+      let chunk: Buffer | null;
+      while ((chunk = sock.read() as Buffer | null) !== null) seen = Buffer.concat([seen, chunk]);
+      if (seen.length === 0) return;
+      const tls = seen[0] === 0x16;
+      const n = Math.min(seen.length, H2_PREFACE.length);
+      const h2c = !tls && seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      // A prefix of the preface: wait for the rest (the first-byte timer still runs).
+      if (h2c && seen.length < H2_PREFACE.length) return;
       sock.off('readable', onReadable);
-      sock.unshift(first);
-      // From here the TLS server's handshake timeout and the HTTP server's timeouts apply.
+      sock.unshift(seen);
+      // From here the TLS server's handshake timeout and the HTTP servers' timeouts apply.
       clearTimeout(timer);
-      if (first[0] === 0x16) this.#tls.emit('connection', sock);
-      else this.#onPlaintext(sock);
+      if (tls) this.#tls.emit('connection', sock);
+      else this.#onPlaintext(sock, h2c);
     };
     sock.on('readable', onReadable);
   }
@@ -297,7 +309,7 @@ export class InboundSidecar {
     } else this.#http.emit('connection', s);
   }
 
-  #onPlaintext(sock: Socket): void {
+  #onPlaintext(sock: Socket, h2c: boolean): void {
     const ip = plainAddress(sock.remoteAddress) ?? 'unknown';
     let d: SidecarDecision;
     try {
@@ -312,12 +324,19 @@ export class InboundSidecar {
       };
     }
     if (d.verdict === 'deny') this.#refuseLog(ip, null, d.provenance);
-    this.#conns.set(sock, {
+    const conn: Connection = {
       sourceIp: ip,
       principal: null,
       notAfter: undefined,
       refusal: d.verdict === 'deny' ? d.provenance : undefined,
-    });
+    };
+    if (h2c) {
+      this.#nextH2 = conn;
+      this.#h2.emit('connection', sock);
+      this.#nextH2 = undefined;
+      return;
+    }
+    this.#conns.set(sock, conn);
     this.#http.emit('connection', sock);
     sock.resume();
   }
