@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
+import { runL7H2Bench } from './l7-h2.js';
 import { runStoreBench } from './store.js';
 
 const BENCHES: Record<
@@ -18,6 +19,7 @@ const BENCHES: Record<
   store: runStoreBench,
   dataplane: runDataplaneBench,
   l7: undefined,
+  'l7-h2': runL7H2Bench,
   flows: undefined,
 };
 
