@@ -26,7 +26,6 @@ import { appProtocolFor, grpcMessage, grpcStatusForHttp, isGrpc } from './h2.js'
 import { bookinfo, echoApp, issue, loopbackPrefix, newCa, tempDir } from './test-fixtures.js';
 
 const P = loopbackPrefix();
-// Other addresses than inbound.test.ts uses, so both files can run at once.
 const REVIEWS_IP = `${P}.12`;
 const ATTACKER_IP = `${P}.13`;
 const RATINGS_IP = `${P}.14`;

@@ -157,6 +157,8 @@ export class OutboundProxy {
     if (fam === 0) throw new Error(`destination ${JSON.stringify(d.ip)} is not an IP address`);
     if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535)
       throw new Error(`destination port ${d.port} out of range`);
+    if (!Number.isInteger(d.listenPort) || d.listenPort < 0 || d.listenPort > 65535)
+      throw new Error(`listen port ${d.listenPort} out of range`);
     const host = d.listenHost ?? (fam === 6 ? '::1' : '127.0.0.1');
     if (!(host === '::1' || /^127\./.test(host)))
       throw new Error(`a redirected destination listens on loopback only, not ${host}`);
