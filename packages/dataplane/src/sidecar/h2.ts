@@ -4,8 +4,14 @@
 // Owns: protocol translation. Must never: change the method, path or authority that was judged.
 
 import { connect as http2Connect, constants as h2 } from 'node:http2';
-import type { ClientHttp2Session, IncomingHttpHeaders as H2Headers } from 'node:http2';
+import type {
+  ClientHttp2Session,
+  ClientHttp2Stream,
+  IncomingHttpHeaders as H2Headers,
+  ServerHttp2Stream,
+} from 'node:http2';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
 import { forwardHeaders } from './request.js';
 
 /** What the application on a port speaks: HTTP/1.1, or HTTP/2 over cleartext (prior knowledge). */
@@ -136,4 +142,73 @@ export class H2Upstream {
 }
 
 export const H2_CANCEL = h2.NGHTTP2_CANCEL;
-export const H2_FLAG_END_STREAM = h2.NGHTTP2_FLAG_END_STREAM;
+
+/** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
+export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+
+/**
+ * Reads the first bytes of a paused socket and tells what opens: a TLS handshake (0x16), the
+ * HTTP/2 connection preface (cleartext HTTP/2 with prior knowledge, as plaintext gRPC clients
+ * connect) or anything else (HTTP/1.1). The bytes are put back; the socket stays paused. A
+ * socket that sends nothing decisive within `timeoutMs` is destroyed.
+ */
+export function sniffProtocol(
+  sock: Socket,
+  timeoutMs: number,
+  then: (kind: 'tls' | 'h2c' | 'http1') => void,
+): void {
+  const timer = setTimeout(() => sock.destroy(), timeoutMs);
+  let seen = Buffer.alloc(0);
+  const onReadable = (): void => {
+    let chunk: Buffer | null;
+    while ((chunk = sock.read() as Buffer | null) !== null) seen = Buffer.concat([seen, chunk]);
+    if (seen.length === 0) return;
+    const tls = seen[0] === 0x16;
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const h2c = !tls && seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    // A prefix of the preface: wait for the rest (the timer still runs).
+    if (h2c && seen.length < H2_PREFACE.length) return;
+    sock.off('readable', onReadable);
+    sock.unshift(seen);
+    clearTimeout(timer);
+    then(tls ? 'tls' : h2c ? 'h2c' : 'http1');
+  };
+  sock.on('readable', onReadable);
+  sock.once('close', () => clearTimeout(timer));
+}
+
+/**
+ * Relays an upstream HTTP/2 stream's response to a downstream stream: headers (with the request
+ * id), body and trailers (the gRPC status); a trailers-only response stays trailers-only. The
+ * request body is piped up; either side closing early cancels the other. `onFail` runs when
+ * the upstream stream fails (before or after the response started).
+ */
+export function relayStream(
+  stream: ServerHttp2Stream,
+  up: ClientHttp2Stream,
+  id: string,
+  onFail: (e: Error & { code?: string }) => void,
+  onResponse?: () => void,
+): void {
+  let trailers: OutgoingHttpHeaders | undefined;
+  up.on('trailers', (t: H2Headers) => (trailers = regularHeaders(t)));
+  up.on('response', (uh, flags: number) => {
+    onResponse?.();
+    if (stream.destroyed) return;
+    const h = regularHeaders(uh);
+    h['x-request-id'] = id;
+    const head = { ...h, ':status': Number(uh[':status'] ?? 502) };
+    if ((flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0) {
+      stream.respond(head, { endStream: true });
+      return;
+    }
+    stream.respond(head, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers(trailers ?? {}));
+    up.pipe(stream);
+  });
+  up.on('error', onFail);
+  stream.on('close', () => {
+    if (!up.destroyed && !up.readableEnded) up.close(h2.NGHTTP2_CANCEL);
+  });
+  stream.pipe(up);
+}

@@ -39,12 +39,13 @@ import {
 } from './request.js';
 import {
   H2_CANCEL,
-  H2_FLAG_END_STREAM,
   H2Upstream,
   grpcRefusalHeaders,
   isGrpc,
   keepsTrailersTe,
   regularHeaders,
+  relayStream,
+  sniffProtocol,
 } from './h2.js';
 import type { AppProtocol } from './h2.js';
 
@@ -115,9 +116,6 @@ interface Connection {
 
 /** Headers a client must not be able to set for the application. */
 const INJECTED = ['x-forwarded-client-cert', 'x-palisade-peer-identity'];
-
-/** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 function refusal(kind: Provenance['kind'], reason: string): Provenance {
   return { point: 'l7', direction: 'ingress', kind, reason };
@@ -241,28 +239,11 @@ export class InboundSidecar {
     this.#sockets.add(sock);
     sock.on('close', () => this.#sockets.delete(sock));
     sock.on('error', () => sock.destroy());
-    const timer = setTimeout(() => sock.destroy(), timeoutMs);
-    // Sniff the first bytes: 0x16 opens a TLS handshake, the HTTP/2 connection preface opens
-    // cleartext HTTP/2 (prior knowledge, as plaintext gRPC clients connect), anything else is
-    // plaintext HTTP/1.1.
-    let seen = Buffer.alloc(0);
-    const onReadable = (): void => {
-      let chunk: Buffer | null;
-      while ((chunk = sock.read() as Buffer | null) !== null) seen = Buffer.concat([seen, chunk]);
-      if (seen.length === 0) return;
-      const tls = seen[0] === 0x16;
-      const n = Math.min(seen.length, H2_PREFACE.length);
-      const h2c = !tls && seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-      // A prefix of the preface: wait for the rest (the first-byte timer still runs).
-      if (h2c && seen.length < H2_PREFACE.length) return;
-      sock.off('readable', onReadable);
-      sock.unshift(seen);
-      // From here the TLS server's handshake timeout and the HTTP servers' timeouts apply.
-      clearTimeout(timer);
-      if (tls) this.#tls.emit('connection', sock);
-      else this.#onPlaintext(sock, h2c);
-    };
-    sock.on('readable', onReadable);
+    // From the decision on, the TLS server's handshake timeout and the HTTP servers' apply.
+    sniffProtocol(sock, timeoutMs, (kind) => {
+      if (kind === 'tls') this.#tls.emit('connection', sock);
+      else this.#onPlaintext(sock, kind === 'h2c');
+    });
   }
 
   #onSecure(s: TLSSocket): void {
@@ -729,27 +710,7 @@ export class InboundSidecar {
       stream.resume();
       return;
     }
-    let trailers: OutgoingHttpHeaders | undefined;
-    up.on('trailers', (t: H2Headers) => (trailers = regularHeaders(t)));
-    up.on('response', (uh, flags: number) => {
-      if (stream.destroyed) return;
-      const h = regularHeaders(uh);
-      h['x-request-id'] = id;
-      const head = { ...h, ':status': Number(uh[':status'] ?? 502) };
-      if ((flags & H2_FLAG_END_STREAM) !== 0) {
-        // Trailers-only (a gRPC error from the application): passed on as one HEADERS frame.
-        stream.respond(head, { endStream: true });
-        return;
-      }
-      stream.respond(head, { waitForTrailers: true });
-      stream.on('wantTrailers', () => stream.sendTrailers(trailers ?? {}));
-      up.pipe(stream);
-    });
-    up.on('error', () => this.#upstreamFailed(stream, id, grpc));
-    stream.on('close', () => {
-      if (!up.destroyed && !up.readableEnded) up.close(H2_CANCEL);
-    });
-    stream.pipe(up);
+    relayStream(stream, up, id, () => this.#upstreamFailed(stream, id, grpc));
   }
 }
 
