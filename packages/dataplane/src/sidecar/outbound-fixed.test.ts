@@ -5,6 +5,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
+import { connect as h2connect, createServer as createH2Server } from 'node:http2';
+import type { ClientHttp2Session, IncomingHttpHeaders as H2Headers } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { InboundSidecar } from './inbound.js';
 import { OutboundProxy } from './outbound.js';
@@ -14,7 +17,11 @@ import { bookinfo, echoApp, issue, loopbackPrefix, newCa, tempDir } from './test
 const P = loopbackPrefix();
 const REVIEWS_IP = `${P}.42`;
 const RATINGS_IP = `${P}.44`;
-const IPS = { 'default/reviews-v2': REVIEWS_IP, 'default/ratings-v1': RATINGS_IP };
+const IPS = {
+  'default/reviews-v2': REVIEWS_IP,
+  'default/ratings-v1': RATINGS_IP,
+  'default/attacker': `${P}.43`,
+};
 const id = (sa: string): string => `spiffe://cluster.local/ns/default/sa/${sa}`;
 
 function get(
@@ -39,6 +46,10 @@ describe('outbound proxy: redirected destinations', { timeout: 60_000 }, () => {
   const closers: (() => Promise<void>)[] = [];
   let proxy: OutboundProxy;
   let fixedPort = 0;
+  let h2Port = 0;
+  let imposterPort = 0;
+  let imposterFixed = 0;
+  const sessions: ClientHttp2Session[] = [];
 
   before(async () => {
     const ca = await newCa(join(dir.path, 'ca'));
@@ -63,6 +74,46 @@ describe('outbound proxy: redirected destinations', { timeout: 60_000 }, () => {
     });
     const inboundPort = (await inbound.start()).port;
     closers.push(() => inbound.close());
+    // The same destination pod serving an h2c application (gRPC) on port 9090.
+    const h2app = createH2Server((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            h2c: true,
+            path: req.url,
+            xfcc: req.headers['x-forwarded-client-cert'] ?? null,
+          }),
+        );
+      });
+    });
+    await new Promise<void>((r) => h2app.listen(0, '127.0.0.1', r));
+    closers.push(() => new Promise((r) => h2app.close(() => r())));
+    const inboundH2 = new InboundSidecar({
+      listenHost: RATINGS_IP,
+      listenPort: 0,
+      appPort: (h2app.address() as AddressInfo).port,
+      appProtocol: 'h2c',
+      podPort: 9080,
+      svid: ratings,
+      trustBundlePem: ratings.bundlePem,
+      policy: view('default/ratings-v1'),
+    });
+    const inboundH2Port = (await inboundH2.start()).port;
+    closers.push(() => inboundH2.close());
+    // Someone else's valid certificate at the ratings address (secure naming must refuse it).
+    const imposter = new InboundSidecar({
+      listenHost: RATINGS_IP,
+      listenPort: 0,
+      appPort: (h2app.address() as AddressInfo).port,
+      podPort: 9080,
+      svid: await issue(ca, id('attacker')),
+      trustBundlePem: ratings.bundlePem,
+      policy: view('default/attacker'),
+    });
+    imposterPort = (await imposter.start()).port;
+    closers.push(() => imposter.close());
     proxy = new OutboundProxy({
       listenPort: 0,
       svid: reviews,
@@ -70,16 +121,48 @@ describe('outbound proxy: redirected destinations', { timeout: 60_000 }, () => {
       policy: view('default/reviews-v2'),
       sourceAddress: REVIEWS_IP,
       upstream: (ip, port) =>
-        ip === RATINGS_IP && port === 9080
-          ? { host: RATINGS_IP, port: inboundPort }
-          : { host: ip, port },
+        ip !== RATINGS_IP
+          ? { host: ip, port }
+          : port === 9080
+            ? { host: RATINGS_IP, port: inboundPort }
+            : port === 9090
+              ? { host: RATINGS_IP, port: inboundH2Port }
+              : { host: RATINGS_IP, port: imposterPort },
     });
     await proxy.start();
     closers.push(() => proxy.close());
     fixedPort = (await proxy.addDestination({ ip: RATINGS_IP, port: 9080, listenPort: 0 })).port;
+    h2Port = (await proxy.addDestination({ ip: RATINGS_IP, port: 9090, listenPort: 0 })).port;
+    imposterFixed = (await proxy.addDestination({ ip: RATINGS_IP, port: 9091, listenPort: 0 }))
+      .port;
   });
 
+  const h2open = (port: number): ClientHttp2Session => {
+    const s = h2connect(`http://127.0.0.1:${port}`);
+    s.on('error', () => undefined);
+    sessions.push(s);
+    return s;
+  };
+  const h2get = (
+    s: ClientHttp2Session,
+    headers: Record<string, string>,
+    body?: Buffer,
+  ): Promise<{ h: H2Headers; t: H2Headers | undefined; body: string }> =>
+    new Promise((resolve, reject) => {
+      const st = s.request(headers, { endStream: body === undefined });
+      let h: H2Headers = {};
+      let t: H2Headers | undefined;
+      let b = '';
+      st.on('response', (x) => (h = x));
+      st.on('trailers', (x: H2Headers) => (t = x));
+      st.on('data', (c: Buffer) => (b += c.toString()));
+      st.on('end', () => resolve({ h, t, body: b }));
+      st.on('error', reject);
+      if (body !== undefined) st.end(body);
+    });
+
   after(async () => {
+    for (const s of sessions) s.destroy();
     for (const c of closers.reverse()) await c();
     dir.cleanup();
   });
@@ -132,6 +215,52 @@ describe('outbound proxy: redirected destinations', { timeout: 60_000 }, () => {
       proxy.addDestination({ ip: 'ratings.default', port: 9080, listenPort: 0 }),
       /not an IP address/,
     );
+  });
+
+  test('cleartext HTTP/2 from the application (a gRPC client) is recognised, judged and sent over mTLS HTTP/2 to the destination sidecar', async () => {
+    const s = h2open(h2Port);
+    const r = await h2get(s, {
+      ':method': 'GET',
+      ':path': '/ratings/1',
+      ':authority': 'ratings:9090',
+    });
+    assert.equal(r.h[':status'], 200, r.body);
+    assert.deepEqual(JSON.parse(r.body), {
+      h2c: true,
+      path: '/ratings/1',
+      xfcc: `URI=${id('bookinfo-reviews')}`,
+    });
+  });
+
+  test("the destination's gRPC refusal is relayed to the application as it was answered (grpc-status 7)", async () => {
+    const s = h2open(h2Port);
+    const head = Buffer.alloc(5);
+    const r = await h2get(
+      s,
+      {
+        ':method': 'POST',
+        ':path': '/palisade.test.Ratings/Get',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      },
+      head,
+    );
+    assert.equal(r.h[':status'], 200);
+    assert.equal(r.h['grpc-status'], '7');
+    assert.match(decodeURIComponent(String(r.h['grpc-message'])), /RBAC: access denied/);
+  });
+
+  test('over HTTP/2 a server presenting another identity is refused before anything is sent (secure naming)', async () => {
+    const s = h2open(imposterFixed);
+    const r = await h2get(s, { ':method': 'GET', ':path': '/ratings/1' });
+    assert.equal(r.h[':status'], 502);
+    assert.match(r.body, /upstream identity refused \(PKI_ERR_/);
+    const g = await h2get(
+      s,
+      { ':method': 'POST', ':path': '/x.Y/Z', 'content-type': 'application/grpc' },
+      Buffer.alloc(5),
+    );
+    assert.equal(g.h['grpc-status'], '14');
   });
 
   test('a removed destination no longer accepts connections', async () => {
