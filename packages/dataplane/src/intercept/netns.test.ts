@@ -42,6 +42,38 @@ function curl(
   });
 }
 
+/** An unmodified cleartext HTTP/2 client (prior knowledge, as gRPC connects) inside a namespace. */
+function h2c(
+  ns: string,
+  url: string,
+  headers: Record<string, string>,
+): Promise<{ status: number; grpcStatus: string | null; body: string }> {
+  const script = `
+    const h2 = require('node:http2');
+    const s = h2.connect(process.argv[1]);
+    s.on('error', (e) => { console.log(JSON.stringify({ error: String(e) })); process.exit(0); });
+    const headers = JSON.parse(process.argv[2]);
+    const st = s.request(headers, { endStream: headers[':method'] !== 'POST' });
+    let out = { status: 0, grpcStatus: null, body: '' };
+    st.on('response', (h) => { out.status = h[':status']; out.grpcStatus = h['grpc-status'] ?? null; });
+    st.on('trailers', (t) => { out.grpcStatus = t['grpc-status'] ?? out.grpcStatus; });
+    st.on('data', (c) => (out.body += c));
+    st.on('end', () => { console.log(JSON.stringify(out)); s.close(); });
+    if (headers[':method'] === 'POST') st.end(Buffer.alloc(5));
+  `;
+  return new Promise((resolve, reject) => {
+    execFile(
+      'ip',
+      ['netns', 'exec', ns, process.execPath, '-e', script, url, JSON.stringify(headers)],
+      { timeout: 20_000 },
+      (err, stdout) => {
+        if (err) return reject(new Error(err.message));
+        resolve(JSON.parse(stdout) as { status: number; grpcStatus: string | null; body: string });
+      },
+    );
+  });
+}
+
 function nft(ns: string, args: readonly string[]): string {
   return execFileSync('ip', ['netns', 'exec', ns, 'nft', ...args], { encoding: 'utf8' });
 }
@@ -250,6 +282,33 @@ describe(
       // Every outbound record is one request the client made; none is the proxy calling itself.
       const ids = clientChild!.records.map((x) => x.requestId);
       assert.equal(new Set(ids).size, ids.length);
+    });
+
+    test('an unmodified cleartext HTTP/2 client goes through both sidecars too (h2c → HTTP/2 over mTLS → HTTP/1.1 application)', async () => {
+      const req = rid();
+      const r = await h2c(client.ns, `http://${server.ip}:${APP_PORT}`, {
+        ':method': 'GET',
+        ':path': '/ratings/1',
+        'x-request-id': req,
+      });
+      assert.equal(r.status, 200, r.body);
+      assert.match(
+        r.body,
+        /"xfcc":"URI=spiffe:\/\/cluster.local\/ns\/default\/sa\/bookinfo-reviews"/,
+      );
+      const [inb] = await serverChild!.recordsOf(req);
+      assert.equal(inb?.source.identity, id('bookinfo-reviews'));
+    });
+
+    test('a gRPC call the server policy denies comes back to the unmodified client as grpc-status 7', async () => {
+      const r = await h2c(client.ns, `http://${server.ip}:${APP_PORT}`, {
+        ':method': 'POST',
+        ':path': '/palisade.test.Ratings/Delete',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      assert.equal(r.status, 200);
+      assert.equal(r.grpcStatus, '7');
     });
 
     test('a plaintext caller from a pod without a sidecar is redirected into the inbound sidecar and judged', async () => {
