@@ -23,4 +23,29 @@ export const DATAPLANE_ERRORS = {
     summary:
       'A transparent interception specification is not valid (a port, address or uid, or a sidecar port that would loop or shadow an application port); nothing was applied.',
   },
+  DATAPLANE_ERR_POLICYSYNC_FORBIDDEN: {
+    status: 403,
+    summary:
+      "A sidecar asked the agent for another endpoint's policy or for an SVID of another identity; each endpoint's socket answers for that endpoint only.",
+  },
+  DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST: {
+    status: 400,
+    summary:
+      'A policy sync or SVID request on an endpoint socket was malformed (path, query or body); nothing was done.',
+  },
+  DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE: {
+    status: 503,
+    summary:
+      'The agent cannot serve the request yet (no complete snapshot from the API, or the API server is unreachable); the sidecar keeps its last state and retries.',
+  },
+  DATAPLANE_ERR_POLICYSYNC_STREAM: {
+    status: 502,
+    summary:
+      'The policy sync stream from the agent carried a malformed message; the sidecar dropped the stream, kept its last view and reconnects.',
+  },
+  DATAPLANE_ERR_SIDECAR_START: {
+    status: 503,
+    summary:
+      'The sidecar did not get a usable policy view and SVID from the agent in time, so it did not start its listeners (fail closed).',
+  },
 } as const satisfies Record<string, ErrorSpec>;

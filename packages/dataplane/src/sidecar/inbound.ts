@@ -129,6 +129,7 @@ export class InboundSidecar {
   readonly #http: HttpServer;
   readonly #h2: Http2Server;
   readonly #h2Conns = new WeakMap<ServerHttp2Session, Connection>();
+  readonly #h2Sessions = new Set<ServerHttp2Session>();
   #nextH2: Connection | undefined;
   readonly #h2Up: H2Upstream;
   readonly #agent: Agent;
@@ -167,6 +168,8 @@ export class InboundSidecar {
         return;
       }
       this.#h2Conns.set(session, conn);
+      this.#h2Sessions.add(session);
+      session.once('close', () => this.#h2Sessions.delete(session));
       session.setTimeout(60_000, () => session.close());
       session.on('error', () => session.destroy());
     });
@@ -210,6 +213,25 @@ export class InboundSidecar {
 
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#net.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    this.#agent.destroy();
+    this.#h2Up.close();
+    await closed;
+  }
+
+  /**
+   * Stops accepting, lets requests in flight finish (idle keep-alive connections are closed at
+   * once), then closes whatever is left after `timeoutMs` (SIGTERM of `palisade sidecar`).
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#net.close(() => resolve()));
+    const end = Date.now() + timeoutMs;
+    // HTTP/2 sessions: GOAWAY, streams in flight finish, then the session closes.
+    for (const s of this.#h2Sessions) s.close();
+    while (this.#sockets.size > 0 && Date.now() < end) {
+      this.#http.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 25));
+    }
     for (const s of this.#sockets) s.destroy();
     this.#agent.destroy();
     this.#h2Up.close();

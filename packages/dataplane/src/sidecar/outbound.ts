@@ -141,6 +141,7 @@ export class OutboundProxy {
   readonly #h2: Http2Server;
   readonly #h2Fixed = new WeakMap<ServerHttp2Session, FixedDestination>();
   #nextFixed: FixedDestination | undefined;
+  readonly #h2Inbound = new Set<ServerHttp2Session>();
   readonly #h2Sessions = new Map<string, ClientHttp2Session>();
   readonly #now: () => Date;
   #creds: Credentials;
@@ -175,6 +176,8 @@ export class OutboundProxy {
         return;
       }
       this.#h2Fixed.set(session, fixed);
+      this.#h2Inbound.add(session);
+      session.once('close', () => this.#h2Inbound.delete(session));
       session.setTimeout(60_000, () => session.close());
       session.on('error', () => session.destroy());
     });
@@ -251,6 +254,24 @@ export class OutboundProxy {
   async close(): Promise<void> {
     const listeners = [...this.#listeners.keys()].map((p) => this.removeDestination(p));
     const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    for (const a of this.#agents.values()) a.destroy();
+    this.#agents.clear();
+    for (const x of this.#h2Sessions.values()) x.destroy();
+    this.#h2Sessions.clear();
+    await Promise.all([closed, ...listeners]);
+  }
+
+  /** As `InboundSidecar.drain`: stop accepting, let requests in flight finish, then close. */
+  async drain(timeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+    const listeners = [...this.#listeners.keys()].map((p) => this.removeDestination(p));
+    const end = Date.now() + timeoutMs;
+    for (const s of this.#h2Inbound) s.close();
+    while (this.#sockets.size > 0 && Date.now() < end) {
+      this.#http.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 25));
+    }
     for (const s of this.#sockets) s.destroy();
     for (const a of this.#agents.values()) a.destroy();
     this.#agents.clear();
