@@ -166,16 +166,17 @@ export async function runL7H2Bench(
       });
       return s;
     };
-    const direct2 = await session(`http://127.0.0.1:${app2Port}`, false);
-    const side2 = await session(`https://${RATINGS}:${pH1}`, true);
-    const side2c = await session(`https://${RATINGS}:${pH2c}`, true);
-
+    // Sessions are opened right before their mode runs (the sidecar closes idle sessions).
+    const lazy = (url: string, tls: boolean): Send => {
+      let s: Promise<ClientHttp2Session> | undefined;
+      return async () => h2(await (s ??= session(url, tls)))();
+    };
     const modes: Record<string, Send> = {
       'http1 direct': h1(plainAgent, false, '127.0.0.1', app1.port, '127.0.0.1'),
       'http1 via sidecar (mTLS)': h1(tlsAgent, true, RATINGS, pH1, REVIEWS),
-      'h2c direct': h2(direct2),
-      'h2 via sidecar (mTLS) -> http1 app': h2(side2),
-      'h2 via sidecar (mTLS) -> h2c app': h2(side2c),
+      'h2c direct': lazy(`http://127.0.0.1:${app2Port}`, false),
+      'h2 via sidecar (mTLS) -> http1 app': lazy(`https://${RATINGS}:${pH1}`, true),
+      'h2 via sidecar (mTLS) -> h2c app': lazy(`https://${RATINGS}:${pH2c}`, true),
     };
     const results: Record<string, unknown> = {};
     log(`l7-h2: ${N} requests per mode after ${WARM} warm-up, latency in ms`);
