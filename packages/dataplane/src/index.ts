@@ -21,3 +21,18 @@ export type {
 } from './nft/driver.js';
 export { DataplaneError } from './errors.js';
 export type { DataplaneErrorCode } from './errors.js';
+export {
+  DEFAULT_INTERCEPT_TABLE,
+  Interception,
+  assignOutboundPorts,
+  installInterception,
+  removeInterception,
+  renderInterception,
+  validateInterception,
+} from './intercept/index.js';
+export type {
+  InboundRedirect,
+  InterceptionSpec,
+  InterceptionTarget,
+  OutboundRedirect,
+} from './intercept/index.js';

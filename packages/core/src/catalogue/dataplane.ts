@@ -33,6 +33,11 @@ export const DATAPLANE_ERRORS = {
     summary:
       "The endpoint's policy uses a construct the Envoy RBAC export cannot express exactly (named in the message); nothing was printed rather than a configuration that allows more.",
   },
+  DATAPLANE_ERR_INTERCEPT_SPEC: {
+    status: 400,
+    summary:
+      'A transparent interception specification is not valid (a port, address or uid, or a sidecar port that would loop or shadow an application port); nothing was applied.',
+  },
   DATAPLANE_ERR_POLICYSYNC_FORBIDDEN: {
     status: 403,
     summary:

@@ -10,8 +10,17 @@
 import { createServer as createHttpServer } from 'node:http';
 import type { IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { isIP } from 'node:net';
-import type { AddressInfo, Socket } from 'node:net';
+import { connect as http2Connect, createServer as createHttp2Server } from 'node:http2';
+import type {
+  ClientHttp2Session,
+  Http2Server,
+  IncomingHttpHeaders as H2Headers,
+  ServerHttp2Session,
+  ServerHttp2Stream,
+} from 'node:http2';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { createServer as createNetServer, isIP } from 'node:net';
+import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { svidClientOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
@@ -21,6 +30,15 @@ import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js'
 import type { AccessRecord } from './access-log.js';
 import type { PolicyViewHolder, SidecarDecision } from './policy-view.js';
 import { checkRequestPath, flattenHeaders, forwardHeaders, requestId } from './request.js';
+import {
+  H2_CANCEL,
+  grpcRefusalHeaders,
+  isGrpc,
+  keepsTrailersTe,
+  regularHeaders,
+  relayStream,
+  sniffProtocol,
+} from './h2.js';
 
 export interface OutboundOptions {
   /** Where the application reaches the proxy (default 127.0.0.1). */
@@ -39,8 +57,25 @@ export interface OutboundOptions {
     ip: string,
     port: number,
   ) => { readonly host: string; readonly port: number };
+  /**
+   * Listeners for transparent interception: connections redirected by the pod's nftables rules
+   * for one destination arrive on that destination's own loopback port (the kernel keeps the
+   * original destination in conntrack, which Node cannot read), so every request on such a
+   * connection goes to exactly that destination, whatever its Host header says.
+   */
+  readonly destinations?: readonly FixedDestination[];
   readonly log?: AccessLog;
   readonly now?: () => Date;
+}
+
+/** A destination reached through its own loopback listener (see `OutboundOptions.destinations`). */
+export interface FixedDestination {
+  readonly ip: string;
+  readonly port: number;
+  /** The loopback port the interception rules redirect this destination to. */
+  readonly listenPort: number;
+  /** Default 127.0.0.1 for IPv4 destinations and ::1 for IPv6 ones (never a routable address). */
+  readonly listenHost?: string;
 }
 
 interface Target {
@@ -49,8 +84,20 @@ interface Target {
   readonly path: string;
 }
 
-function parseTarget(req: IncomingMessage): Target | string {
-  const url = req.url ?? '';
+function parseTarget(req: IncomingMessage, fixed: FixedDestination | undefined): Target | string {
+  return targetOf(req.url ?? '', req.headers.host, fixed);
+}
+
+function targetOf(
+  url: string,
+  host: string | undefined,
+  fixed: FixedDestination | undefined,
+): Target | string {
+  if (fixed) {
+    // Redirected connection: the destination is the listener's; only origin-form targets.
+    const p = checkRequestPath(url);
+    return p.ok ? { ip: fixed.ip, port: fixed.port, path: p.path } : p.reason;
+  }
   let authority: string | undefined;
   let rest: string;
   if (url.startsWith('http://')) {
@@ -64,7 +111,7 @@ function parseTarget(req: IncomingMessage): Target | string {
     authority = u.host;
     rest = url.slice(`http://${u.host}`.length) || '/';
   } else {
-    authority = req.headers.host;
+    authority = host;
     rest = url;
   }
   if (!authority) return 'no destination: use a proxy-form target or a Host header';
@@ -89,6 +136,13 @@ export class OutboundProxy {
   readonly #http: HttpServer;
   readonly #agents = new Map<string, HttpsAgent>();
   readonly #sockets = new Set<Socket>();
+  readonly #fixed = new WeakMap<Socket, FixedDestination>();
+  readonly #listeners = new Map<number, NetServer>();
+  readonly #h2: Http2Server;
+  readonly #h2Fixed = new WeakMap<ServerHttp2Session, FixedDestination>();
+  #nextFixed: FixedDestination | undefined;
+  readonly #h2Inbound = new Set<ServerHttp2Session>();
+  readonly #h2Sessions = new Map<string, ClientHttp2Session>();
   readonly #now: () => Date;
   #creds: Credentials;
 
@@ -109,6 +163,25 @@ export class OutboundProxy {
       this.#sockets.add(s);
       s.on('close', () => this.#sockets.delete(s));
     });
+    // Cleartext HTTP/2 from the application (gRPC clients) on redirected listeners.
+    this.#h2 = createHttp2Server({
+      settings: { maxConcurrentStreams: 128, enablePush: false },
+      maxSessionMemory: 32,
+    });
+    this.#h2.on('session', (session: ServerHttp2Session) => {
+      const fixed = this.#nextFixed;
+      this.#nextFixed = undefined;
+      if (!fixed) {
+        session.destroy();
+        return;
+      }
+      this.#h2Fixed.set(session, fixed);
+      this.#h2Inbound.add(session);
+      session.once('close', () => this.#h2Inbound.delete(session));
+      session.setTimeout(60_000, () => session.close());
+      session.on('error', () => session.destroy());
+    });
+    this.#h2.on('stream', (stream: ServerHttp2Stream, h: H2Headers) => this.#onStream(stream, h));
   }
 
   async start(): Promise<AddressInfo> {
@@ -119,21 +192,82 @@ export class OutboundProxy {
         resolve();
       });
     });
+    for (const d of this.#opts.destinations ?? []) await this.addDestination(d);
     return this.#http.address() as AddressInfo;
   }
 
+  /**
+   * Starts the loopback listener of one redirected destination (the agent adds one for every
+   * destination it adds to the pod's interception map, before the rule, so no connection is
+   * redirected to a closed port). Refuses a non-loopback listen address.
+   */
+  async addDestination(d: FixedDestination): Promise<AddressInfo> {
+    const fam = isIP(d.ip);
+    if (fam === 0) throw new Error(`destination ${JSON.stringify(d.ip)} is not an IP address`);
+    if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535)
+      throw new Error(`destination port ${d.port} out of range`);
+    if (!Number.isInteger(d.listenPort) || d.listenPort < 0 || d.listenPort > 65535)
+      throw new Error(`listen port ${d.listenPort} out of range`);
+    const host = d.listenHost ?? (fam === 6 ? '::1' : '127.0.0.1');
+    if (!(host === '::1' || /^127\./.test(host)))
+      throw new Error(`a redirected destination listens on loopback only, not ${host}`);
+    if (this.#listeners.has(d.listenPort))
+      throw new Error(`port ${d.listenPort} already serves a destination`);
+    const dest: FixedDestination = { ip: d.ip, port: d.port, listenPort: d.listenPort };
+    const server = createNetServer({ pauseOnConnect: true }, (s) => {
+      s.on('error', () => s.destroy());
+      sniffProtocol(s, 20_000, (kind) => {
+        if (kind === 'h2c') {
+          this.#sockets.add(s);
+          s.on('close', () => this.#sockets.delete(s));
+          this.#nextFixed = dest;
+          this.#h2.emit('connection', s);
+          this.#nextFixed = undefined;
+          return;
+        }
+        // HTTP/1.1 (TLS from the application is not understood and fails as HTTP).
+        this.#fixed.set(s, dest);
+        this.#http.emit('connection', s);
+        s.resume();
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(d.listenPort, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const a = server.address() as AddressInfo;
+    this.#listeners.set(a.port, server);
+    return a;
+  }
+
+  /** Stops one destination's listener (open connections finish). */
+  async removeDestination(listenPort: number): Promise<void> {
+    const s = this.#listeners.get(listenPort);
+    if (!s) return;
+    this.#listeners.delete(listenPort);
+    await new Promise<void>((resolve) => s.close(() => resolve()));
+  }
+
   async close(): Promise<void> {
+    const listeners = [...this.#listeners.keys()].map((p) => this.removeDestination(p));
     const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
     for (const s of this.#sockets) s.destroy();
     for (const a of this.#agents.values()) a.destroy();
     this.#agents.clear();
-    await closed;
+    for (const x of this.#h2Sessions.values()) x.destroy();
+    this.#h2Sessions.clear();
+    await Promise.all([closed, ...listeners]);
   }
 
   /** As `InboundSidecar.drain`: stop accepting, let requests in flight finish, then close. */
   async drain(timeoutMs: number): Promise<void> {
     const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+    const listeners = [...this.#listeners.keys()].map((p) => this.removeDestination(p));
     const end = Date.now() + timeoutMs;
+    for (const s of this.#h2Inbound) s.close();
     while (this.#sockets.size > 0 && Date.now() < end) {
       this.#http.closeIdleConnections();
       await new Promise((r) => setTimeout(r, 25));
@@ -141,7 +275,9 @@ export class OutboundProxy {
     for (const s of this.#sockets) s.destroy();
     for (const a of this.#agents.values()) a.destroy();
     this.#agents.clear();
-    await closed;
+    for (const x of this.#h2Sessions.values()) x.destroy();
+    this.#h2Sessions.clear();
+    await Promise.all([closed, ...listeners]);
   }
 
   /**
@@ -153,6 +289,9 @@ export class OutboundProxy {
     const problem = credentialProblem(c, view.identity, view.trustDomain, this.#now());
     if (problem) return problem;
     this.#creds = c;
+    // HTTP/2 sessions made with the old credentials take no new streams; open ones finish.
+    for (const x of this.#h2Sessions.values()) x.close();
+    this.#h2Sessions.clear();
     const old = [...this.#agents.values()];
     this.#agents.clear();
     for (const a of old) {
@@ -187,7 +326,7 @@ export class OutboundProxy {
     const id = requestId(req.headers);
     res.setHeader('x-request-id', id);
     const view = this.#opts.policy.current;
-    const target = parseTarget(req);
+    const target = parseTarget(req, this.#fixed.get(req.socket));
     const record = (
       verdict: AccessRecord['verdict'],
       p: Provenance,
@@ -309,4 +448,217 @@ export class OutboundProxy {
     });
     req.pipe(ureq);
   }
+
+  /** One HTTP/2 session over mTLS per (expected identity, upstream), as for HTTP/1.1 pools. */
+  #h2Session(expected: string, host: string, port: number): ClientHttp2Session {
+    const key = `${expected}\u0000${host}\u0000${port}`;
+    const have = this.#h2Sessions.get(key);
+    if (have && !have.closed && !have.destroyed) return have;
+    const view = this.#opts.policy.current;
+    const tls = svidClientOptions(this.#creds.svid, {
+      trustBundlePem: this.#creds.trustBundlePem,
+      trustDomain: view.trustDomain,
+      expect: { kind: 'exact', ids: [expected] },
+      ...(this.#opts.now ? { now: this.#opts.now } : {}),
+    });
+    const url = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
+    const session = http2Connect(url, {
+      ...tls,
+      ...({
+        ...(this.#opts.sourceAddress ? { localAddress: this.#opts.sourceAddress } : {}),
+      } as object),
+      settings: { enablePush: false },
+    });
+    const drop = (): void => {
+      if (this.#h2Sessions.get(key) === session) this.#h2Sessions.delete(key);
+    };
+    session.on('error', (e: Error & { code?: string }) => {
+      sessionErrors.set(session, e);
+      drop();
+    });
+    session.on('close', drop);
+    session.on('goaway', drop);
+    session.unref();
+    this.#h2Sessions.set(key, session);
+    return session;
+  }
+
+  /** One HTTP/2 stream from the application on a redirected listener. */
+  #onStream(stream: ServerHttp2Stream, h: H2Headers): void {
+    const started = process.hrtime.bigint();
+    stream.on('error', () => stream.destroy());
+    const id = requestId(h);
+    const view = this.#opts.policy.current;
+    const fixed = this.#h2Fixed.get(stream.session as ServerHttp2Session);
+    const method = h[':method'] ?? 'GET';
+    const grpc = isGrpc(h['content-type']);
+    const target =
+      method === 'CONNECT'
+        ? 'CONNECT is not forwarded'
+        : targetOf(h[':path'] ?? '', h[':authority'], fixed);
+    const status = (): number | null => {
+      const x = stream.sentHeaders[':status'];
+      return x === undefined ? null : Number(x);
+    };
+    const record = (
+      verdict: AccessRecord['verdict'],
+      p: Provenance,
+      dest: string,
+      port: number,
+    ): void => {
+      stream.once('close', () =>
+        this.log.record({
+          time: this.#now().toISOString(),
+          requestId: id,
+          side: 'outbound',
+          stage: 'request',
+          source: { ip: this.#opts.sourceAddress ?? 'local', identity: view.identity },
+          destination: { endpoint: dest, port },
+          method,
+          path: typeof target === 'string' ? (h[':path'] ?? null) : target.path,
+          verdict,
+          status: status(),
+          provenance: provenanceForLog(p),
+          policyVersion: view.version,
+          latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
+        }),
+      );
+    };
+    const answer = (code: number, text: string): void => {
+      if (stream.destroyed || stream.headersSent) return;
+      const msg = `${text} request-id ${id}`;
+      if (grpc)
+        stream.respond(
+          { ':status': 200, 'x-request-id': id, ...grpcRefusalHeaders(code, msg) },
+          { endStream: true },
+        );
+      else {
+        stream.respond({
+          ':status': code,
+          'content-type': 'text/plain; charset=utf-8',
+          'x-request-id': id,
+        });
+        stream.end(`${msg}\n`);
+      }
+      stream.resume();
+    };
+    if (typeof target === 'string') {
+      record('deny', outbound('unmanaged', target), '-', 0);
+      answer(400, `bad request: ${target}`);
+      return;
+    }
+    const expected = view.identityAt(target.ip);
+    const dest = view.endpointAt(target.ip) ?? target.ip;
+    if (expected === undefined) {
+      record(
+        'deny',
+        outbound('unmanaged', `${target.ip} is not an endpoint with a known identity`),
+        dest,
+        target.port,
+      );
+      answer(502, `RBAC: access denied (no identity known for ${target.ip})`);
+      return;
+    }
+    const regular: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(h))
+      if (!k.startsWith(':') && v !== undefined) regular[k] = v;
+    let d: SidecarDecision;
+    try {
+      d = view.decideOutbound({
+        destinationIp: target.ip,
+        port: target.port,
+        method,
+        path: target.path,
+        host: h[':authority'],
+        headers: flattenHeaders(regular),
+      });
+    } catch (e) {
+      record(
+        'error',
+        outbound('unmanaged', `decision failed: ${(e as Error).message}`),
+        dest,
+        target.port,
+      );
+      answer(500, 'RBAC: decision error');
+      return;
+    }
+    if (d.verdict === 'deny') {
+      record('deny', d.provenance, dest, target.port);
+      answer(403, `RBAC: access denied (${provenanceSummary(d.provenance)})`);
+      return;
+    }
+    const up = (this.#opts.upstream ?? ((ip, port) => ({ host: ip, port })))(
+      target.ip,
+      target.port,
+    );
+    const headers: OutgoingHttpHeaders = {
+      ...regularHeaders(h),
+      ':method': method,
+      ':path': target.path,
+      ':authority': h[':authority'] ?? `${target.ip}:${target.port}`,
+      ':scheme': 'https',
+    };
+    for (const k of ['x-forwarded-client-cert', 'x-palisade-peer-identity']) delete headers[k];
+    if (keepsTrailersTe(h)) headers['te'] = 'trailers';
+    headers['x-request-id'] = id;
+    let session: ClientHttp2Session;
+    let ureq: ReturnType<ClientHttp2Session['request']>;
+    try {
+      session = this.#h2Session(expected, up.host, up.port);
+      ureq = session.request(headers);
+    } catch (e) {
+      record(
+        'error',
+        outbound('unmanaged', `upstream: ${(e as Error).message}`),
+        dest,
+        target.port,
+      );
+      answer(502, 'upstream unavailable');
+      return;
+    }
+    let settled = false;
+    relayStream(
+      stream,
+      ureq,
+      id,
+      (e) => {
+        if (settled) {
+          // The upstream failed in the middle of the response: cancel the stream.
+          if (!stream.destroyed) stream.close(H2_CANCEL);
+          return;
+        }
+        settled = true;
+        // A handshake failure surfaces on the session, after its streams were cancelled: look
+        // at the session's error once the current callbacks have run.
+        setImmediate(() => {
+          const cause = sessionErrors.get(session) ?? e;
+          const code = cause.code ?? 'UPSTREAM_ERROR';
+          const identity = code.startsWith('PKI_ERR_');
+          record(
+            identity ? 'deny' : 'error',
+            outbound(
+              identity ? 'identity-mismatch' : 'unmanaged',
+              `upstream ${up.host}:${up.port}: ${code}: ${cause.message}`,
+            ),
+            dest,
+            target.port,
+          );
+          if (stream.headersSent) stream.close(H2_CANCEL);
+          else
+            answer(
+              502,
+              identity ? `upstream identity refused (${code})` : `upstream unavailable (${code})`,
+            );
+        });
+      },
+      () => {
+        if (settled) return;
+        settled = true;
+        record(d.verdict, d.provenance, dest, target.port);
+      },
+    );
+  }
 }
+
+/** The error a client session failed with (its streams only see a cancellation). */
+const sessionErrors = new WeakMap<ClientHttp2Session, Error & { code?: string }>();
