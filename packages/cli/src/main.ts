@@ -8,6 +8,7 @@ import { agentCommand, AGENT_FLAGS } from './agent.js';
 import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
 import { demoCommand, DEMO_FLAGS } from './demo.js';
+import { FLOWS_FLAGS, FLOWS_USAGE } from './flows-flags.js';
 import { InputError } from './input.js';
 import type { Io } from './input.js';
 import {
@@ -176,6 +177,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     flags: { ...AUDIT_FLAGS, ...HELP_FLAG },
     run: auditCommand,
     positionals: true,
+  },
+  flows: {
+    summary: 'flow records with the rule that decided each (--follow: live)',
+    usage: FLOWS_USAGE,
+    flags: { ...FLOWS_FLAGS, ...HELP_FLAG },
+    positionals: true,
+    run: async (p, io) => (await import('./flows.js')).flowsCommand(p, io),
   },
   token: {
     summary: 'mint a bearer token for a user or a node (shown once)',
