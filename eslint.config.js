@@ -33,7 +33,10 @@ export default tseslint.config(
     // The console's browser code: its own program (DOM types, no Node types).
     files: ['packages/console/web/**/*.ts'],
     languageOptions: {
-      parserOptions: { project: ['./packages/console/tsconfig.json'], tsconfigRootDir: import.meta.dirname },
+      parserOptions: {
+        project: ['./packages/console/tsconfig.json'],
+        tsconfigRootDir: import.meta.dirname,
+      },
     },
   },
   {

@@ -4,6 +4,7 @@
 import { spawnSync } from 'node:child_process';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
+import { runFlowsBench } from './flows.js';
 import { runStoreBench } from './store.js';
 
 const BENCHES: Record<
@@ -18,7 +19,7 @@ const BENCHES: Record<
   store: runStoreBench,
   dataplane: runDataplaneBench,
   l7: undefined,
-  flows: undefined,
+  flows: runFlowsBench,
 };
 
 function usage(): string {

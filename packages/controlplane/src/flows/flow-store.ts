@@ -196,6 +196,10 @@ export class FlowStore {
       chmodSync(this.file, 0o600);
       db.pragma('journal_mode = WAL');
       db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`);
+      // Index pages of a large store are touched at random on insert: a 64 MiB page cache keeps
+      // the hot ones (SQLite's default is 2 MiB).
+      db.pragma('cache_size = -65536');
+      db.pragma('temp_store = MEMORY');
       const appId = db.pragma('application_id', { simple: true }) as number;
       if (appId !== 0 && appId !== APPLICATION_ID)
         throw new Error(`${this.file} is not a Palisade flow database`);
