@@ -106,6 +106,7 @@ async function pipeline(quick: boolean, log: (s: string) => void, dir: string) {
       send: flowShipper({
         server: server.url,
         token,
+        timeoutMs: 120_000,
         ca: readFileSync(join(dir, 'pipeline', 'ca.pem'), 'utf8'),
       }),
       resolve: (ip) => {
@@ -141,16 +142,18 @@ async function pipeline(quick: boolean, log: (s: string) => void, dir: string) {
       }
       await agg.flush();
     }
+    // A batch whose send timed out on a loaded machine is kept and sent again, not lost.
+    for (let i = 0; i < 50 && agg.pendingBatches > 0; i++) await agg.flush();
     const secs = (performance.now() - t0) / 1000;
     const stats = server.flows.stats();
     const shed = Object.values(agg.counters.shed).reduce((a, b) => a + b, 0) + stats.shedTotal;
-    if (stats.records !== total || shed !== 0 || agg.counters.sendFailures !== 0)
+    if (stats.records !== total || shed !== 0)
       throw new Error(
         `pipeline lost records: stored ${stats.records} of ${total}, shed ${shed}, send failures ${agg.counters.sendFailures}`,
       );
     const perSec = total / secs;
     log(
-      `pipeline: ${total} records end to end in ${round(secs, 2)} s = ${Math.round(perSec)} records/s, shed 0`,
+      `pipeline: ${total} records end to end in ${round(secs, 2)} s = ${Math.round(perSec)} records/s, shed 0, ${agg.counters.sendFailures} sends retried`,
     );
     return Math.round(perSec);
   } finally {

@@ -105,6 +105,11 @@ export class FlowAggregator {
     this.now = o.now ?? Date.now;
   }
 
+  /** Batches waiting to be sent (kept after a failed send, bounded by maxPending). */
+  get pendingBatches(): number {
+    return this.pending.length;
+  }
+
   start(): void {
     this.timer = setInterval(() => void this.flush(), this.intervalMs);
     this.timer.unref();
