@@ -2,6 +2,7 @@
 // line, `RESULT {json}` (DESIGN §5). Benchmarks are scripts, never timed tests.
 
 import { spawnSync } from 'node:child_process';
+import { runAuthzBench } from './authz.js';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
 import { runFlowsBench } from './flows.js';
@@ -18,6 +19,7 @@ const BENCHES: Record<
   engine: runEngineBench,
   store: runStoreBench,
   dataplane: runDataplaneBench,
+  authz: runAuthzBench,
   l7: undefined,
   flows: runFlowsBench,
 };

@@ -5,40 +5,9 @@
 // token or remove the table on exit.
 
 import { readFileSync } from 'node:fs';
-import type { Flags, Parsed } from './args.js';
+import type { Parsed } from './args.js';
 import { UsageError } from './args.js';
 import type { Io } from './input.js';
-
-export const AGENT_FLAGS: Flags = {
-  node: { kind: 'string', value: 'NAME', help: "this node's name (or PALISADE_NODE)" },
-  server: { kind: 'string', value: 'URL', help: 'API server (or PALISADE_SERVER)' },
-  'token-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: 'node token file, from palisade token create --node NAME (or PALISADE_TOKEN)',
-  },
-  'ca-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: "CA bundle of the server's certificate (or PALISADE_CA_FILE)",
-  },
-  table: {
-    kind: 'string',
-    value: 'NAME',
-    help: 'owned nftables table, family inet (default palisade)',
-  },
-  netns: { kind: 'string', value: 'NS', help: 'apply inside this network namespace' },
-  socket: {
-    kind: 'string',
-    value: 'PATH',
-    help: 'CNI socket (default /run/palisade/agent.sock; "none" to not serve it)',
-  },
-  'iface-prefix': {
-    kind: 'string',
-    value: 'P',
-    help: 'workload interface prefix: unprogrammed ones are dropped (default: the CNI plugin prefix)',
-  },
-};
 
 export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   const v = p.values;
@@ -88,12 +57,32 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
     });
     io.stdout.write(`CNI socket at ${sock.path}\n`);
   }
+  const socketDir = str('endpoint-sockets') ?? dp.DEFAULT_ENDPOINT_SOCKET_DIR;
+  let sync: InstanceType<typeof dp.PolicySync> | undefined;
+  let endpointSockets: InstanceType<typeof dp.EndpointSockets> | undefined;
+  if (socketDir !== 'none') {
+    const trustDomain = str('trust-domain');
+    sync = new dp.PolicySync(agent, {
+      ...(trustDomain !== undefined ? { trustDomain } : {}),
+      say: (l) => io.stdout.write(`${l}\n`),
+    });
+    endpointSockets = new dp.EndpointSockets({
+      source: sync,
+      dir: socketDir,
+      say: (l) => io.stdout.write(`${l}\n`),
+    });
+    await endpointSockets.start();
+    io.stdout.write(`policy sync sockets under ${socketDir}\n`);
+  }
   await new Promise<void>((resolveStop) => {
     const stop = (sig: string) => {
       io.stdout.write(`${sig}: stopping; the rules in table inet ${agent.table} stay in place\n`);
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
-      void Promise.all([agent.stop(), sock?.close()]).then(() => resolveStop());
+      sync?.close();
+      void Promise.all([agent.stop(), sock?.close(), endpointSockets?.close()]).then(() =>
+        resolveStop(),
+      );
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');

@@ -2,7 +2,7 @@
 // flows.ts, is loaded only when the command runs).
 
 import type { Flags } from './args.js';
-import { CONNECTION_FLAGS } from './online/client.js';
+import { CONNECTION_FLAGS } from './flags.js';
 
 export const FLOWS_USAGE =
   'palisade flows [--since 15m] [--until T] [--endpoint NS/NAME] [-n NS] [--policy P] [--verdict allow|deny] [--point kernel|l7] [--node N] [--limit N] [--follow] [-o table|json]\n       palisade flows stats [-o json]';

@@ -39,6 +39,17 @@ const KERNEL_KINDS = new Set<string>([
   'Profile',
 ]);
 
+/** Kinds mirrored for the L7 points only (policy sync), never fed to the kernel calculation. */
+const L7_KINDS = new Set<string>(['AuthorizationPolicy', 'PeerAuthentication']);
+
+const isMirrored = (kind: string): boolean => KERNEL_KINDS.has(kind) || L7_KINDS.has(kind);
+
+/** A change of the agent's mirror, for its other consumers (policy sync). */
+export type MirrorChange =
+  | { readonly kind: 'reset'; readonly resources: readonly Resource[]; readonly revision: string }
+  | { readonly kind: 'upsert'; readonly resource: Resource; readonly revision: string }
+  | { readonly kind: 'remove'; readonly resource: Resource; readonly revision: string };
+
 export interface AgentOptions extends ApiClientOptions {
   /** This node's name: WorkloadEndpoints with `spec.node` equal to it are programmed. */
   readonly node: string;
@@ -120,6 +131,7 @@ export class Agent {
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
+  private readonly mirrorListeners = new Set<(c: MirrorChange) => void>();
   private readonly say: (line: string) => void;
 
   constructor(private readonly options: AgentOptions) {
@@ -177,6 +189,32 @@ export class Agent {
   onApplied(f: () => void): () => void {
     this.listeners.add(f);
     return () => this.listeners.delete(f);
+  }
+
+  /**
+   * Calls `f` with every change of the mirror (validated resources, L7 kinds included), and at
+   * once with the current mirror as a reset when one is synced.
+   */
+  onMirrorChange(f: (c: MirrorChange) => void): () => void {
+    this.mirrorListeners.add(f);
+    if (this.synced && this.revision !== undefined)
+      f({ kind: 'reset', resources: [...this.mirror.values()], revision: this.revision });
+    return () => this.mirrorListeners.delete(f);
+  }
+
+  /** True once a complete snapshot of the API is mirrored. */
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
+  private emit(c: MirrorChange): void {
+    for (const f of this.mirrorListeners) {
+      try {
+        f(c);
+      } catch (e) {
+        this.report(`mirror listener: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
   }
 
   private report(message: string): void {
@@ -269,7 +307,7 @@ export class Agent {
 
   /** Validates one object from the API as the core loader does; undefined (reported) if bad. */
   private toResource(o: ApiObject): Resource | undefined {
-    if (!KERNEL_KINDS.has(o.kind)) return undefined;
+    if (!isMirrored(o.kind)) return undefined;
     const r = loadText(JSON.stringify(o), `api:${objectKey(o)}`);
     if (hasErrors(r.diagnostics) || r.resources.length !== 1) {
       this.report(
@@ -288,10 +326,11 @@ export class Agent {
       const r = this.toResource(o);
       if (!r) continue;
       this.mirror.set(objectKey(o), r);
-      this.calc.upsert(r);
+      if (KERNEL_KINDS.has(r.kind)) this.calc.upsert(r);
     }
     this.revision = rv;
     this.synced = true;
+    this.emit({ kind: 'reset', resources: [...this.mirror.values()], revision: rv });
     this.connected = true;
     this.lastSync = new Date();
     this.say(`synced ${this.mirror.size} objects at revision ${rv}`);
@@ -301,7 +340,7 @@ export class Agent {
   private event(type: ObjectEventType, o: ApiObject, rv: string): void {
     this.revision = rv;
     this.lastSync = new Date();
-    if (!KERNEL_KINDS.has(o.kind)) return;
+    if (!isMirrored(o.kind)) return;
     const key = objectKey(o);
     switch (type) {
       case 'ADDED':
@@ -309,19 +348,22 @@ export class Agent {
         const r = this.toResource(o);
         if (!r) return;
         this.mirror.set(key, r);
-        this.calc.upsert(r);
+        if (KERNEL_KINDS.has(r.kind)) this.calc.upsert(r);
+        this.emit({ kind: 'upsert', resource: r, revision: rv });
         break;
       }
       case 'DELETED': {
         const old = this.mirror.get(key);
         this.mirror.delete(key);
         if (old) {
-          this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
+          if (KERNEL_KINDS.has(old.kind))
+            this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
+          this.emit({ kind: 'remove', resource: old, revision: rv });
         }
         break;
       }
     }
-    this.schedule();
+    if (KERNEL_KINDS.has(o.kind)) this.schedule();
   }
 
   private localEndpoints(): LocalEndpoint[] {

@@ -9,3 +9,9 @@ export { CniEndpointService, startAgentSocket } from '../agent-socket/server.js'
 export { DEFAULT_AGENT_SOCKET_PATH } from '../agent-socket/server.js';
 export type { AgentSocket } from '../agent-socket/server.js';
 export { HOST_VETH_PREFIX } from '../cni/netlink.js';
+export type { MirrorChange } from './agent.js';
+export { PolicySync } from './policysync.js';
+export type { PolicySyncOptions, SvidReply } from './policysync.js';
+export { EndpointSockets } from '../agent-socket/endpoint-sockets.js';
+export type { EndpointSocketsOptions, PolicySyncSource } from '../agent-socket/endpoint-sockets.js';
+export { DEFAULT_ENDPOINT_SOCKET_DIR, endpointSocketPath } from '../agent-socket/protocol.js';
