@@ -30,6 +30,16 @@ export default tseslint.config(
     },
   },
   {
+    // The console's browser code: its own program (DOM types, no Node types).
+    files: ['packages/console/web/**/*.ts'],
+    languageOptions: {
+      parserOptions: {
+        project: ['./packages/console/tsconfig.json'],
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+  },
+  {
     files: ['packages/core/src/**/*.ts'],
     ignores: ['packages/core/src/**/*.test.ts'],
     rules: {

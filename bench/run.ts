@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { runAuthzBench } from './authz.js';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
+import { runFlowsBench } from './flows.js';
 import { runL7H2Bench } from './l7-h2.js';
 import { runStoreBench } from './store.js';
 
@@ -22,7 +23,7 @@ const BENCHES: Record<
   authz: runAuthzBench,
   l7: undefined,
   'l7-h2': runL7H2Bench,
-  flows: undefined,
+  flows: runFlowsBench,
 };
 
 function usage(): string {

@@ -29,6 +29,7 @@ function run(name, cmd, cmdArgs) {
 if (!onlyTests && filters.length === 0) {
   run('type check', 'npx', ['tsc', '-p', 'packages/core']);
   run('type check (tests, cli, bench)', 'npx', ['tsc', '-p', 'tsconfig.json']);
+  run('type check (console, browser)', 'npx', ['tsc', '-p', 'packages/console']);
   run('lint', 'npx', ['eslint', '--max-warnings', '0', '.']);
   run('format check', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']);
 }

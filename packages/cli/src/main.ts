@@ -3,6 +3,7 @@
 // 2 usage or input error.
 
 import { flagHelp, parseArgs, UsageError } from './args.js';
+import { FLOWS_FLAGS, FLOWS_USAGE } from './flows-flags.js';
 import {
   AUTHZ_SERVER_FLAGS,
   AUTHZ_SERVER_USAGE,
@@ -197,6 +198,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     flags: { ...AUDIT_FLAGS, ...HELP_FLAG },
     run: async (p, io) => (await online()).auditCommand(p, io),
     positionals: true,
+  },
+  flows: {
+    summary: 'flow records with the rule that decided each (--follow: live)',
+    usage: FLOWS_USAGE,
+    flags: { ...FLOWS_FLAGS, ...HELP_FLAG },
+    positionals: true,
+    run: async (p, io) => (await import('./flows.js')).flowsCommand(p, io),
   },
   token: {
     summary: 'mint a bearer token for a user or a node (shown once)',

@@ -643,6 +643,8 @@ export async function serverCommand(p: Parsed, io: Io): Promise<number> {
       ...caPassphraseOption(p.values['ca-passphrase-file'] as string | undefined),
       log: (l) => io.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), ...l })}\n`),
       say: (l) => io.stdout.write(`${l}\n`),
+      // The web console under /console/ (loaded with the server only).
+      staticRoute: (await import('@palisade/console')).consoleRoute,
     });
   } catch (e) {
     if (e instanceof ServerStartError) {

@@ -74,7 +74,10 @@ export const BUILTIN_ROLES: ReadonlyMap<string, RoleDef> = new Map([
     {
       name: 'viewer',
       rules: [
-        { verbs: ['get', 'list', 'watch'], kinds: ['*', 'Role', 'RoleBinding', 'AuditEntry'] },
+        {
+          verbs: ['get', 'list', 'watch'],
+          kinds: ['*', 'Role', 'RoleBinding', 'AuditEntry', 'FlowRecord'],
+        },
       ],
     },
   ],

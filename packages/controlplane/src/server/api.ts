@@ -58,6 +58,7 @@ import { PKI_ERRORS } from '@palisade/core';
 import type { IssuanceAudit } from '../ca/server-ca.js';
 import { CERTIFICATE_KIND, storeAuthorizer } from '../ca/server-ca.js';
 import type { ValidObject } from './validate-body.js';
+import type { FlowService } from '../flows/flow-api.js';
 
 export interface ApiServerOptions {
   readonly store: Store;
@@ -83,10 +84,17 @@ export interface ApiServerOptions {
     /** Called after POST /api/v1/ca/rotate: the listener takes the new bundle as client CA. */
     readonly onRotated?: () => Promise<void>;
   };
+  /** Unauthenticated static assets (GET/HEAD outside /api, e.g. the web console). */
+  readonly staticRoute?: StaticRoute;
+  /** The flow store and its routes under /api/v1/flows (absent: 404). */
+  readonly flows?: FlowService;
 }
 
 /** Most bytes of a certificate request body (a CSR is at most 64 KiB). */
 const MAX_CERT_REQUEST_BYTES = 80 * 1024;
+
+/** Answers a static path, or undefined when it is not one of its files. Never sees credentials. */
+export type StaticRoute = (path: string) => Promise<ApiResponse | undefined>;
 
 export const DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024;
 
@@ -189,6 +197,8 @@ export class ApiServer {
   private readonly authFailures: RateLimiter | undefined;
   private readonly heartbeatMs: number;
   private readonly ca: ApiServerOptions['ca'];
+  readonly flows: FlowService | undefined;
+  private readonly staticRoute: StaticRoute | undefined;
 
   constructor(options: ApiServerOptions) {
     this.store = options.store;
@@ -205,6 +215,8 @@ export class ApiServer {
     this.heartbeatMs = options.watchHeartbeatMs ?? 15_000;
     this.metrics = options.metrics ?? new Metrics();
     this.ca = options.ca;
+    this.flows = options.flows;
+    this.staticRoute = options.staticRoute;
   }
 
   get maxBody(): number {
@@ -358,9 +370,16 @@ export class ApiServer {
       return {
         status: 200,
         headers: { 'content-type': 'text/plain; version=0.0.4' },
-        body: this.metrics.render() + (this.ca?.authority.metrics.toPrometheus() ?? ''),
+        body:
+          this.metrics.render() +
+          (this.ca?.authority.metrics.toPrometheus() ?? '') +
+          (this.flows?.metrics.render() ?? ''),
       };
     if (path === '/openapi.json') return json(200, openApiDocument());
+    if (this.staticRoute && !path.startsWith('/api/') && (method === 'GET' || method === 'HEAD')) {
+      const r = await this.staticRoute(path);
+      if (r) return r;
+    }
     if (!path.startsWith('/api/v1/') && path !== '/api/v1')
       throw new ApiError('API_ERR_NOT_FOUND', `no such path: ${path.slice(0, 200)}`, {
         hint: 'the API lives under /api/v1; see /openapi.json',
@@ -437,6 +456,8 @@ export class ApiServer {
           });
         this.expect(method, ['POST']);
         return this.rotateCa(ctx);
+      case 'flows':
+        return this.flowRoute(ctx, rest);
       case undefined:
         throw new ApiError('API_ERR_NOT_FOUND', 'no such path', { hint: 'see /openapi.json' });
       default:
@@ -1762,6 +1783,35 @@ export class ApiServer {
     return json(200, { entries });
   }
 
+  private async flowRoute(ctx: Ctx, rest: readonly string[]): Promise<ApiResponse> {
+    if (!this.flows) throw new ApiError('API_ERR_NOT_FOUND', 'this server keeps no flow records');
+    const p = this.principal(ctx);
+    const what = { verb: 'flows', kind: 'FlowRecord.palisade.dev' };
+    return this.flows.route(
+      {
+        method: ctx.req.method,
+        url: ctx.url,
+        body: ctx.req.body,
+        principal: p,
+        ...(ctx.req.signal ? { signal: ctx.req.signal } : {}),
+        authorizeRead: (namespace) =>
+          this.authorize(ctx, 'list', [{ kind: 'FlowRecord', group: 'palisade.dev', namespace }], {
+            ...what,
+            verb: 'flows.read',
+            namespace,
+          }),
+        refuse: async (reason) => {
+          this.metrics.refused();
+          await this.auditRefusal(ctx, p, 'flows.report', what, 403, 'AUTH_ERR_FORBIDDEN', reason);
+          throw new ApiError('AUTH_ERR_FORBIDDEN', `forbidden: ${reason}`, {
+            hint: 'flow batches come from node agents (palisade token create --node NAME)',
+          });
+        },
+      },
+      rest,
+    );
+  }
+
   private async auditVerify(ctx: Ctx): Promise<ApiResponse> {
     await this.authorize(ctx, 'get', [{ kind: 'AuditEntry', group: 'palisade.dev' }], {
       verb: 'audit.verify',
@@ -1814,6 +1864,7 @@ function routeName(path: string): string {
       'watch',
       'certificates',
       'trust-bundle',
+      'flows',
     ].includes(first)
   )
     return `/api/v1/${first}`;

@@ -117,6 +117,51 @@ export function openApiDocument(): Record<string, unknown> {
         responses: { '200': ok('entries'), ...common },
       },
     },
+    '/api/v1/flows': {
+      get: {
+        summary:
+          'flow records, newest first (follow=1: NDJSON BOOKMARK/FLOW lines as they are stored); a namespace or endpoint filter also scopes the authorization (list FlowRecord.palisade.dev)',
+        parameters: [
+          'since',
+          'until',
+          'endpoint',
+          'namespace',
+          'policy',
+          'verdict',
+          'point',
+          'node',
+          'limit',
+          'before',
+          'after',
+          'follow',
+        ].map((n) => ({ name: n, in: 'query', schema: { type: 'string' } })),
+        responses: { '200': ok('{records, next}'), ...common },
+      },
+      post: {
+        summary:
+          'report a batch of flow records and shed counts (node credentials only; at most 5000 records and 4 MiB; every field validated, the whole batch refused on any problem; records are stored under the calling node)',
+        responses: { '200': ok('{stored, shed, firstId, lastId}'), ...common },
+      },
+    },
+    '/api/v1/flows/graph': {
+      get: {
+        summary: 'service graph edges and nodes of observed flows (default: the last hour)',
+        responses: { '200': ok('{edges, nodes}'), ...common },
+      },
+    },
+    '/api/v1/flows/policies': {
+      get: {
+        summary: 'hits per deciding policy or provenance kind (default: the last hour)',
+        responses: { '200': ok('{hits}'), ...common },
+      },
+    },
+    '/api/v1/flows/stats': {
+      get: {
+        summary:
+          'flow store size, span, retention, evictions, and shed counts by node, point and reason',
+        responses: { '200': ok('stats'), ...common },
+      },
+    },
     '/api/v1/audit/verify': {
       get: {
         summary: 'verify the hash chain',

@@ -18,6 +18,11 @@ import type { CertificateAuthority } from '@palisade/pki';
 import { PkiError } from '@palisade/pki';
 import type { IssuedServerCredentials } from '../ca/server-ca.js';
 import { IssuanceAudit, issueServerCredentials, openServerCa } from '../ca/server-ca.js';
+import { FlowService } from '../flows/flow-api.js';
+import { FlowMetrics } from '../flows/flow-metrics.js';
+import type { FlowRetention } from '../flows/flow-store.js';
+import { FlowStore } from '../flows/flow-store.js';
+import type { StaticRoute } from './api.js';
 
 export interface RunServerOptions {
   readonly listen: string;
@@ -35,6 +40,10 @@ export interface RunServerOptions {
   readonly rateLimit?: { perSecond: number; burst: number } | false;
   /** Opens `--store` (default: store/open-store.ts; tests inject failing stores). */
   readonly openStore?: (url: string) => Promise<Store>;
+  /** Flow record retention (default: 7 days, 10 million records, 8 GiB), in `<data-dir>/flows.db`. */
+  readonly flowRetention?: Partial<FlowRetention>;
+  /** Static assets outside /api (the web console, mounted by `palisade server`). */
+  readonly staticRoute?: StaticRoute;
 }
 
 export class ServerStartError extends Error {}
@@ -43,6 +52,7 @@ export interface RunningServer {
   readonly url: string;
   readonly store: Store;
   readonly api: ApiServer;
+  readonly flows: FlowStore;
   readonly listening: Listening;
   readonly ca: CertificateAuthority;
   /** When the current server certificate is replaced (absent with caller credentials or plaintext). */
@@ -137,8 +147,32 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
       credentials = issued;
     }
   }
+  // Flow records live in their own SQLite file beside the store's, whatever the store is: they are
+  // high-volume, node-local observations that must not contend with policy transactions.
+  let flowStore: FlowStore;
+  try {
+    flowStore = new FlowStore(join(dataDir, 'flows.db'), {
+      ...(o.flowRetention ? { retention: o.flowRetention } : {}),
+    });
+  } catch (e) {
+    await store.close();
+    throw new ServerStartError(
+      `cannot open the flow database ${join(dataDir, 'flows.db')}: ${e instanceof Error ? e.message : String(e)}`,
+    );
+  }
+  const flowMetrics = new FlowMetrics();
+  const pruneTimer = setInterval(() => {
+    try {
+      flowMetrics.evicted += flowStore.prune();
+    } catch (e) {
+      o.log({ msg: 'flow retention failed', error: e instanceof Error ? e.message : String(e) });
+    }
+  }, 60_000);
+  pruneTimer.unref();
   const api = new ApiServer({
     store,
+    flows: new FlowService({ store: flowStore, metrics: flowMetrics }),
+    ...(o.staticRoute ? { staticRoute: o.staticRoute } : {}),
     log: o.log,
     ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
     ca: { authority: ca, audit: issuanceAudit, onRotated: () => onRotated() },
@@ -147,6 +181,8 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
   try {
     listening = await listen(api, { host, port, ...(credentials ? { credentials } : {}) });
   } catch (e) {
+    clearInterval(pruneTimer);
+    flowStore.close();
     await store.close();
     throw new ServerStartError(
       `cannot listen on ${o.listen}: ${e instanceof Error ? e.message : String(e)}`,
@@ -194,6 +230,7 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     `${caCreated ? 'created' : 'loaded'} the certificate authority for ${ca.trustDomain}; trust bundle ${caFile}`,
   );
   o.say(`palisade server listening on ${listening.url} (store ${store.name})`);
+  if (o.staticRoute) o.say(`console: ${listening.url}/console/ (sign in with a token)`);
   o.say(`${admin.created ? 'wrote' : 'using'} the admin token in ${admin.file} (mode 0600)`);
   o.say(
     `connect: palisade login --server ${listening.url} --token-file ${admin.file}${credentials && !o.credentials ? ` --ca-file ${caFile}` : ''}`,
@@ -203,6 +240,7 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
     url: listening.url,
     store,
     api,
+    flows: flowStore,
     listening,
     ca,
     serverCertificate: () =>
@@ -218,7 +256,9 @@ export async function runServer(o: RunServerOptions): Promise<RunningServer> {
       if (stopped) return;
       stopped = true;
       clearTimeout(timer);
+      clearInterval(pruneTimer);
       await listening.close();
+      flowStore.close();
       await store.close();
     },
   };

@@ -1,0 +1,269 @@
+// Folds observations from both enforcement points into flow records per interval (default 10 s)
+// and ships them as batches. One record per (source, destination, destination port, protocol,
+// point, direction, verdict, provenance, L7 method and path) per interval; the source port is
+// kept when every folded observation had the same one. Bounded: at most `maxKeys` records per
+// interval and `maxPending` unsent batches; whatever does not fit is counted, by reason, and the
+// counts ride along with the next batch — nothing is dropped silently.
+// Owns: aggregation, the shed ledger and the send loop. Must never: block an enforcement point
+// (observe() is O(1) and never waits), or lose a shed count on a failed send.
+
+import type {
+  FlowObservation,
+  FlowPoint,
+  ShedReason,
+  WireBatch,
+  WireEndpoint,
+  WireFlowRecord,
+  WireShed,
+} from './observation.js';
+
+export interface EndpointInfo {
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels?: Readonly<Record<string, string>>;
+  /** The SPIFFE identity of the endpoint's service account (network identity in the kernel). */
+  readonly identity?: string;
+}
+
+export interface FlowAggregatorOptions {
+  /** Ships one batch; throws (or rejects) when the server did not take it. */
+  readonly send: (batch: WireBatch) => Promise<void>;
+  /** Who is at this address (the agent's view of endpoints); undefined for outside addresses. */
+  readonly resolve?: (ip: string) => EndpointInfo | undefined;
+  readonly intervalMs?: number;
+  readonly maxKeys?: number;
+  readonly maxPending?: number;
+  readonly now?: () => number;
+  readonly log?: (line: Readonly<Record<string, unknown>>) => void;
+}
+
+interface Agg {
+  readonly first: FlowObservation;
+  srcPort: number | undefined | null;
+  startMs: number;
+  endMs: number;
+  packets: number;
+  bytes: number;
+  count: number;
+}
+
+export interface AggregatorCounters {
+  observed: number;
+  recordsSent: number;
+  batchesSent: number;
+  sendFailures: number;
+  shed: Record<string, number>;
+}
+
+function keyOf(o: FlowObservation): string {
+  const p = o.provenance;
+  return [
+    o.point,
+    o.direction ?? '',
+    o.srcIp,
+    o.dstIp,
+    o.dstPort ?? '',
+    o.protocol,
+    o.verdict,
+    p.kind,
+    p.tier ?? '',
+    p.policy ?? '',
+    p.rule ?? '',
+    p.profile ?? '',
+    o.method ?? '',
+    o.path ?? '',
+    o.srcIdentity ?? '',
+    o.staged ? JSON.stringify(o.staged) : '',
+  ].join('\u0000');
+}
+
+export class FlowAggregator {
+  readonly counters: AggregatorCounters = {
+    observed: 0,
+    recordsSent: 0,
+    batchesSent: 0,
+    sendFailures: 0,
+    shed: {},
+  };
+  private current = new Map<string, Agg>();
+  private readonly pending: WireBatch[] = [];
+  /** Shed counts not yet reported to the server, by `point reason`. */
+  private unreported = new Map<string, WireShed>();
+  private readonly o: FlowAggregatorOptions;
+  private readonly intervalMs: number;
+  private readonly maxKeys: number;
+  private readonly maxPending: number;
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private flushing: Promise<void> | undefined;
+
+  constructor(o: FlowAggregatorOptions) {
+    this.o = o;
+    this.intervalMs = o.intervalMs ?? 10_000;
+    this.maxKeys = o.maxKeys ?? 50_000;
+    this.maxPending = o.maxPending ?? 30;
+    this.now = o.now ?? Date.now;
+  }
+
+  /** Batches waiting to be sent (kept after a failed send, bounded by maxPending). */
+  get pendingBatches(): number {
+    return this.pending.length;
+  }
+
+  start(): void {
+    this.timer = setInterval(() => void this.flush(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  /** Folds one observation into the current interval. Never blocks, never throws. */
+  observe(ob: FlowObservation): void {
+    this.counters.observed++;
+    const k = keyOf(ob);
+    const a = this.current.get(k);
+    if (a) {
+      a.count++;
+      a.packets += ob.packets;
+      a.bytes += ob.bytes;
+      a.startMs = Math.min(a.startMs, ob.timeMs);
+      a.endMs = Math.max(a.endMs, ob.timeMs);
+      if (a.srcPort !== ob.srcPort) a.srcPort = null;
+      return;
+    }
+    if (this.current.size >= this.maxKeys) {
+      this.shed(ob.point, 'buffer-full', 1);
+      return;
+    }
+    this.current.set(k, {
+      first: ob,
+      srcPort: ob.srcPort,
+      startMs: ob.timeMs,
+      endMs: ob.timeMs,
+      packets: ob.packets,
+      bytes: ob.bytes,
+      count: 1,
+    });
+  }
+
+  /** Counts records that could not be kept or sent; reported with the next batch. */
+  shed(point: FlowPoint, reason: ShedReason, count: number): void {
+    if (count <= 0) return;
+    const k = `${point} ${reason}`;
+    const prev = this.unreported.get(k);
+    this.unreported.set(k, { point, reason, count: (prev?.count ?? 0) + count });
+    this.counters.shed[k] = (this.counters.shed[k] ?? 0) + count;
+  }
+
+  /** Closes the current interval into a batch and sends every pending batch, oldest first. */
+  flush(): Promise<void> {
+    this.flushing ??= this.doFlush().finally(() => (this.flushing = undefined));
+    return this.flushing;
+  }
+
+  private async doFlush(): Promise<void> {
+    const closed = this.current;
+    this.current = new Map();
+    const records = [...closed.values()].map((a) => this.record(a));
+    // Batches stay under the server's limit of 5000 records.
+    for (let i = 0; i < records.length; i += 5000) {
+      if (this.pending.length >= this.maxPending) {
+        const dropped = this.pending.shift();
+        for (const r of dropped?.records ?? []) this.shed(r.point, 'send-failed', r.count);
+      }
+      this.pending.push({ records: records.slice(i, i + 5000) });
+    }
+    if (this.pending.length === 0 && this.unreported.size > 0) this.pending.push({ records: [] });
+    while (this.pending.length > 0) {
+      const head = this.pending[0] as WireBatch;
+      const shed = [...this.unreported.values()];
+      const batch: WireBatch = shed.length > 0 ? { records: head.records, shed } : head;
+      try {
+        await this.o.send(batch);
+      } catch (e) {
+        this.counters.sendFailures++;
+        this.o.log?.({
+          msg: 'flow batch not sent; kept for the next interval',
+          error: e instanceof Error ? e.message : String(e),
+          pending: this.pending.length,
+        });
+        return;
+      }
+      this.pending.shift();
+      // What was reported is subtracted (more may have been counted while the send was out).
+      for (const s of shed) {
+        const k = `${s.point} ${s.reason}`;
+        const now = this.unreported.get(k);
+        if (!now) continue;
+        if (now.count <= s.count) this.unreported.delete(k);
+        else this.unreported.set(k, { ...now, count: now.count - s.count });
+      }
+      this.counters.batchesSent++;
+      this.counters.recordsSent += head.records.length;
+    }
+  }
+
+  private endpoint(
+    ip: string,
+    port: number | undefined,
+    identity: string | undefined,
+  ): WireEndpoint {
+    const info = this.o.resolve?.(ip);
+    const id = identity ?? info?.identity;
+    return {
+      ip,
+      ...(port !== undefined ? { port } : {}),
+      ...(info ? { namespace: info.namespace, name: info.name } : {}),
+      ...(info?.labels && Object.keys(info.labels).length > 0 ? { labels: info.labels } : {}),
+      ...(id !== undefined ? { identity: id } : {}),
+    };
+  }
+
+  private record(a: Agg): WireFlowRecord {
+    const o = a.first;
+    const srcPort = a.srcPort === null ? undefined : a.srcPort;
+    return {
+      start: new Date(a.startMs).toISOString(),
+      end: new Date(a.endMs).toISOString(),
+      source: this.endpoint(o.srcIp, srcPort, o.srcIdentity),
+      destination: this.endpoint(o.dstIp, o.dstPort, undefined),
+      protocol: o.protocol,
+      ...(o.method !== undefined ? { method: o.method } : {}),
+      ...(o.path !== undefined ? { path: o.path } : {}),
+      verdict: o.verdict,
+      point: o.point,
+      ...(o.direction !== undefined ? { direction: o.direction } : {}),
+      provenance: o.provenance,
+      ...(o.staged && o.staged.length > 0 ? { staged: o.staged } : {}),
+      packets: a.packets,
+      bytes: a.bytes,
+      count: a.count,
+    };
+  }
+
+  /** Prometheus text of the node's flow pipeline (the agent's and the sidecar's /metrics). */
+  metricsText(prefix = 'palisade_node'): string {
+    const c = this.counters;
+    return [
+      `# HELP ${prefix}_flow_observations_total Judged connections and requests seen by the flow aggregator.`,
+      `# TYPE ${prefix}_flow_observations_total counter`,
+      `${prefix}_flow_observations_total ${c.observed}`,
+      `# HELP ${prefix}_flow_records_sent_total Flow records the server accepted.`,
+      `# TYPE ${prefix}_flow_records_sent_total counter`,
+      `${prefix}_flow_records_sent_total ${c.recordsSent}`,
+      `# HELP ${prefix}_flows_shed_total Observations not kept or not sent, by point and reason.`,
+      `# TYPE ${prefix}_flows_shed_total counter`,
+      ...Object.entries(c.shed)
+        .sort()
+        .map(([k, v]) => {
+          const [point, reason] = k.split(' ');
+          return `${prefix}_flows_shed_total{point="${point ?? ''}",reason="${reason ?? ''}"} ${v}`;
+        }),
+      '',
+    ].join('\n');
+  }
+
+  /** Stops the timer and sends what is left (one attempt). */
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.flush();
+  }
+}

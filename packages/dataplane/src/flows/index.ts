@@ -1,0 +1,12 @@
+// Flow records of the node: kernel decisions from nftables tracing, L7 decisions from the
+// sidecar's access log, aggregated per interval and shipped to the API server.
+export { FlowAggregator } from './aggregator.js';
+export type { AggregatorCounters, EndpointInfo, FlowAggregatorOptions } from './aggregator.js';
+export { KernelFlowSource, traceTableScript } from './kernel-source.js';
+export type { KernelFlowSourceOptions } from './kernel-source.js';
+export { l7FlowTap, l7Observation, flowPath } from './l7.js';
+export type { L7TapOptions } from './l7.js';
+export { flowShipper } from './shipper.js';
+export type { ShipperOptions } from './shipper.js';
+export { parseTraceLine, provenanceFromComment, TraceAssembler } from './trace.js';
+export type * from './observation.js';
