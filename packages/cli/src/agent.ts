@@ -33,6 +33,17 @@ export const AGENT_FLAGS: Flags = {
     value: 'PATH',
     help: 'CNI socket (default /run/palisade/agent.sock; "none" to not serve it)',
   },
+  'admin-socket': {
+    kind: 'string',
+    value: 'PATH',
+    help: 'read-only admin socket for status/describe (default /run/palisade/agent-admin.sock; "none" to not serve it)',
+  },
+  output: {
+    kind: 'string',
+    short: 'o',
+    value: 'FORMAT',
+    help: 'agent status / describe: table (default), json or yaml',
+  },
   'iface-prefix': {
     kind: 'string',
     value: 'P',
@@ -40,7 +51,30 @@ export const AGENT_FLAGS: Flags = {
   },
 };
 
+/** Flags of `palisade describe endpoint` added to the online describe's. */
+export const ADMIN_SOCKET_FLAG: Flags = {
+  'admin-socket': {
+    kind: 'string',
+    value: 'PATH',
+    help: "describe endpoint: the local agent's admin socket (default /run/palisade/agent-admin.sock)",
+  },
+};
+
 export async function agentCommand(p: Parsed, io: Io): Promise<number> {
+  const sub = p.positionals[0];
+  if (sub === 'status' || sub === 'describe') {
+    const inspect = await import('./agent-inspect.js');
+    if (sub === 'status') {
+      if (p.positionals.length > 1)
+        throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`);
+      return inspect.agentStatusCommand(p, io);
+    }
+    if (p.positionals.length > 2)
+      throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[2])}`);
+    return inspect.agentDescribeCommand(p, io, p.positionals[1]);
+  }
+  if (sub !== undefined)
+    throw new UsageError(`unknown agent subcommand ${JSON.stringify(sub)} (status, describe)`);
   const v = p.values;
   const env = process.env;
   const str = (k: string): string | undefined => v[k] as string | undefined;
@@ -88,12 +122,16 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
     });
     io.stdout.write(`CNI socket at ${sock.path}\n`);
   }
+  const adminPath = str('admin-socket') ?? dp.DEFAULT_ADMIN_SOCKET_PATH;
+  const admin =
+    adminPath === 'none' ? undefined : await dp.startAdminSocket(agent.view(), adminPath);
+  if (admin) io.stdout.write(`admin socket at ${admin.path}\n`);
   await new Promise<void>((resolveStop) => {
     const stop = (sig: string) => {
       io.stdout.write(`${sig}: stopping; the rules in table inet ${agent.table} stay in place\n`);
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
-      void Promise.all([agent.stop(), sock?.close()]).then(() => resolveStop());
+      void Promise.all([agent.stop(), sock?.close(), admin?.close()]).then(() => resolveStop());
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');

@@ -4,7 +4,7 @@
 
 import { suggest } from '@palisade/core';
 import { flagHelp, parseArgs, UsageError } from './args.js';
-import { agentCommand, AGENT_FLAGS } from './agent.js';
+import { ADMIN_SOCKET_FLAG, agentCommand, AGENT_FLAGS } from './agent.js';
 import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
 import type { Flags } from './args.js';
 import { demoCommand, DEMO_FLAGS } from './demo.js';
@@ -112,9 +112,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   agent: {
     summary: "the node agent: API resources to this node's nftables rules, and the CNI socket",
     usage:
-      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH]',
+      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
     flags: { ...AGENT_FLAGS, ...HELP_FLAG },
     run: agentCommand,
+    positionals: true,
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
@@ -150,9 +151,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
   describe: {
     summary: 'show one resource in detail, with its recent history',
-    usage: 'palisade describe KIND NAME [-n NS]',
-    flags: { ...GET_FLAGS, ...HELP_FLAG },
-    run: describeCommand,
+    usage:
+      'palisade describe KIND NAME [-n NS]\n       palisade describe endpoint NS/POD|HOSTENDPOINT [-o table|json|yaml]   (asks the local agent)',
+    flags: { ...GET_FLAGS, ...ADMIN_SOCKET_FLAG, ...HELP_FLAG },
+    run: async (p, io) =>
+      p.positionals[0] === 'endpoint'
+        ? (await import('./agent-inspect.js')).agentDescribeCommand(p, io, p.positionals[1])
+        : describeCommand(p, io),
     positionals: true,
   },
   delete: {

@@ -18,6 +18,7 @@ import type { NftRunner } from '../nft/driver.js';
 import { render } from '../nft/render.js';
 import type { Rendered } from '../nft/render.js';
 import { ApiClient, ApiRequestError } from './api-client.js';
+import type { AgentView } from './introspect.js';
 import type { ApiClientOptions, ApiObject, ObjectEventType } from './api-client.js';
 
 /** The kinds the calculation consumes; everything else on the watch (access kinds, L7) is skipped. */
@@ -113,6 +114,9 @@ export class Agent {
   private applies = 0;
   private ruleCount = 0;
   private localCount = 0;
+  /** The rendering in the kernel and the local endpoints it programs (for introspection). */
+  private appliedRendered: Rendered | undefined;
+  private appliedLocals: readonly LocalEndpoint[] = [];
   private readonly errors: { at: Date; message: string }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -171,6 +175,24 @@ export class Agent {
   pod(namespace: string, name: string): Pod | undefined {
     const r = this.mirror.get(`/Pod/${namespace}/${name}`);
     return r?.kind === 'Pod' ? r : undefined;
+  }
+
+  /** A read-only view for introspection (`palisade agent status`, `describe endpoint`). */
+  view(): AgentView {
+    return {
+      node: this.options.node,
+      table: this.driver.table,
+      status: () => this.status(),
+      engine: this.calc.engine,
+      locals: () =>
+        this.appliedLocals.map((l) => ({
+          ref: l.ref,
+          iface: l.iface,
+          kind: this.calc.engine.describeEndpoint(l.ref)?.kind ?? 'workload',
+        })),
+      applied: () => this.appliedRendered,
+      readBack: () => this.driver.readBack(),
+    };
   }
 
   /** Calls `f` after every apply attempt (tests, status output). */
@@ -371,6 +393,8 @@ export class Agent {
       this.appliedRevision = rv;
       this.lastApply = new Date();
       this.ruleCount = countRules(rendered);
+      this.appliedRendered = rendered;
+      this.appliedLocals = this.calc.localEndpoints();
       this.say(
         `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints, ${r.ms} ms)`,
       );

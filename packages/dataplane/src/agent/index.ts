@@ -9,3 +9,7 @@ export { CniEndpointService, startAgentSocket } from '../agent-socket/server.js'
 export { DEFAULT_AGENT_SOCKET_PATH } from '../agent-socket/server.js';
 export type { AgentSocket } from '../agent-socket/server.js';
 export { HOST_VETH_PREFIX } from '../cni/netlink.js';
+export { DEFAULT_ADMIN_SOCKET_PATH, handleAdminRequest, startAdminSocket } from './admin-socket.js';
+export type { AdminSocket } from './admin-socket.js';
+export { endpointReport, kernelRules, statusReport } from './introspect.js';
+export type { AgentView, EndpointReport, StatusReport } from './introspect.js';

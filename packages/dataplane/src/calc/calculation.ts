@@ -138,6 +138,11 @@ export class Calculation {
     for (const l of this.locals) if (before.get(l.ref) !== l.iface) this.programs.delete(l.ref);
   }
 
+  /** The local endpoints last set, sorted by ref. */
+  localEndpoints(): readonly LocalEndpoint[] {
+    return this.locals;
+  }
+
   private track(r: Resource, removing: boolean): void {
     const ns = NAMESPACED.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
     switch (r.kind) {

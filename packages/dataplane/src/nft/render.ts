@@ -82,6 +82,16 @@ function chainName(prefix: string, name: string, unique: string): string {
   return `${prefix}-${clean}-${hash8(unique)}`;
 }
 
+/** The per-endpoint chain of one direction (introspection finds an endpoint's rules by it). */
+export function endpointChainName(
+  kind: 'workload' | 'host',
+  dir: 'ingress' | 'egress',
+  ref: string,
+): string {
+  const prefix = `${kind === 'host' ? 'h' : 'w'}${dir === 'ingress' ? 'in' : 'eg'}`;
+  return chainName(prefix, ref, `${prefix}\n${ref}`);
+}
+
 /** Comments are user-influenced text: printable ASCII without quotes, at most 120 bytes. */
 export function commentText(s: string): string {
   const clean = s.replace(/[^\x20-\x7e]/g, '?').replace(/["\\]/g, "'");
@@ -340,8 +350,7 @@ class Builder {
     } else {
       lines.push(`counter drop ${comment(`host endpoint ${ep.ref}: default deny`)}`);
     }
-    const prefix = ep.kind === 'host' ? `h${d}` : `w${d}`;
-    const name = chainName(prefix, ep.ref, `${prefix}\n${ep.ref}`);
+    const name = endpointChainName(ep.kind, dir, ep.ref);
     this.chains.set(name, { name, lines });
     return name;
   }
