@@ -37,6 +37,7 @@ interface PolicyRow {
   order: number | null;
   name: string;
   kind: string;
+  apiVersion: string;
   staged: boolean;
 }
 interface Report {
@@ -165,7 +166,7 @@ export async function agentDescribeCommand(
             x.tier,
             x.order === null ? '-' : String(x.order),
             x.name,
-            `${x.kind}${x.staged ? ' (staged, not enforced)' : ''}`,
+            `${x.kind}${x.apiVersion === 'networking.k8s.io/v1' ? ' (Kubernetes)' : ''}${x.staged ? ' (staged, not enforced)' : ''}`,
           ]),
         ]).split('\n');
   const lines = [

@@ -126,11 +126,11 @@ describe('agent introspection: status and describe endpoint', { skip, timeout: 6
     // Tier security (order 100) before default; in default Calico order 5 before the Kubernetes
     // policy (order 1000 as Calico treats it).
     assert.deepEqual(
-      d0.policies.ingress.map((p) => [p.tier, p.name, p.kind]),
+      d0.policies.ingress.map((p) => [p.tier, p.name, p.kind, p.apiVersion]),
       [
-        ['security', 'security.pass-all', 'GlobalNetworkPolicy'],
-        ['default', 'demo/b-web', 'NetworkPolicy'],
-        ['default', d0.policies.ingress[2]?.name ?? '?', 'KubernetesNetworkPolicy'],
+        ['security', 'security.pass-all', 'GlobalNetworkPolicy', 'projectcalico.org/v3'],
+        ['default', 'demo/b-web', 'NetworkPolicy', 'projectcalico.org/v3'],
+        ['default', 'demo/knp.default.b-k8s', 'NetworkPolicy', 'networking.k8s.io/v1'],
       ],
     );
     assert.equal(d0.policies.ingress[0]?.order, 10);

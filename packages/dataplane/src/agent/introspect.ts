@@ -31,6 +31,8 @@ export interface PolicyRow {
   readonly order: number | null;
   readonly name: string;
   readonly kind: string;
+  /** `networking.k8s.io/v1` for a Kubernetes NetworkPolicy, `projectcalico.org/v3` otherwise. */
+  readonly apiVersion: string;
   readonly staged: boolean;
 }
 
@@ -200,25 +202,27 @@ export async function endpointReport(
   const ep = view.engine.describeEndpoint(l.ref);
   const active = view.engine.activeTiers(l.ref);
   const profiles = view.engine.dataplaneInputs(l.ref).profiles;
+  // The engine names a Kubernetes policy as Calico does (`ns/knp.default.NAME`); its kind is
+  // NetworkPolicy like a Calico one, so the API group tells them apart.
+  const row = (
+    tier: string,
+    p: { order: number | undefined; name: string; kind: string },
+    staged: boolean,
+  ): PolicyRow => ({
+    tier,
+    order: p.order ?? null,
+    name: p.name,
+    kind: p.kind,
+    apiVersion: /\/(staged:)?knp\.default\./.test(p.name)
+      ? 'networking.k8s.io/v1'
+      : 'projectcalico.org/v3',
+    staged,
+  });
   const rows = (dir: 'ingress' | 'egress'): PolicyRow[] => {
     const out: PolicyRow[] = [];
     for (const t of active?.[dir] ?? []) {
-      for (const p of t.policies)
-        out.push({
-          tier: t.name,
-          order: p.order ?? null,
-          name: p.name,
-          kind: p.kind,
-          staged: false,
-        });
-      for (const p of t.staged)
-        out.push({
-          tier: t.name,
-          order: p.order ?? null,
-          name: p.name,
-          kind: p.kind,
-          staged: true,
-        });
+      for (const p of t.policies) out.push(row(t.name, p, false));
+      for (const p of t.staged) out.push(row(t.name, p, true));
     }
     return out;
   };
