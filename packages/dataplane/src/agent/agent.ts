@@ -10,8 +10,9 @@
 // ruleset derived from a partial snapshot.
 
 import { hasErrors, loadText } from '@palisade/core';
-import type { Pod, Resource, WorkloadEndpoint } from '@palisade/core';
+import type { HostEndpoint, Pod, Resource, WorkloadEndpoint } from '@palisade/core';
 import { Calculation } from '../calc/calculation.js';
+import { HostModes, withHostModes } from '../calc/host-modes.js';
 import type { LocalEndpoint } from '../calc/types.js';
 import { NftDriver } from '../nft/driver.js';
 import type { NftRunner } from '../nft/driver.js';
@@ -103,6 +104,8 @@ export class Agent {
   private readonly client: ApiClient;
   private readonly driver: NftDriver;
   private calc = new Calculation();
+  /** Host endpoint policy of the forward, pre-DNAT and untracked stages. */
+  private hostModes = new HostModes();
   /** Mirror of the kernel-relevant objects, by group/kind/namespace/name. */
   private readonly mirror = new Map<string, Resource>();
   private revision: string | undefined;
@@ -306,11 +309,12 @@ export class Agent {
     // A fresh calculation fed the whole snapshot: nothing from before the gap can linger.
     this.mirror.clear();
     this.calc = new Calculation();
+    this.hostModes = new HostModes();
     for (const o of objects) {
       const r = this.toResource(o);
       if (!r) continue;
       this.mirror.set(objectKey(o), r);
-      this.calc.upsert(r);
+      this.feed(r);
     }
     this.revision = rv;
     this.synced = true;
@@ -331,7 +335,7 @@ export class Agent {
         const r = this.toResource(o);
         if (!r) return;
         this.mirror.set(key, r);
-        this.calc.upsert(r);
+        this.feed(r);
         break;
       }
       case 'DELETED': {
@@ -339,11 +343,36 @@ export class Agent {
         this.mirror.delete(key);
         if (old) {
           this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
+          this.hostModes.remove(
+            old.kind,
+            old.metadata.namespace,
+            old.metadata.name,
+            old.apiVersion,
+          );
         }
         break;
       }
     }
     this.schedule();
+  }
+
+  /** Into the calculations: pre-DNAT and untracked policies are not normal policy. */
+  private feed(r: Resource): void {
+    if (HostModes.acceptsNormal(r)) this.calc.upsert(r);
+    else this.calc.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
+    this.hostModes.upsert(r);
+  }
+
+  /** This node's host endpoints with an interface (`*`: every host interface). */
+  private localHostEndpoints(): LocalEndpoint[] {
+    const out: LocalEndpoint[] = [];
+    for (const r of this.mirror.values()) {
+      if (r.kind !== 'HostEndpoint') continue;
+      const h: HostEndpoint = r;
+      if (h.spec.node !== this.options.node || !h.spec.interfaceName) continue;
+      out.push({ ref: h.metadata.name, iface: h.spec.interfaceName });
+    }
+    return out.sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
   }
 
   private localEndpoints(): LocalEndpoint[] {
@@ -355,7 +384,7 @@ export class Agent {
       const ref = `${w.metadata.namespace ?? 'default'}/${w.spec.pod ?? w.spec.workload ?? w.metadata.name}`;
       out.set(ref, { ref, iface: w.spec.interfaceName });
     }
-    return [...out.values()];
+    return [...out.values(), ...this.localHostEndpoints()];
   }
 
   private schedule(): void {
@@ -373,7 +402,9 @@ export class Agent {
     try {
       const locals = this.localEndpoints();
       this.calc.setLocalEndpoints(locals);
-      rendered = render(this.calc.desired(), {
+      this.hostModes.setLocalHostEndpoints(this.localHostEndpoints());
+      const desired = withHostModes(this.calc.desired(), this.hostModes.desired());
+      rendered = render(desired, {
         table: this.driver.table,
         ...(this.options.workloadInterfacePrefix !== undefined
           ? { workloadInterfacePrefix: this.options.workloadInterfacePrefix }

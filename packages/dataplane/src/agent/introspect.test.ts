@@ -229,6 +229,39 @@ describe('agent introspection: status and describe endpoint', { skip, timeout: 6
     assert.match(noAgent.err(), /is palisade agent running/);
   });
 
+  test('a HostEndpoint of this node from the API is programmed and described', async () => {
+    const o = c.node.addOutside();
+    await o.host.start(['t8080']);
+    await o.outside.start([]);
+    const rv = await c.create('/api/v1/projectcalico.org/HostEndpoint', {
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'HostEndpoint',
+      metadata: { name: 'edge', labels: { role: 'edge' } },
+      spec: { node: c.nodeName, interfaceName: o.iface, expectedIPs: [o.host.ip] },
+    });
+    await c.create('/api/v1/projectcalico.org/HostEndpoint', {
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'HostEndpoint',
+      metadata: { name: 'elsewhere' },
+      spec: { node: 'another-node', interfaceName: o.iface },
+    });
+    await c.applied(rv);
+    const s = (await adminGet(sockPath(), '/v1/status')) as StatusReport;
+    assert.deepEqual(
+      s.endpoints.filter((e) => e.kind === 'host').map((e) => [e.ref, e.iface]),
+      [['edge', o.iface]],
+      'only this node’s host endpoint',
+    );
+    await until(
+      'host endpoint denies',
+      async () => !(await o.outside.tcp(o.host.ip, 8080, 300)).ok,
+    );
+    const d = (await adminGet(sockPath(), '/v1/endpoints/edge')) as EndpointReport;
+    assert.equal(d.endpoint.kind, 'host');
+    const deny = d.chains[0]?.rules.find((r) => r.rule.includes('default deny'));
+    assert.ok(deny && (deny.packets ?? 0) > 0, 'the denied SYNs are counted');
+  });
+
   test('the admin routes are read-only and refuse hostile references', async () => {
     const view = c.agent!.view();
     assert.equal((await handleAdminRequest(view, 'POST', '/v1/status')).status, 405);
