@@ -30,6 +30,7 @@ interface Status {
   applies: number;
   ruleCount: number;
   endpoints: Summary[];
+  podsWithoutEndpoint: string[];
   errors: ErrorRow[];
 }
 interface PolicyRow {
@@ -134,6 +135,13 @@ export async function agentStatusCommand(p: Parsed, io: Io): Promise<number> {
             String(e.egressPolicies),
           ]),
         ]),
+    ...(s.podsWithoutEndpoint.length > 0
+      ? [
+          '',
+          `Pods of this node without an endpoint (not programmed; their interface drops all traffic):`,
+          ...s.podsWithoutEndpoint.map((p) => `  ${p}`),
+        ]
+      : []),
     '',
     `Errors (${s.errors.length}):`,
     ...(s.errors.length === 0 ? ['  none'] : s.errors.map((e) => `  ${e.at}  ${e.message}`)),

@@ -38,6 +38,11 @@ export const AGENT_FLAGS: Flags = {
     value: 'PATH',
     help: 'read-only admin socket for status/describe (default /run/palisade/agent-admin.sock; "none" to not serve it)',
   },
+  'endpoint-record': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'local record of CNI attachments, re-asserted in the API after an outage (default /var/lib/palisade/endpoints.json; "none": registration needs the API)',
+  },
   output: {
     kind: 'string',
     short: 'o',
@@ -109,6 +114,8 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   io.stdout.write(
     `palisade agent: node ${node}, table inet ${agent.table}${netns ? ` in netns ${netns}` : ''}, server ${server}\n`,
   );
+  const recordPath = str('endpoint-record') ?? dp.DEFAULT_RECORD_PATH;
+  const record = recordPath === 'none' ? undefined : new dp.LocalEndpointRecord(recordPath);
   agent.start();
   let sock: Awaited<ReturnType<typeof dp.startAgentSocket>> | undefined;
   if (socketPath !== 'none') {
@@ -116,7 +123,7 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
       service: new dp.CniEndpointService({
         node,
         pods: new dp.AgentPodSource(agent),
-        registry: new dp.ApiEndpointRegistry(agent),
+        registry: new dp.ApiEndpointRegistry(agent, record ? { record } : {}),
       }),
       socketPath,
     });

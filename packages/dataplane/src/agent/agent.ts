@@ -127,6 +127,14 @@ export class Agent {
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
+  private readonly syncListeners = new Set<() => void>();
+  /**
+   * WorkloadEndpoints this node attached that the API does not have (yet): from the local
+   * record, programmed as if mirrored until the API's own version arrives.
+   */
+  private readonly overlay = new Map<string, WorkloadEndpoint>();
+  /** Mirrored WorkloadEndpoints this node detached (CNI DEL) whose deletion the API has not echoed. */
+  private readonly withdrawn = new Set<string>();
   private readonly say: (line: string) => void;
 
   constructor(private readonly options: AgentOptions) {
@@ -194,8 +202,85 @@ export class Agent {
           kind: this.calc.engine.describeEndpoint(l.ref)?.kind ?? 'workload',
         })),
       applied: () => this.appliedRendered,
+      podsWithoutEndpoint: () => this.podsWithoutEndpoint(),
       readBack: () => this.driver.readBack(),
     };
+  }
+
+  /**
+   * Pods scheduled to this node with no WorkloadEndpoint (mirrored or in the local record): their
+   * interface is unknown, so nothing is programmed for them, and an unprogrammed workload
+   * interface drops all traffic (fail closed) until the CNI plugin registers the attachment.
+   */
+  podsWithoutEndpoint(): string[] {
+    const attached = new Set<string>();
+    for (const w of [...this.workloadEndpoints(), ...this.overlay.values()])
+      attached.add(`${w.metadata.namespace ?? 'default'}/${w.spec.pod ?? w.metadata.name}`);
+    const out: string[] = [];
+    for (const r of this.mirror.values()) {
+      if (r.kind !== 'Pod' || r.spec?.nodeName !== this.options.node) continue;
+      const ref = `${r.metadata.namespace ?? 'default'}/${r.metadata.name}`;
+      if (!attached.has(ref)) out.push(ref);
+    }
+    return out.sort();
+  }
+
+  /** Calls `f` when the watch delivered a full snapshot or resumed after an outage. */
+  onSynced(f: () => void): () => void {
+    this.syncListeners.add(f);
+    return () => this.syncListeners.delete(f);
+  }
+
+  /** Records a problem (or, with `error` false, a progress line) in the status and the log. */
+  note(message: string, error = true): void {
+    if (error) this.report(message);
+    else this.say(message);
+  }
+
+  /** Programs a WorkloadEndpoint of this node the API may not have (the local record). */
+  assertLocal(w: WorkloadEndpoint): void {
+    if (w.spec.node !== this.options.node) return;
+    const key = objectKey(w as unknown as ApiObject);
+    this.overlay.set(key, w);
+    if (this.withdrawn.delete(key)) this.schedule();
+    if (!this.mirror.has(key)) {
+      const r = this.toResource(w as unknown as ApiObject);
+      if (r) this.feed(r);
+      this.schedule();
+    }
+  }
+
+  /** Withdraws a local-record endpoint (CNI DEL, or the API refused it). */
+  retractLocal(namespace: string, name: string): void {
+    const key = objectKey({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'WorkloadEndpoint',
+      metadata: { name, namespace },
+    });
+    if (this.mirror.has(key)) {
+      // Detached here: not programmed any more, whatever the API still says.
+      this.overlay.delete(key);
+      this.withdrawn.add(key);
+      this.schedule();
+      return;
+    }
+    if (!this.overlay.delete(key)) return;
+    {
+      this.calc.remove('WorkloadEndpoint', namespace, name, 'projectcalico.org/v3');
+      this.hostModes.remove('WorkloadEndpoint', namespace, name, 'projectcalico.org/v3');
+      // The pod goes back to what the API says of it (no address: nothing to program).
+      for (const r of this.mirror.values())
+        if (r.kind === 'Pod' && (r.metadata.namespace ?? 'default') === namespace) {
+          const x = this.withAttachmentIps(r);
+          this.calc.upsert(x);
+          this.hostModes.upsert(x);
+        }
+      this.schedule();
+    }
+  }
+
+  private synced_(): void {
+    for (const f of this.syncListeners) f();
   }
 
   /** Calls `f` after every apply attempt (tests, status output). */
@@ -255,8 +340,10 @@ export class Agent {
               onEvent: (type, o, rv) => this.event(type, o, rv),
               onRevision: (rv) => {
                 this.revision = rv;
-                if (!this.connected) this.say(`watch resumed at revision ${rv}`);
+                const resumed = !this.connected;
+                if (resumed) this.say(`watch resumed at revision ${rv}`);
                 this.connected = true;
+                if (resumed) this.synced_();
                 this.lastSync = new Date();
                 delay = min;
               },
@@ -316,12 +403,19 @@ export class Agent {
       this.mirror.set(objectKey(o), r);
       this.feed(r);
     }
+    // Local-record endpoints the snapshot lacks stay programmed (and get re-asserted).
+    for (const [k, w] of this.overlay) {
+      if (this.mirror.has(k)) continue;
+      const r = this.toResource(w as unknown as ApiObject);
+      if (r) this.feed(r);
+    }
     this.revision = rv;
     this.synced = true;
     this.connected = true;
     this.lastSync = new Date();
     this.say(`synced ${this.mirror.size} objects at revision ${rv}`);
     this.schedule();
+    this.synced_();
   }
 
   private event(type: ObjectEventType, o: ApiObject, rv: string): void {
@@ -339,6 +433,7 @@ export class Agent {
         break;
       }
       case 'DELETED': {
+        this.withdrawn.delete(key);
         const old = this.mirror.get(key);
         this.mirror.delete(key);
         if (old) {
@@ -349,6 +444,13 @@ export class Agent {
             old.metadata.name,
             old.apiVersion,
           );
+          // Lost from the API while still attached here: keep it programmed, re-assert it.
+          const mine = this.overlay.get(key);
+          if (mine) {
+            const r = this.toResource(mine as unknown as ApiObject);
+            if (r) this.feed(r);
+            this.synced_();
+          }
         }
         break;
       }
@@ -358,9 +460,41 @@ export class Agent {
 
   /** Into the calculations: pre-DNAT and untracked policies are not normal policy. */
   private feed(r: Resource): void {
-    if (HostModes.acceptsNormal(r)) this.calc.upsert(r);
-    else this.calc.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
-    this.hostModes.upsert(r);
+    const x = r.kind === 'Pod' ? this.withAttachmentIps(r) : r;
+    if (HostModes.acceptsNormal(x)) this.calc.upsert(x);
+    else this.calc.remove(x.kind, x.metadata.namespace, x.metadata.name, x.apiVersion);
+    this.hostModes.upsert(x);
+    if (r.kind === 'WorkloadEndpoint') this.refeedPod(r.metadata.namespace, r.spec.pod);
+  }
+
+  /**
+   * A Pod without an address yet (its status is written after the attachment, and not at all
+   * while the API is unreachable) takes the addresses of this node's attachment of it: the
+   * engine judges a pod by its Pod resource, and the attachment is the truth about its address.
+   */
+  private withAttachmentIps(p: Pod): Pod {
+    if (p.spec?.nodeName !== this.options.node) return p;
+    if (p.status?.podIP !== undefined || (p.status?.podIPs?.length ?? 0) > 0) return p;
+    const ns = p.metadata.namespace ?? 'default';
+    const weps = [...this.workloadEndpoints(), ...this.overlay.values()];
+    const w = weps.find(
+      (x) => (x.metadata.namespace ?? 'default') === ns && x.spec.pod === p.metadata.name,
+    );
+    const ips = (w?.spec.ipNetworks ?? []).map((n) => ({ ip: n.split('/')[0] ?? n }));
+    if (ips.length === 0) return p;
+    return { ...p, status: { ...(p.status ?? {}), podIP: ips[0]?.ip, podIPs: ips } } as Pod;
+  }
+
+  private refeedPod(namespace: string | undefined, name: string | undefined): void {
+    if (name === undefined) return;
+    const pod = this.pod(namespace ?? 'default', name);
+    if (pod) {
+      const x = this.withAttachmentIps(pod);
+      if (x !== pod) {
+        this.calc.upsert(x);
+        this.hostModes.upsert(x);
+      }
+    }
   }
 
   /** This node's host endpoints with an interface (`*`: every host interface). */
@@ -377,9 +511,11 @@ export class Agent {
 
   private localEndpoints(): LocalEndpoint[] {
     const out = new Map<string, LocalEndpoint>();
-    for (const r of this.mirror.values()) {
-      if (r.kind !== 'WorkloadEndpoint') continue;
-      const w: WorkloadEndpoint = r;
+    const weps: WorkloadEndpoint[] = [];
+    for (const [k, r] of this.mirror)
+      if (r.kind === 'WorkloadEndpoint' && !this.withdrawn.has(k)) weps.push(r);
+    for (const [k, w] of this.overlay) if (!this.mirror.has(k)) weps.push(w);
+    for (const w of weps) {
       if (w.spec.node !== this.options.node || !w.spec.interfaceName) continue;
       const ref = `${w.metadata.namespace ?? 'default'}/${w.spec.pod ?? w.spec.workload ?? w.metadata.name}`;
       out.set(ref, { ref, iface: w.spec.interfaceName });

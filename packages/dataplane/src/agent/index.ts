@@ -5,6 +5,7 @@ export type { AgentOptions, AgentStatus } from './agent.js';
 export { ApiClient, ApiRequestError } from './api-client.js';
 export type { ApiClientOptions, ApiObject, ApiReply, ObjectEventType } from './api-client.js';
 export { AgentPodSource, ApiEndpointRegistry } from './api-registry.js';
+export type { ApiEndpointRegistryOptions } from './api-registry.js';
 export { CniEndpointService, startAgentSocket } from '../agent-socket/server.js';
 export { DEFAULT_AGENT_SOCKET_PATH } from '../agent-socket/server.js';
 export type { AgentSocket } from '../agent-socket/server.js';
@@ -13,3 +14,5 @@ export { DEFAULT_ADMIN_SOCKET_PATH, handleAdminRequest, startAdminSocket } from 
 export type { AdminSocket } from './admin-socket.js';
 export { endpointReport, kernelRules, statusReport } from './introspect.js';
 export type { AgentView, EndpointReport, StatusReport } from './introspect.js';
+export { DEFAULT_RECORD_PATH, LocalEndpointRecord } from './local-record.js';
+export type { RecordedEndpoint, Tombstone } from './local-record.js';

@@ -24,6 +24,8 @@ export interface AgentView {
   applied(): Rendered | undefined;
   /** `nft -j list table inet T` of the owned table (undefined: it does not exist). */
   readBack(): Promise<string | undefined>;
+  /** Pods of this node without a WorkloadEndpoint (not programmed; their traffic drops). */
+  podsWithoutEndpoint(): readonly string[];
 }
 
 export interface PolicyRow {
@@ -72,6 +74,7 @@ export interface StatusReport {
   readonly applies: number;
   readonly ruleCount: number;
   readonly endpoints: readonly EndpointSummary[];
+  readonly podsWithoutEndpoint: readonly string[];
   readonly errors: readonly { readonly at: string; readonly message: string }[];
 }
 
@@ -124,6 +127,7 @@ export function statusReport(view: AgentView): StatusReport {
     applies: s.applies,
     ruleCount: s.ruleCount,
     endpoints: view.locals().map((l) => summary(view, l)),
+    podsWithoutEndpoint: view.podsWithoutEndpoint(),
     errors: s.errors.map((e) => ({ at: e.at.toISOString(), message: e.message })),
   };
 }
