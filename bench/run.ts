@@ -2,6 +2,7 @@
 // line, `RESULT {json}` (DESIGN §5). Benchmarks are scripts, never timed tests.
 
 import { spawnSync } from 'node:child_process';
+import { runAgentBench } from './agent.js';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
 import { runStoreBench } from './store.js';
@@ -17,6 +18,7 @@ const BENCHES: Record<
   engine: runEngineBench,
   store: runStoreBench,
   dataplane: runDataplaneBench,
+  agent: runAgentBench,
   l7: undefined,
   flows: undefined,
 };

@@ -535,11 +535,14 @@ export class Agent {
     if (!this.synced) return;
     const rv = this.revision;
     let rendered: Rendered;
+    const t0 = performance.now();
+    let tCalc = t0;
     try {
       const locals = this.localEndpoints();
       this.calc.setLocalEndpoints(locals);
       this.hostModes.setLocalHostEndpoints(this.localHostEndpoints());
       const desired = withHostModes(this.calc.desired(), this.hostModes.desired());
+      tCalc = performance.now();
       rendered = render(desired, {
         table: this.driver.table,
         ...(this.options.workloadInterfacePrefix !== undefined
@@ -554,6 +557,7 @@ export class Agent {
       this.notify();
       return;
     }
+    const tRender = performance.now();
     try {
       const r = await this.driver.apply(rendered);
       this.applies++;
@@ -563,7 +567,7 @@ export class Agent {
       this.appliedRendered = rendered;
       this.appliedLocals = this.calc.localEndpoints();
       this.say(
-        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints, ${r.ms} ms)`,
+        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints; calc ${Math.round(tCalc - t0)} ms, render ${Math.round(tRender - tCalc)} ms, kernel ${Math.round(r.ms)} ms)`,
       );
     } catch (e) {
       this.report(
