@@ -91,7 +91,7 @@ function objectKey(o: { apiVersion: string; kind: string; metadata: ApiObject['m
 export function countRules(r: Rendered): number {
   let n = 0;
   let inChain = false;
-  for (const raw of r.script.split('\n')) {
+  for (const raw of r.skeleton.split('\n')) {
     const l = raw.trim();
     if (l.startsWith('chain ')) inChain = true;
     else if (l === '}') inChain = false;

@@ -308,17 +308,59 @@ interface ChainDef {
   readonly lines: readonly string[];
 }
 
+/**
+ * Chains rendered for one endpoint program and direction, kept while the calculation hands over
+ * the same program object (it does while nothing the program depends on changed): a change
+ * re-renders only the programs it touched. Keyed also by everything else the text depends on.
+ */
+const directionCache = new WeakMap<
+  EndpointProgram,
+  Map<string, { readonly name: string; readonly chains: readonly ChainDef[] }>
+>();
+
 class Builder {
   readonly chains = new Map<string, ChainDef>();
+  private recording: ChainDef[] | undefined;
   constructor(
     private readonly staticEmpty: (set: string, f: Family) => boolean,
     private readonly hasFamily: (f: Family) => boolean,
+    /** Part of the cache key: the family flags and set-emptiness the rule text depends on. */
+    private readonly context: string,
   ) {}
 
   /** Adds a chain named from its content (equal content is shared), returns its name. */
   shared(prefix: string, label: string, lines: readonly string[]): string {
     const name = chainName(prefix, label, `${prefix}\n${label}\n${lines.join('\n')}`);
     if (!this.chains.has(name)) this.chains.set(name, { name, lines });
+    this.recording?.push({ name, lines });
+    return name;
+  }
+
+  /** `direction`, from the cache when the same program was rendered the same way before. */
+  cachedDirection(
+    ep: EndpointProgram,
+    dir: 'ingress' | 'egress',
+    p: DirectionProgram,
+    failsafe: readonly FailsafePort[],
+    stage: Stage = 'normal',
+    mark: number | undefined = undefined,
+  ): string {
+    const key = `${dir}|${stage}|${mark ?? ''}|${failsafe.map((f) => `${f.protocol}.${f.port}`).join(',')}|${this.context}`;
+    let m = directionCache.get(ep);
+    const hit = m?.get(key);
+    if (hit && (dir === 'ingress' ? ep.ingress : ep.egress) === p) {
+      for (const c of hit.chains) if (!this.chains.has(c.name)) this.chains.set(c.name, c);
+      return hit.name;
+    }
+    this.recording = [];
+    const name = this.direction(ep, dir, p, failsafe, stage, mark);
+    const chains = this.recording;
+    this.recording = undefined;
+    if (!m) {
+      m = new Map();
+      directionCache.set(ep, m);
+    }
+    m.set(key, { name, chains });
     return name;
   }
 
@@ -400,6 +442,7 @@ class Builder {
     }
     const name = endpointChainName(ep.kind, dir, ep.ref, stage);
     this.chains.set(name, { name, lines });
+    this.recording?.push({ name, lines });
     return name;
   }
 }
@@ -450,7 +493,16 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     return !s || (f === 4 ? s.v4 : s.v6).length === 0;
   };
   const families = state.families ?? { v4: true, v6: true };
-  const b = new Builder(staticEmpty, (f) => (f === 4 ? families.v4 : families.v6));
+  // The rule text depends on which families exist and which static CIDR sets are empty.
+  const emptyKey = state.sets
+    .filter((x) => x.kind === 'address' && x.name.startsWith('n_'))
+    .map((x) => `${x.name}:${x.v4.length > 0 ? 1 : 0}${x.v6.length > 0 ? 1 : 0}`)
+    .join(',');
+  const b = new Builder(
+    staticEmpty,
+    (f) => (f === 4 ? families.v4 : families.v6),
+    `${families.v4 ? 1 : 0}${families.v6 ? 1 : 0}|${emptyKey}`,
+  );
   const wlFrom: string[] = [];
   const wlTo: string[] = [];
   const hostIn: string[] = [];
@@ -467,8 +519,8 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     else list.push(`${ifname(iface)} : goto ${chain}`);
   };
   for (const ep of state.endpoints) {
-    const inName = b.direction(ep, 'ingress', ep.ingress, failIn, 'normal', mark);
-    const egName = b.direction(ep, 'egress', ep.egress, failOut, 'normal', mark);
+    const inName = b.cachedDirection(ep, 'ingress', ep.ingress, failIn, 'normal', mark);
+    const egName = b.cachedDirection(ep, 'egress', ep.egress, failOut, 'normal', mark);
     if (ep.kind === 'workload') {
       wlTo.push(`${ifname(ep.iface)} : goto ${inName}`);
       wlFrom.push(`${ifname(ep.iface)} : goto ${egName}`);
@@ -638,11 +690,25 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     elements.set(`${s.name}_v4`, s.v4);
     elements.set(`${s.name}_v6`, s.v6);
   }
-  const elementLines: string[] = [];
-  for (const [name, els] of elements) {
-    if (els.length > 0) elementLines.push(elementCommand('add', table, name, els));
-  }
-  return { table, skeleton, elements, script: skeleton + elementLines.join('') };
+  const elementLines = {
+    join: (sep: string): string => {
+      const out: string[] = [];
+      for (const [name, els] of elements)
+        if (els.length > 0) out.push(elementCommand('add', table, name, els));
+      return out.join(sep);
+    },
+  };
+  // The full script (with every element) is only needed for a full apply: built on first use.
+  let script: string | undefined;
+  return {
+    table,
+    skeleton,
+    elements,
+    get script(): string {
+      script ??= skeleton + elementLines.join('');
+      return script;
+    },
+  };
 }
 
 /** `add element` / `delete element` for one set, in chunks nft parses quickly. */
