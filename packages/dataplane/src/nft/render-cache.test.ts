@@ -18,7 +18,7 @@ function pods(n: number, labelOf: (i: number) => string): Resource[] {
         metadata: { name: `p${i}`, namespace: 'ns', labels: { app: labelOf(i) } },
         spec: { containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }] }] },
         status: { podIP: `10.9.0.${i + 1}` },
-      }) as Resource,
+      }),
   );
 }
 
@@ -40,13 +40,13 @@ function policy(i: number, port: number, peer: string): Resource {
       ],
       egress: [{ action: 'Allow', destination: { nets: [`10.${i}.0.0/16`] } }],
     },
-  } as Resource;
+  };
 }
 
 test('a cached render equals a render of fresh objects after every change', () => {
   const calc = new Calculation({ verifySharedSets: true });
   const base: Resource[] = [
-    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'ns' } } as Resource,
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: 'ns' } },
     ...pods(8, (i) => `a${i % 4}`),
   ];
   for (const r of base) calc.upsert(r);
