@@ -356,7 +356,7 @@ async function palisadeTable(t: { node: string; ifA: string; ifB: string }): Pro
         },
       ],
     },
-  } as Resource);
+  });
   calc.upsert({
     apiVersion: 'projectcalico.org/v3',
     kind: 'NetworkPolicy',
@@ -367,7 +367,7 @@ async function palisadeTable(t: { node: string; ifA: string; ifB: string }): Pro
       types: ['Egress'],
       egress: [{ action: 'Allow', protocol: 'TCP', destination: { ports: [5201, 5301] } }],
     },
-  } as Resource);
+  });
   calc.setLocalEndpoints(
     Array.from({ length: LOCAL }, (_, i) => ({
       ref: `bench/local-${i}`,
