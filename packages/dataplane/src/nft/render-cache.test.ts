@@ -9,17 +9,13 @@ import { Calculation } from '../calc/calculation.js';
 import { render } from './render.js';
 
 function pods(n: number, labelOf: (i: number) => string): Resource[] {
-  return Array.from(
-    { length: n },
-    (_, i) =>
-      ({
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: { name: `p${i}`, namespace: 'ns', labels: { app: labelOf(i) } },
-        spec: { containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }] }] },
-        status: { podIP: `10.9.0.${i + 1}` },
-      }),
-  );
+  return Array.from({ length: n }, (_, i) => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: `p${i}`, namespace: 'ns', labels: { app: labelOf(i) } },
+    spec: { containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }] }] },
+    status: { podIP: `10.9.0.${i + 1}` },
+  }));
 }
 
 function policy(i: number, port: number, peer: string): Resource {
