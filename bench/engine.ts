@@ -18,6 +18,11 @@ export interface SizeResult {
   kernel_decisions_per_cpu_s: number;
   /** Kernel decisions per CPU second once every probe was decided twice (warm, as an agent runs). */
   kernel_steady_decisions_per_cpu_s: number;
+  /** `Engine.decideL7` (the destination L7 point's per-request verdict, what a sidecar asks). */
+  l7_only_decisions_per_cpu_s: number;
+  l7_only_us_per_decision: number;
+  /** The full `check` (kernel both sides, L7 both sides, Istio), per CPU second. */
+  full_check_decisions_per_cpu_s: number;
 }
 
 function cpuMs(since: NodeJS.CpuUsage): number {
@@ -109,6 +114,26 @@ export function benchSize(
   }
   const l7Rate = n / ((performance.now() - l0) / 1000);
   log(`  full check (kernel + L7): ${Math.round(l7Rate)} decisions/s`);
+  const fullCpu0 = process.cpuUsage();
+  for (const p of httpProbes.slice(0, 5000)) engine.check(p, false);
+  const fullCpuRate = 5000 / (cpuMs(fullCpu0) / 1000);
+
+  // The destination L7 point's verdict alone (what a sidecar decides per request), warm.
+  for (const p of httpProbes) engine.decideL7(p);
+  const lc0 = process.cpuUsage();
+  let ln = 0;
+  const lw0 = performance.now();
+  while (performance.now() - lw0 < 1000) {
+    for (let i = 0; i < 1000; i++) {
+      const p = httpProbes[(ln + i) % httpProbes.length];
+      if (p) engine.decideL7(p);
+    }
+    ln += 1000;
+  }
+  const l7OnlyRate = ln / (cpuMs(lc0) / 1000);
+  log(
+    `  L7 only (decideL7): ${Math.round(l7OnlyRate)} decisions per CPU second (${round(1e6 / l7OnlyRate, 1)} µs each); full check ${Math.round(fullCpuRate)} per CPU second (${round(1e6 / fullCpuRate, 1)} µs)`,
+  );
 
   // Incremental: one pod's labels change, then a decision on it.
   const pods = cluster.resources.filter(
@@ -162,6 +187,9 @@ export function benchSize(
     compile_cpu_ms: round(compileCpuMs, 0),
     kernel_decisions_per_cpu_s: Math.round(kernelCpuRate),
     kernel_steady_decisions_per_cpu_s: Math.round(steadyRate),
+    l7_only_decisions_per_cpu_s: Math.round(l7OnlyRate),
+    l7_only_us_per_decision: round(1e6 / l7OnlyRate, 1),
+    full_check_decisions_per_cpu_s: Math.round(fullCpuRate),
   };
 }
 
@@ -183,6 +211,8 @@ export function runEngineBench(quick: boolean, log: (s: string) => void): Record
     ['kernel per CPU s', 'kernel_decisions_per_cpu_s', '> 500000', (v) => v > 500_000],
     ['kernel steady /CPU s', 'kernel_steady_decisions_per_cpu_s', '> 500000', (v) => v > 500_000],
     ['full checks/s (L7)', 'l7_decisions_per_s', '—', () => true],
+    ['full checks /CPU s', 'full_check_decisions_per_cpu_s', '—', () => true],
+    ['L7-only µs/decision', 'l7_only_us_per_decision', '< 100', (v) => v < 100],
   ];
   log('');
   log(`${'figure'.padEnd(22)}${'10k/1k'.padStart(12)}${'100k/10k'.padStart(12)}   target`);

@@ -3,6 +3,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { runAgentBench } from './agent.js';
+import { runAuthzBench } from './authz.js';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
 import { runStoreBench } from './store.js';
@@ -19,6 +20,7 @@ const BENCHES: Record<
   store: runStoreBench,
   dataplane: runDataplaneBench,
   agent: runAgentBench,
+  authz: runAuthzBench,
   l7: undefined,
   flows: undefined,
 };

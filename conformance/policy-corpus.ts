@@ -12,7 +12,14 @@ export interface CorpusProbe extends Probe {
   readonly expect: 'allow' | 'deny';
   readonly kernel?: 'allow' | 'deny';
   readonly l7?: 'allow' | 'deny';
-  readonly decidedBy?: { point?: 'kernel' | 'l7'; tier?: string; policy?: string; kind?: string };
+  readonly decidedBy?: {
+    point?: 'kernel' | 'l7';
+    tier?: string;
+    policy?: string;
+    kind?: string;
+    /** Legacy Istio RBAC: the ServiceRoleBinding that allowed. */
+    binding?: string;
+  };
 }
 
 export interface CorpusCase {

@@ -52,6 +52,7 @@ for (const c of corpus) {
         if (decidedBy.tier) assert.equal(prov.tier, decidedBy.tier, `tier\n${why}`);
         if (decidedBy.policy) assert.equal(prov.policy, decidedBy.policy, `policy\n${why}`);
         if (decidedBy.kind) assert.equal(prov.kind, decidedBy.kind, `kind\n${why}`);
+        if (decidedBy.binding) assert.equal(prov.binding, decidedBy.binding, `binding\n${why}`);
       }
     }
   });

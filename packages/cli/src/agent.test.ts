@@ -72,6 +72,8 @@ describe('palisade agent (the process)', { skip, timeout: 60_000 }, () => {
         node.ns,
         '--socket',
         join(dir, 'agent.sock'),
+        '--endpoint-sockets',
+        join(dir, 'endpoints'),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PALISADE_TOKEN: '' } },
     );

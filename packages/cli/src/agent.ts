@@ -5,65 +5,9 @@
 // token or remove the table on exit.
 
 import { readFileSync } from 'node:fs';
-import type { Flags, Parsed } from './args.js';
+import type { Parsed } from './args.js';
 import { UsageError } from './args.js';
 import type { Io } from './input.js';
-
-export const AGENT_FLAGS: Flags = {
-  node: { kind: 'string', value: 'NAME', help: "this node's name (or PALISADE_NODE)" },
-  server: { kind: 'string', value: 'URL', help: 'API server (or PALISADE_SERVER)' },
-  'token-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: 'node token file, from palisade token create --node NAME (or PALISADE_TOKEN)',
-  },
-  'ca-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: "CA bundle of the server's certificate (or PALISADE_CA_FILE)",
-  },
-  table: {
-    kind: 'string',
-    value: 'NAME',
-    help: 'owned nftables table, family inet (default palisade)',
-  },
-  netns: { kind: 'string', value: 'NS', help: 'apply inside this network namespace' },
-  socket: {
-    kind: 'string',
-    value: 'PATH',
-    help: 'CNI socket (default /run/palisade/agent.sock; "none" to not serve it)',
-  },
-  'admin-socket': {
-    kind: 'string',
-    value: 'PATH',
-    help: 'read-only admin socket for status/describe (default /run/palisade/agent-admin.sock; "none" to not serve it)',
-  },
-  'endpoint-record': {
-    kind: 'string',
-    value: 'FILE',
-    help: 'local record of CNI attachments, re-asserted in the API after an outage (default /var/lib/palisade/endpoints.json; "none": registration needs the API)',
-  },
-  output: {
-    kind: 'string',
-    short: 'o',
-    value: 'FORMAT',
-    help: 'agent status / describe: table (default), json or yaml',
-  },
-  'iface-prefix': {
-    kind: 'string',
-    value: 'P',
-    help: 'workload interface prefix: unprogrammed ones are dropped (default: the CNI plugin prefix)',
-  },
-};
-
-/** Flags of `palisade describe endpoint` added to the online describe's. */
-export const ADMIN_SOCKET_FLAG: Flags = {
-  'admin-socket': {
-    kind: 'string',
-    value: 'PATH',
-    help: "describe endpoint: the local agent's admin socket (default /run/palisade/agent-admin.sock)",
-  },
-};
 
 export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   const sub = p.positionals[0];
@@ -133,12 +77,35 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   const admin =
     adminPath === 'none' ? undefined : await dp.startAdminSocket(agent.view(), adminPath);
   if (admin) io.stdout.write(`admin socket at ${admin.path}\n`);
+  const socketDir = str('endpoint-sockets') ?? dp.DEFAULT_ENDPOINT_SOCKET_DIR;
+  let sync: InstanceType<typeof dp.PolicySync> | undefined;
+  let endpointSockets: InstanceType<typeof dp.EndpointSockets> | undefined;
+  if (socketDir !== 'none') {
+    const trustDomain = str('trust-domain');
+    sync = new dp.PolicySync(agent, {
+      ...(trustDomain !== undefined ? { trustDomain } : {}),
+      say: (l) => io.stdout.write(`${l}\n`),
+    });
+    endpointSockets = new dp.EndpointSockets({
+      source: sync,
+      dir: socketDir,
+      say: (l) => io.stdout.write(`${l}\n`),
+    });
+    await endpointSockets.start();
+    io.stdout.write(`policy sync sockets under ${socketDir}\n`);
+  }
   await new Promise<void>((resolveStop) => {
     const stop = (sig: string) => {
       io.stdout.write(`${sig}: stopping; the rules in table inet ${agent.table} stay in place\n`);
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
-      void Promise.all([agent.stop(), sock?.close(), admin?.close()]).then(() => resolveStop());
+      sync?.close();
+      void Promise.all([
+        agent.stop(),
+        sock?.close(),
+        admin?.close(),
+        endpointSockets?.close(),
+      ]).then(() => resolveStop());
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');

@@ -25,70 +25,10 @@ import {
   trustDomainProblem,
 } from '@palisade/pki';
 import type { AuditSink, CaInspection, IssuanceEvent } from '@palisade/pki';
-import type { Flags, Parsed } from './args.js';
+import type { Parsed } from './args.js';
 import { UsageError } from './args.js';
 import type { Io } from './input.js';
 import { InputError } from './input.js';
-
-export const CA_USAGE = `palisade ca init [--trust-domain cluster.local] [--passphrase-file F] [--data-dir D]
-       palisade ca import --cert inter.pem --key inter.key --chain root.pem [--key-passphrase-file F] [--overlap 24h]
-       palisade ca inspect [-o table|json]
-       palisade ca bundle
-       palisade ca rotate [--overlap 24h] [--activate-after DURATION]
-       palisade ca issue --id spiffe://TD/ns/N/sa/S --out-dir D [--ttl 24h]
-       (every subcommand takes --data-dir DIR, default ./palisade-data, and --passphrase-file F)`;
-
-export const CA_FLAGS: Flags = {
-  'data-dir': {
-    kind: 'string',
-    value: 'DIR',
-    help: `data directory (default ${DEFAULT_DATA_DIR})`,
-  },
-  'passphrase-file': {
-    kind: 'string',
-    value: 'F',
-    help: 'file holding the passphrase of the CA keys (encrypts them at init/import)',
-  },
-  'trust-domain': {
-    kind: 'string',
-    value: 'TD',
-    help: 'trust domain (init, import; default cluster.local)',
-  },
-  cert: { kind: 'string', value: 'FILE', help: 'import: the intermediate certificate (PEM)' },
-  key: { kind: 'string', value: 'FILE', help: 'import: the intermediate private key (PEM)' },
-  chain: {
-    kind: 'string',
-    value: 'FILE',
-    help: 'import: the certificates above it, root last (PEM)',
-  },
-  'key-passphrase-file': {
-    kind: 'string',
-    value: 'F',
-    help: 'import: passphrase of the imported key, when encrypted',
-  },
-  overlap: {
-    kind: 'string',
-    value: 'DURATION',
-    help: 'rotate, import: old and new trusted together (default 24h)',
-  },
-  'activate-after': {
-    kind: 'string',
-    value: 'DURATION',
-    help: 'rotate: when the new root starts signing (default half the overlap)',
-  },
-  id: { kind: 'string', value: 'SPIFFE-ID', help: 'issue: spiffe://TD/ns/N/sa/S' },
-  'out-dir': {
-    kind: 'string',
-    value: 'DIR',
-    help: 'issue: where cert.pem, key.pem and chain.pem go',
-  },
-  ttl: {
-    kind: 'string',
-    value: 'DURATION',
-    help: 'issue: certificate lifetime (default 24h, at most 90d)',
-  },
-  output: { kind: 'string', short: 'o', value: 'FORMAT', help: 'inspect: table (default) or json' },
-};
 
 const COMMON = ['data-dir', 'passphrase-file', 'help'];
 const SUBCOMMANDS: Readonly<Record<string, readonly string[]>> = {

@@ -6,15 +6,11 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import type { CheckResult, Probe, Provenance } from '@palisade/core';
-import type { Flags, Parsed } from './args.js';
+import type { Parsed } from './args.js';
 import type { Io } from './input.js';
 import { matrixCommand } from './offline.js';
 import { readInputs } from './input.js';
 import { compile, formatDiagnostic, hasErrors } from '@palisade/core';
-
-export const DEMO_FLAGS: Flags = {
-  json: { kind: 'boolean', help: 'print the checks as JSON (last line)' },
-};
 
 const EXAMPLE = fileURLToPath(new URL('../../../examples/bookinfo', import.meta.url));
 const CHECKS = fileURLToPath(new URL('../../../examples/bookinfo.checks.yaml', import.meta.url));

@@ -2,41 +2,41 @@
 // Exit codes: 0 success (or allow), 1 failure found (errors in input, deny, failed checks),
 // 2 usage or input error.
 
-import { suggest } from '@palisade/core';
 import { flagHelp, parseArgs, UsageError } from './args.js';
-import { ADMIN_SOCKET_FLAG, agentCommand, AGENT_FLAGS } from './agent.js';
-import { caCommand, CA_FLAGS, CA_USAGE } from './ca.js';
-import type { Flags } from './args.js';
-import { demoCommand, DEMO_FLAGS } from './demo.js';
-import { InputError } from './input.js';
-import type { Io } from './input.js';
 import {
-  checkCommand,
+  AUTHZ_SERVER_FLAGS,
+  AUTHZ_SERVER_USAGE,
+  authzServerCommand,
+  EXPORT_FLAGS,
+  EXPORT_USAGE,
+  exportCommand,
+} from './authz-flags.js';
+import type { Flags } from './args.js';
+import { SIDECAR_FLAGS, SIDECAR_USAGE } from './sidecar-flags.js';
+import {
+  ADMIN_SOCKET_FLAG,
+  AGENT_FLAGS,
+  APPLY_FLAGS,
+  AUDIT_FLAGS,
+  CA_FLAGS,
+  CA_USAGE,
+  DELETE_FLAGS,
+  DEMO_FLAGS,
+  GET_FLAGS,
   INPUT_FLAGS,
-  matrixCommand,
+  LOGIN_FLAGS,
   OUTPUT_FLAG,
   PROBE_FLAGS,
-  selectorCommand,
-  validateCommand,
-} from './offline.js';
-import {
-  APPLY_FLAGS,
-  applyCommand,
-  AUDIT_FLAGS,
-  auditCommand,
-  DELETE_FLAGS,
-  deleteCommand,
-  describeCommand,
-  GET_FLAGS,
-  getCommand,
-  LOGIN_FLAGS,
-  labelCommand,
-  loginCommand,
   SERVER_FLAGS,
-  serverCommand,
   TOKEN_FLAGS,
-  tokenCommand,
-} from './online/commands.js';
+} from './flags.js';
+import { InputError } from './input.js';
+import type { Io } from './input.js';
+
+// Implementations are imported when their command runs, so that help, usage errors and light
+// commands do not load the server, the CA or the engine.
+const offline = () => import('./offline.js');
+const online = () => import('./online/commands.js');
 
 export const VERSION = '0.1.0';
 
@@ -56,7 +56,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     summary: 'check resources for errors (file:line:col: error CODE: message)',
     usage: 'palisade validate -f PATH... [-o table|json]',
     flags: { ...INPUT_FLAGS, ...OUTPUT_FLAG, ...HELP_FLAG },
-    run: validateCommand,
+    run: async (p, io) => (await offline()).validateCommand(p, io),
   },
   matrix: {
     summary: 'kernel reachability between every pair of pods',
@@ -68,20 +68,20 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       ...OUTPUT_FLAG,
       ...HELP_FLAG,
     },
-    run: matrixCommand,
+    run: async (p, io) => (await offline()).matrixCommand(p, io),
   },
   check: {
     summary: 'judge one connection or request (exit 0 allow, 1 deny, 2 error)',
     usage:
       'palisade check -f PATH... --from A --to B --port N [--method M --path P ...] [-o table|json|yaml]\n       palisade check -f PATH... --probes FILE -o json',
     flags: { ...INPUT_FLAGS, ...PROBE_FLAGS, ...OUTPUT_FLAG, ...HELP_FLAG },
-    run: (p, io) => checkCommand(p, io, false),
+    run: async (p, io) => (await offline()).checkCommand(p, io, false),
   },
   explain: {
     summary: 'as check, as a readable trace of every policy consulted',
     usage: 'palisade explain -f PATH... --from A --to B --port N [...]',
     flags: { ...INPUT_FLAGS, ...PROBE_FLAGS, ...OUTPUT_FLAG, ...HELP_FLAG },
-    run: (p, io) => checkCommand(p, io, true),
+    run: async (p, io) => (await offline()).checkCommand(p, io, true),
   },
   selector: {
     summary: 'evaluate or format a Calico selector',
@@ -92,14 +92,14 @@ const COMMANDS: Readonly<Record<string, Command>> = {
       jsonl: { kind: 'boolean', help: 'read {"selector","labels"} lines on stdin' },
       ...HELP_FLAG,
     },
-    run: selectorCommand,
+    run: async (p, io) => (await offline()).selectorCommand(p, io),
   },
   ca: {
     summary: 'the certificate authority: init, import, inspect, bundle, rotate, issue',
     usage: CA_USAGE,
     flags: { ...CA_FLAGS, ...HELP_FLAG },
     positionals: true,
-    run: caCommand,
+    run: async (p, io) => (await import('./ca.js')).caCommand(p, io),
   },
   cni: {
     summary: 'the CNI 1.0 plugin (CNI_COMMAND etc. in the environment, config on stdin)',
@@ -114,39 +114,60 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     usage:
       'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
     flags: { ...AGENT_FLAGS, ...HELP_FLAG },
-    run: agentCommand,
+    run: async (p, io) => (await import('./agent.js')).agentCommand(p, io),
     positionals: true,
+  },
+  sidecar: {
+    summary:
+      'the L7 sidecar of one endpoint: policy and SVID from the agent, inbound mTLS, outbound proxy',
+    usage: SIDECAR_USAGE,
+    flags: { ...SIDECAR_FLAGS, ...HELP_FLAG },
+    // Loaded on demand: TLS, the engine and the proxies are not needed by other commands.
+    run: async (p, io) => (await import('./sidecar.js')).sidecarCommand(p, io),
+  },
+  'authz-server': {
+    summary: "Envoy's ext_authz v3 over gRPC, judging with the same L7 decision as the sidecar",
+    usage: AUTHZ_SERVER_USAGE,
+    flags: { ...AUTHZ_SERVER_FLAGS, ...HELP_FLAG },
+    run: authzServerCommand,
+  },
+  export: {
+    summary: "print an endpoint's L7 policy as Envoy configuration (export envoy-rbac)",
+    usage: EXPORT_USAGE,
+    flags: { ...EXPORT_FLAGS, ...HELP_FLAG },
+    positionals: true,
+    run: exportCommand,
   },
   demo: {
     summary: 'the bookinfo scenario of the source documents (what npm start runs)',
     usage: 'palisade demo [--json]',
     flags: { ...DEMO_FLAGS, ...HELP_FLAG },
-    run: demoCommand,
+    run: async (p, io) => (await import('./demo.js')).demoCommand(p, io),
   },
   server: {
     summary: 'run the API server (HTTPS, tokens and client certificates, RBAC, audit log)',
     usage:
       'palisade server [--listen 127.0.0.1:9443] [--data-dir ./palisade-data] [--store URL] [--insecure-plaintext]',
     flags: { ...SERVER_FLAGS, ...HELP_FLAG },
-    run: serverCommand,
+    run: async (p, io) => (await online()).serverCommand(p, io),
   },
   login: {
     summary: 'save a connection context (server, token, CA) for the online commands',
     usage: 'palisade login --server URL --token-file F [--ca-file F] [--name CONTEXT]',
     flags: { ...LOGIN_FLAGS, ...HELP_FLAG },
-    run: loginCommand,
+    run: async (p, io) => (await online()).loginCommand(p, io),
   },
   apply: {
     summary: 'apply resources to the server, all or nothing (--dry-run: the connectivity diff)',
     usage: 'palisade apply -f FILE... [--dry-run] [-o json]',
     flags: { ...APPLY_FLAGS, ...HELP_FLAG },
-    run: applyCommand,
+    run: async (p, io) => (await online()).applyCommand(p, io),
   },
   get: {
     summary: 'list or read resources on the server',
     usage: 'palisade get KIND [NAME] [-n NS|-A] [-o yaml|json|wide]',
     flags: { ...GET_FLAGS, ...HELP_FLAG },
-    run: getCommand,
+    run: async (p, io) => (await online()).getCommand(p, io),
     positionals: true,
   },
   describe: {
@@ -157,21 +178,21 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     run: async (p, io) =>
       p.positionals[0] === 'endpoint'
         ? (await import('./agent-inspect.js')).agentDescribeCommand(p, io, p.positionals[1])
-        : describeCommand(p, io),
+        : (await online()).describeCommand(p, io),
     positionals: true,
   },
   delete: {
     summary: 'delete resources on the server',
     usage: 'palisade delete KIND NAME... [-n NS] [--resource-version N]',
     flags: { ...DELETE_FLAGS, ...HELP_FLAG },
-    run: deleteCommand,
+    run: async (p, io) => (await online()).deleteCommand(p, io),
     positionals: true,
   },
   label: {
     summary: 'set (k=v) or remove (k-) labels of a resource',
     usage: 'palisade label KIND NAME k=v... [k-] [-n NS] [--resource-version N]',
     flags: { ...DELETE_FLAGS, ...HELP_FLAG },
-    run: labelCommand,
+    run: async (p, io) => (await online()).labelCommand(p, io),
     positionals: true,
   },
   audit: {
@@ -179,21 +200,24 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     usage:
       'palisade audit [-o json] [--user U --kind K --name N --since T --refused]\n       palisade audit verify',
     flags: { ...AUDIT_FLAGS, ...HELP_FLAG },
-    run: auditCommand,
+    run: async (p, io) => (await online()).auditCommand(p, io),
     positionals: true,
   },
   token: {
     summary: 'mint a bearer token for a user or a node (shown once)',
     usage: 'palisade token create --user U | --node N [--group G]... [--ttl 24h]',
     flags: { ...TOKEN_FLAGS, ...HELP_FLAG },
-    run: tokenCommand,
+    run: async (p, io) => (await online()).tokenCommand(p, io),
     positionals: true,
   },
 };
 
+// Wide enough for the longest command name and two spaces.
+const NAME_WIDTH = Math.max(10, ...Object.keys(COMMANDS).map((n) => n.length + 2));
+
 function mainHelp(): string {
   const rows = Object.entries(COMMANDS)
-    .map(([n, c]) => `  ${n.padEnd(10)}${c.summary}`)
+    .map(([n, c]) => `  ${n.padEnd(NAME_WIDTH)}${c.summary}`)
     .join('\n');
   return `palisade ${VERSION} — one policy from L3 to L7, enforced in the kernel and beside every workload
 
@@ -239,6 +263,7 @@ export async function main(argv: readonly string[], io: Io = defaultIo()): Promi
   }
   const cmd = COMMANDS[name];
   if (!cmd) {
+    const { suggest } = await import('@palisade/core');
     const near = suggest(name, Object.keys(COMMANDS));
     io.stderr.write(
       `error CLI_ERR_USAGE: unknown command ${JSON.stringify(name)}${near ? `; did you mean ${near}?` : ''}\n\n${mainHelp()}`,

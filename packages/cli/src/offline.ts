@@ -11,59 +11,10 @@ import {
   matchSelector,
 } from '@palisade/core';
 import type { CheckResult, Diagnostic, DirectionVerdict, Engine, Probe } from '@palisade/core';
-import type { Flags, Parsed } from './args.js';
+import type { Parsed } from './args.js';
 import { UsageError } from './args.js';
 import type { Io } from './input.js';
 import { readInputs } from './input.js';
-
-export const INPUT_FLAGS: Flags = {
-  file: {
-    kind: 'list',
-    short: 'f',
-    value: 'PATH',
-    help: 'file, directory or - (stdin); repeatable',
-  },
-  'istio-root-namespace': {
-    kind: 'string',
-    value: 'NS',
-    help: 'Istio root namespace (default istio-system)',
-  },
-};
-
-export const OUTPUT_FLAG: Flags = {
-  output: { kind: 'string', short: 'o', value: 'FORMAT', help: 'table (default), json or yaml' },
-};
-
-export const PROBE_FLAGS: Flags = {
-  from: { kind: 'string', value: 'A', help: 'source: namespace/name, host endpoint name or IP' },
-  to: { kind: 'string', value: 'B', help: 'destination: namespace/name, host endpoint name or IP' },
-  port: { kind: 'string', value: 'N', help: 'destination port' },
-  protocol: {
-    kind: 'string',
-    value: 'P',
-    help: 'TCP (default), UDP, SCTP, ICMP, ICMPv6 or a number',
-  },
-  'icmp-type': { kind: 'string', value: 'T', help: 'ICMP type' },
-  'icmp-code': { kind: 'string', value: 'C', help: 'ICMP code' },
-  method: { kind: 'string', value: 'M', help: 'HTTP method (makes the probe an HTTP request)' },
-  path: { kind: 'string', value: 'P', help: 'HTTP path' },
-  host: { kind: 'string', value: 'H', help: 'HTTP host (authority)' },
-  header: { kind: 'list', value: 'K:V', help: 'HTTP header; repeatable' },
-  principal: {
-    kind: 'string',
-    value: 'SPIFFE-ID',
-    help: 'simulate a presented certificate (e.g. a stolen one)',
-  },
-  'no-mtls': { kind: 'boolean', help: 'a plaintext client' },
-  sni: { kind: 'string', value: 'NAME', help: 'TLS server name' },
-  'remote-ip': { kind: 'string', value: 'IP', help: 'original client address (X-Forwarded-For)' },
-  http2: { kind: 'boolean', help: 'an HTTP/2 request' },
-  probes: {
-    kind: 'string',
-    value: 'FILE',
-    help: 'many probes, one JSON object a line (- for stdin)',
-  },
-};
 
 type Format = 'table' | 'json' | 'yaml';
 

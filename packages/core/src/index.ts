@@ -16,3 +16,5 @@ export type {
 } from './engine/kernel-program.js';
 export { formatIp } from './net/ip.js';
 export { FAILSAFE_INBOUND, FAILSAFE_OUTBOUND } from './engine/evaluate.js';
+export { cidrContains, cidrWithin, parseCidr, parseIp } from './net/ip.js';
+export type { Cidr, IpAddr } from './net/ip.js';

@@ -6,32 +6,9 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import type { Flags, Parsed } from '../args.js';
+import type { Parsed } from '../args.js';
 import { UsageError } from '../args.js';
 import { configPath, readConfig } from './config.js';
-
-export const CONNECTION_FLAGS: Flags = {
-  server: {
-    kind: 'string',
-    value: 'URL',
-    help: 'API server, e.g. https://127.0.0.1:9443 (or PALISADE_SERVER)',
-  },
-  'token-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: 'file holding a bearer token (or PALISADE_TOKEN)',
-  },
-  'ca-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: "CA bundle of the server's certificate (or PALISADE_CA_FILE)",
-  },
-  context: {
-    kind: 'string',
-    value: 'NAME',
-    help: 'saved context to use (default: the current one)',
-  },
-};
 
 export interface Connection {
   readonly server: string;

@@ -9,32 +9,14 @@ import { stringify as toYaml } from 'yaml';
 import { resolveKindName, runServer, ServerStartError } from '@palisade/controlplane';
 import type { ServerKind } from '@palisade/controlplane';
 import { loadMany } from '@palisade/core';
-import type { Flags, Parsed } from '../args.js';
+import type { Parsed } from '../args.js';
 import { UsageError } from '../args.js';
 import type { Io } from '../input.js';
 import { InputError } from '../input.js';
 import { readPassphrase } from '../ca.js';
-import { CONNECTION_FLAGS, expectOk, OnlineError, resolveConnection, send } from './client.js';
+import { expectOk, OnlineError, resolveConnection, send } from './client.js';
 import type { Connection } from './client.js';
 import { configPath, readConfig, writeConfig } from './config.js';
-
-export { CONNECTION_FLAGS };
-
-const NS_FLAGS: Flags = {
-  namespace: { kind: 'string', short: 'n', value: 'NS', help: 'namespace (default: default)' },
-  'all-namespaces': { kind: 'boolean', short: 'A', help: 'every namespace' },
-};
-
-export const GET_FLAGS: Flags = {
-  ...CONNECTION_FLAGS,
-  ...NS_FLAGS,
-  output: {
-    kind: 'string',
-    short: 'o',
-    value: 'FORMAT',
-    help: 'table (default), wide, yaml or json',
-  },
-};
 
 type ApiObject = {
   apiVersion: string;
@@ -179,13 +161,6 @@ async function online(io: Io, fn: () => Promise<number>): Promise<number> {
 
 // ------------------------------------------------------------------ login
 
-export const LOGIN_FLAGS: Flags = {
-  server: CONNECTION_FLAGS.server as Flags[string],
-  'token-file': CONNECTION_FLAGS['token-file'] as Flags[string],
-  'ca-file': CONNECTION_FLAGS['ca-file'] as Flags[string],
-  name: { kind: 'string', value: 'NAME', help: 'context name (default: default)' },
-};
-
 export function loginCommand(p: Parsed, io: Io): Promise<number> {
   return online(io, async () => {
     const v = p.values;
@@ -217,18 +192,6 @@ export function loginCommand(p: Parsed, io: Io): Promise<number> {
 }
 
 // ------------------------------------------------------------------ apply
-
-export const APPLY_FLAGS: Flags = {
-  ...CONNECTION_FLAGS,
-  file: {
-    kind: 'list',
-    short: 'f',
-    value: 'PATH',
-    help: 'file, directory or - (stdin); repeatable; applied as one all-or-nothing change',
-  },
-  'dry-run': { kind: 'boolean', help: 'validate and show the connectivity diff; write nothing' },
-  output: { kind: 'string', short: 'o', value: 'FORMAT', help: 'table (default) or json' },
-};
 
 interface ApplyReply {
   dryRun: boolean;
@@ -483,16 +446,6 @@ export function describeCommand(p: Parsed, io: Io): Promise<number> {
 
 // ------------------------------------------------------------------ delete / label
 
-export const DELETE_FLAGS: Flags = {
-  ...CONNECTION_FLAGS,
-  namespace: NS_FLAGS.namespace as Flags[string],
-  'resource-version': {
-    kind: 'string',
-    value: 'N',
-    help: 'only if the object is still at this resourceVersion',
-  },
-};
-
 export function deleteCommand(p: Parsed, io: Io): Promise<number> {
   return online(io, async () => {
     const k = kindArg(p.positionals[0]);
@@ -542,21 +495,6 @@ export function labelCommand(p: Parsed, io: Io): Promise<number> {
 }
 
 // ------------------------------------------------------------------ audit
-
-export const AUDIT_FLAGS: Flags = {
-  ...CONNECTION_FLAGS,
-  user: { kind: 'string', value: 'U', help: 'only entries by this user or node name' },
-  kind: { kind: 'string', value: 'K', help: 'only entries about this kind' },
-  name: { kind: 'string', value: 'N', help: 'only entries about this object name' },
-  since: {
-    kind: 'string',
-    value: 'T',
-    help: 'only entries since T (ISO time, or a duration like 30m, 2h, 7d)',
-  },
-  refused: { kind: 'boolean', help: 'only refused attempts' },
-  limit: { kind: 'string', value: 'N', help: 'at most the N newest entries (default 1000)' },
-  output: { kind: 'string', short: 'o', value: 'FORMAT', help: 'table (default) or json' },
-};
 
 function sinceArg(s: string): string {
   const m = /^(\d+)(s|m|h|d)$/.exec(s);
@@ -651,24 +589,6 @@ export function auditCommand(p: Parsed, io: Io): Promise<number> {
 
 // ------------------------------------------------------------------ token create
 
-export const TOKEN_FLAGS: Flags = {
-  ...CONNECTION_FLAGS,
-  user: { kind: 'string', value: 'U', help: 'a token for this user' },
-  node: {
-    kind: 'string',
-    value: 'N',
-    help: 'a node credential for this node (palisade agent --node N)',
-  },
-  group: { kind: 'list', value: 'G', help: 'group of the token; repeatable' },
-  ttl: { kind: 'string', value: 'DURATION', help: 'expiry, e.g. 24h or 30d (default: none)' },
-  output: {
-    kind: 'string',
-    short: 'o',
-    value: 'FORMAT',
-    help: 'token (default: just the token) or json',
-  },
-};
-
 export function tokenCommand(p: Parsed, io: Io): Promise<number> {
   return online(io, async () => {
     if (p.positionals[0] !== 'create' || p.positionals.length > 1)
@@ -706,18 +626,6 @@ export function tokenCommand(p: Parsed, io: Io): Promise<number> {
 }
 
 // ------------------------------------------------------------------ server
-
-export const SERVER_FLAGS: Flags = {
-  listen: { kind: 'string', value: 'HOST:PORT', help: 'listen address (default 127.0.0.1:9443)' },
-  'data-dir': { kind: 'string', value: 'DIR', help: 'data directory (default ./palisade-data)' },
-  store: { kind: 'string', value: 'URL', help: 'store: memory:, sqlite:PATH or etcd://H:P[,H:P]' },
-  'insecure-plaintext': { kind: 'boolean', help: 'serve plain HTTP (loopback addresses only)' },
-  'ca-passphrase-file': {
-    kind: 'string',
-    value: 'FILE',
-    help: 'passphrase of an encrypted CA key (palisade ca init --passphrase-file)',
-  },
-};
 
 function caPassphraseOption(file: string | undefined): { caPassphrase?: string } {
   const passphrase = readPassphrase(file);

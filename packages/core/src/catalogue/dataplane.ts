@@ -18,4 +18,44 @@ export const DATAPLANE_ERRORS = {
     summary:
       'A table, interface or namespace name is not safe to pass to nft (characters or length); nothing was rendered.',
   },
+  AUTHZ_ERR_LISTEN: {
+    status: 500,
+    summary:
+      'The ext_authz server cannot listen on the address given (in use, not permitted, or a unix socket path that cannot be created).',
+  },
+  EXPORT_ERR_INPUT: {
+    status: 400,
+    summary:
+      'An export names an endpoint that is not loaded, has no service account or no L7 point, or has no port to export; nothing was printed.',
+  },
+  EXPORT_ERR_UNSUPPORTED: {
+    status: 422,
+    summary:
+      "The endpoint's policy uses a construct the Envoy RBAC export cannot express exactly (named in the message); nothing was printed rather than a configuration that allows more.",
+  },
+  DATAPLANE_ERR_POLICYSYNC_FORBIDDEN: {
+    status: 403,
+    summary:
+      "A sidecar asked the agent for another endpoint's policy or for an SVID of another identity; each endpoint's socket answers for that endpoint only.",
+  },
+  DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST: {
+    status: 400,
+    summary:
+      'A policy sync or SVID request on an endpoint socket was malformed (path, query or body); nothing was done.',
+  },
+  DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE: {
+    status: 503,
+    summary:
+      'The agent cannot serve the request yet (no complete snapshot from the API, or the API server is unreachable); the sidecar keeps its last state and retries.',
+  },
+  DATAPLANE_ERR_POLICYSYNC_STREAM: {
+    status: 502,
+    summary:
+      'The policy sync stream from the agent carried a malformed message; the sidecar dropped the stream, kept its last view and reconnects.',
+  },
+  DATAPLANE_ERR_SIDECAR_START: {
+    status: 503,
+    summary:
+      'The sidecar did not get a usable policy view and SVID from the agent in time, so it did not start its listeners (fail closed).',
+  },
 } as const satisfies Record<string, ErrorSpec>;

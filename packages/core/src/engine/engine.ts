@@ -6,15 +6,19 @@
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
 import type {
   AuthorizationPolicy,
+  ClusterRbacConfig,
   GlobalNetworkSet,
   HostEndpoint,
   Namespace,
   NetworkSet,
   Pod,
   Profile,
+  RbacConfig,
   Resource,
   Service,
   ServiceAccount,
+  ServiceRole,
+  ServiceRoleBinding,
   Tier,
   WorkloadEndpoint,
 } from '../model/resources.js';
@@ -27,12 +31,16 @@ import {
   buildKernelProgram,
   buildKernelSegment,
   PredicateTable,
+  runKernelAllows,
   runKernelProgram,
 } from './kernel-program.js';
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
+import { evaluateLegacyRbac, legacyRbacEnabled } from './istio-rbac.js';
+import type { LegacyService, RbacOutcome } from './istio-rbac.js';
 import { protocolNumber } from './matchers.js';
+import type { Labels } from './matchers.js';
 import {
   hostEndpoint,
   namespaceInfo,
@@ -84,10 +92,20 @@ export interface CompileOptions {
   readonly revision?: number;
   /** SPIFFE trust domain of workload identities (default `cluster.local`). */
   readonly trustDomain?: string;
+  /**
+   * Kernel decisions number the peers they memoise predicates for; after this many numbers more
+   * than twice the endpoints, numbering starts over (default 262 144; tests make it small).
+   */
+  readonly peerNumberSlack?: number;
 }
 
 export type CheckOutcome =
   | { readonly ok: true; readonly result: CheckResult }
+  | { readonly ok: false; readonly code: string; readonly message: string };
+
+/** What `Engine.decideL7` answers: the destination L7 point's verdict, or why there is none. */
+export type L7Outcome =
+  | { readonly ok: true; readonly result: L7Verdict }
   | { readonly ok: false; readonly code: string; readonly message: string };
 
 type Key = string;
@@ -127,7 +145,13 @@ const NAMESPACED_KINDS = new Set([
   'Service',
   'AuthorizationPolicy',
   'PeerAuthentication',
+  'ServiceRole',
+  'ServiceRoleBinding',
+  'RbacConfig',
 ]);
+
+/** The DNS domain of service host names in legacy Istio RBAC (`name.ns.svc.cluster.local`). */
+const CLUSTER_DOMAIN = 'cluster.local';
 
 interface ActiveSet {
   readonly ep: Endpoint;
@@ -157,6 +181,21 @@ interface EndpointEntry {
   /** The endpoint as a peer at its first address, valid while `peerGen` is the netset generation. */
   peer: Peer | undefined;
   peerGen: number;
+  /** From `ep`, kept here so the kernel's hot path reads one object per endpoint. */
+  readonly ip0: IpAddr | undefined;
+  readonly l7: boolean;
+  readonly ns: string | undefined;
+  /**
+   * The kernel program last used per direction and its bucket, valid while `decisionEpoch` is
+   * unchanged (every change that can replace an active set bumps it): a decision in the same
+   * bucket skips the generation checks and the program lookup.
+   */
+  inEpoch: number;
+  inKey: number;
+  inProg: KernelProgram | undefined;
+  outEpoch: number;
+  outKey: number;
+  outProg: KernelProgram | undefined;
 }
 
 interface Resolved {
@@ -194,6 +233,22 @@ export class Engine {
   private readonly authz = new Map<Key, CompiledAuthz>();
   private readonly authzRaw = new Map<Key, AuthorizationPolicy>();
   private readonly peerAuthn = new Map<Key, CompiledPeerAuthn>();
+  /** Bumped on every AuthorizationPolicy or PeerAuthentication change (guards the caches below). */
+  private authzGen = 0;
+  private peerAuthnGen = 0;
+  private readonly authzByEndpoint = new WeakMap<
+    Endpoint,
+    { readonly gen: number; readonly list: readonly CompiledAuthz[] }
+  >();
+  private readonly mtlsByEndpoint = new WeakMap<
+    Endpoint,
+    { readonly gen: number; readonly byPort: Map<number, ReturnType<typeof effectiveMtlsMode>> }
+  >();
+  private readonly identityCache = new Map<string, { gen: number; id: PeerIdentity }>();
+  /** Legacy Istio RBAC: roles and bindings per namespace (by name), and the configs. */
+  private readonly rbacRoles = new Map<string, Map<string, ServiceRole>>();
+  private readonly rbacBindings = new Map<string, Map<string, ServiceRoleBinding>>();
+  private readonly rbacConfigs = new Map<Key, RbacConfig | ClusterRbacConfig>();
   private readonly selectorProblems = new Map<Key, Diagnostic[]>();
   private readonly tierInfoCache = new Map<string, TierInfo>();
 
@@ -203,11 +258,15 @@ export class Engine {
   private netsetGen = 0;
   private globalPolicyGen = 0;
   private readonly nsPolicyGen = new Map<string, number>();
+  /** Bumped with every generation above: guards the entries' program slots. */
+  private decisionEpoch = 0;
 
   // Derived, lazily built.
   /** Built endpoints with their active policies, which are valid only for that endpoint object. */
   private readonly endpointCache = new Map<string, EndpointEntry>();
   private readonly activeBySignature = new Map<string, ActiveSet>();
+  /** Full label sets of pods by signature (the signature fixes them); reset by world changes. */
+  private readonly labelsBySig = new Map<string, Labels>();
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
     | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
@@ -225,7 +284,11 @@ export class Engine {
     { readonly ingress: CompiledProfileRules[]; readonly egress: CompiledProfileRules[] }
   >();
 
+  /** Peer numbers beyond twice the endpoints before a renumbering (see `kernelAllows`). */
+  private readonly peerNumberLimit: number;
+
   constructor(readonly options: CompileOptions = {}) {
+    this.peerNumberLimit = options.peerNumberSlack ?? 1 << 18;
     this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
     this.trustDomain = options.trustDomain ?? TRUST_DOMAIN;
     this.revision = options.revision;
@@ -307,6 +370,7 @@ export class Engine {
         this.tierIntern.clear();
         this.programIntern.clear();
         this.globalPolicyGen++;
+        this.decisionEpoch++;
         break;
       case 'NetworkPolicy':
       case 'StagedNetworkPolicy':
@@ -316,6 +380,7 @@ export class Engine {
         this.applyPolicy(r, key, ns, removing);
         break;
       case 'AuthorizationPolicy':
+        this.authzGen++;
         if (removing) {
           this.authz.delete(key);
           this.authzRaw.delete(key);
@@ -325,8 +390,19 @@ export class Engine {
         }
         break;
       case 'PeerAuthentication':
+        this.peerAuthnGen++;
         if (removing) this.peerAuthn.delete(key);
         else this.peerAuthn.set(key, compilePeerAuthn(r));
+        break;
+      case 'ServiceRole':
+        setOrDeleteIn(this.rbacRoles, ns ?? 'default', name, r, removing);
+        break;
+      case 'ServiceRoleBinding':
+        setOrDeleteIn(this.rbacBindings, ns ?? 'default', name, r, removing);
+        break;
+      case 'RbacConfig':
+      case 'ClusterRbacConfig':
+        setOrDelete(this.rbacConfigs, key, r, removing);
         break;
     }
   }
@@ -387,6 +463,7 @@ export class Engine {
         } else group(this.globalUnindexed, key, compiled);
       } else this.globalPolicies.delete(key);
       this.globalPolicyGen++;
+      this.decisionEpoch++;
     } else {
       let m = this.nsPolicies.get(ns);
       let g = this.nsGroups.get(ns);
@@ -407,11 +484,14 @@ export class Engine {
         this.nsGroups.delete(ns);
       }
       this.nsPolicyGen.set(ns, (this.nsPolicyGen.get(ns) ?? 0) + 1);
+      this.decisionEpoch++;
     }
   }
 
   private worldChanged(): void {
     this.worldGen++;
+    this.decisionEpoch++;
+    this.labelsBySig.clear();
     this.derivedProfiles.clear();
     this.nsInfoCache.clear();
     this.netsetCache = undefined;
@@ -491,8 +571,17 @@ export class Engine {
       // A pod's entity (labels, views, service account, profiles) is its own labels over what
       // its namespace and service account give (`parts`, one object per pair and world
       // generation): those two determine it, which is cheaper than printing every label.
-      this.lastSig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
-      return podEndpoint(pod, parts);
+      const sig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
+      this.lastSig = sig;
+      // Replicas have equal full label sets: build one, share it (label maps are never mutated).
+      let labels = this.labelsBySig.get(sig);
+      const ep = podEndpoint(pod, parts, labels);
+      if (!labels) {
+        if (this.labelsBySig.size >= 200_000) this.labelsBySig.clear();
+        this.labelsBySig.set(sig, ep.labels);
+        labels = ep.labels;
+      }
+      return ep;
     }
     if (slash > 0) {
       for (const [k, wep] of this.weps) {
@@ -532,6 +621,15 @@ export class Engine {
         resolved: { endpoint: ep, ip: undefined, label: ep.id },
         peer: undefined,
         peerGen: -1,
+        ip0: ep.ips[0],
+        l7: ep.l7,
+        ns: ep.namespace,
+        inEpoch: -1,
+        inKey: -1,
+        inProg: undefined,
+        outEpoch: -1,
+        outKey: -1,
+        outProg: undefined,
       });
     else this.endpointCache.delete(id);
     return ep;
@@ -720,7 +818,6 @@ export class Engine {
     const cached = own?.active;
     if (
       cached &&
-      cached.ep === ep &&
       cached.worldGen === this.worldGen &&
       cached.globalGen === this.globalPolicyGen &&
       cached.nsGen === nsGen
@@ -740,9 +837,9 @@ export class Engine {
       shared.globalGen === this.globalPolicyGen &&
       shared.nsGen === nsGen
     ) {
-      const set: ActiveSet = { ...shared, ep };
-      if (own) own.active = set;
-      return set;
+      // Shared as is: a set depends only on what the signature covers (`own` is ep's entry).
+      if (own) own.active = shared;
+      return shared;
     }
     const candidates: CompiledPolicy[] = [];
     collect(this.globalUnindexed, ep, candidates);
@@ -868,13 +965,23 @@ export class Engine {
   /** The endpoint of an entry as a peer at its first address. */
   private entryPeer(e: EndpointEntry, ip: IpAddr): Peer {
     if (e.peer && e.peerGen === this.netsetGen) return e.peer;
-    const peer: Peer = { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), memo: new Map() };
+    // `kernelAllows` made sure two numbers are left (`ensurePeerNumbers`); without one the peer
+    // simply goes unnumbered and uses the per-decision memo.
+    const n = this.predicates.number();
+    const peer: Peer =
+      n === undefined
+        ? { ip, endpoint: e.ep, netsets: this.netsetsFor(ip) }
+        : { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), n };
     e.peer = peer;
     e.peerGen = this.netsetGen;
     return peer;
   }
 
-  private unknownRef(ref: string): CheckOutcome {
+  private unknownRef(ref: string): {
+    readonly ok: false;
+    readonly code: string;
+    readonly message: string;
+  } {
     const all = [...this.workloadEndpoints(), ...this.hostEndpoints()];
     const near = suggest(ref, all);
     return {
@@ -904,22 +1011,30 @@ export class Engine {
       const se = this.nameEntry(from);
       const de = this.nameEntry(to);
       if (!se || !de) return false;
+      if (this.predicates.numbersUsed() > this.peerNumberLimit + 2 * this.endpointCache.size) {
+        // Rebuilt peers take new numbers, so numbers grow with churn, and with them every
+        // predicate's bit array: start a new numbering, every kept peer is rebuilt with a new
+        // number (before this decision takes its two peers, so they share one numbering).
+        this.predicates.renumber();
+        this.netsetGen++;
+      }
       if (se.ep === de.ep) return true;
-      const a = se.ep.ips[0];
-      const b = de.ep.ips[0];
+      const a = se.ip0;
+      const b = de.ip0;
       if (a && b && a.family === b.family) {
         const sp = this.entryPeer(se, a);
         const dp = this.entryPeer(de, b);
         return (
-          this.entryOutcome(se, 'egress', proto, port, a.family, sp, dp).allow &&
-          this.entryOutcome(de, 'ingress', proto, port, a.family, sp, dp).allow
+          this.entryAllows(se, 'egress', proto, port, a.family, sp, dp) &&
+          this.entryAllows(de, 'ingress', proto, port, a.family, sp, dp)
         );
       }
     }
     return this.kernelAllowsResolved(from, to, protocol, port);
   }
 
-  private entryOutcome(
+  /** One direction's yes/no in the kernel, by the precompiled program when there is one. */
+  private entryAllows(
     e: EndpointEntry,
     dir: Direction,
     proto: number,
@@ -927,26 +1042,37 @@ export class Engine {
     family: 4 | 6,
     src: Peer,
     dst: Peer,
-  ): Outcome {
+  ): boolean {
+    const key = programKey(proto, port, family, e.l7);
+    const epoch = this.decisionEpoch;
+    if (dir === 'ingress') {
+      if (e.inEpoch === epoch && e.inKey === key && e.inProg)
+        return runKernelAllows(e.inProg, dst, src, this.serviceCtx, this.predicates);
+    } else if (e.outEpoch === epoch && e.outKey === key && e.outProg)
+      return runKernelAllows(e.outProg, src, dst, this.serviceCtx, this.predicates);
     const act = e.active;
-    const ep = e.ep;
     if (
+      key !== undefined &&
       act &&
       act.worldGen === this.worldGen &&
       act.globalGen === this.globalPolicyGen &&
-      act.nsGen === (ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0))
+      act.nsGen === (e.ns === undefined ? 0 : (this.nsPolicyGen.get(e.ns) ?? 0))
     ) {
-      const key = programKey(proto, port, family, ep.l7);
-      const prog =
-        key === undefined
-          ? undefined
-          : (dir === 'ingress' ? act.programsIn : act.programsOut).get(key);
-      if (prog)
-        return dir === 'ingress'
-          ? runKernelProgram(prog, dst, src, this.serviceCtx, this.predicates)
-          : runKernelProgram(prog, src, dst, this.serviceCtx, this.predicates);
+      const prog = (dir === 'ingress' ? act.programsIn : act.programsOut).get(key);
+      if (prog) {
+        if (dir === 'ingress') {
+          e.inEpoch = epoch;
+          e.inKey = key;
+          e.inProg = prog;
+          return runKernelAllows(prog, dst, src, this.serviceCtx, this.predicates);
+        }
+        e.outEpoch = epoch;
+        e.outKey = key;
+        e.outProg = prog;
+        return runKernelAllows(prog, src, dst, this.serviceCtx, this.predicates);
+      }
     }
-    return this.kernelOutcome(ep, dir, proto, port, family, src, dst);
+    return this.kernelOutcome(e.ep, dir, proto, port, family, src, dst).allow;
   }
 
   private kernelAllowsResolved(
@@ -1226,12 +1352,95 @@ export class Engine {
     return { ok: true, result: { verdict, kernel, l7 } };
   }
 
+  /**
+   * The destination L7 point's verdict for one request, and only that: what a sidecar or the
+   * ext_authz server beside `probe.to` decides per request (PeerAuthentication, the identity
+   * binding, the Calico-model ingress rules at L7, Istio AuthorizationPolicy or legacy RBAC). No
+   * kernel verdict and no source-side egress verdict are computed, so it costs a fraction of
+   * `check`; what it returns is exactly `check(probe).l7` without the source's egress part (its
+   * `ingress`, `istio`, `mtls` and `principal` are equal; `l7-decide.test.ts` holds it to that).
+   */
+  decideL7(probe: Probe, explain = false): L7Outcome {
+    const src = this.resolve(probe.from);
+    if (!src) return this.unknownRef(probe.from);
+    const dst = this.resolve(probe.to);
+    if (!dst) return this.unknownRef(probe.to);
+    const protocol = protocolNumber(probe.protocol ?? 'TCP');
+    if (protocol === undefined)
+      return {
+        ok: false,
+        code: 'ENGINE_ERR_BAD_PROBE',
+        message: `unknown protocol ${JSON.stringify(probe.protocol)} (use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or a number 0-255)`,
+      };
+    if (src.endpoint && src.endpoint === dst.endpoint)
+      return { ok: true, result: loopback(src.endpoint).l7 };
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const base = {
+      protocol,
+      dstPort: probe.port,
+      icmp: probe.icmp,
+      family,
+      src: srcPeer,
+      dst: dstPeer,
+      serviceMatch: this.serviceMatch,
+    };
+    return { ok: true, result: this.judgeL7(probe, src, dst, base, explain, true) };
+  }
+
+  /** The AuthorizationPolicies (other than CUSTOM) that select `ep`, per endpoint object. */
+  private authzFor(ep: Endpoint): readonly CompiledAuthz[] {
+    const c = this.authzByEndpoint.get(ep);
+    if (c && c.gen === this.authzGen) return c.list;
+    const list: CompiledAuthz[] = [];
+    for (const p of this.authz.values()) if (p.action !== 'CUSTOM' && p.selects(ep)) list.push(p);
+    this.authzByEndpoint.set(ep, { gen: this.authzGen, list });
+    return list;
+  }
+
+  /** `effectiveMtlsMode` per endpoint object and port, until a PeerAuthentication changes. */
+  private mtlsFor(ep: Endpoint, port: number | undefined): ReturnType<typeof effectiveMtlsMode> {
+    let c = this.mtlsByEndpoint.get(ep);
+    if (!c || c.gen !== this.peerAuthnGen) {
+      c = { gen: this.peerAuthnGen, byPort: new Map() };
+      this.mtlsByEndpoint.set(ep, c);
+    }
+    const k = port ?? -1;
+    let m = c.byPort.get(k);
+    if (!m) {
+      m = effectiveMtlsMode([...this.peerAuthn.values()], ep, port, this.rootNamespace);
+      if (c.byPort.size >= MAX_PROGRAMS_PER_SET) c.byPort.clear();
+      c.byPort.set(k, m);
+    }
+    return m;
+  }
+
+  /** The service account a verified certificate names, with its labels (per world generation). */
+  private peerIdentity(namespace: string, serviceAccount: string): PeerIdentity {
+    const k = `${namespace}/${serviceAccount}`;
+    const c = this.identityCache.get(k);
+    if (c && c.gen === this.worldGen) return c.id;
+    const id: PeerIdentity = {
+      namespace,
+      serviceAccount,
+      saLabels: {
+        ...(this.serviceAccounts.get(k)?.metadata.labels ?? {}),
+        'projectcalico.org/name': serviceAccount,
+      },
+    };
+    if (this.identityCache.size >= 100_000) this.identityCache.clear();
+    this.identityCache.set(k, { gen: this.worldGen, id });
+    return id;
+  }
+
   private judgeL7(
     probe: Probe,
     src: Resolved,
     dst: Resolved,
     base: Omit<MatchContext, 'point' | 'l7Available' | 'request' | 'srcIdentity'>,
     explain: boolean,
+    destinationOnly = false,
   ): L7Verdict {
     const request = httpRequest(probe);
     const srcEp = src.endpoint;
@@ -1244,11 +1453,13 @@ export class Engine {
     let principal: string | null =
       probe.principal === undefined ? (srcEp?.l7 ? (ownIdentity ?? null) : null) : probe.principal;
     const trace: string[] = [];
+    // `check` has always returned its L7 trace; `decideL7` builds one only when asked to explain.
+    const tracing = explain || !destinationOnly;
     const parts: { verdict: 'allow' | 'deny'; provenance: Provenance }[] = [];
 
     // The source's own L7 point judges its egress rules (secure naming gives the peer identity).
     let egressL7: DirectionVerdict | undefined;
-    if (srcEp?.l7) {
+    if (srcEp?.l7 && !destinationOnly) {
       const act = this.active(srcEp);
       egressL7 = evaluateDirection(
         srcEp,
@@ -1287,7 +1498,7 @@ export class Engine {
     }
 
     const port = probe.port;
-    const mtls = effectiveMtlsMode([...this.peerAuthn.values()], dstEp, port, this.rootNamespace);
+    const mtls = this.mtlsFor(dstEp, port);
     if (mtls.mode === 'DISABLE' && principal !== null) {
       trace.push(
         `PeerAuthentication ${mtls.policy ?? ''} disables mTLS: the caller is treated as plaintext`,
@@ -1338,15 +1549,7 @@ export class Engine {
           reason: refusal ?? 'invalid identity',
         });
       }
-      identity = {
-        namespace: parsed.namespace,
-        serviceAccount: parsed.serviceAccount,
-        saLabels: {
-          ...(this.serviceAccounts.get(`${parsed.namespace}/${parsed.serviceAccount}`)?.metadata
-            .labels ?? {}),
-          'projectcalico.org/name': parsed.serviceAccount,
-        },
-      };
+      identity = this.peerIdentity(parsed.namespace, parsed.serviceAccount);
     }
 
     const act = this.active(dstEp);
@@ -1358,9 +1561,10 @@ export class Engine {
       { ...base, point: 'l7', l7Available: true, request, srcIdentity: identity },
       explain,
     );
-    trace.push(
-      `destination L7 point (${dstEp.id}) ingress: ${ingressL7.verdict} — ${ingressL7.provenance.reason}`,
-    );
+    if (tracing)
+      trace.push(
+        `destination L7 point (${dstEp.id}) ingress: ${ingressL7.verdict} — ${ingressL7.provenance.reason}`,
+      );
 
     const istioReq: IstioRequest = {
       principal: principal === null ? undefined : principal.replace(/^spiffe:\/\//, ''),
@@ -1372,9 +1576,10 @@ export class Engine {
       sni: probe.sni,
       http: request,
     };
-    const io = evaluateIstio([...this.authz.values()], dstEp, istioReq);
-    trace.push(...io.trace);
-    const istioProv: Provenance = {
+    const authz = this.authzFor(dstEp);
+    const io = evaluateIstio(authz, dstEp, istioReq);
+    if (tracing) trace.push(...io.trace);
+    let istioProv: Provenance = {
       point: 'l7',
       direction: 'ingress',
       kind: io.kind,
@@ -1389,11 +1594,121 @@ export class Engine {
               ? `Istio ALLOW policies apply to ${dstEp.id} (${io.policy ?? ''}) and none matched`
               : `no Istio authorization policy applies to ${dstEp.id}`,
     };
-    const istio = { verdict: io.verdict, provenance: istioProv };
+    let istioVerdict = io.verdict;
+    // Legacy RBAC applies only where no ALLOW or DENY AuthorizationPolicy selects the workload:
+    // Istio 1.4 and 1.5 build the v1alpha1 filter only when v1beta1 has nothing for it.
+    const legacy = this.legacyRbac(dstEp, port, istioReq);
+    if (legacy) {
+      const v1beta1 = authz.some((p) => p.action === 'ALLOW' || p.action === 'DENY');
+      if (v1beta1) {
+        trace.push(
+          `legacy Istio RBAC is on for ${legacy.service.hostname} but ignored: an AuthorizationPolicy selects ${dstEp.id}`,
+        );
+      } else {
+        const o = legacy.outcome;
+        if (tracing) trace.push(...o.trace);
+        istioVerdict = o.verdict;
+        istioProv = {
+          point: 'l7',
+          direction: 'ingress',
+          kind: o.kind,
+          ...(o.role !== undefined ? { policy: o.role } : {}),
+          ...(o.rule !== undefined ? { rule: o.rule } : {}),
+          ...(o.binding !== undefined ? { binding: o.binding } : {}),
+          reason:
+            o.wouldBe !== undefined
+              ? `legacy Istio RBAC for ${legacy.service.hostname} is PERMISSIVE (not enforced); it would ${o.wouldBe}${o.binding !== undefined ? ` by ServiceRole ${o.role ?? ''} rule ${o.rule ?? 0} and ServiceRoleBinding ${o.binding}` : ''}`
+              : o.kind === 'istio-rbac-allow'
+                ? `legacy Istio RBAC: ServiceRole ${o.role ?? ''} rule ${o.rule ?? 0} bound by ServiceRoleBinding ${o.binding ?? ''} allowed`
+                : `legacy Istio RBAC is on for ${legacy.service.hostname} and no ServiceRole bound to the caller allows this request`,
+        };
+      }
+    }
+    const istio = { verdict: istioVerdict, provenance: istioProv };
     parts.push(ingressL7, istio);
     const deny = parts.find((p) => p.verdict === 'deny');
-    const decisive = deny ?? (io.kind === 'istio-allow' ? istio : ingressL7);
+    const decisive =
+      deny ??
+      (istioProv.kind === 'istio-allow' || istioProv.kind === 'istio-rbac-allow'
+        ? istio
+        : ingressL7);
     return finish(deny ? 'deny' : 'allow', decisive.provenance, { ingress: ingressL7, istio });
+  }
+
+  /** The effective legacy RBAC config: ClusterRbacConfig `default`, else RbacConfig `default`. */
+  private legacyRbacConfig(): RbacConfig | ClusterRbacConfig | undefined {
+    let fallback: RbacConfig | undefined;
+    for (const c of this.rbacConfigs.values()) {
+      if (c.metadata.name !== 'default') continue;
+      if (c.kind === 'ClusterRbacConfig') return c;
+      if (
+        !fallback ||
+        (c.metadata.namespace ?? '').localeCompare(fallback.metadata.namespace ?? '') < 0
+      )
+        fallback = c;
+    }
+    return fallback;
+  }
+
+  /**
+   * The Kubernetes Service Istio would attach the inbound request to: one in the endpoint's
+   * namespace whose selector picks the pod and whose port targets `port` (numeric or named); the
+   * oldest (then first by name) when several do. None: the port takes Istio's passthrough chain,
+   * which has no RBAC filter.
+   */
+  private legacyService(ep: Endpoint, port: number | undefined): LegacyService | undefined {
+    if (ep.kind !== 'workload' || ep.namespace === undefined || port === undefined)
+      return undefined;
+    let best: Service | undefined;
+    for (const [k, info] of this.services()) {
+      if (info.namespace !== ep.namespace || !serviceCovers(info, ep, 6, port, true)) continue;
+      const s = this.servicesRaw.get(k);
+      if (!s) continue;
+      const created = s.metadata.creationTimestamp ?? '';
+      const bestCreated = best?.metadata.creationTimestamp ?? '';
+      if (
+        !best ||
+        created < bestCreated ||
+        (created === bestCreated && s.metadata.name < best.metadata.name)
+      )
+        best = s;
+    }
+    if (!best) return undefined;
+    return {
+      hostname: `${best.metadata.name}.${ep.namespace}.svc.${CLUSTER_DOMAIN}`,
+      name: best.metadata.name,
+      namespace: ep.namespace,
+    };
+  }
+
+  /** Legacy RBAC's outcome for a request to `ep`, when RBAC is on for the service it reaches. */
+  private legacyRbac(
+    ep: Endpoint,
+    port: number | undefined,
+    req: IstioRequest,
+  ): { readonly service: LegacyService; readonly outcome: RbacOutcome } | undefined {
+    if (this.rbacConfigs.size === 0) return undefined;
+    const config = this.legacyRbacConfig();
+    if (!config) return undefined;
+    const service = this.legacyService(ep, port);
+    if (!service || !legacyRbacEnabled(config.spec, service)) return undefined;
+    const byName = (m: Map<string, ServiceRole> | Map<string, ServiceRoleBinding> | undefined) =>
+      [...(m?.keys() ?? [])].sort();
+    const rolesMap = this.rbacRoles.get(service.namespace);
+    const bindingsMap = this.rbacBindings.get(service.namespace);
+    const roles = byName(rolesMap).flatMap((n) => rolesMap?.get(n) ?? []);
+    const bindings = byName(bindingsMap).flatMap((n) => bindingsMap?.get(n) ?? []);
+    const outcome = evaluateLegacyRbac(
+      {
+        name: `${config.kind} ${config.metadata.namespace ? `${config.metadata.namespace}/` : ''}${config.metadata.name}`,
+        spec: config.spec,
+      },
+      roles,
+      bindings,
+      { service, labels: ep.ownLabels, serviceAccount: ep.serviceAccount },
+      req,
+    );
+    return { service, outcome };
   }
 
   /** Every Istio AuthorizationPolicy as loaded, for tools that list them. */
@@ -1470,6 +1785,23 @@ function group(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
     groups.set(p.selectorKey, g);
   }
   g.policies.set(key, p);
+}
+
+function setOrDeleteIn<T>(
+  m: Map<string, Map<string, T>>,
+  outer: string,
+  k: string,
+  v: T,
+  removing: boolean,
+): void {
+  let inner = m.get(outer);
+  if (!inner) {
+    if (removing) return;
+    inner = new Map();
+    m.set(outer, inner);
+  }
+  setOrDelete(inner, k, v, removing);
+  if (inner.size === 0) m.delete(outer);
 }
 
 function setOrDelete<T>(m: Map<string, T>, k: string, v: T, removing: boolean): void {

@@ -493,3 +493,34 @@ test('a selector tested with other conditions stays live for later rules', () =>
   assert.equal(e.kernelVerdicts('a/web', 'a/db', 'TCP', 80)?.ingress.provenance.rule, 2);
   assert.equal(e.kernelVerdicts('a/web', 'a/db', 'TCP', 8080)?.ingress.provenance.rule, 1);
 });
+
+test('numbered peers stay exact across renumbering: label churn with a tiny number budget agrees with the walk', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 2 ** 31 - 1 }), (seed) => {
+      const { resources, refs } = world(seed);
+      // Slack 0: a new numbering as soon as numbers exceed twice the endpoints.
+      const e = new Engine({ peerNumberSlack: 0 });
+      for (const r of resources) e.upsert(r);
+      const pods = resources.filter((r) => r.kind === 'Pod');
+      for (let round = 0; round < 6; round++) {
+        for (const a of refs)
+          for (const b of refs) {
+            const walk = e.kernelVerdicts(a, b, 'TCP', 80, 'walk');
+            const allows = walk?.egress.verdict === 'allow' && walk.ingress.verdict === 'allow';
+            assert.equal(e.kernelAllows(a, b, 'TCP', 80), walk ? allows : false, `${a} -> ${b}`);
+            assert.equal(e.kernelAllows(a, b, 'TCP', 80), walk ? allows : false, `${a} -> ${b}`);
+          }
+        // Every other pod changes its labels: new endpoint objects, new peers, new numbers,
+        // beside peers kept from before.
+        for (const p of pods.filter((_, i) => i % 2 === round % 2)) {
+          const labels = { ...(p.metadata.labels ?? {}) };
+          if (labels['pci'] === undefined) labels['pci'] = 'true';
+          else delete labels['pci'];
+          labels['app'] = ['web', 'db', 'api'][(round + p.metadata.name.length) % 3] as string;
+          e.upsert({ ...p, metadata: { ...p.metadata, labels } });
+        }
+      }
+    }),
+    { numRuns: 10 },
+  );
+});

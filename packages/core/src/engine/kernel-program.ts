@@ -46,6 +46,13 @@ export interface PeerPredicate {
   /** Memo for the current decision only: valid while `stamp` equals the table's epoch. */
   stamp: number;
   value: boolean;
+  /**
+   * Results for numbered peers (`Peer.n`), two bits each (known, value), valid while `bitsEpoch`
+   * is the table's numbering epoch. One array per predicate: a decision reads one word of it
+   * instead of a hash table per peer.
+   */
+  bits: Uint32Array | undefined;
+  bitsEpoch: number;
 }
 
 export interface KernelStep {
@@ -57,6 +64,8 @@ export interface KernelStep {
   readonly peer: SidePlan | undefined;
   /** The verdict when the step matches; undefined for Pass (continue with the next segment). */
   readonly outcome: Outcome | undefined;
+  /** `outcome.allow`, kept on the step so a yes/no decision reads no outcome object. */
+  readonly allow: boolean;
   readonly policy: CompiledPolicy | undefined;
   /** Undefined for the step that stands for a segment's `end`. */
   readonly rule: CompiledRule | undefined;
@@ -109,6 +118,26 @@ export interface KernelBucket {
 export class PredicateTable {
   private readonly byKey = new Map<string, PeerPredicate>();
   private epoch = 0;
+  /** Peer numbers are valid for one numbering; `renumber` forgets every numbered result. */
+  private numbering = 0;
+  private nextNumber = 0;
+
+  /** A fresh number for a peer object the engine keeps; undefined when numbering starts over. */
+  number(): number | undefined {
+    if (this.nextNumber >= MAX_PEER_NUMBERS) return undefined;
+    return this.nextNumber++;
+  }
+
+  /** Numbers handed out in this numbering. */
+  numbersUsed(): number {
+    return this.nextNumber;
+  }
+
+  /** Starts a new numbering: peers numbered before must not be used with this table again. */
+  renumber(): void {
+    this.numbering++;
+    this.nextNumber = 0;
+  }
 
   intern(
     key: string | undefined,
@@ -119,7 +148,15 @@ export class PredicateTable {
       const known = this.byKey.get(key);
       if (known) return known;
     }
-    const p: PeerPredicate = { key: key ?? '', selector, notSelector, stamp: 0, value: false };
+    const p: PeerPredicate = {
+      key: key ?? '',
+      selector,
+      notSelector,
+      stamp: 0,
+      value: false,
+      bits: undefined,
+      bitsEpoch: this.numbering,
+    };
     if (key !== undefined) {
       // Bounded: forgetting a key only stops sharing; segments keep their own predicate objects.
       if (this.byKey.size >= 100_000) this.byKey.clear();
@@ -135,6 +172,28 @@ export class PredicateTable {
   }
 
   test(p: PeerPredicate, peer: Peer): boolean {
+    const n = peer.n;
+    if (n !== undefined) {
+      const w = n >>> 4;
+      const shift = (n & 15) << 1;
+      let bits = p.bitsEpoch === this.numbering ? p.bits : undefined;
+      if (bits !== undefined && w < bits.length) {
+        const x = ((bits[w] as number) >>> shift) & 3;
+        if (x !== 0) return x === 3;
+      }
+      const v =
+        (p.selector === undefined || peerSatisfies(peer, p.selector)) &&
+        (p.notSelector === undefined || !peerSatisfies(peer, p.notSelector));
+      if (bits === undefined || w >= bits.length) {
+        const grown = new Uint32Array(Math.max(w + 1, (bits?.length ?? 0) * 2, 64));
+        if (bits) grown.set(bits);
+        bits = grown;
+        p.bits = bits;
+        p.bitsEpoch = this.numbering;
+      }
+      bits[w] = (bits[w] as number) | ((v ? 3 : 1) << shift);
+      return v;
+    }
     const memo = peer.memo;
     if (memo) {
       const known = memo.get(p);
@@ -151,6 +210,9 @@ export class PredicateTable {
     return v;
   }
 }
+
+/** A hard cap on peer numbers in one numbering (the engine renumbers well before). */
+const MAX_PEER_NUMBERS = 1 << 22;
 
 /**
  * One section of the walk: a tier's enforced policies (rules of each policy in order; a policy
@@ -226,7 +288,7 @@ export function buildKernelSegment(
           )
         : makeOutcome(allow, 'rule', true, tier, policy, rule, deferred);
     } else passes = true;
-    steps.push({ predicate, local, peer, outcome, policy, rule });
+    steps.push({ predicate, local, peer, outcome, allow: outcome?.allow ?? false, policy, rule });
     if (!local && !peer) {
       if (!predicate) {
         // Every connection that gets here matches: the rest of the section is unreachable.
@@ -243,6 +305,7 @@ export function buildKernelSegment(
           local: undefined,
           peer: undefined,
           outcome: end,
+          allow: end.allow,
           policy: undefined,
           rule: undefined,
         }
@@ -381,4 +444,37 @@ export function runKernelProgram(
     i = next[i] as number; // Pass: the next segment.
   }
   return prog.otherwise;
+}
+
+/** `runKernelProgram(...).allow`, without reading outcome objects (the kernel's yes/no path). */
+export function runKernelAllows(
+  prog: KernelProgram,
+  local: Peer,
+  peer: Peer,
+  ctx: Pick<MatchContext, 'serviceMatch'>,
+  predicates: PredicateTable,
+): boolean {
+  const flat = prog.flat;
+  if (flat.length === 0) return prog.otherwise.allow;
+  predicates.begin();
+  const ingress = prog.direction === 'ingress';
+  const localPort = ingress ? prog.port : undefined;
+  const peerPort = ingress ? undefined : prog.port;
+  const proto = prog.protocol;
+  const next = prog.next;
+  let i = 0;
+  while (i < flat.length) {
+    const s = flat[i] as KernelStep;
+    if (
+      (s.predicate && !predicates.test(s.predicate, peer)) ||
+      (s.local && !matchSidePlan(s.local, local, localPort, proto, ctx.serviceMatch)) ||
+      (s.peer && !matchSidePlan(s.peer, peer, peerPort, proto, ctx.serviceMatch))
+    ) {
+      i++;
+      continue;
+    }
+    if (s.outcome) return s.allow;
+    i = next[i] as number; // Pass: the next segment.
+  }
+  return prog.otherwise.allow;
 }

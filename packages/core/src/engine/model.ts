@@ -167,6 +167,12 @@ function nsView(ns: NamespaceInfo | undefined): Labels {
 }
 
 function parseIps(list: readonly string[]): IpAddr[] {
+  if (list.length === 1) {
+    // The common case: one address, nothing to deduplicate.
+    const s = list[0] as string;
+    const ip = parseIp(s.includes('/') ? s.slice(0, s.indexOf('/')) : s);
+    return ip ? [ip] : [];
+  }
   const out: IpAddr[] = [];
   const seen = new Set<string>();
   for (const s of list) {
@@ -207,7 +213,8 @@ function fullLabels(own: Labels, system: Labels, profiles: readonly CompiledProf
   return out;
 }
 
-export function podEndpoint(pod: Pod, parts: EndpointParts): Endpoint {
+/** `labels`, when given, must be what `fullLabels` gives for this pod (a replica's, shared). */
+export function podEndpoint(pod: Pod, parts: EndpointParts, labels?: Labels): Endpoint {
   const ns = parts.ns.name;
   const own = pod.metadata.labels ?? {};
   const system = {
@@ -236,7 +243,7 @@ export function podEndpoint(pod: Pod, parts: EndpointParts): Endpoint {
     name: pod.metadata.name,
     namespace: ns,
     ownLabels: own,
-    labels: fullLabels(own, system, parts.profiles),
+    labels: labels ?? fullLabels(own, system, parts.profiles),
     nsView: nsView(parts.ns),
     serviceAccount: parts.saName,
     saView: parts.saView ?? saLabels(parts.saName, parts.sa),

@@ -30,6 +30,11 @@ export interface Peer {
    * holds as long as the object does.
    */
   readonly memo?: Map<object, boolean>;
+  /**
+   * A dense number for this peer object, when the engine keeps it: predicate results are then
+   * memoised in each predicate's bit array at this index (exact for the same reason as `memo`).
+   */
+  readonly n?: number;
 }
 
 export interface HttpRequest {

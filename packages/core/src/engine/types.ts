@@ -55,6 +55,9 @@ export type ProvenanceKind =
   | 'istio-allow'
   | 'istio-no-allow-match'
   | 'istio-no-policy'
+  /** Legacy Istio RBAC (rbac.istio.io/v1alpha1): a role and a binding allowed, or RBAC is on and none did. */
+  | 'istio-rbac-allow'
+  | 'istio-rbac-deny'
   /** Istio PeerAuthentication refused a plaintext connection. */
   | 'peer-authentication'
   /** The presented certificate does not belong to the endpoint at the source address. */
@@ -74,6 +77,8 @@ export interface Provenance {
   /** 0-based index of the rule within its direction. */
   readonly rule?: number;
   readonly profile?: string;
+  /** Legacy Istio RBAC: the `namespace/name` of the ServiceRoleBinding that allowed. */
+  readonly binding?: string;
   /** One line a person can read: "rule 0 of policy x in tier security allowed". */
   readonly reason: string;
 }

@@ -4,6 +4,7 @@
 
 import { parseCidr, parseIp, cidrWithin } from '../net/ip.js';
 import { parseSelector } from '../selector/selector.js';
+import { suggest } from '../diagnostics/suggest.js';
 import type { Path, Problem, Schema } from './schema.js';
 import { fieldPath } from './schema.js';
 
@@ -743,6 +744,270 @@ const peerAuthnSpec: Schema = {
   },
 };
 
+// ------------------------------------------------------------------ Istio RBAC (legacy)
+
+/** ServiceRole constraint keys Istio's RBAC filter generator understands (v1alpha1). */
+export const RBAC_CONSTRAINT_KEYS = [
+  'destination.ip',
+  'destination.port',
+  'destination.labels[NAME]',
+  'destination.name',
+  'destination.namespace',
+  'destination.user',
+  'request.headers[NAME]',
+  'connection.sni',
+];
+
+/** ServiceRoleBinding property keys Istio's RBAC filter generator understands (v1alpha1). */
+export const RBAC_PROPERTY_KEYS = [
+  'source.ip',
+  'source.namespace',
+  'source.principal',
+  'source.user',
+  'request.auth.principal',
+  'request.auth.audiences',
+  'request.auth.presenter',
+  'request.auth.claims[NAME]',
+  'request.headers[NAME]',
+];
+
+/** `request.headers[User-Agent]` → `request.headers[NAME]`, so keys compare with the lists above. */
+function bracketed(key: string): string {
+  const m = /^([a-z.]+)\[([^\]]+)\]$/.exec(key);
+  return m ? `${m[1] ?? ''}[NAME]` : key;
+}
+
+function rbacKeyProblem(
+  key: string,
+  known: readonly string[],
+  what: string,
+  path: Path,
+  report: (p: Problem) => void,
+): boolean {
+  if (known.includes(bracketed(key))) return true;
+  const near = suggest(bracketed(key), known);
+  report({
+    code: 'POLICY_ERR_UNSUPPORTED',
+    path,
+    message: `${fieldPath(path)}: ${JSON.stringify(key)} is not a ${what} Istio's RBAC supports (custom Mixer attributes never match in the proxy)`,
+    hint: near ? `did you mean ${JSON.stringify(near)}?` : `supported keys: ${known.join(', ')}`,
+  });
+  return false;
+}
+
+function rbacValueProblems(
+  key: string,
+  values: readonly unknown[],
+  path: Path,
+  report: (p: Problem) => void,
+): void {
+  values.forEach((v, i) => {
+    if (typeof v !== 'string') return;
+    let m: string | undefined;
+    if (key === 'destination.ip' || key === 'source.ip') m = cidr(v);
+    else if (key === 'destination.port') m = istioPorts(v);
+    if (m)
+      report({
+        code: 'POLICY_ERR_INVALID_VALUE',
+        path: [...path, i],
+        message: `${fieldPath([...path, i])}: ${m}`,
+      });
+  });
+}
+
+const serviceRoleRule: Schema = {
+  t: 'obj',
+  fields: {
+    services: strings,
+    methods: strings,
+    paths: strings,
+    constraints: {
+      t: 'list',
+      of: {
+        t: 'obj',
+        fields: { key: str, values: strings },
+        required: ['key', 'values'],
+        check: (v, path, report) => {
+          if (typeof v.key !== 'string') return;
+          if (v.key === '') {
+            report({
+              code: 'POLICY_ERR_INVALID_VALUE',
+              path: [...path, 'key'],
+              message: `${fieldPath([...path, 'key'])} cannot be empty`,
+            });
+            return;
+          }
+          if (!rbacKeyProblem(v.key, RBAC_CONSTRAINT_KEYS, 'constraint', [...path, 'key'], report))
+            return;
+          if (Array.isArray(v.values)) {
+            if (v.values.length === 0)
+              report({
+                code: 'POLICY_ERR_MISSING_FIELD',
+                path: [...path, 'values'],
+                message: `${fieldPath(path)} needs at least 1 value`,
+              });
+            rbacValueProblems(v.key, v.values, [...path, 'values'], report);
+          }
+        },
+      },
+    },
+    hosts: { t: 'any' },
+    notHosts: { t: 'any' },
+    notPaths: { t: 'any' },
+    notMethods: { t: 'any' },
+    ports: { t: 'any' },
+    notPorts: { t: 'any' },
+  },
+  required: ['services'],
+  check: (v, path, report) => {
+    if (Array.isArray(v.services) && v.services.length === 0)
+      report({
+        code: 'POLICY_ERR_MISSING_FIELD',
+        path: [...path, 'services'],
+        message: `${fieldPath(path)} needs at least 1 service`,
+        hint: 'use services: ["*"] for every service of the namespace',
+      });
+    for (const f of ['hosts', 'notHosts', 'notPaths', 'notMethods', 'ports', 'notPorts'])
+      if (v[f] !== undefined) hiddenField(f, [...path, f], report);
+  },
+};
+
+/** Fields Istio kept out of its documentation ($hide_from_docs): refused, never ignored. */
+function hiddenField(f: string, path: Path, report: (p: Problem) => void): void {
+  report({
+    code: 'POLICY_ERR_UNSUPPORTED',
+    path,
+    atKey: true,
+    message: `${fieldPath(path)}: the undocumented v1alpha1 field ${JSON.stringify(f)} is not supported`,
+    hint: 'write the rule as a security.istio.io AuthorizationPolicy instead',
+  });
+}
+
+const rbacSubject: Schema = {
+  t: 'obj',
+  fields: {
+    user: str,
+    group: str,
+    properties: { t: 'map', values: str },
+    names: { t: 'any' },
+    notNames: { t: 'any' },
+    groups: { t: 'any' },
+    notGroups: { t: 'any' },
+    namespaces: { t: 'any' },
+    notNamespaces: { t: 'any' },
+    ips: { t: 'any' },
+    notIps: { t: 'any' },
+  },
+  check: (v, path, report) => {
+    const props =
+      v.properties && typeof v.properties === 'object'
+        ? (v.properties as Record<string, unknown>)
+        : undefined;
+    if (
+      (v.user === undefined || v.user === '') &&
+      (v.group === undefined || v.group === '') &&
+      (props === undefined || Object.keys(props).length === 0)
+    )
+      report({
+        code: 'POLICY_ERR_MISSING_FIELD',
+        path,
+        message: `${fieldPath(path)} needs at least 1 of user, group or properties`,
+      });
+    for (const f of [
+      'names',
+      'notNames',
+      'groups',
+      'notGroups',
+      'namespaces',
+      'notNamespaces',
+      'ips',
+      'notIps',
+    ])
+      if (v[f] !== undefined) hiddenField(f, [...path, f], report);
+    for (const [k, val] of Object.entries(props ?? {})) {
+      const p = [...path, 'properties', k];
+      if (k === 'source.ip' && typeof val === 'string' && cidr(val) !== undefined)
+        report({
+          code: 'POLICY_ERR_INVALID_VALUE',
+          path: p,
+          message: `${fieldPath(p)}: ${cidr(val) ?? ''}`,
+        });
+      else rbacKeyProblem(k, RBAC_PROPERTY_KEYS, 'property', p, report);
+    }
+  },
+};
+
+const serviceRoleBindingSpec: Schema = {
+  t: 'obj',
+  fields: {
+    subjects: { t: 'list', of: rbacSubject },
+    roleRef: {
+      t: 'obj',
+      fields: { kind: { t: 'enum', values: ['ServiceRole'] }, name: str },
+      required: ['kind', 'name'],
+      check: (v, path, report) => {
+        if (v.name === '')
+          report({
+            code: 'POLICY_ERR_INVALID_VALUE',
+            path: [...path, 'name'],
+            message: `${fieldPath([...path, 'name'])} cannot be empty`,
+          });
+      },
+    },
+    mode: { t: 'enum', values: ['ENFORCED', 'PERMISSIVE'] },
+    actions: { t: 'any' },
+    role: { t: 'any' },
+  },
+  required: ['subjects', 'roleRef'],
+  check: (v, path, report) => {
+    if (Array.isArray(v.subjects) && v.subjects.length === 0)
+      report({
+        code: 'POLICY_ERR_MISSING_FIELD',
+        path: [...path, 'subjects'],
+        message: `${fieldPath(path)} needs at least 1 subject`,
+      });
+    for (const f of ['actions', 'role'])
+      if (v[f] !== undefined) hiddenField(f, [...path, f], report);
+  },
+};
+
+const rbacTarget: Schema = { t: 'obj', fields: { services: strings, namespaces: strings } };
+const rbacConfigSpec: Schema = {
+  t: 'obj',
+  fields: {
+    mode: { t: 'enum', values: ['OFF', 'ON', 'ON_WITH_INCLUSION', 'ON_WITH_EXCLUSION'] },
+    inclusion: rbacTarget,
+    exclusion: rbacTarget,
+    enforcementMode: { t: 'enum', values: ['ENFORCED', 'PERMISSIVE'] },
+  },
+  check: (v, path, report) => {
+    if (v.mode === 'ON_WITH_INCLUSION' && v.inclusion === undefined)
+      report({
+        code: 'POLICY_ERR_MISSING_FIELD',
+        path,
+        message: 'mode ON_WITH_INCLUSION needs inclusion (use "inclusion: {}" for none)',
+      });
+    if (v.mode === 'ON_WITH_EXCLUSION' && v.exclusion === undefined)
+      report({
+        code: 'POLICY_ERR_MISSING_FIELD',
+        path,
+        message: 'mode ON_WITH_EXCLUSION needs exclusion (use "exclusion: {}" for none)',
+      });
+  },
+};
+
+/** Istio accepts only the singleton named `default` of RbacConfig and ClusterRbacConfig. */
+function rbacConfigName(doc: Record<string, unknown>, report: (p: Problem) => void): void {
+  const meta = doc.metadata as Record<string, unknown> | undefined;
+  if (meta && typeof meta.name === 'string' && meta.name !== 'default')
+    report({
+      code: 'POLICY_ERR_INVALID_VALUE',
+      path: ['metadata', 'name'],
+      message: `${String(doc.kind)} must be named "default", not ${JSON.stringify(meta.name)}`,
+      hint: 'Istio reads only the singleton named default',
+    });
+}
+
 // ------------------------------------------------------------------ the table
 
 const endpointPort: Schema = {
@@ -760,6 +1025,10 @@ export interface KindSpec {
   readonly extra?: Readonly<Record<string, Schema>>;
   /** Kubernetes core objects: tolerate unknown upstream fields. */
   readonly tolerant?: boolean;
+  /** A cluster-scoped kind whose upstream examples carry a namespace: it is accepted and dropped. */
+  readonly dropsNamespace?: boolean;
+  /** Checks on the whole document (e.g. names a kind requires). */
+  readonly check?: (doc: Record<string, unknown>, report: (p: Problem) => void) => void;
 }
 
 const CALICO = 'projectcalico.org/v3';
@@ -908,21 +1177,48 @@ export const KINDS: ReadonlyMap<string, KindSpec> = new Map<string, KindSpec>([
   ['security.istio.io/v1beta1/AuthorizationPolicy', { namespaced: true, spec: authzSpec }],
   ['security.istio.io/v1/PeerAuthentication', { namespaced: true, spec: peerAuthnSpec }],
   ['security.istio.io/v1beta1/PeerAuthentication', { namespaced: true, spec: peerAuthnSpec }],
-]);
-
-/** Kinds recognised but refused for now, with the reason. */
-export const UNSUPPORTED_KINDS: ReadonlyMap<string, string> = new Map([
-  ['rbac.istio.io/v1alpha1/ServiceRole', 'the legacy Istio RBAC kinds arrive with L7 enforcement'],
+  [
+    'rbac.istio.io/v1alpha1/ServiceRole',
+    {
+      namespaced: true,
+      specRequired: true,
+      spec: {
+        t: 'obj',
+        fields: { rules: { t: 'list', of: serviceRoleRule, max: LIMITS.rulesPerPolicy } },
+        required: ['rules'],
+        check: (v, path, report) => {
+          if (Array.isArray(v.rules) && v.rules.length === 0)
+            report({
+              code: 'POLICY_ERR_MISSING_FIELD',
+              path: [...path, 'rules'],
+              message: 'a ServiceRole needs at least 1 rule',
+            });
+        },
+      },
+    },
+  ],
   [
     'rbac.istio.io/v1alpha1/ServiceRoleBinding',
-    'the legacy Istio RBAC kinds arrive with L7 enforcement',
+    { namespaced: true, specRequired: true, spec: serviceRoleBindingSpec },
   ],
-  ['rbac.istio.io/v1alpha1/RbacConfig', 'the legacy Istio RBAC kinds arrive with L7 enforcement'],
+  [
+    'rbac.istio.io/v1alpha1/RbacConfig',
+    { namespaced: true, specRequired: true, spec: rbacConfigSpec, check: rbacConfigName },
+  ],
   [
     'rbac.istio.io/v1alpha1/ClusterRbacConfig',
-    'the legacy Istio RBAC kinds arrive with L7 enforcement',
+    {
+      namespaced: false,
+      dropsNamespace: true,
+      specRequired: true,
+      spec: rbacConfigSpec,
+      check: rbacConfigName,
+    },
   ],
 ]);
+
+/** Kinds recognised but refused, with the reason (none at present). */
+export const UNSUPPORTED_KINDS: ReadonlyMap<string, string> = new Map();
 
 export const metadataSchema = (tolerant: boolean): Schema => ({
   t: 'obj',

@@ -250,7 +250,8 @@ function loadObject(value: unknown, ctx: DocCtx, out: Resource[], diags: Diagnos
         message: `metadata.name: ${m}`,
       });
   }
-  if (meta && !spec.namespaced && meta.namespace !== undefined) {
+  spec.check?.(obj, report);
+  if (meta && !spec.namespaced && !spec.dropsNamespace && meta.namespace !== undefined) {
     report({
       code: 'POLICY_ERR_INVALID_VALUE',
       path: ['metadata', 'namespace'],
@@ -263,9 +264,15 @@ function loadObject(value: unknown, ctx: DocCtx, out: Resource[], diags: Diagnos
   }
   if (diags.length > before) return;
   const m = obj.metadata as { namespace?: string };
+  const clusterScoped: Record<string, unknown> = { ...m };
+  delete clusterScoped.namespace;
   const normalized = {
     ...obj,
-    metadata: spec.namespaced ? { ...m, namespace: m.namespace ?? 'default' } : m,
+    metadata: spec.namespaced
+      ? { ...m, namespace: m.namespace ?? 'default' }
+      : spec.dropsNamespace
+        ? clusterScoped
+        : m,
     ...(spec.spec && obj.spec === undefined ? { spec: {} } : {}),
   };
   const pos = position(ctx, [], false);

@@ -371,6 +371,68 @@ export type PeerAuthentication = Base<IstioSecurityGroup, 'PeerAuthentication'> 
   readonly spec: PeerAuthenticationSpec;
 };
 
+// ---------------------------------------------------------------- Istio RBAC rbac.istio.io/v1alpha1 (legacy)
+
+/** A ServiceRole constraint: `destination.*`, `request.headers[NAME]` or `connection.sni`. */
+export interface ServiceRoleConstraint {
+  readonly key: string;
+  readonly values: readonly string[];
+}
+
+/** One permission of a ServiceRole (Istio's AccessRule). */
+export interface ServiceRoleRule {
+  readonly services: readonly string[];
+  readonly methods?: readonly string[];
+  readonly paths?: readonly string[];
+  readonly constraints?: readonly ServiceRoleConstraint[];
+}
+
+export interface ServiceRoleSpec {
+  readonly rules: readonly ServiceRoleRule[];
+}
+
+/** A ServiceRoleBinding subject: a user (principal or `*`), a group, and properties (ANDed). */
+export interface RbacSubject {
+  readonly user?: string;
+  readonly group?: string;
+  readonly properties?: Readonly<Record<string, string>>;
+}
+
+export type RbacEnforcementMode = 'ENFORCED' | 'PERMISSIVE';
+
+export interface ServiceRoleBindingSpec {
+  readonly subjects: readonly RbacSubject[];
+  readonly roleRef: { readonly kind: 'ServiceRole'; readonly name: string };
+  /** PERMISSIVE bindings are evaluated and reported, never enforced. */
+  readonly mode?: RbacEnforcementMode;
+}
+
+export type RbacMode = 'OFF' | 'ON' | 'ON_WITH_INCLUSION' | 'ON_WITH_EXCLUSION';
+
+export interface RbacTarget {
+  /** Service host names, e.g. `reviews.default.svc.cluster.local` (exact). */
+  readonly services?: readonly string[];
+  readonly namespaces?: readonly string[];
+}
+
+export interface RbacConfigSpec {
+  readonly mode?: RbacMode;
+  readonly inclusion?: RbacTarget;
+  readonly exclusion?: RbacTarget;
+  readonly enforcementMode?: RbacEnforcementMode;
+}
+
+export type IstioRbacGroup = 'rbac.istio.io/v1alpha1';
+export type ServiceRole = Base<IstioRbacGroup, 'ServiceRole'> & { readonly spec: ServiceRoleSpec };
+export type ServiceRoleBinding = Base<IstioRbacGroup, 'ServiceRoleBinding'> & {
+  readonly spec: ServiceRoleBindingSpec;
+};
+/** The namespaced predecessor of ClusterRbacConfig; used only when no ClusterRbacConfig exists. */
+export type RbacConfig = Base<IstioRbacGroup, 'RbacConfig'> & { readonly spec: RbacConfigSpec };
+export type ClusterRbacConfig = Base<IstioRbacGroup, 'ClusterRbacConfig'> & {
+  readonly spec: RbacConfigSpec;
+};
+
 // ---------------------------------------------------------------- the union
 
 export type Resource =
@@ -391,7 +453,11 @@ export type Resource =
   | Pod
   | Service
   | AuthorizationPolicy
-  | PeerAuthentication;
+  | PeerAuthentication
+  | ServiceRole
+  | ServiceRoleBinding
+  | RbacConfig
+  | ClusterRbacConfig;
 
 export type ResourceKind = Resource['kind'];
 

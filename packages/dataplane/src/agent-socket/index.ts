@@ -17,3 +17,5 @@ export type {
   CniEndpointServiceOptions,
   Reply,
 } from './server.js';
+export { EndpointSockets } from './endpoint-sockets.js';
+export type { EndpointSocketsOptions, PolicySyncSource } from './endpoint-sockets.js';

@@ -156,3 +156,231 @@ export function validateRegisterRequest(v: unknown): Validated<RegisterRequest> 
     },
   };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Policy sync and SVIDs: the agent ⇄ sidecar protocol (docs/design/sidecar.md, "Policy sync").
+//
+// Each local workload endpoint gets its own socket, `<dir>/<namespace>/<name>/agent.sock`
+// (directories 0700, socket 0600, root only), which the orchestrator mounts into that pod alone.
+// A connection on that socket speaks for that endpoint and nothing else: the caller's identity is
+// the socket it could open. Routes:
+//
+//   GET  /v1/policysync/endpoints/NS/NAME?ports=P[,P...]   long-lived NDJSON stream
+//   POST /v1/svid/endpoints/NS/NAME  {"csr": PEM, "spiffeId"?: ID, "ttlSeconds"?: N}
+//   GET  /v1/healthz
+//
+// NS/NAME must be the socket's endpoint (403 DATAPLANE_ERR_POLICYSYNC_FORBIDDEN otherwise).
+// `ports` are the application ports the sidecar fronts (1–16): the callers in the view are the
+// endpoints the kernel lets reach the endpoint on one of them.
+//
+// The stream: one JSON object a line. First a `snapshot` (once the agent has a complete
+// snapshot of the API), then an `update` whenever the endpoint's view changes, each carrying the
+// whole view (a sidecar never merges), `bundle` whenever the trust bundle changes (and once after
+// the snapshot), and a `heartbeat` every 10 s. `version` is the API revision the view was
+// computed at: strictly increasing along a stream and across agent restarts (revisions never go
+// backwards), equal for equal content.
+
+export const POLICYSYNC_PREFIX = '/v1/policysync/endpoints';
+export const SVID_PREFIX = '/v1/svid/endpoints';
+export const DEFAULT_ENDPOINT_SOCKET_DIR = '/run/palisade/endpoints';
+/** Largest stream line a sidecar accepts (a view of a few thousand resources). */
+export const MAX_POLICYSYNC_LINE_BYTES = 32 * 1024 * 1024;
+export const MAX_SYNC_PORTS = 16;
+
+export const isK8sName = (s: string): boolean => K8S_NAME.test(s) && s.length <= 253;
+
+/** The socket of one endpoint under the agent's endpoint directory. */
+export function endpointSocketPath(dir: string, namespace: string, name: string): string {
+  if (!isK8sName(namespace) || !isK8sName(name))
+    throw new Error(`${JSON.stringify(`${namespace}/${name}`)} is not a namespace/name`);
+  return `${dir.replace(/\/+$/, '')}/${namespace}/${name}/agent.sock`;
+}
+
+/** `namespace/name` → its parts, when both are Kubernetes names. */
+export function splitEndpoint(
+  endpoint: string,
+): { readonly namespace: string; readonly name: string } | undefined {
+  const parts = endpoint.split('/');
+  if (parts.length !== 2) return undefined;
+  const [namespace, name] = parts as [string, string];
+  return isK8sName(namespace) && isK8sName(name) ? { namespace, name } : undefined;
+}
+
+/** What one endpoint's L7 point gets: the resources it needs to decide, nothing else. */
+export interface PolicySyncView {
+  readonly endpoint: string;
+  /** The endpoint's SPIFFE ID as the agent computes it. */
+  readonly identity: string;
+  readonly trustDomain: string;
+  readonly istioRootNamespace: string;
+  /** Resources as the API serves them; the sidecar loads them through the core loader again. */
+  readonly resources: readonly unknown[];
+}
+
+export type PolicySyncMessage =
+  | {
+      readonly type: 'snapshot' | 'update';
+      readonly version: number;
+      readonly view: PolicySyncView;
+    }
+  | { readonly type: 'bundle'; readonly bundlePem: string }
+  | { readonly type: 'heartbeat'; readonly version: number };
+
+/** `?ports=9080,9081` → the ports, or why not. */
+export function parseSyncPorts(query: string | null): readonly number[] | string {
+  if (query === null || query === '') return 'the ports query parameter is required';
+  const parts = query.split(',');
+  if (parts.length > MAX_SYNC_PORTS) return `at most ${MAX_SYNC_PORTS} ports`;
+  const out: number[] = [];
+  for (const p of parts) {
+    if (!/^[0-9]{1,5}$/.test(p)) return `port ${JSON.stringify(p.slice(0, 10))} is not a number`;
+    const n = Number(p);
+    if (n < 1 || n > 65535) return `port ${n} is out of range`;
+    if (!out.includes(n)) out.push(n);
+  }
+  return out;
+}
+
+const SPIFFE = /^spiffe:\/\/[a-z0-9._-]{1,255}\/[\x21-\x7e]{1,2000}$/;
+
+/** A stream line from the agent, checked field by field; never throws. */
+export function parsePolicySyncMessage(line: string): Validated<PolicySyncMessage> {
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return { ok: false, problems: ['the line is not JSON'] };
+  }
+  if (!isRecord(v)) return { ok: false, problems: ['the line is not a JSON object'] };
+  const version = v['version'];
+  const goodVersion = typeof version === 'number' && Number.isSafeInteger(version) && version >= 0;
+  switch (v['type']) {
+    case 'heartbeat':
+      return goodVersion
+        ? { ok: true, value: { type: 'heartbeat', version: version } }
+        : { ok: false, problems: ['heartbeat: version must be a non-negative integer'] };
+    case 'bundle': {
+      const b = v['bundlePem'];
+      if (typeof b !== 'string' || !b.includes('-----BEGIN CERTIFICATE-----') || b.length > 1 << 20)
+        return { ok: false, problems: ['bundle: bundlePem must be PEM certificates'] };
+      return { ok: true, value: { type: 'bundle', bundlePem: b } };
+    }
+    case 'snapshot':
+    case 'update': {
+      const type = v['type'];
+      const view = v['view'];
+      const problems: string[] = [];
+      if (!goodVersion) problems.push(`${type}: version must be a non-negative integer`);
+      if (!isRecord(view)) return { ok: false, problems: [...problems, `${type}: no view`] };
+      const endpoint = view['endpoint'];
+      const identity = view['identity'];
+      const trustDomain = view['trustDomain'];
+      const root = view['istioRootNamespace'];
+      const resources = view['resources'];
+      if (typeof endpoint !== 'string' || !splitEndpoint(endpoint))
+        problems.push('view.endpoint must be namespace/name');
+      if (typeof identity !== 'string' || !SPIFFE.test(identity))
+        problems.push('view.identity must be a SPIFFE ID');
+      if (typeof trustDomain !== 'string' || !/^[a-z0-9._-]{1,255}$/.test(trustDomain))
+        problems.push('view.trustDomain must be a trust domain name');
+      if (typeof root !== 'string' || !isK8sName(root))
+        problems.push('view.istioRootNamespace must be a namespace name');
+      if (!Array.isArray(resources) || !resources.every(isRecord))
+        problems.push('view.resources must be a list of objects');
+      if (problems.length > 0) return { ok: false, problems };
+      return {
+        ok: true,
+        value: {
+          type,
+          version: version as number,
+          view: {
+            endpoint: endpoint as string,
+            identity: identity as string,
+            trustDomain: trustDomain as string,
+            istioRootNamespace: root as string,
+            resources: resources as unknown[],
+          },
+        },
+      };
+    }
+    default:
+      return {
+        ok: false,
+        problems: [`unknown message type ${JSON.stringify(v['type']).slice(0, 40)}`],
+      };
+  }
+}
+
+/** POST /v1/svid/endpoints/NS/NAME: a CSR made in the pod (the key never leaves it). */
+export interface SvidRequest {
+  readonly csr: string;
+  /** Optional: when given it must be the endpoint's own identity. */
+  readonly spiffeId?: string;
+  readonly ttlSeconds?: number;
+}
+
+export function validateSvidRequest(v: unknown): Validated<SvidRequest> {
+  if (!isRecord(v)) return { ok: false, problems: ['the body must be a JSON object'] };
+  const problems: string[] = [];
+  for (const k of Object.keys(v))
+    if (!['csr', 'spiffeId', 'ttlSeconds'].includes(k)) problems.push(`unknown field ${k}`);
+  const { csr, spiffeId, ttlSeconds } = v;
+  if (
+    typeof csr !== 'string' ||
+    !csr.includes('-----BEGIN CERTIFICATE REQUEST-----') ||
+    csr.length > MAX_BODY_BYTES
+  )
+    problems.push('csr must be a PEM certificate request');
+  if (spiffeId !== undefined && (typeof spiffeId !== 'string' || !SPIFFE.test(spiffeId)))
+    problems.push('spiffeId must be a SPIFFE ID');
+  if (
+    ttlSeconds !== undefined &&
+    (typeof ttlSeconds !== 'number' ||
+      !Number.isInteger(ttlSeconds) ||
+      ttlSeconds < 60 ||
+      ttlSeconds > 90 * 86400)
+  )
+    problems.push('ttlSeconds must be an integer from 60 to 7776000');
+  if (problems.length > 0) return { ok: false, problems };
+  return {
+    ok: true,
+    value: {
+      csr: csr as string,
+      ...(spiffeId !== undefined ? { spiffeId: spiffeId as string } : {}),
+      ...(ttlSeconds !== undefined ? { ttlSeconds: ttlSeconds as number } : {}),
+    },
+  };
+}
+
+/** The agent's answer: the chain the CA issued and the trust bundle to verify peers with. */
+export interface SvidResponse {
+  readonly spiffeId: string;
+  readonly certPem: string;
+  readonly chainPem: string;
+  readonly bundlePem: string;
+  readonly notBefore: string;
+  readonly notAfter: string;
+}
+
+export function validateSvidResponse(v: unknown): Validated<SvidResponse> {
+  if (!isRecord(v)) return { ok: false, problems: ['the answer is not a JSON object'] };
+  const problems: string[] = [];
+  const s = (k: string): string => {
+    const x = v[k];
+    if (typeof x !== 'string' || x.length > 1 << 20) problems.push(`${k} must be a string`);
+    return typeof x === 'string' ? x : '';
+  };
+  const out: SvidResponse = {
+    spiffeId: s('spiffeId'),
+    certPem: s('certPem'),
+    chainPem: s('chainPem'),
+    bundlePem: s('bundlePem'),
+    notBefore: s('notBefore'),
+    notAfter: s('notAfter'),
+  };
+  if (!out.certPem.includes('-----BEGIN CERTIFICATE-----')) problems.push('certPem is not PEM');
+  if (!out.bundlePem.includes('-----BEGIN CERTIFICATE-----')) problems.push('bundlePem is not PEM');
+  if (Number.isNaN(Date.parse(out.notBefore)) || Number.isNaN(Date.parse(out.notAfter)))
+    problems.push('notBefore and notAfter must be times');
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, value: out };
+}

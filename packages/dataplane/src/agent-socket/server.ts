@@ -230,7 +230,7 @@ function send(res: ServerResponse, reply: Reply, close = false): void {
 }
 
 /** True when something accepts connections on the socket file. */
-function socketAnswers(path: string): Promise<boolean> {
+export function socketAnswers(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const c = createConnection(path);
     c.once('connect', () => {

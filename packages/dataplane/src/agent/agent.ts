@@ -41,6 +41,17 @@ const KERNEL_KINDS = new Set<string>([
   'Profile',
 ]);
 
+/** Kinds mirrored for the L7 points only (policy sync), never fed to the kernel calculation. */
+const L7_KINDS = new Set<string>(['AuthorizationPolicy', 'PeerAuthentication']);
+
+const isMirrored = (kind: string): boolean => KERNEL_KINDS.has(kind) || L7_KINDS.has(kind);
+
+/** A change of the agent's mirror, for its other consumers (policy sync). */
+export type MirrorChange =
+  | { readonly kind: 'reset'; readonly resources: readonly Resource[]; readonly revision: string }
+  | { readonly kind: 'upsert'; readonly resource: Resource; readonly revision: string }
+  | { readonly kind: 'remove'; readonly resource: Resource; readonly revision: string };
+
 export interface AgentOptions extends ApiClientOptions {
   /** This node's name: WorkloadEndpoints with `spec.node` equal to it are programmed. */
   readonly node: string;
@@ -135,6 +146,7 @@ export class Agent {
   private readonly overlay = new Map<string, WorkloadEndpoint>();
   /** Mirrored WorkloadEndpoints this node detached (CNI DEL) whose deletion the API has not echoed. */
   private readonly withdrawn = new Set<string>();
+  private readonly mirrorListeners = new Set<(c: MirrorChange) => void>();
   private readonly say: (line: string) => void;
 
   constructor(private readonly options: AgentOptions) {
@@ -289,6 +301,32 @@ export class Agent {
     return () => this.listeners.delete(f);
   }
 
+  /**
+   * Calls `f` with every change of the mirror (validated resources, L7 kinds included), and at
+   * once with the current mirror as a reset when one is synced.
+   */
+  onMirrorChange(f: (c: MirrorChange) => void): () => void {
+    this.mirrorListeners.add(f);
+    if (this.synced && this.revision !== undefined)
+      f({ kind: 'reset', resources: [...this.mirror.values()], revision: this.revision });
+    return () => this.mirrorListeners.delete(f);
+  }
+
+  /** True once a complete snapshot of the API is mirrored. */
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
+  private emit(c: MirrorChange): void {
+    for (const f of this.mirrorListeners) {
+      try {
+        f(c);
+      } catch (e) {
+        this.report(`mirror listener: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
+
   private report(message: string): void {
     this.errors.push({ at: new Date(), message });
     if (this.errors.length > 20) this.errors.shift();
@@ -381,7 +419,7 @@ export class Agent {
 
   /** Validates one object from the API as the core loader does; undefined (reported) if bad. */
   private toResource(o: ApiObject): Resource | undefined {
-    if (!KERNEL_KINDS.has(o.kind)) return undefined;
+    if (!isMirrored(o.kind)) return undefined;
     const r = loadText(JSON.stringify(o), `api:${objectKey(o)}`);
     if (hasErrors(r.diagnostics) || r.resources.length !== 1) {
       this.report(
@@ -401,7 +439,7 @@ export class Agent {
       const r = this.toResource(o);
       if (!r) continue;
       this.mirror.set(objectKey(o), r);
-      this.feed(r);
+      if (KERNEL_KINDS.has(r.kind)) this.feed(r);
     }
     // Local-record endpoints the snapshot lacks stay programmed (and get re-asserted).
     for (const [k, w] of this.overlay) {
@@ -411,6 +449,7 @@ export class Agent {
     }
     this.revision = rv;
     this.synced = true;
+    this.emit({ kind: 'reset', resources: [...this.mirror.values()], revision: rv });
     this.connected = true;
     this.lastSync = new Date();
     this.say(`synced ${this.mirror.size} objects at revision ${rv}`);
@@ -421,7 +460,7 @@ export class Agent {
   private event(type: ObjectEventType, o: ApiObject, rv: string): void {
     this.revision = rv;
     this.lastSync = new Date();
-    if (!KERNEL_KINDS.has(o.kind)) return;
+    if (!isMirrored(o.kind)) return;
     const key = objectKey(o);
     switch (type) {
       case 'ADDED':
@@ -429,7 +468,8 @@ export class Agent {
         const r = this.toResource(o);
         if (!r) return;
         this.mirror.set(key, r);
-        this.feed(r);
+        if (KERNEL_KINDS.has(r.kind)) this.feed(r);
+        this.emit({ kind: 'upsert', resource: r, revision: rv });
         break;
       }
       case 'DELETED': {
@@ -437,13 +477,16 @@ export class Agent {
         const old = this.mirror.get(key);
         this.mirror.delete(key);
         if (old) {
-          this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
-          this.hostModes.remove(
-            old.kind,
-            old.metadata.namespace,
-            old.metadata.name,
-            old.apiVersion,
-          );
+          if (KERNEL_KINDS.has(old.kind)) {
+            this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
+            this.hostModes.remove(
+              old.kind,
+              old.metadata.namespace,
+              old.metadata.name,
+              old.apiVersion,
+            );
+          }
+          this.emit({ kind: 'remove', resource: old, revision: rv });
           // Lost from the API while still attached here: keep it programmed, re-assert it.
           const mine = this.overlay.get(key);
           if (mine) {
@@ -455,7 +498,7 @@ export class Agent {
         break;
       }
     }
-    this.schedule();
+    if (KERNEL_KINDS.has(o.kind)) this.schedule();
   }
 
   /** Into the calculations: pre-DNAT and untracked policies are not normal policy. */

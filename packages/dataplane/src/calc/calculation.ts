@@ -201,6 +201,10 @@ export class Calculation {
       }
       case 'AuthorizationPolicy':
       case 'PeerAuthentication':
+      case 'ServiceRole':
+      case 'ServiceRoleBinding':
+      case 'RbacConfig':
+      case 'ClusterRbacConfig':
         // L7 only: nothing the kernel enforces.
         break;
     }

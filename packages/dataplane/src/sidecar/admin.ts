@@ -14,6 +14,8 @@ export interface AdminSources {
   readonly policy: PolicyViewHolder;
   readonly inbound?: { counters(): SidecarCounters };
   readonly outbound?: { counters(): SidecarCounters };
+  /** More sections of `/stats` (the agent link, the SVID schedule); never secrets. */
+  readonly extra?: () => Readonly<Record<string, unknown>>;
 }
 
 function isLoopback(host: string): boolean {
@@ -43,6 +45,7 @@ export class AdminServer {
             policy: sources.policy.status(),
             inbound: sources.inbound?.counters() ?? null,
             outbound: sources.outbound?.counters() ?? null,
+            ...(sources.extra?.() ?? {}),
           });
         case '/ready':
           return json(200, { ready: true, version: sources.policy.current.version });

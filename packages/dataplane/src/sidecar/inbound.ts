@@ -133,6 +133,22 @@ export class InboundSidecar {
   }
 
   /**
+   * Stops accepting, lets requests in flight finish (idle keep-alive connections are closed at
+   * once), then closes whatever is left after `timeoutMs` (SIGTERM of `palisade sidecar`).
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#net.close(() => resolve()));
+    const end = Date.now() + timeoutMs;
+    while (this.#sockets.size > 0 && Date.now() < end) {
+      this.#http.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    for (const s of this.#sockets) s.destroy();
+    this.#agent.destroy();
+    await closed;
+  }
+
+  /**
    * Installs a renewed SVID and/or trust bundle for new connections (open ones keep theirs);
    * returns why not when they are not usable, keeping the current ones.
    */

@@ -130,6 +130,20 @@ export class OutboundProxy {
     await closed;
   }
 
+  /** As `InboundSidecar.drain`: stop accepting, let requests in flight finish, then close. */
+  async drain(timeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#http.close(() => resolve()));
+    const end = Date.now() + timeoutMs;
+    while (this.#sockets.size > 0 && Date.now() < end) {
+      this.#http.closeIdleConnections();
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    for (const s of this.#sockets) s.destroy();
+    for (const a of this.#agents.values()) a.destroy();
+    this.#agents.clear();
+    await closed;
+  }
+
   /**
    * Installs a renewed SVID and/or trust bundle; idle pooled connections made with the old ones
    * are closed at once and none is reused. Returns why not when they are not usable.

@@ -1,0 +1,127 @@
+// `palisade authz-server`: flags and signals around the dataplane's ext_authz server. Progress
+// goes to stderr, the access log (one JSON line per decision) to stdout or a file. SIGTERM and
+// SIGINT stop accepting, let Checks in flight finish (`--drain-timeout`), print the counters and
+// exit 0. Owns: argv → options. Must never: start without a policy source (an empty server
+// would deny everything silently). With --agent-socket the policy is the agent's feed for the
+// endpoint, as the sidecar gets it.
+
+import { createWriteStream } from 'node:fs';
+import { Writable } from 'node:stream';
+import { AccessLog, AgentSource, AuthzServer, FileSource } from '@palisade/dataplane/authz';
+import { UsageError } from './args.js';
+import type { Parsed } from './args.js';
+import type { Io } from './input.js';
+
+function intFlag(v: unknown, name: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 86_400_000)
+    throw new UsageError(`--${name} must be a number of milliseconds`);
+  return n;
+}
+
+export function parseListen(s: string): string {
+  if (s.startsWith('unix:')) {
+    if (s.length <= 5) throw new UsageError('--listen unix: needs a path');
+    return s;
+  }
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port > 65535)
+    throw new UsageError(`--listen ${JSON.stringify(s)}: expected HOST:PORT or unix:PATH`);
+  return s;
+}
+
+export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
+  const v = p.values;
+  const files = (v['file'] as string[] | undefined) ?? [];
+  const agentSocket = v['agent-socket'] as string | undefined;
+  if (files.length > 0 && agentSocket !== undefined)
+    throw new UsageError('give either -f PATH... or --agent-socket PATH, not both');
+  if (files.length === 0 && agentSocket === undefined)
+    throw new UsageError('authz-server needs -f PATH... or --agent-socket PATH');
+  if (files.includes('-'))
+    throw new UsageError('-f - (stdin) cannot be watched; give files or directories');
+  const endpoint = v['endpoint'] as string | undefined;
+  if (endpoint !== undefined && !/^[^/\s]+\/[^/\s]+$/.test(endpoint))
+    throw new UsageError(`--endpoint ${JSON.stringify(endpoint)}: expected NAMESPACE/NAME`);
+  const ports = ((v['port'] as string[] | undefined) ?? []).map((x) => {
+    const n = Number(x);
+    if (!Number.isInteger(n) || n < 1 || n > 65535)
+      throw new UsageError(`--port ${JSON.stringify(x)} is not a port number`);
+    return n;
+  });
+  if (agentSocket !== undefined && endpoint === undefined)
+    throw new UsageError(
+      "--agent-socket needs --endpoint NS/NAME (the agent's socket serves one endpoint)",
+    );
+  if (agentSocket !== undefined && ports.length === 0)
+    throw new UsageError('--agent-socket needs --port N (the ports Envoy fronts; repeatable)');
+  if (agentSocket === undefined && ports.length > 0)
+    throw new UsageError('--port goes with --agent-socket');
+  const listen = parseListen((v['listen'] as string | undefined) ?? '127.0.0.1:9191');
+  const interval = intFlag(v['watch-interval'], 'watch-interval', 1000);
+  const drain = intFlag(v['drain-timeout'], 'drain-timeout', 5000);
+  const logTo = (v['access-log'] as string | undefined) ?? '-';
+  const out =
+    logTo === 'none'
+      ? undefined
+      : logTo === '-'
+        ? new Writable({
+            write(chunk: Buffer, _e, cb) {
+              io.stdout.write(chunk.toString('utf8'));
+              cb();
+            },
+          })
+        : createWriteStream(logTo, { flags: 'a', mode: 0o640 });
+  const say = (l: string): void => void io.stderr.write(`authz-server: ${l}\n`);
+  const trustDomain = v['trust-domain'] as string | undefined;
+  const root = v['istio-root-namespace'] as string | undefined;
+  const server = new AuthzServer({
+    source:
+      agentSocket !== undefined && endpoint !== undefined
+        ? new AgentSource({ socketPath: agentSocket, endpoint, ports, say })
+        : new FileSource({ paths: files, intervalMs: interval }),
+    log: new AccessLog(out),
+    notify: say,
+    ...(endpoint !== undefined ? { endpoint } : {}),
+    ...(trustDomain !== undefined ? { trustDomain } : {}),
+    ...(root !== undefined ? { istioRootNamespace: root } : {}),
+  });
+  let port: number;
+  try {
+    port = await server.start(listen);
+  } catch (e) {
+    io.stderr.write(
+      `error AUTHZ_ERR_LISTEN: cannot listen on ${listen}: ${(e as Error).message}\n`,
+    );
+    await server.close(0);
+    return 2;
+  }
+  const where = listen.startsWith('unix:') ? listen : listen.replace(/:\d+$/, `:${port}`);
+  const st = server.views.status();
+  say(
+    `listening on ${where} (envoy.service.auth.v3.Authorization/Check), ${endpoint !== undefined ? `endpoint ${endpoint}` : `${st.endpoints.length} endpoint view(s), chosen by destination address`}, policy from ${agentSocket !== undefined ? `the agent at ${agentSocket}` : `${files.join(', ')}${interval > 0 ? ' (watched)' : ''}`}`,
+  );
+  if (st.endpoints.length === 0) say('no policy view yet: every Check is denied until one builds');
+  await new Promise<void>((resolveStop) => {
+    const stop = (sig: string): void => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      say(`${sig}: draining (up to ${drain} ms)`);
+      void server.close(drain).then(() => {
+        const s = server.stats();
+        say(
+          `stopped: ${s.checks} check(s), ${s.counters.allowed} allowed, ${s.counters.denied} denied, ${s.counters.errors} error(s)`,
+        );
+        out?.end();
+        resolveStop();
+      });
+    };
+    const onTerm = (): void => stop('SIGTERM');
+    const onInt = (): void => stop('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
+  });
+  return 0;
+}

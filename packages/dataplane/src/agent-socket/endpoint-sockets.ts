@@ -1,0 +1,307 @@
+// The agent's per-endpoint sockets (protocol.ts, "Policy sync and SVIDs"): one unix socket per
+// local workload endpoint, `<dir>/<namespace>/<name>/agent.sock`, directories 0700 and socket 0600
+// (root only). The orchestrator mounts an endpoint's directory into that pod alone, so what a
+// caller can connect to is who it is: a request on one endpoint's socket naming another endpoint
+// is refused, and an SVID is only ever requested for the socket's own endpoint.
+// Owns: the sockets' life cycle (created when an endpoint becomes local, removed when it goes) and
+// the HTTP routes. Must never: answer on one endpoint's socket for another endpoint, follow a
+// symbolic link while creating the directories, or replace a socket another process serves.
+
+import { chmodSync, existsSync, lstatSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { dirname } from 'node:path';
+import {
+  DEFAULT_ENDPOINT_SOCKET_DIR,
+  MAX_BODY_BYTES,
+  POLICYSYNC_PREFIX,
+  SVID_PREFIX,
+  endpointSocketPath,
+  parseSyncPorts,
+  splitEndpoint,
+  validateSvidRequest,
+} from './protocol.js';
+import type { PolicySyncMessage, SvidRequest } from './protocol.js';
+import { socketAnswers } from './server.js';
+
+/** What the sockets serve from (the agent's `PolicySync`). */
+export interface PolicySyncSource {
+  localEndpoints(): string[];
+  onLocalEndpointsChanged(f: () => void): () => void;
+  subscribe(
+    endpoint: string,
+    ports: readonly number[],
+    send: (m: PolicySyncMessage) => void,
+  ): { readonly unsubscribe: () => void; readonly version: () => number | undefined };
+  issue(endpoint: string, req: SvidRequest): Promise<{ status: number; body: unknown }>;
+}
+
+export interface EndpointSocketsOptions {
+  readonly source: PolicySyncSource;
+  /** Default /run/palisade/endpoints. */
+  readonly dir?: string;
+  /** Heartbeat interval of the streams (default 10 s). */
+  readonly heartbeatMs?: number;
+  readonly say?: (line: string) => void;
+}
+
+type ErrorCode =
+  | 'DATAPLANE_ERR_POLICYSYNC_FORBIDDEN'
+  | 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST'
+  | 'DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE';
+
+const STATUS: Record<ErrorCode, number> = {
+  DATAPLANE_ERR_POLICYSYNC_FORBIDDEN: 403,
+  DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST: 400,
+  DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE: 503,
+};
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) return;
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+function fail(res: ServerResponse, code: ErrorCode, message: string): void {
+  sendJson(res, STATUS[code], { error: { code, message } });
+}
+
+function readBody(req: IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        chunks.length = 0;
+        reject(new Error('too large'));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+/** Makes `path` a directory of mode 0700 owned by us, refusing links and other file types. */
+function ensurePrivateDir(path: string): void {
+  if (existsSync(path)) {
+    const st = lstatSync(path);
+    if (!st.isDirectory() || st.isSymbolicLink())
+      throw new Error(`${path} exists and is not a directory; refusing to use it`);
+    chmodSync(path, 0o700);
+    return;
+  }
+  mkdirSync(path, { mode: 0o700 });
+}
+
+interface Served {
+  readonly endpoint: string;
+  readonly path: string;
+  readonly server: Server;
+}
+
+export class EndpointSockets {
+  private readonly dir: string;
+  private readonly served = new Map<string, Served>();
+  private chain: Promise<void> = Promise.resolve();
+  private unlisten: (() => void) | undefined;
+  private closed = false;
+
+  constructor(private readonly options: EndpointSocketsOptions) {
+    this.dir = (options.dir ?? DEFAULT_ENDPOINT_SOCKET_DIR).replace(/\/+$/, '');
+  }
+
+  /** Creates the sockets of the current local endpoints and follows changes. */
+  async start(): Promise<void> {
+    if (!existsSync(this.dir)) mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    ensurePrivateDir(this.dir);
+    this.unlisten = this.options.source.onLocalEndpointsChanged(() => void this.reconcile());
+    await this.reconcile();
+  }
+
+  /** Socket path of each endpoint served now. */
+  paths(): ReadonlyMap<string, string> {
+    return new Map([...this.served.values()].map((s) => [s.endpoint, s.path]));
+  }
+
+  /** Serialised: the sockets follow `localEndpoints()`. Resolves when caught up. */
+  reconcile(): Promise<void> {
+    this.chain = this.chain.then(async () => {
+      if (this.closed) return;
+      const want = new Set(this.options.source.localEndpoints());
+      for (const [ep, s] of this.served)
+        if (!want.has(ep)) {
+          this.served.delete(ep);
+          await this.stopOne(s);
+          this.options.say?.(`policy sync socket of ${ep} removed`);
+        }
+      for (const ep of want) {
+        if (this.served.has(ep)) continue;
+        try {
+          const s = await this.startOne(ep);
+          this.served.set(ep, s);
+          this.options.say?.(`policy sync socket of ${ep} at ${s.path}`);
+        } catch (e) {
+          this.options.say?.(
+            `error: no policy sync socket for ${ep}: ${e instanceof Error ? e.message : String(e)}`,
+          );
+        }
+      }
+    });
+    return this.chain;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.unlisten?.();
+    await this.chain;
+    const all = [...this.served.values()];
+    this.served.clear();
+    await Promise.all(all.map((s) => this.stopOne(s)));
+  }
+
+  private async stopOne(s: Served): Promise<void> {
+    s.server.closeAllConnections();
+    await new Promise<void>((resolve) => s.server.close(() => resolve()));
+    try {
+      unlinkSync(s.path);
+    } catch {
+      // already gone
+    }
+    try {
+      rmdirSync(dirname(s.path));
+    } catch {
+      // not empty or gone: left in place
+    }
+  }
+
+  private async startOne(endpoint: string): Promise<Served> {
+    const parts = splitEndpoint(endpoint);
+    if (!parts) throw new Error(`${JSON.stringify(endpoint)} is not a namespace/name`);
+    const path = endpointSocketPath(this.dir, parts.namespace, parts.name);
+    ensurePrivateDir(`${this.dir}/${parts.namespace}`);
+    ensurePrivateDir(dirname(path));
+    if (existsSync(path)) {
+      if (!lstatSync(path).isSocket())
+        throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+      if (await socketAnswers(path)) throw new Error(`${path} is served by another process`);
+      unlinkSync(path);
+    }
+    const server = createServer((req, res) => this.handle(endpoint, req, res));
+    server.headersTimeout = 5_000;
+    server.requestTimeout = 10_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      const umask = process.umask(0o177);
+      try {
+        server.listen(path, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      } finally {
+        process.umask(umask);
+      }
+    });
+    chmodSync(path, 0o600);
+    return { endpoint, path, server };
+  }
+
+  /** The routes of one endpoint's socket. */
+  private handle(endpoint: string, req: IncomingMessage, res: ServerResponse): void {
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://agent');
+    } catch {
+      return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', 'the request target is not a URL');
+    }
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (path === '/v1/healthz' && method === 'GET')
+      return sendJson(res, 200, { ok: true, endpoint });
+    // Namespace and pod names never need escaping: the raw path must be the names themselves
+    // (an encoded '/' or '%' is refused rather than decoded).
+    const named = (prefix: string): string | undefined =>
+      path.startsWith(`${prefix}/`) ? path.slice(prefix.length + 1) : undefined;
+    const sync = named(POLICYSYNC_PREFIX);
+    const svid = named(SVID_PREFIX);
+    const asked = sync ?? svid;
+    if (asked === undefined)
+      return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `no route ${method} ${path}`);
+    if (!splitEndpoint(asked))
+      return fail(
+        res,
+        'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST',
+        `expected ${sync !== undefined ? POLICYSYNC_PREFIX : SVID_PREFIX}/NAMESPACE/NAME`,
+      );
+    if (asked !== endpoint)
+      return fail(
+        res,
+        'DATAPLANE_ERR_POLICYSYNC_FORBIDDEN',
+        `this socket belongs to ${endpoint}; it does not answer for ${asked}`,
+      );
+    if (sync !== undefined) {
+      if (method !== 'GET')
+        return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `${method} is not allowed here`);
+      const ports = parseSyncPorts(url.searchParams.get('ports'));
+      if (typeof ports === 'string')
+        return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', ports);
+      return this.stream(endpoint, ports, req, res);
+    }
+    if (method !== 'POST')
+      return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `${method} is not allowed here`);
+    readBody(req)
+      .then(async (text) => {
+        let doc: unknown;
+        try {
+          doc = JSON.parse(text ?? '');
+        } catch {
+          return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', 'the body is not JSON');
+        }
+        const v = validateSvidRequest(doc);
+        if (!v.ok) return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', v.problems.join('; '));
+        const r = await this.options.source.issue(endpoint, v.value);
+        sendJson(res, r.status, r.body);
+      })
+      .catch((e: unknown) => {
+        if (e instanceof Error && e.message === 'too large')
+          return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', 'the body is too large');
+        fail(
+          res,
+          'DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE',
+          `the request failed: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      });
+  }
+
+  private stream(
+    endpoint: string,
+    ports: readonly number[],
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): void {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    res.flushHeaders();
+    const write = (m: PolicySyncMessage): void => {
+      if (!res.writableEnded) res.write(`${JSON.stringify(m)}\n`);
+    };
+    const sub = this.options.source.subscribe(endpoint, ports, write);
+    const beat = setInterval(() => {
+      const v = sub.version();
+      if (v !== undefined) write({ type: 'heartbeat', version: v });
+    }, this.options.heartbeatMs ?? 10_000);
+    const done = (): void => {
+      clearInterval(beat);
+      sub.unsubscribe();
+    };
+    req.socket.setTimeout(0);
+    res.on('close', done);
+    req.on('error', done);
+  }
+}
