@@ -2,6 +2,7 @@
 // line, `RESULT {json}` (DESIGN §5). Benchmarks are scripts, never timed tests.
 
 import { spawnSync } from 'node:child_process';
+import { runAgentBench } from './agent.js';
 import { runAuthzBench } from './authz.js';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
@@ -20,6 +21,7 @@ const BENCHES: Record<
   engine: runEngineBench,
   store: runStoreBench,
   dataplane: runDataplaneBench,
+  agent: runAgentBench,
   authz: runAuthzBench,
   l7: undefined,
   'l7-h2': runL7H2Bench,

@@ -10,6 +10,20 @@ import { UsageError } from './args.js';
 import type { Io } from './input.js';
 
 export async function agentCommand(p: Parsed, io: Io): Promise<number> {
+  const sub = p.positionals[0];
+  if (sub === 'status' || sub === 'describe') {
+    const inspect = await import('./agent-inspect.js');
+    if (sub === 'status') {
+      if (p.positionals.length > 1)
+        throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`);
+      return inspect.agentStatusCommand(p, io);
+    }
+    if (p.positionals.length > 2)
+      throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[2])}`);
+    return inspect.agentDescribeCommand(p, io, p.positionals[1]);
+  }
+  if (sub !== undefined)
+    throw new UsageError(`unknown agent subcommand ${JSON.stringify(sub)} (status, describe)`);
   const v = p.values;
   const env = process.env;
   const str = (k: string): string | undefined => v[k] as string | undefined;
@@ -44,6 +58,8 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   io.stdout.write(
     `palisade agent: node ${node}, table inet ${agent.table}${netns ? ` in netns ${netns}` : ''}, server ${server}\n`,
   );
+  const recordPath = str('endpoint-record') ?? dp.DEFAULT_RECORD_PATH;
+  const record = recordPath === 'none' ? undefined : new dp.LocalEndpointRecord(recordPath);
   agent.start();
   let sock: Awaited<ReturnType<typeof dp.startAgentSocket>> | undefined;
   if (socketPath !== 'none') {
@@ -51,12 +67,16 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
       service: new dp.CniEndpointService({
         node,
         pods: new dp.AgentPodSource(agent),
-        registry: new dp.ApiEndpointRegistry(agent),
+        registry: new dp.ApiEndpointRegistry(agent, record ? { record } : {}),
       }),
       socketPath,
     });
     io.stdout.write(`CNI socket at ${sock.path}\n`);
   }
+  const adminPath = str('admin-socket') ?? dp.DEFAULT_ADMIN_SOCKET_PATH;
+  const admin =
+    adminPath === 'none' ? undefined : await dp.startAdminSocket(agent.view(), adminPath);
+  if (admin) io.stdout.write(`admin socket at ${admin.path}\n`);
   const socketDir = str('endpoint-sockets') ?? dp.DEFAULT_ENDPOINT_SOCKET_DIR;
   let sync: InstanceType<typeof dp.PolicySync> | undefined;
   let endpointSockets: InstanceType<typeof dp.EndpointSockets> | undefined;
@@ -80,9 +100,12 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
       sync?.close();
-      void Promise.all([agent.stop(), sock?.close(), endpointSockets?.close()]).then(() =>
-        resolveStop(),
-      );
+      void Promise.all([
+        agent.stop(),
+        sock?.close(),
+        admin?.close(),
+        endpointSockets?.close(),
+      ]).then(() => resolveStop());
     };
     const onTerm = () => stop('SIGTERM');
     const onInt = () => stop('SIGINT');

@@ -204,10 +204,35 @@ export const AGENT_FLAGS: Flags = {
     value: 'TD',
     help: 'SPIFFE trust domain of the identities (default cluster.local)',
   },
+  'admin-socket': {
+    kind: 'string',
+    value: 'PATH',
+    help: 'read-only admin socket for status/describe (default /run/palisade/agent-admin.sock; "none" to not serve it)',
+  },
+  'endpoint-record': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'local record of CNI attachments, re-asserted in the API after an outage (default /var/lib/palisade/endpoints.json; "none": registration needs the API)',
+  },
+  output: {
+    kind: 'string',
+    short: 'o',
+    value: 'FORMAT',
+    help: 'agent status / describe: table (default), json or yaml',
+  },
   'iface-prefix': {
     kind: 'string',
     value: 'P',
     help: 'workload interface prefix: unprogrammed ones are dropped (default: the CNI plugin prefix)',
+  },
+};
+
+/** Flags of `palisade describe endpoint` added to the online describe's. */
+export const ADMIN_SOCKET_FLAG: Flags = {
+  'admin-socket': {
+    kind: 'string',
+    value: 'PATH',
+    help: "describe endpoint: the local agent's admin socket (default /run/palisade/agent-admin.sock)",
   },
 };
 

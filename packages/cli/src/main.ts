@@ -15,6 +15,7 @@ import {
 import type { Flags } from './args.js';
 import { SIDECAR_FLAGS, SIDECAR_USAGE } from './sidecar-flags.js';
 import {
+  ADMIN_SOCKET_FLAG,
   AGENT_FLAGS,
   APPLY_FLAGS,
   AUDIT_FLAGS,
@@ -113,9 +114,10 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   agent: {
     summary: "the node agent: API resources to this node's nftables rules, and the CNI socket",
     usage:
-      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH]',
+      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
     flags: { ...AGENT_FLAGS, ...HELP_FLAG },
     run: async (p, io) => (await import('./agent.js')).agentCommand(p, io),
+    positionals: true,
   },
   sidecar: {
     summary:
@@ -172,9 +174,13 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   },
   describe: {
     summary: 'show one resource in detail, with its recent history',
-    usage: 'palisade describe KIND NAME [-n NS]',
-    flags: { ...GET_FLAGS, ...HELP_FLAG },
-    run: async (p, io) => (await online()).describeCommand(p, io),
+    usage:
+      'palisade describe KIND NAME [-n NS]\n       palisade describe endpoint NS/POD|HOSTENDPOINT [-o table|json|yaml]   (asks the local agent)',
+    flags: { ...GET_FLAGS, ...ADMIN_SOCKET_FLAG, ...HELP_FLAG },
+    run: async (p, io) =>
+      p.positionals[0] === 'endpoint'
+        ? (await import('./agent-inspect.js')).agentDescribeCommand(p, io, p.positionals[1])
+        : (await online()).describeCommand(p, io),
     positionals: true,
   },
   delete: {

@@ -10,14 +10,16 @@
 // ruleset derived from a partial snapshot.
 
 import { hasErrors, loadText } from '@palisade/core';
-import type { Pod, Resource, WorkloadEndpoint } from '@palisade/core';
+import type { HostEndpoint, Pod, Resource, WorkloadEndpoint } from '@palisade/core';
 import { Calculation } from '../calc/calculation.js';
+import { HostModes, withHostModes } from '../calc/host-modes.js';
 import type { LocalEndpoint } from '../calc/types.js';
 import { NftDriver } from '../nft/driver.js';
 import type { NftRunner } from '../nft/driver.js';
 import { render } from '../nft/render.js';
 import type { Rendered } from '../nft/render.js';
 import { ApiClient, ApiRequestError } from './api-client.js';
+import type { AgentView } from './introspect.js';
 import type { ApiClientOptions, ApiObject, ObjectEventType } from './api-client.js';
 
 /** The kinds the calculation consumes; everything else on the watch (access kinds, L7) is skipped. */
@@ -107,7 +109,7 @@ function objectKey(o: { apiVersion: string; kind: string; metadata: ApiObject['m
 export function countRules(r: Rendered): number {
   let n = 0;
   let inChain = false;
-  for (const raw of r.script.split('\n')) {
+  for (const raw of r.skeleton.split('\n')) {
     const l = raw.trim();
     if (l.startsWith('chain ')) inChain = true;
     else if (l === '}') inChain = false;
@@ -120,6 +122,8 @@ export class Agent {
   private readonly client: ApiClient;
   private readonly driver: NftDriver;
   private calc = new Calculation();
+  /** Host endpoint policy of the forward, pre-DNAT and untracked stages. */
+  private hostModes = new HostModes();
   /** Mirror of the kernel-relevant objects, by group/kind/namespace/name. */
   private readonly mirror = new Map<string, Resource>();
   private revision: string | undefined;
@@ -131,6 +135,9 @@ export class Agent {
   private applies = 0;
   private ruleCount = 0;
   private localCount = 0;
+  /** The rendering in the kernel and the local endpoints it programs (for introspection). */
+  private appliedRendered: Rendered | undefined;
+  private appliedLocals: readonly LocalEndpoint[] = [];
   private readonly errors: { at: Date; message: string }[] = [];
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -138,6 +145,14 @@ export class Agent {
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
+  private readonly syncListeners = new Set<() => void>();
+  /**
+   * WorkloadEndpoints this node attached that the API does not have (yet): from the local
+   * record, programmed as if mirrored until the API's own version arrives.
+   */
+  private readonly overlay = new Map<string, WorkloadEndpoint>();
+  /** Mirrored WorkloadEndpoints this node detached (CNI DEL) whose deletion the API has not echoed. */
+  private readonly withdrawn = new Set<string>();
   private readonly mirrorListeners = new Set<(c: MirrorChange) => void>();
   private readonly say: (line: string) => void;
 
@@ -190,6 +205,101 @@ export class Agent {
   pod(namespace: string, name: string): Pod | undefined {
     const r = this.mirror.get(`/Pod/${namespace}/${name}`);
     return r?.kind === 'Pod' ? r : undefined;
+  }
+
+  /** A read-only view for introspection (`palisade agent status`, `describe endpoint`). */
+  view(): AgentView {
+    return {
+      node: this.options.node,
+      table: this.driver.table,
+      status: () => this.status(),
+      engine: this.calc.engine,
+      locals: () =>
+        this.appliedLocals.map((l) => ({
+          ref: l.ref,
+          iface: l.iface,
+          kind: this.calc.engine.describeEndpoint(l.ref)?.kind ?? 'workload',
+        })),
+      applied: () => this.appliedRendered,
+      podsWithoutEndpoint: () => this.podsWithoutEndpoint(),
+      readBack: () => this.driver.readBack(),
+    };
+  }
+
+  /**
+   * Pods scheduled to this node with no WorkloadEndpoint (mirrored or in the local record): their
+   * interface is unknown, so nothing is programmed for them, and an unprogrammed workload
+   * interface drops all traffic (fail closed) until the CNI plugin registers the attachment.
+   */
+  podsWithoutEndpoint(): string[] {
+    const attached = new Set<string>();
+    for (const w of [...this.workloadEndpoints(), ...this.overlay.values()])
+      attached.add(`${w.metadata.namespace ?? 'default'}/${w.spec.pod ?? w.metadata.name}`);
+    const out: string[] = [];
+    for (const r of this.mirror.values()) {
+      if (r.kind !== 'Pod' || r.spec?.nodeName !== this.options.node) continue;
+      const ref = `${r.metadata.namespace ?? 'default'}/${r.metadata.name}`;
+      if (!attached.has(ref)) out.push(ref);
+    }
+    return out.sort();
+  }
+
+  /** Calls `f` when the watch delivered a full snapshot or resumed after an outage. */
+  onSynced(f: () => void): () => void {
+    this.syncListeners.add(f);
+    return () => this.syncListeners.delete(f);
+  }
+
+  /** Records a problem (or, with `error` false, a progress line) in the status and the log. */
+  note(message: string, error = true): void {
+    if (error) this.report(message);
+    else this.say(message);
+  }
+
+  /** Programs a WorkloadEndpoint of this node the API may not have (the local record). */
+  assertLocal(w: WorkloadEndpoint): void {
+    if (w.spec.node !== this.options.node) return;
+    const key = objectKey(w as unknown as ApiObject);
+    this.overlay.set(key, w);
+    if (this.withdrawn.delete(key)) this.schedule();
+    if (!this.mirror.has(key)) {
+      const r = this.toResource(w as unknown as ApiObject);
+      if (r) this.feed(r);
+      this.schedule();
+    }
+  }
+
+  /** Withdraws a local-record endpoint (CNI DEL, or the API refused it). */
+  retractLocal(namespace: string, name: string): void {
+    const key = objectKey({
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'WorkloadEndpoint',
+      metadata: { name, namespace },
+    });
+    if (this.mirror.has(key)) {
+      // Detached here: not programmed any more, whatever the API still says.
+      this.overlay.delete(key);
+      this.withdrawn.add(key);
+      this.schedule();
+      return;
+    }
+    if (!this.overlay.delete(key)) return;
+    {
+      this.calc.remove('WorkloadEndpoint', namespace, name, 'projectcalico.org/v3');
+      this.hostModes.remove('WorkloadEndpoint', namespace, name, 'projectcalico.org/v3');
+      // The pod goes back to what the API says of it (no address: nothing to program).
+      for (const r of this.mirror.values())
+        if (r.kind === 'Pod' && (r.metadata.namespace ?? 'default') === namespace) {
+          const x = this.withAttachmentIps(r);
+          this.calc.upsert(x);
+          this.hostModes.upsert(x);
+        }
+      this.schedule();
+    }
+  }
+
+  private synced_(): void {
+    for (const f of this.syncListeners) f();
   }
 
   /** Calls `f` after every apply attempt (tests, status output). */
@@ -275,8 +385,10 @@ export class Agent {
               onEvent: (type, o, rv) => this.event(type, o, rv),
               onRevision: (rv) => {
                 this.revision = rv;
-                if (!this.connected) this.say(`watch resumed at revision ${rv}`);
+                const resumed = !this.connected;
+                if (resumed) this.say(`watch resumed at revision ${rv}`);
                 this.connected = true;
+                if (resumed) this.synced_();
                 this.lastSync = new Date();
                 delay = min;
               },
@@ -329,11 +441,18 @@ export class Agent {
     // A fresh calculation fed the whole snapshot: nothing from before the gap can linger.
     this.mirror.clear();
     this.calc = new Calculation();
+    this.hostModes = new HostModes();
     for (const o of objects) {
       const r = this.toResource(o);
       if (!r) continue;
       this.mirror.set(objectKey(o), r);
-      if (KERNEL_KINDS.has(r.kind)) this.calc.upsert(r);
+      if (KERNEL_KINDS.has(r.kind)) this.feed(r);
+    }
+    // Local-record endpoints the snapshot lacks stay programmed (and get re-asserted).
+    for (const [k, w] of this.overlay) {
+      if (this.mirror.has(k)) continue;
+      const r = this.toResource(w as unknown as ApiObject);
+      if (r) this.feed(r);
     }
     this.revision = rv;
     this.synced = true;
@@ -342,6 +461,7 @@ export class Agent {
     this.lastSync = new Date();
     this.say(`synced ${this.mirror.size} objects at revision ${rv}`);
     this.schedule();
+    this.synced_();
   }
 
   private event(type: ObjectEventType, o: ApiObject, rv: string): void {
@@ -355,17 +475,32 @@ export class Agent {
         const r = this.toResource(o);
         if (!r) return;
         this.mirror.set(key, r);
-        if (KERNEL_KINDS.has(r.kind)) this.calc.upsert(r);
+        if (KERNEL_KINDS.has(r.kind)) this.feed(r);
         this.emit({ kind: 'upsert', resource: r, revision: rv });
         break;
       }
       case 'DELETED': {
+        this.withdrawn.delete(key);
         const old = this.mirror.get(key);
         this.mirror.delete(key);
         if (old) {
-          if (KERNEL_KINDS.has(old.kind))
+          if (KERNEL_KINDS.has(old.kind)) {
             this.calc.remove(old.kind, old.metadata.namespace, old.metadata.name, old.apiVersion);
+            this.hostModes.remove(
+              old.kind,
+              old.metadata.namespace,
+              old.metadata.name,
+              old.apiVersion,
+            );
+          }
           this.emit({ kind: 'remove', resource: old, revision: rv });
+          // Lost from the API while still attached here: keep it programmed, re-assert it.
+          const mine = this.overlay.get(key);
+          if (mine) {
+            const r = this.toResource(mine as unknown as ApiObject);
+            if (r) this.feed(r);
+            this.synced_();
+          }
         }
         break;
       }
@@ -373,16 +508,69 @@ export class Agent {
     if (KERNEL_KINDS.has(o.kind)) this.schedule();
   }
 
+  /** Into the calculations: pre-DNAT and untracked policies are not normal policy. */
+  private feed(r: Resource): void {
+    const x = r.kind === 'Pod' ? this.withAttachmentIps(r) : r;
+    if (HostModes.acceptsNormal(x)) this.calc.upsert(x);
+    else this.calc.remove(x.kind, x.metadata.namespace, x.metadata.name, x.apiVersion);
+    this.hostModes.upsert(x);
+    if (r.kind === 'WorkloadEndpoint') this.refeedPod(r.metadata.namespace, r.spec.pod);
+  }
+
+  /**
+   * A Pod without an address yet (its status is written after the attachment, and not at all
+   * while the API is unreachable) takes the addresses of this node's attachment of it: the
+   * engine judges a pod by its Pod resource, and the attachment is the truth about its address.
+   */
+  private withAttachmentIps(p: Pod): Pod {
+    if (p.spec?.nodeName !== this.options.node) return p;
+    if (p.status?.podIP !== undefined || (p.status?.podIPs?.length ?? 0) > 0) return p;
+    const ns = p.metadata.namespace ?? 'default';
+    const weps = [...this.workloadEndpoints(), ...this.overlay.values()];
+    const w = weps.find(
+      (x) => (x.metadata.namespace ?? 'default') === ns && x.spec.pod === p.metadata.name,
+    );
+    const ips = (w?.spec.ipNetworks ?? []).map((n) => ({ ip: n.split('/')[0] ?? n }));
+    if (ips.length === 0) return p;
+    return { ...p, status: { ...(p.status ?? {}), podIP: ips[0]?.ip, podIPs: ips } } as Pod;
+  }
+
+  private refeedPod(namespace: string | undefined, name: string | undefined): void {
+    if (name === undefined) return;
+    const pod = this.pod(namespace ?? 'default', name);
+    if (pod) {
+      const x = this.withAttachmentIps(pod);
+      if (x !== pod) {
+        this.calc.upsert(x);
+        this.hostModes.upsert(x);
+      }
+    }
+  }
+
+  /** This node's host endpoints with an interface (`*`: every host interface). */
+  private localHostEndpoints(): LocalEndpoint[] {
+    const out: LocalEndpoint[] = [];
+    for (const r of this.mirror.values()) {
+      if (r.kind !== 'HostEndpoint') continue;
+      const h: HostEndpoint = r;
+      if (h.spec.node !== this.options.node || !h.spec.interfaceName) continue;
+      out.push({ ref: h.metadata.name, iface: h.spec.interfaceName });
+    }
+    return out.sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+  }
+
   private localEndpoints(): LocalEndpoint[] {
     const out = new Map<string, LocalEndpoint>();
-    for (const r of this.mirror.values()) {
-      if (r.kind !== 'WorkloadEndpoint') continue;
-      const w: WorkloadEndpoint = r;
+    const weps: WorkloadEndpoint[] = [];
+    for (const [k, r] of this.mirror)
+      if (r.kind === 'WorkloadEndpoint' && !this.withdrawn.has(k)) weps.push(r);
+    for (const [k, w] of this.overlay) if (!this.mirror.has(k)) weps.push(w);
+    for (const w of weps) {
       if (w.spec.node !== this.options.node || !w.spec.interfaceName) continue;
       const ref = `${w.metadata.namespace ?? 'default'}/${w.spec.pod ?? w.spec.workload ?? w.metadata.name}`;
       out.set(ref, { ref, iface: w.spec.interfaceName });
     }
-    return [...out.values()];
+    return [...out.values(), ...this.localHostEndpoints()];
   }
 
   private schedule(): void {
@@ -397,10 +585,15 @@ export class Agent {
     if (!this.synced) return;
     const rv = this.revision;
     let rendered: Rendered;
+    const t0 = performance.now();
+    let tCalc = t0;
     try {
       const locals = this.localEndpoints();
       this.calc.setLocalEndpoints(locals);
-      rendered = render(this.calc.desired(), {
+      this.hostModes.setLocalHostEndpoints(this.localHostEndpoints());
+      const desired = withHostModes(this.calc.desired(), this.hostModes.desired());
+      tCalc = performance.now();
+      rendered = render(desired, {
         table: this.driver.table,
         ...(this.options.workloadInterfacePrefix !== undefined
           ? { workloadInterfacePrefix: this.options.workloadInterfacePrefix }
@@ -414,14 +607,17 @@ export class Agent {
       this.notify();
       return;
     }
+    const tRender = performance.now();
     try {
       const r = await this.driver.apply(rendered);
       this.applies++;
       this.appliedRevision = rv;
       this.lastApply = new Date();
       this.ruleCount = countRules(rendered);
+      this.appliedRendered = rendered;
+      this.appliedLocals = this.calc.localEndpoints();
       this.say(
-        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints, ${r.ms} ms)`,
+        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints; calc ${Math.round(tCalc - t0)} ms, render ${Math.round(tRender - tCalc)} ms, kernel ${Math.round(r.ms)} ms)`,
       );
     } catch (e) {
       this.report(

@@ -99,7 +99,15 @@ export class Calculation {
   // Caches, each invalidated by the inputs it depends on.
   private readonly entities = new Map<string, Entity>();
   private readonly programs = new Map<string, ProgramEntry>();
-  private readonly members = new Map<string, { ref: SelectorRef; ids: Set<string> }>();
+  private readonly members = new Map<
+    string,
+    {
+      ref: SelectorRef;
+      ids: Set<string>;
+      /** The set's elements while neither membership nor a member's addresses changed. */
+      el?: { v4: string[]; v6: string[] } | undefined;
+    }
+  >();
   private readonly namedPortMembers = new Map<string, Set<string>>();
   private dirtyAll = true;
   private dirtyPrograms = true;
@@ -136,6 +144,11 @@ export class Calculation {
     const now = new Set(this.locals.map((l) => l.ref));
     for (const ref of before.keys()) if (!now.has(ref)) this.programs.delete(ref);
     for (const l of this.locals) if (before.get(l.ref) !== l.iface) this.programs.delete(l.ref);
+  }
+
+  /** The local endpoints last set, sorted by ref. */
+  localEndpoints(): readonly LocalEndpoint[] {
+    return this.locals;
   }
 
   private track(r: Resource, removing: boolean): void {
@@ -352,13 +365,16 @@ export class Calculation {
       }
       for (const id of this.dirtyEndpoints) {
         const e = this.entities.get(id);
+        const was = m.ids.has(id);
         if (e && ref.matcher(e)) m.ids.add(id);
         else m.ids.delete(id);
+        if (was || m.ids.has(id)) m.el = undefined;
       }
       if (this.dirtyNetsets) {
         for (const id of [...m.ids]) if (id.startsWith(NETSET_PREFIX)) m.ids.delete(id);
         for (const [id, e] of this.entities)
           if (id.startsWith(NETSET_PREFIX) && ref.matcher(e)) m.ids.add(id);
+        m.el = undefined;
       }
     }
     for (const n of [...this.namedPortMembers.keys()])
@@ -394,15 +410,18 @@ export class Calculation {
 
     const sets: NamedSet[] = [];
     for (const [k, m] of this.members) {
-      const ips = [];
-      const cidrs = [];
-      for (const id of m.ids) {
-        const e = this.entities.get(id);
-        if (!e) continue;
-        if (e.kind === 'netset') cidrs.push(...e.nets);
-        else ips.push(...e.ips);
+      if (!m.el) {
+        const ips = [];
+        const cidrs = [];
+        for (const id of m.ids) {
+          const e = this.entities.get(id);
+          if (!e) continue;
+          if (e.kind === 'netset') cidrs.push(...e.nets);
+          else ips.push(...e.ips);
+        }
+        m.el = addressElements(ips, cidrs);
       }
-      const el = addressElements(ips, cidrs);
+      const el = m.el;
       sets.push({ kind: 'address', name: setName('s_', k), describe: m.ref.describe, ...el });
     }
     for (const [k, lists] of nets) {

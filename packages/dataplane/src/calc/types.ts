@@ -88,8 +88,11 @@ export interface ProfileProgram {
 export interface DirectionProgram {
   readonly tiers: readonly TierProgram[];
   readonly profiles: readonly ProfileProgram[];
-  /** The verdict when tiers passed and there are no profiles. */
-  readonly fallback: 'accept' | 'drop';
+  /**
+   * The verdict when tiers passed and there are no profiles; `continue` (pre-DNAT and untracked
+   * host endpoint policy) goes on to the next stage of processing.
+   */
+  readonly fallback: 'accept' | 'drop' | 'continue';
 }
 
 export interface EndpointProgram {
@@ -138,4 +141,11 @@ export interface DesiredState {
    * halves the ruleset of a single-stack cluster). Absent: both families present.
    */
   readonly families?: { readonly v4: boolean; readonly v6: boolean };
+  /**
+   * Host endpoint programs of the other stages (see calc/host-modes.ts): forwarded traffic
+   * (applyOnForward), pre-DNAT and untracked. Their sets are in `sets`. Absent: none.
+   */
+  readonly hostForward?: readonly EndpointProgram[];
+  readonly hostPreDnat?: readonly EndpointProgram[];
+  readonly hostUntracked?: readonly EndpointProgram[];
 }

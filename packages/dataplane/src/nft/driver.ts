@@ -31,6 +31,12 @@ export interface DriverOptions {
   /** Rule changes as minimal chain/set deltas in one batch (default true); false: always full. */
   readonly delta?: boolean;
   readonly timeoutMs?: number;
+  /**
+   * Quiet time after the last apply before the baseline read-back (`nft -j list table`) runs
+   * (default 1 s). The read-back never runs in an apply's path, and is discarded when an apply
+   * overlapped it.
+   */
+  readonly baselineIdleMs?: number;
 }
 
 export type ApplyKind = 'full' | 'delta' | 'elements' | 'unchanged';
@@ -168,6 +174,50 @@ function sameElements(a: Map<string, string[]>, b: Map<string, string[]>): boole
   return true;
 }
 
+const COMMENT_AT_END = /comment "([^"]*)"$/;
+
+/**
+ * Whether a listing is the table a rendering describes, chain by chain: the same chains with the
+ * same number of rules carrying the same provenance comments in the same order, and the same
+ * sets. Used to adopt a read-back as the baseline after a delta (a rule added, removed or moved
+ * by hand is caught; a rule edited in place keeping its comment is caught by the next full
+ * comparison only).
+ */
+export function listingMatches(rendered: Rendered, listJson: string): boolean {
+  const parts = skeletonParts(rendered.skeleton);
+  const data = JSON.parse(listJson) as { nftables?: unknown[] };
+  const chains = new Map<string, (string | undefined)[]>();
+  const sets = new Set<string>();
+  for (const e of data.nftables ?? []) {
+    const o = e as {
+      chain?: { name?: string };
+      rule?: { chain?: string; comment?: unknown };
+      set?: { name?: string };
+    };
+    if (o.chain?.name !== undefined && !chains.has(o.chain.name)) chains.set(o.chain.name, []);
+    if (o.set?.name !== undefined) sets.add(o.set.name);
+    if (o.rule?.chain !== undefined) {
+      const l = chains.get(o.rule.chain) ?? [];
+      l.push(typeof o.rule.comment === 'string' ? o.rule.comment : undefined);
+      chains.set(o.rule.chain, l);
+    }
+  }
+  const want = new Map<string, readonly string[]>([...parts.baseChains, ...parts.chains]);
+  if (want.size !== chains.size) return false;
+  for (const [name, rules] of want) {
+    const body = name.length > 0 && parts.baseChains.has(name) ? rules.slice(1) : rules;
+    const got = chains.get(name);
+    if (!got || got.length !== body.length) return false;
+    for (let i = 0; i < body.length; i++)
+      if ((COMMENT_AT_END.exec(body[i] ?? '')?.[1] ?? undefined) !== got[i]) return false;
+  }
+  const wantSets = new Set<string>();
+  for (const n of parts.sets.keys()) wantSets.add(n);
+  if (wantSets.size !== sets.size) return false;
+  for (const n of wantSets) if (!sets.has(n)) return false;
+  return true;
+}
+
 export class NftDriver {
   readonly table: string;
   private readonly run: NftRunner;
@@ -178,10 +228,15 @@ export class NftDriver {
   private busy: Promise<unknown> = Promise.resolve();
   /** Applies waiting in the queue (a baseline read-back is skipped when one is). */
   private pendingApplies = 0;
+  /** Counts applies started: a read-back that overlapped one is discarded. */
+  private epoch = 0;
+  private baselineTimer: NodeJS.Timeout | undefined;
+  private readonly baselineIdleMs: number;
 
   constructor(options: DriverOptions = {}) {
     this.table = options.table ?? 'palisade';
     this.delta = options.delta !== false;
+    this.baselineIdleMs = options.baselineIdleMs ?? 1_000;
     if (!validTableName(this.table))
       throw new DataplaneError(
         'DATAPLANE_ERR_INVALID_NAME',
@@ -307,6 +362,7 @@ export class NftDriver {
     this.pendingApplies++;
     const report = this.serial(async () => {
       this.pendingApplies--;
+      this.epoch++;
       const t0 = performance.now();
       const last = this.last;
       if (last && last.rendered.skeleton === rendered.skeleton) {
@@ -342,15 +398,27 @@ export class NftDriver {
     this.queueBaseline(rendered);
   }
 
-  /** Queued before any other kernel operation of this driver, so the baseline is our own apply. */
+  /**
+   * The baseline read-back, off every apply's path: after a quiet `baselineIdleMs`, one
+   * `nft -j list table`, adopted only if no apply overlapped it and it matches the rendering
+   * (listingMatches); a delta leaves the skeleton of the last full apply, which no longer holds.
+   */
   private queueBaseline(rendered: Rendered): void {
-    void this.serial(async () => {
-      // Superseded: another apply waits; a later resync re-applies without a baseline.
-      if (this.pendingApplies > 0) return;
-      const back = await this.readBack();
-      if (this.last?.rendered === rendered && back !== undefined)
-        this.last = { rendered, skeleton: readTable(back).skeleton };
-    }).catch(() => undefined);
+    if (this.baselineTimer) clearTimeout(this.baselineTimer);
+    this.baselineTimer = setTimeout(() => {
+      this.baselineTimer = undefined;
+      if (this.pendingApplies > 0 || this.last?.rendered !== rendered) return;
+      const epoch = this.epoch;
+      void this.readBack()
+        .then((back) => {
+          if (back === undefined || epoch !== this.epoch || this.last?.rendered !== rendered)
+            return;
+          if (listingMatches(rendered, back))
+            this.last = { rendered, skeleton: readTable(back).skeleton };
+        })
+        .catch(() => undefined);
+    }, this.baselineIdleMs);
+    this.baselineTimer.unref();
   }
 
   /**
@@ -371,10 +439,14 @@ export class NftDriver {
       }
       const back = await this.readBack();
       const now = back === undefined ? undefined : readTable(back);
+      // No baseline yet (a delta was the last apply): adopt this listing if it matches.
+      if (now !== undefined && back !== undefined && last.skeleton === undefined)
+        if (listingMatches(target, back)) this.last = { rendered: target, skeleton: now.skeleton };
+      const baseline = this.last?.skeleton;
       const ok =
         now !== undefined &&
-        last.skeleton !== undefined &&
-        now.skeleton === last.skeleton &&
+        baseline !== undefined &&
+        now.skeleton === baseline &&
         sameElements(now.elements, wantedElements(target));
       if (ok) return { drift: false, repaired: false };
       await this.full(target);
@@ -385,6 +457,17 @@ export class NftDriver {
   /** Resolves when every queued kernel operation (such as the read-back after a full apply) is done. */
   async settled(): Promise<void> {
     await this.busy;
+  }
+
+  /** Takes the baseline read-back now (tests; the agent lets it happen when idle). */
+  async baselineNow(): Promise<void> {
+    await this.serial(async () => {
+      const last = this.last;
+      if (!last || last.skeleton !== undefined) return;
+      const back = await this.readBack();
+      if (back !== undefined && this.last === last && listingMatches(last.rendered, back))
+        this.last = { rendered: last.rendered, skeleton: readTable(back).skeleton };
+    });
   }
 
   /** Periodic resync; errors go to `onError` (the table stays as it is). */

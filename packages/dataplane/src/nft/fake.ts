@@ -5,6 +5,7 @@
 // Owns: nothing in production. Must never: be used outside tests.
 
 import type { NftResult, NftRunner } from './driver.js';
+import { skeletonParts } from './render.js';
 
 export class FakeNft {
   readonly commands: { args: readonly string[]; stdin: string }[] = [];
@@ -29,9 +30,21 @@ export class FakeNft {
       const sets = [...t.elements.entries()]
         .sort()
         .map(([name, els]) => ({ set: { name, elem: [...els].sort() } }));
+      // Chains and rules as nft -j lists them: name, chain, comment (the text stands in for expr).
+      const parts = skeletonParts(t.script);
+      const chains: unknown[] = [];
+      for (const [name, body] of [...parts.baseChains, ...parts.chains]) {
+        chains.push({ chain: { name } });
+        for (const r of parts.baseChains.has(name) ? body.slice(1) : body)
+          chains.push({
+            rule: { chain: name, comment: /comment "([^"]*)"$/.exec(r)?.[1], expr: [r] },
+          });
+      }
       return {
         code: 0,
-        stdout: JSON.stringify({ nftables: [{ table: { script: t.script } }, ...sets] }),
+        stdout: JSON.stringify({
+          nftables: [{ table: { script: t.script } }, ...chains, ...sets],
+        }),
         stderr: '',
       };
     }

@@ -40,6 +40,8 @@ export interface RenderOptions {
    * a pod is never reachable or able to send before its rules exist (fail closed).
    */
   readonly workloadInterfacePrefix?: string;
+  /** The mark bit of untracked and pre-DNAT Allow (default DEFAULT_ACCEPT_MARK). */
+  readonly acceptMark?: number;
 }
 
 export interface Rendered {
@@ -81,6 +83,35 @@ function chainName(prefix: string, name: string, unique: string): string {
   const clean = name.replace(/[^A-Za-z0-9_.]/g, '_').slice(0, 40);
   return `${prefix}-${clean}-${hash8(unique)}`;
 }
+
+/** The per-endpoint chain of one direction (introspection finds an endpoint's rules by it). */
+export function endpointChainName(
+  kind: 'workload' | 'host',
+  dir: 'ingress' | 'egress',
+  ref: string,
+  stage: Stage = 'normal',
+): string {
+  const prefix = `${kind === 'host' ? 'h' : 'w'}${STAGE_LETTER[stage]}${dir === 'ingress' ? 'in' : 'eg'}`;
+  return chainName(prefix, ref, `${prefix}\n${ref}`);
+}
+
+/**
+ * Where a program is enforced: `normal` (to and from the host's processes, and workloads),
+ * `forward` (host endpoint, forwarded traffic: applyOnForward), `preDNAT` and `untracked`.
+ */
+export type Stage = 'normal' | 'forward' | 'preDNAT' | 'untracked';
+const STAGE_LETTER: Readonly<Record<Stage, string>> = {
+  normal: '',
+  forward: 'f',
+  preDNAT: 'p',
+  untracked: 'u',
+};
+
+/**
+ * The packet mark bit an untracked or pre-DNAT Allow sets: the host endpoint's normal and
+ * forward chains accept such a packet at once (Calico: it skips the later policy stages).
+ */
+export const DEFAULT_ACCEPT_MARK = 0x01000000;
 
 /** Comments are user-influenced text: printable ASCII without quotes, at most 120 bytes. */
 export function commentText(s: string): string {
@@ -195,10 +226,10 @@ function sideAlternatives(
   return alts;
 }
 
-function verdictOf(r: RuleProgram): string {
+function verdictOf(r: RuleProgram, allow = 'accept'): string {
   switch (r.action) {
     case 'Allow':
-      return 'accept';
+      return allow;
     case 'Deny':
       return 'drop';
     case 'Pass':
@@ -214,6 +245,7 @@ export function renderRule(
   dir: 'ingress' | 'egress',
   staticEmpty: (set: string, f: Family) => boolean,
   hasFamily: (f: Family) => boolean = () => true,
+  allow = 'accept',
 ): string[] {
   // In both directions the packet's source is the rule's source and its destination the
   // destination: at ingress the destination is the local endpoint, at egress the source is.
@@ -265,7 +297,7 @@ export function renderRule(
         const implied = exprs.some((e) => e.startsWith(f === 4 ? 'ip ' : 'ip6 '));
         if (!implied) exprs.unshift(`meta nfproto ipv${f}`);
       }
-      lines.push([...exprs, 'counter', verdictOf(r), comment(provenanceText(r))].join(' '));
+      lines.push([...exprs, 'counter', verdictOf(r, allow), comment(provenanceText(r))].join(' '));
     }
   }
   return lines;
@@ -276,17 +308,59 @@ interface ChainDef {
   readonly lines: readonly string[];
 }
 
+/**
+ * Chains rendered for one endpoint program and direction, kept while the calculation hands over
+ * the same program object (it does while nothing the program depends on changed): a change
+ * re-renders only the programs it touched. Keyed also by everything else the text depends on.
+ */
+const directionCache = new WeakMap<
+  EndpointProgram,
+  Map<string, { readonly name: string; readonly chains: readonly ChainDef[] }>
+>();
+
 class Builder {
   readonly chains = new Map<string, ChainDef>();
+  private recording: ChainDef[] | undefined;
   constructor(
     private readonly staticEmpty: (set: string, f: Family) => boolean,
     private readonly hasFamily: (f: Family) => boolean,
+    /** Part of the cache key: the family flags and set-emptiness the rule text depends on. */
+    private readonly context: string,
   ) {}
 
   /** Adds a chain named from its content (equal content is shared), returns its name. */
   shared(prefix: string, label: string, lines: readonly string[]): string {
     const name = chainName(prefix, label, `${prefix}\n${label}\n${lines.join('\n')}`);
     if (!this.chains.has(name)) this.chains.set(name, { name, lines });
+    this.recording?.push({ name, lines });
+    return name;
+  }
+
+  /** `direction`, from the cache when the same program was rendered the same way before. */
+  cachedDirection(
+    ep: EndpointProgram,
+    dir: 'ingress' | 'egress',
+    p: DirectionProgram,
+    failsafe: readonly FailsafePort[],
+    stage: Stage = 'normal',
+    mark: number | undefined = undefined,
+  ): string {
+    const key = `${dir}|${stage}|${mark ?? ''}|${failsafe.map((f) => `${f.protocol}.${f.port}`).join(',')}|${this.context}`;
+    let m = directionCache.get(ep);
+    const hit = m?.get(key);
+    if (hit && (dir === 'ingress' ? ep.ingress : ep.egress) === p) {
+      for (const c of hit.chains) if (!this.chains.has(c.name)) this.chains.set(c.name, c);
+      return hit.name;
+    }
+    this.recording = [];
+    const name = this.direction(ep, dir, p, failsafe, stage, mark);
+    const chains = this.recording;
+    this.recording = undefined;
+    if (!m) {
+      m = new Map();
+      directionCache.set(ep, m);
+    }
+    m.set(key, { name, chains });
     return name;
   }
 
@@ -295,13 +369,27 @@ class Builder {
     dir: 'ingress' | 'egress',
     p: DirectionProgram,
     failsafe: readonly FailsafePort[],
+    stage: Stage = 'normal',
+    mark: number | undefined = undefined,
   ): string {
-    const d = dir === 'ingress' ? 'in' : 'eg';
+    const d = `${STAGE_LETTER[stage]}${dir === 'ingress' ? 'in' : 'eg'}`;
+    const markHex = `0x${(mark ?? DEFAULT_ACCEPT_MARK).toString(16).padStart(8, '0')}`;
+    const allow =
+      stage === 'untracked'
+        ? `notrack meta mark set meta mark or ${markHex} accept`
+        : stage === 'preDNAT'
+          ? `meta mark set meta mark or ${markHex} accept`
+          : 'accept';
     const lines: string[] = [];
-    if (ep.kind === 'host' && failsafe.length > 0) {
-      const items = failsafe.map((f) => `${proto(f.protocol)} . ${f.port}`).join(', ');
+    if (ep.kind === 'host' && mark !== undefined && (stage === 'normal' || stage === 'forward'))
       lines.push(
-        `meta l4proto . th dport { ${items} } counter accept ${comment(`fail-safe ${dir === 'ingress' ? 'inbound' : 'outbound'} ports of host endpoint ${ep.ref}`)}`,
+        `meta mark & ${markHex} == ${markHex} counter accept ${comment(`allowed by untracked or pre-DNAT policy of ${ep.ref}`)}`,
+      );
+    if (ep.kind === 'host' && stage !== 'forward' && failsafe.length > 0) {
+      const items = failsafe.map((f) => `${proto(f.protocol)} . ${f.port}`).join(', ');
+      // Before the normal stage a fail-safe port is left to it (where it is accepted).
+      lines.push(
+        `meta l4proto . th dport { ${items} } counter ${stage === 'normal' ? 'accept' : 'return'} ${comment(`fail-safe ${dir === 'ingress' ? 'inbound' : 'outbound'} ports of host endpoint ${ep.ref}`)}`,
       );
     }
     if (ep.kind === 'workload' && dir === 'egress') {
@@ -319,7 +407,8 @@ class Builder {
     }
     for (const t of p.tiers) {
       const body: string[] = [];
-      for (const r of t.rules) body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily));
+      for (const r of t.rules)
+        body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
       if (t.defaultAction === 'Deny')
         body.push(`counter drop ${comment(`default deny of tier ${t.name}`)}`);
       const tc = this.shared(`t${d}`, t.name, body);
@@ -327,7 +416,8 @@ class Builder {
     }
     for (const pr of p.profiles) {
       const body: string[] = [];
-      for (const r of pr.rules) body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily));
+      for (const r of pr.rules)
+        body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
       const pc = this.shared(`p${d}`, pr.name, body);
       lines.push(`counter jump ${pc} ${comment(`profile ${pr.name}`)}`);
     }
@@ -335,14 +425,24 @@ class Builder {
       lines.push(`counter drop ${comment(`no rule of the profiles of ${ep.ref} matched`)}`);
     } else if (p.fallback === 'accept') {
       lines.push(
-        `counter accept ${comment(p.tiers.length > 0 ? `tiers of ${ep.ref} passed` : `no policy selects ${ep.ref}`)}`,
+        `counter accept ${comment(
+          stage === 'forward'
+            ? `forwarded via ${ep.ref}: ${p.tiers.length > 0 ? 'tiers passed' : 'no applyOnForward policy'}`
+            : p.tiers.length > 0
+              ? `tiers of ${ep.ref} passed`
+              : `no policy selects ${ep.ref}`,
+        )}`,
+      );
+    } else if (p.fallback === 'continue') {
+      lines.push(
+        `counter return ${comment(`${stage} policy of ${ep.ref} did not decide: on to the next stage`)}`,
       );
     } else {
       lines.push(`counter drop ${comment(`host endpoint ${ep.ref}: default deny`)}`);
     }
-    const prefix = ep.kind === 'host' ? `h${d}` : `w${d}`;
-    const name = chainName(prefix, ep.ref, `${prefix}\n${ep.ref}`);
+    const name = endpointChainName(ep.kind, dir, ep.ref, stage);
     this.chains.set(name, { name, lines });
+    this.recording?.push({ name, lines });
     return name;
   }
 }
@@ -393,24 +493,81 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     return !s || (f === 4 ? s.v4 : s.v6).length === 0;
   };
   const families = state.families ?? { v4: true, v6: true };
-  const b = new Builder(staticEmpty, (f) => (f === 4 ? families.v4 : families.v6));
+  // The rule text depends on which families exist and which static CIDR sets are empty.
+  const emptyKey = state.sets
+    .filter((x) => x.kind === 'address' && x.name.startsWith('n_'))
+    .map((x) => `${x.name}:${x.v4.length > 0 ? 1 : 0}${x.v6.length > 0 ? 1 : 0}`)
+    .join(',');
+  const b = new Builder(
+    staticEmpty,
+    (f) => (f === 4 ? families.v4 : families.v6),
+    `${families.v4 ? 1 : 0}${families.v6 ? 1 : 0}|${emptyKey}`,
+  );
   const wlFrom: string[] = [];
   const wlTo: string[] = [];
   const hostIn: string[] = [];
   const hostOut: string[] = [];
+  // Host endpoints on every host interface (`interfaceName: '*'`): reached by a rule after the
+  // interface maps, so a host endpoint naming the interface takes precedence.
+  const star = { in: '', out: '', fwdIn: '', fwdOut: '', preIn: '', rawIn: '', rawOut: '' };
+  const early = (state.hostPreDnat?.length ?? 0) > 0 || (state.hostUntracked?.length ?? 0) > 0;
+  const mark = early ? (options.acceptMark ?? DEFAULT_ACCEPT_MARK) : undefined;
+  if (mark !== undefined && (!Number.isInteger(mark) || mark <= 0 || mark > 0xffffffff))
+    throw new DataplaneError('DATAPLANE_ERR_INVALID_NAME', `invalid accept mark ${mark}`);
+  const entry = (list: string[], iface: string, chain: string, key: keyof typeof star) => {
+    if (iface === '*') star[key] = chain;
+    else list.push(`${ifname(iface)} : goto ${chain}`);
+  };
   for (const ep of state.endpoints) {
-    const inName = b.direction(ep, 'ingress', ep.ingress, failIn);
-    const egName = b.direction(ep, 'egress', ep.egress, failOut);
+    const inName = b.cachedDirection(ep, 'ingress', ep.ingress, failIn, 'normal', mark);
+    const egName = b.cachedDirection(ep, 'egress', ep.egress, failOut, 'normal', mark);
     if (ep.kind === 'workload') {
       wlTo.push(`${ifname(ep.iface)} : goto ${inName}`);
       wlFrom.push(`${ifname(ep.iface)} : goto ${egName}`);
     } else {
-      hostIn.push(`${ifname(ep.iface)} : goto ${inName}`);
-      hostOut.push(`${ifname(ep.iface)} : goto ${egName}`);
+      entry(hostIn, ep.iface, inName, 'in');
+      entry(hostOut, ep.iface, egName, 'out');
     }
+  }
+  const fwdIn: string[] = [];
+  const fwdOut: string[] = [];
+  const preIn: string[] = [];
+  const rawIn: string[] = [];
+  const rawOut: string[] = [];
+  for (const ep of state.hostForward ?? []) {
+    // No applyOnForward policy in a direction: forwarded traffic is allowed, no chain needed.
+    if (ep.ingress.tiers.length > 0)
+      entry(fwdIn, ep.iface, b.direction(ep, 'ingress', ep.ingress, [], 'forward', mark), 'fwdIn');
+    if (ep.egress.tiers.length > 0)
+      entry(fwdOut, ep.iface, b.direction(ep, 'egress', ep.egress, [], 'forward', mark), 'fwdOut');
+  }
+  for (const ep of state.hostPreDnat ?? [])
+    if (ep.ingress.tiers.length > 0)
+      entry(
+        preIn,
+        ep.iface,
+        b.direction(ep, 'ingress', ep.ingress, failIn, 'preDNAT', mark),
+        'preIn',
+      );
+  for (const ep of state.hostUntracked ?? []) {
+    if (ep.ingress.tiers.length > 0)
+      entry(
+        rawIn,
+        ep.iface,
+        b.direction(ep, 'ingress', ep.ingress, failIn, 'untracked', mark),
+        'rawIn',
+      );
+    if (ep.egress.tiers.length > 0)
+      entry(
+        rawOut,
+        ep.iface,
+        b.direction(ep, 'egress', ep.egress, failOut, 'untracked', mark),
+        'rawOut',
+      );
   }
   // Local endpoints the engine does not know: nothing may pass until they are programmed.
   for (const u of state.unknown) {
+    if (u.iface === '*') continue;
     wlTo.push(`${ifname(u.iface)} : drop`);
     wlFrom.push(`${ifname(u.iface)} : drop`);
   }
@@ -446,16 +603,64 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   lines.push(...setLines);
   lines.push(...vmap('workload_from', wlFrom), ...vmap('workload_to', wlTo));
   lines.push(...vmap('host_in', hostIn), ...vmap('host_out', hostOut));
+  // The rule reaching an all-interfaces host endpoint: any interface but loopback and workloads.
+  const starRule = (dir: 'iifname' | 'oifname', chain: string, what: string): string[] =>
+    chain === ''
+      ? []
+      : [
+          `${dir} != "lo" ${prefix !== undefined ? `${dir} != "${prefix}*" ` : ''}counter goto ${chain} ${comment(what)}`,
+        ];
+  const hasForward = fwdIn.length + fwdOut.length > 0 || star.fwdIn !== '' || star.fwdOut !== '';
+  if (hasForward) lines.push(...vmap('host_fwd_in', fwdIn), ...vmap('host_fwd_out', fwdOut));
+  const hasPre = preIn.length > 0 || star.preIn !== '';
+  if (hasPre) lines.push(...vmap('host_predn_in', preIn));
+  const hasRaw = rawIn.length + rawOut.length > 0 || star.rawIn !== '' || star.rawOut !== '';
+  if (hasRaw) lines.push(...vmap('host_raw_in', rawIn), ...vmap('host_raw_out', rawOut));
+  if (hasRaw)
+    lines.push(
+      ...baseChain('raw_prerouting', 'prerouting', -300, [
+        `counter iifname vmap @host_raw_in ${comment('untracked policy of a host endpoint, ingress')}`,
+        ...starRule('iifname', star.rawIn, 'untracked policy of the all-interfaces host endpoint'),
+      ]),
+      ...baseChain('raw_output', 'output', -300, [
+        `counter oifname vmap @host_raw_out ${comment('untracked policy of a host endpoint, egress')}`,
+        ...starRule('oifname', star.rawOut, 'untracked policy of the all-interfaces host endpoint'),
+      ]),
+    );
+  if (hasPre)
+    lines.push(
+      ...baseChain('prerouting_predn', 'prerouting', -110, [
+        fastPath[0] ?? '',
+        `counter iifname vmap @host_predn_in ${comment('pre-DNAT policy of a host endpoint')}`,
+        ...starRule('iifname', star.preIn, 'pre-DNAT policy of the all-interfaces host endpoint'),
+      ]),
+    );
   lines.push(
     ...baseChain('forward_egress', 'forward', -1, [
       ...fastPath,
       `counter iifname vmap @workload_from ${comment('egress of the sending workload')}`,
       ...unknownIf('iifname'),
+      ...(hasForward
+        ? [
+            `counter iifname vmap @host_fwd_in ${comment('forwarded in via a host endpoint (applyOnForward)')}`,
+            ...starRule('iifname', star.fwdIn, 'forwarded in via the all-interfaces host endpoint'),
+          ]
+        : []),
     ]),
     ...baseChain('forward_ingress', 'forward', 0, [
       ...fastPath,
       `counter oifname vmap @workload_to ${comment('ingress of the receiving workload')}`,
       ...unknownIf('oifname'),
+      ...(hasForward
+        ? [
+            `counter oifname vmap @host_fwd_out ${comment('forwarded out via a host endpoint (applyOnForward)')}`,
+            ...starRule(
+              'oifname',
+              star.fwdOut,
+              'forwarded out via the all-interfaces host endpoint',
+            ),
+          ]
+        : []),
     ]),
     ...baseChain('input', 'input', 0, [
       ...fastPath,
@@ -463,6 +668,7 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
       `counter iifname vmap @workload_from ${comment('egress of a workload talking to this host')}`,
       ...unknownIf('iifname'),
       `counter iifname vmap @host_in ${comment('ingress of a host endpoint')}`,
+      ...starRule('iifname', star.in, 'ingress of the all-interfaces host endpoint'),
     ]),
     ...baseChain('output', 'output', 0, [
       ...fastPath,
@@ -470,6 +676,7 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
       `counter oifname vmap @workload_to ${comment('ingress of a workload from this host')}`,
       ...unknownIf('oifname'),
       `counter oifname vmap @host_out ${comment('egress of a host endpoint')}`,
+      ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
     ]),
   );
   const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
@@ -483,11 +690,25 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     elements.set(`${s.name}_v4`, s.v4);
     elements.set(`${s.name}_v6`, s.v6);
   }
-  const elementLines: string[] = [];
-  for (const [name, els] of elements) {
-    if (els.length > 0) elementLines.push(elementCommand('add', table, name, els));
-  }
-  return { table, skeleton, elements, script: skeleton + elementLines.join('') };
+  const elementLines = {
+    join: (sep: string): string => {
+      const out: string[] = [];
+      for (const [name, els] of elements)
+        if (els.length > 0) out.push(elementCommand('add', table, name, els));
+      return out.join(sep);
+    },
+  };
+  // The full script (with every element) is only needed for a full apply: built on first use.
+  let script: string | undefined;
+  return {
+    table,
+    skeleton,
+    elements,
+    get script(): string {
+      script ??= skeleton + elementLines.join('');
+      return script;
+    },
+  };
 }
 
 /** `add element` / `delete element` for one set, in chunks nft parses quickly. */

@@ -1,0 +1,488 @@
+// `npm run bench -- agent [--quick]`: the node agent end to end. A real API server (SQLite, loopback)
+// holds 100 local workload endpoints of this node, 1000 remote pods and N policies (100 and 1k);
+// the agent applies inside a network namespace it does not share with the host. Each sample edits
+// one policy through the API (HTTP PUT) and waits until the agent reports that revision committed
+// in the kernel (`nft -f` returned): p50/p99 policy-to-kernel latency. Then a membership-only
+// change (a remote pod's label) the same way. Then traffic (iperf3, when installed) between two
+// namespaces through the node namespace: no table, Palisade's table with 1k policies, and an
+// equivalent linear iptables-nft ruleset: throughput and new connections per second.
+// Needs root. Never touches the host's own rules or interfaces.
+
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Resource } from '@palisade/core';
+import { runServer } from '@palisade/controlplane';
+import { Agent, ApiClient } from '@palisade/dataplane/agent';
+import { benchResources } from './dataplane.js';
+
+const NODE = 'bench-node';
+const LOCAL = 100;
+
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(s.length * q))] ?? 0;
+}
+const round = (x: number) => Math.round(x * 10) / 10;
+
+function localWeps(): Resource[] {
+  return Array.from({ length: LOCAL }, (_, i) => ({
+    apiVersion: 'projectcalico.org/v3',
+    kind: 'WorkloadEndpoint',
+    metadata: { name: `${NODE}-k8s-local--${i}-eth0`, namespace: 'bench' },
+    spec: {
+      node: NODE,
+      orchestrator: 'k8s',
+      pod: `local-${i}`,
+      endpoint: 'eth0',
+      interfaceName: `pb${i}`,
+      ipNetworks: [`10.200.0.${i + 1}/32`],
+    },
+  }));
+}
+
+async function applyAll(url: string, token: string, resources: Resource[]): Promise<void> {
+  const body = resources.map((r) => JSON.stringify(r)).join('\n---\n');
+  const r = await fetch(`${url}/api/v1/apply`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/yaml' },
+    body,
+  });
+  if (r.status !== 200)
+    throw new Error(`apply: HTTP ${r.status} ${(await r.text()).slice(0, 500)}`);
+}
+
+export async function latency(
+  policies: number,
+  samples: number,
+  ns: string | undefined,
+  log: (s: string) => void,
+): Promise<Record<string, number>> {
+  const dir = mkdtempSync(join(tmpdir(), `palisade-bench-agent-${process.pid}-`));
+  const server = await runServer({
+    listen: '127.0.0.1:0',
+    dataDir: dir,
+    store: `sqlite:${join(dir, 'store.db')}`,
+    insecurePlaintext: true,
+    rateLimit: false,
+    log: () => undefined,
+    say: () => undefined,
+  });
+  let agent: Agent | undefined;
+  try {
+    const adminToken = readFileSync(join(dir, 'admin.token'), 'utf8').trim();
+    const admin = new ApiClient({ server: server.url, token: adminToken });
+    const all = benchResources(policies);
+    const nonPolicy = all.filter((r) => r.kind !== 'NetworkPolicy');
+    await applyAll(server.url, adminToken, [...nonPolicy, ...localWeps()]);
+    const pols = all.filter((r) => r.kind === 'NetworkPolicy');
+    for (let i = 0; i < pols.length; i += 500)
+      await applyAll(server.url, adminToken, pols.slice(i, i + 500));
+    const tok = await admin.call('POST', '/api/v1/tokens', { node: NODE });
+    const lines: string[] = [];
+    agent = new Agent({
+      server: server.url,
+      token: (tok.body as { token: string }).token,
+      node: NODE,
+      table: 'palisade_bench',
+      ...(ns !== undefined ? { netns: ns } : {}),
+      resyncMs: 0,
+      say: (l) => lines.push(l),
+    });
+    let t = performance.now();
+    agent.start();
+    const applied = (rv: number, ms = 120_000) =>
+      new Promise<void>((resolve, reject) => {
+        const done = () => Number(agent?.status().appliedRevision ?? -1) >= rv;
+        if (done()) return resolve();
+        const timer = setTimeout(() => {
+          off?.();
+          reject(
+            new Error(`revision ${rv} not applied in ${ms} ms; ${lines.slice(-3).join(' | ')}`),
+          );
+        }, ms);
+        const off = agent?.onApplied(() => {
+          if (!done()) return;
+          clearTimeout(timer);
+          off?.();
+          resolve();
+        });
+      });
+    const first = await admin.call('GET', '/api/v1/projectcalico.org/NetworkPolicy/bench/pol-0');
+    const rv0 = Number(
+      (first.body as { metadata: { resourceVersion: string } }).metadata.resourceVersion,
+    );
+    await applied(rv0);
+    const startMs = performance.now() - t;
+    const status = agent.status();
+    const write = async (r: Resource): Promise<number> => {
+      const m = r.metadata;
+      const path =
+        r.kind === 'Pod'
+          ? `/api/v1/core/Pod/bench/${m.name}`
+          : `/api/v1/projectcalico.org/NetworkPolicy/bench/${m.name}`;
+      const res = await admin.call('PUT', path, r);
+      if (res.status !== 200)
+        throw new Error(`PUT ${path}: ${res.status} ${JSON.stringify(res.body)}`);
+      return Number(
+        (res.body as { metadata: { resourceVersion: string } }).metadata.resourceVersion,
+      );
+    };
+    const lat: number[] = [];
+    for (let k = 0; k < samples; k++) {
+      const p = pols[(k * 37) % pols.length] as Resource & {
+        spec: { ingress: { destination: { ports: unknown[] } }[] };
+      };
+      const edited = structuredClone(p);
+      (edited.spec.ingress[0] as { destination: { ports: unknown[] } }).destination.ports = [
+        2000 + k,
+        'http',
+      ];
+      await new Promise((r) => setTimeout(r, 30)); // let the previous apply's tail settle
+      t = performance.now();
+      await applied(await write(edited));
+      lat.push(performance.now() - t);
+    }
+    const mem: number[] = [];
+    for (let k = 0; k < Math.max(5, Math.floor(samples / 2)); k++) {
+      await new Promise((r) => setTimeout(r, 30));
+      t = performance.now();
+      await applied(
+        await write({
+          apiVersion: 'v1',
+          kind: 'Pod',
+          metadata: {
+            name: `remote-${k}`,
+            namespace: 'bench',
+            labels: { role: `peer-${(k + 1) % 500}` },
+          },
+          spec: { nodeName: 'elsewhere', containers: [{ name: 'c' }] },
+          status: { podIP: `10.201.0.${k + 1}` },
+        }),
+      );
+      mem.push(performance.now() - t);
+    }
+    const kinds = lines
+      .filter((l) => l.startsWith('applied revision'))
+      .map((l) => /\((\w+),/.exec(l)?.[1]);
+    const out = {
+      policies,
+      rules: status.ruleCount,
+      agent_start_to_kernel_ms: round(startMs),
+      policy_to_kernel_p50_ms: round(quantile(lat, 0.5)),
+      policy_to_kernel_p99_ms: round(quantile(lat, 0.99)),
+      membership_to_kernel_p50_ms: round(quantile(mem, 0.5)),
+      membership_to_kernel_p99_ms: round(quantile(mem, 0.99)),
+      samples: lat.length,
+    };
+    log(
+      `${String(policies).padStart(5)} policies, ${out.rules} rules: start→kernel ${out.agent_start_to_kernel_ms} ms; policy edit→kernel p50 ${out.policy_to_kernel_p50_ms} ms p99 ${out.policy_to_kernel_p99_ms} ms (${lat.length} samples); membership→kernel p50 ${out.membership_to_kernel_p50_ms} ms p99 ${out.membership_to_kernel_p99_ms} ms; apply kinds ${[...new Set(kinds)].join('/')}`,
+    );
+    if (process.env['BENCH_VERBOSE']) for (const l of lines.slice(-12)) log(`  ${l}`);
+    return out;
+  } finally {
+    await agent?.stop();
+    spawnSync(ns !== undefined ? 'ip' : 'nft', [
+      ...(ns !== undefined ? ['netns', 'exec', ns, 'nft'] : []),
+      'delete',
+      'table',
+      'inet',
+      'palisade_bench',
+    ]);
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runAgentBench(
+  quick: boolean,
+  log: (s: string) => void,
+): Promise<Record<string, unknown>> {
+  if (process.getuid?.() !== 0) {
+    log('the agent benchmark needs root (it creates network namespaces)');
+    return { error: 'needs root' };
+  }
+  const ns = `plbagent${process.pid % 100000}`;
+  execFileSync('ip', ['netns', 'add', ns]);
+  try {
+    // The agent runs inside the namespace (as on a node: nft without an `ip netns exec` wrapper,
+    // which alone costs tens of milliseconds per call), with its API server on the namespace's
+    // loopback.
+    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+    // PALISADE_BENCH_PART=traffic|latency runs one half.
+    const part = process.env['PALISADE_BENCH_PART'];
+    const s100: Record<string, number> =
+      part === 'traffic' ? {} : inNamespace(ns, 100, quick ? 10 : 50, log);
+    const s1k: Record<string, number> =
+      part === 'traffic' ? {} : inNamespace(ns, 1000, quick ? 10 : 100, log);
+    const traffic = part === 'latency' ? {} : await trafficBench(quick, log);
+    return {
+      policy_to_kernel_p50_ms_100: s100['policy_to_kernel_p50_ms'],
+      policy_to_kernel_p99_ms_100: s100['policy_to_kernel_p99_ms'],
+      policy_to_kernel_p50_ms_1k: s1k['policy_to_kernel_p50_ms'],
+      policy_to_kernel_p99_ms_1k: s1k['policy_to_kernel_p99_ms'],
+      ...traffic,
+      detail: { '100': s100, '1k': s1k },
+    };
+  } finally {
+    execFileSync('ip', ['netns', 'del', ns]);
+  }
+}
+
+function inNamespace(
+  ns: string,
+  policies: number,
+  samples: number,
+  log: (s: string) => void,
+): Record<string, number> {
+  const child = fileURLToPath(new URL('./agent-child.ts', import.meta.url));
+  const r = spawnSync(
+    'ip',
+    [
+      'netns',
+      'exec',
+      ns,
+      process.execPath,
+      '--import',
+      'tsx',
+      child,
+      String(policies),
+      String(samples),
+    ],
+    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 900_000 },
+  );
+  for (const l of (r.stdout ?? '').split('\n')) if (l && !l.startsWith('CHILD ')) log(l);
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('CHILD '));
+  if (!line) throw new Error(`agent bench child failed: ${(r.stderr ?? '').slice(-2000)}`);
+  return JSON.parse(line.slice(6)) as Record<string, number>;
+}
+
+// ------------------------------------------------------------------ traffic
+
+const sh = (args: string[], input?: string): string =>
+  execFileSync(args[0] ?? 'true', args.slice(1), {
+    encoding: 'utf8',
+    ...(input !== undefined ? { input } : {}),
+    stdio: [input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+  });
+const inNs = (ns: string, args: string[], input?: string) =>
+  sh(['ip', 'netns', 'exec', ns, ...args], input);
+
+function has(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+/** Client A (local-0, 10.200.0.1) and server B (local-1, 10.200.0.2) behind a node namespace. */
+function topology(tag: string): { node: string; a: string; b: string; ifA: string; ifB: string } {
+  const node = `plt${tag}n`;
+  const a = `plt${tag}a`;
+  const b = `plt${tag}b`;
+  const ifA = `plt${tag}ha`;
+  const ifB = `plt${tag}hb`;
+  sh(['ip', 'netns', 'add', node]);
+  inNs(node, ['ip', 'link', 'set', 'lo', 'up']);
+  inNs(node, ['sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  for (const [ns, ifn, ip] of [
+    [a, ifA, '10.200.0.1'],
+    [b, ifB, '10.200.0.2'],
+  ] as const) {
+    sh(['ip', 'netns', 'add', ns]);
+    inNs(node, ['ip', 'link', 'add', ifn, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+    inNs(node, ['ip', 'addr', 'add', '10.200.255.1/32', 'dev', ifn]);
+    inNs(node, ['ip', 'link', 'set', ifn, 'up']);
+    inNs(node, ['ip', 'route', 'add', `${ip}/32`, 'dev', ifn]);
+    inNs(ns, ['ip', 'link', 'set', 'lo', 'up']);
+    inNs(ns, ['ip', 'addr', 'add', `${ip}/32`, 'dev', 'eth0']);
+    inNs(ns, ['ip', 'link', 'set', 'eth0', 'up']);
+    inNs(ns, ['ip', 'route', 'add', '10.200.255.1', 'dev', 'eth0', 'scope', 'link']);
+    inNs(ns, ['ip', 'route', 'add', 'default', 'via', '10.200.255.1', 'dev', 'eth0']);
+  }
+  return { node, a, b, ifA, ifB };
+}
+
+/** iperf3 TCP throughput A → B, in Gbit/s. */
+function gbps(t: { a: string }, seconds: number): number {
+  const out = inNs(t.a, ['iperf3', '-c', '10.200.0.2', '-t', String(seconds), '-J']);
+  const j = JSON.parse(out) as { end?: { sum_received?: { bits_per_second?: number } } };
+  return Math.round(((j.end?.sum_received?.bits_per_second ?? 0) / 1e9) * 100) / 100;
+}
+
+const CPS_CLIENT = `
+const net = require('node:net');
+const end = Date.now() + Number(process.argv[1]) * 1000;
+let n = 0, failed = 0;
+function one() {
+  if (Date.now() > end) return done();
+  const s = net.connect({ host: '10.200.0.2', port: 5301 });
+  s.setTimeout(1000);
+  s.on('connect', () => { n++; s.destroy(); setImmediate(one); });
+  s.on('error', () => { failed++; setImmediate(one); });
+  s.on('timeout', () => { failed++; s.destroy(); setImmediate(one); });
+}
+let live = 4;
+function done() { if (--live === 0) { console.log(JSON.stringify({ n, failed })); process.exit(0); } }
+for (let i = 0; i < 4; i++) one();
+`;
+
+/** New TCP connections per second A → B (four sequential connectors, handshake then close). */
+function cps(t: { a: string }, seconds: number): number {
+  const out = inNs(t.a, [process.execPath, '-e', CPS_CLIENT, String(seconds)]);
+  const j = JSON.parse(out.trim()) as { n: number; failed: number };
+  if (j.failed > j.n / 10) throw new Error(`cps: ${j.failed} failed connections of ${j.n}`);
+  return Math.round(j.n / seconds);
+}
+
+/** The Palisade table for 1k policies, with an allow A → B after B's ten bench policies. */
+async function palisadeTable(t: { node: string; ifA: string; ifB: string }): Promise<number> {
+  const { Calculation, NftDriver, render } = await import('@palisade/dataplane');
+  const calc = new Calculation();
+  for (const r of benchResources(1000)) calc.upsert(r);
+  calc.upsert({
+    apiVersion: 'projectcalico.org/v3',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'bench-a-to-b', namespace: 'bench' },
+    spec: {
+      order: 100_000,
+      selector: "app == 'app-1'",
+      types: ['Ingress'],
+      ingress: [
+        {
+          action: 'Allow',
+          protocol: 'TCP',
+          source: { selector: "app == 'app-0'" },
+          destination: { ports: [5201, 5301] },
+        },
+      ],
+    },
+  });
+  calc.upsert({
+    apiVersion: 'projectcalico.org/v3',
+    kind: 'NetworkPolicy',
+    metadata: { name: 'bench-a-out', namespace: 'bench' },
+    spec: {
+      order: 100_000,
+      selector: "app == 'app-0'",
+      types: ['Egress'],
+      egress: [{ action: 'Allow', protocol: 'TCP', destination: { ports: [5201, 5301] } }],
+    },
+  });
+  calc.setLocalEndpoints(
+    Array.from({ length: LOCAL }, (_, i) => ({
+      ref: `bench/local-${i}`,
+      iface: i === 0 ? t.ifA : i === 1 ? t.ifB : `pb${i}`,
+    })),
+  );
+  const r = render(calc.desired(), { table: 'palisade_bench' });
+  await new NftDriver({ table: 'palisade_bench', netns: t.node, timeoutMs: 600_000 }).apply(r);
+  return r.skeleton.split('\n').filter((l) => l.includes(' counter ')).length;
+}
+
+/**
+ * The same policy as a linear iptables-nft ruleset, the way a per-rule firewall without sets
+ * writes it: conntrack first, then for each policy rule of each local endpoint one rule per peer
+ * address and port, in order; the A → B allow comes last.
+ */
+function iptablesRules(t: { ifA: string; ifB: string }): string {
+  const lines = ['*filter', ':FORWARD ACCEPT [0:0]'];
+  lines.push('-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
+  const all = benchResources(1000);
+  const peers = new Map<string, string[]>();
+  for (const r of all)
+    if (r.kind === 'Pod' && r.metadata.labels?.['role']) {
+      const l = peers.get(r.metadata.labels['role']) ?? [];
+      l.push((r as { status?: { podIP?: string } }).status?.podIP ?? '');
+      peers.set(r.metadata.labels['role'], l);
+    }
+  const ifOf = (i: number) => (i === 0 ? t.ifA : i === 1 ? t.ifB : `pb${i}`);
+  for (const r of all) {
+    if (r.kind !== 'NetworkPolicy') continue;
+    const spec = (
+      r as unknown as {
+        spec: {
+          selector: string;
+          ingress: { source: { selector: string }; destination: { ports: (number | string)[] } }[];
+          egress: { destination: { selector: string } }[];
+        };
+      }
+    ).spec;
+    const local = Number(/app-(\d+)/.exec(spec.selector)?.[1] ?? 0);
+    const inPeer = /peer-(\d+)/.exec(spec.ingress[0]?.source.selector ?? '')?.[0] ?? '';
+    const port = spec.ingress[0]?.destination.ports.find((p) => typeof p === 'number') ?? 80;
+    for (const ip of peers.get(inPeer) ?? []) {
+      lines.push(`-A FORWARD -o ${ifOf(local)} -p tcp -s ${ip} --dport ${port} -j ACCEPT`);
+      lines.push(`-A FORWARD -o ${ifOf(local)} -p tcp -s ${ip} --dport 8080 -j ACCEPT`);
+    }
+    const outPeer = /peer-(\d+)/.exec(spec.egress[0]?.destination.selector ?? '')?.[0] ?? '';
+    for (const ip of peers.get(outPeer) ?? [])
+      lines.push(`-A FORWARD -i ${ifOf(local)} -p udp -d ${ip} --dport 53 -j ACCEPT`);
+  }
+  lines.push(`-A FORWARD -i ${t.ifA} -o ${t.ifB} -p tcp -m multiport --dports 5201,5301 -j ACCEPT`);
+  lines.push('-A FORWARD -j DROP', 'COMMIT', '');
+  return lines.join('\n');
+}
+
+async function trafficBench(
+  quick: boolean,
+  log: (s: string) => void,
+): Promise<Record<string, number | null>> {
+  const none = {
+    gbps_none: null,
+    gbps_palisade_1k: null,
+    gbps_iptables_1k: null,
+    cps_none: null,
+    cps_palisade_1k: null,
+    cps_iptables_1k: null,
+  };
+  if (!has('iperf3')) {
+    log('traffic: iperf3 is not installed (apt-get install iperf3); figures left out');
+    return none;
+  }
+  const t = topology(String(process.pid % 100000));
+  const servers: ReturnType<typeof spawn>[] = [];
+  try {
+    servers.push(spawn('ip', ['netns', 'exec', t.b, 'iperf3', '-s'], { stdio: 'ignore' }));
+    servers.push(
+      spawn(
+        'ip',
+        [
+          'netns',
+          'exec',
+          t.b,
+          process.execPath,
+          '-e',
+          "require('node:net').createServer((s) => s.destroy()).listen(5301, '0.0.0.0')",
+        ],
+        { stdio: 'ignore' },
+      ),
+    );
+    await new Promise((r) => setTimeout(r, 1500));
+    const secs = quick ? 3 : 10;
+    const cpsSecs = quick ? 3 : 5;
+    const out: Record<string, number | null> = { ...none };
+    out['gbps_none'] = gbps(t, secs);
+    out['cps_none'] = cps(t, cpsSecs);
+    log(`no rules:          ${out['gbps_none']} Gbit/s, ${out['cps_none']} connections/s`);
+    const rules = await palisadeTable(t);
+    out['gbps_palisade_1k'] = gbps(t, secs);
+    out['cps_palisade_1k'] = cps(t, cpsSecs);
+    log(
+      `Palisade, 1k:      ${out['gbps_palisade_1k']} Gbit/s, ${out['cps_palisade_1k']} connections/s (${rules} rules)`,
+    );
+    inNs(t.node, ['nft', 'delete', 'table', 'inet', 'palisade_bench']);
+    if (has('iptables-nft-restore')) {
+      const text = iptablesRules(t);
+      inNs(t.node, ['iptables-nft-restore'], text);
+      out['gbps_iptables_1k'] = gbps(t, secs);
+      out['cps_iptables_1k'] = cps(t, cpsSecs);
+      log(
+        `iptables-nft, 1k:  ${out['gbps_iptables_1k']} Gbit/s, ${out['cps_iptables_1k']} connections/s (${text.split('\n').filter((l) => l.startsWith('-A')).length} linear rules)`,
+      );
+    } else log('iptables-nft-restore is not installed: the iptables comparison is left out');
+    return out;
+  } finally {
+    for (const s of servers) s.kill('SIGKILL');
+    for (const ns of [t.a, t.b, t.node]) spawnSync('ip', ['netns', 'del', ns]);
+  }
+}
