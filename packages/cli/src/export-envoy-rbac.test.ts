@@ -178,3 +178,28 @@ spec:
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('export envoy-rbac refuses legacy Istio RBAC (its services, constraints and properties are not partitioned) rather than print filters that could allow more', async () => {
+  const dir = mkdtempSync(join(tmpdir(), `palisade-export-${process.pid}-`));
+  try {
+    cpSync(BOOKINFO, dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'legacy.yaml'),
+      `apiVersion: rbac.istio.io/v1alpha1
+kind: ServiceRole
+metadata: {name: ratings-get, namespace: default}
+spec:
+  rules: [{services: ["*"], methods: [GET], constraints: [{key: destination.port, values: ["9080"]}]}]
+`,
+    );
+    const r = await run(['export', 'envoy-rbac', '--endpoint', 'default/ratings-v1', '-f', dir]);
+    assert.equal(r.code, 1);
+    assert.equal(r.out, '');
+    assert.match(
+      r.err,
+      /EXPORT_ERR_UNSUPPORTED: .*ServiceRole default\/ratings-get: legacy Istio RBAC/,
+    );
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -320,6 +320,15 @@ function collect(resources: readonly Resource[]): Collected {
         }
         break;
       }
+      // Legacy Istio RBAC matches on services, constraints and properties this export does not
+      // partition requests by: refused rather than sampled too coarsely (which could allow more).
+      case 'ServiceRole':
+      case 'ServiceRoleBinding':
+      case 'RbacConfig':
+      case 'ClusterRbacConfig':
+        throw new Unsupported(
+          `${where}: legacy Istio RBAC (rbac.istio.io/v1alpha1); express it as an AuthorizationPolicy to export it`,
+        );
       default:
         break;
     }
