@@ -68,7 +68,11 @@ function inboundFrom(r: CheckResult): SidecarDecision {
   return {
     verdict: 'allow',
     provenance:
-      l7.istio.provenance.kind === 'istio-allow' ? l7.istio.provenance : l7.ingress.provenance,
+      // An explicit Istio allow (AuthorizationPolicy, or a legacy ServiceRole bound to the caller)
+      // names what admitted the request better than "no policy selects it" of the rules layer.
+      l7.istio.provenance.kind === 'istio-allow' || l7.istio.provenance.kind === 'istio-rbac-allow'
+        ? l7.istio.provenance
+        : l7.ingress.provenance,
   };
 }
 
