@@ -5,7 +5,7 @@
 // when a view cannot be built (the holder keeps the last good one: fail static).
 
 import { compile } from '@palisade/core';
-import type { CheckResult, Engine, Provenance, Resource } from '@palisade/core';
+import type { Engine, L7Verdict, Provenance, Resource } from '@palisade/core';
 
 /** A verdict of the L7 point for one request or connection, with why. */
 export interface SidecarDecision {
@@ -54,8 +54,7 @@ function deny(kind: Provenance['kind'], reason: string): SidecarDecision {
  * layer must both allow; early refusals (PeerAuthentication, identity mismatch) decide alone.
  * The source's egress is judged by the source's own sidecar, not here.
  */
-function inboundFrom(r: CheckResult): SidecarDecision {
-  const l7 = r.l7;
+function inboundFrom(l7: L7Verdict): SidecarDecision {
   if (!l7.ingress && !l7.istio) {
     // Only refusals end L7 early; "no L7 point" while a sidecar runs is a broken view.
     if (l7.verdict === 'allow' || l7.provenance.kind === 'no-l7-point')
@@ -187,20 +186,19 @@ export class PolicyView {
           `identity ${req.principal} presented from ${req.sourceIp}, which ${bound ? `runs as ${bound}` : 'is not an endpoint running under that identity'}`,
         );
     }
-    const r = this.engine.check(
-      {
-        from: req.sourceIp,
-        to: this.endpoint,
-        protocol: 'TCP',
-        port: req.port,
-        method: req.method,
-        path: req.path,
-        ...(req.host !== undefined ? { host: req.host } : {}),
-        headers: req.headers,
-        principal: req.principal,
-      },
-      false,
-    );
+    // The destination's L7 verdict alone (the kernel has judged the connection, the source's
+    // sidecar its egress): the same evaluation as a full check, without their cost.
+    const r = this.engine.decideL7({
+      from: req.sourceIp,
+      to: this.endpoint,
+      protocol: 'TCP',
+      port: req.port,
+      method: req.method,
+      path: req.path,
+      ...(req.host !== undefined ? { host: req.host } : {}),
+      headers: req.headers,
+      principal: req.principal,
+    });
     if (!r.ok) return deny('unmanaged', `cannot judge: ${r.code} ${r.message}`);
     return inboundFrom(r.result);
   }
