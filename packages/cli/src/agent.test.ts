@@ -74,6 +74,10 @@ describe('palisade agent (the process)', { skip, timeout: 60_000 }, () => {
         join(dir, 'agent.sock'),
         '--endpoint-sockets',
         join(dir, 'endpoints'),
+        '--admin-socket',
+        join(dir, 'agent-admin.sock'),
+        '--endpoint-record',
+        join(dir, 'endpoints.json'),
       ],
       { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PALISADE_TOKEN: '' } },
     );

@@ -8,7 +8,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { liveRequirements } from './topology.js';
@@ -138,6 +138,14 @@ function workDirs(pid: number): string[] {
   return readdirSync(tmpdir()).filter((f) => f.startsWith(`palisade-demo-${pid}-`));
 }
 
+function hostRecord(): string {
+  try {
+    return readFileSync('/var/lib/palisade/endpoints.json', 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 function assertNothingLeft(pid: number, linksBefore: readonly string[]): void {
   assert.deepEqual(netnsOf(pid), [], 'network namespaces left behind');
   assert.doesNotMatch(
@@ -148,6 +156,9 @@ function assertNothingLeft(pid: number, linksBefore: readonly string[]): void {
   const newLinks = rootLinks().filter((l) => !linksBefore.includes(l) && /^pl/.test(l));
   assert.deepEqual(newLinks, [], 'veths left in the root namespace');
   assert.deepEqual(workDirs(pid), [], 'the work directory left behind');
+  // The node's own agent record is not the demo's: a run must not leave attachments in it that
+  // a later run (or the node's real agent) would meet.
+  assert.doesNotMatch(hostRecord(), new RegExp(`pd${pid}-`), "the host's agent record was written");
   try {
     process.kill(pid, 0);
     assert.fail(`the demo process ${pid} still runs`);

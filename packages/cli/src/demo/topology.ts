@@ -219,6 +219,11 @@ export class Topology {
       this.agentSocket,
       '--endpoint-sockets',
       join(this.dir, 'endpoints'),
+      // The demo's own files: nothing of a run outlives it or meets another run's.
+      '--admin-socket',
+      join(this.dir, 'agent-admin.sock'),
+      '--endpoint-record',
+      join(this.dir, 'endpoints.json'),
     ]);
     this.agent = child;
     this.agentRevision = -1;
