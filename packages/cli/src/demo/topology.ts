@@ -5,7 +5,7 @@
 // host's interfaces or tables (the node is a namespace; the agent's table lives inside it).
 
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -126,7 +126,7 @@ export class Topology {
   ) {
     this.dir = mkdtempSync(join(tmpdir(), `palisade-demo-${process.pid}-`));
     const dir = this.dir;
-    cleanup.add(`directory ${dir}`, () => rmSync(dir, { recursive: true, force: true }));
+    cleanup.add(`directory ${dir}`, () => removeTree(dir));
   }
 
   get caFile(): string {
@@ -391,4 +391,22 @@ export function liveRequirements(): string[] {
     }
   }
   return missing;
+}
+
+/**
+ * Removes the work directory, and again if a plugin run still in flight when the demo was
+ * stopped writes into it meanwhile (its IPAM state, the agent's record): done only once the
+ * tree has stayed gone for a moment. Bounded well under the cleanup's step limit.
+ */
+async function removeTree(dir: string): Promise<void> {
+  for (let attempt = 0; attempt < 25; attempt++) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 50 });
+    } catch {
+      // A writer raced the removal (ENOTEMPTY): go round again.
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    if (!existsSync(dir)) return;
+  }
+  throw new Error(`${dir} keeps being written to`);
 }
