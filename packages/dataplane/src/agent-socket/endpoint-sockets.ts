@@ -22,7 +22,7 @@ import {
   validateSvidRequest,
 } from './protocol.js';
 import type { PolicySyncMessage, SvidRequest } from './protocol.js';
-import { socketAnswers } from './server.js';
+import { claimSocketPath, listenRootOnly } from './root-socket.js';
 
 /** What the sockets serve from (the agent's `PolicySync`). */
 export interface PolicySyncSource {
@@ -188,28 +188,11 @@ export class EndpointSockets {
     const path = endpointSocketPath(this.dir, parts.namespace, parts.name);
     ensurePrivateDir(`${this.dir}/${parts.namespace}`);
     ensurePrivateDir(dirname(path));
-    if (existsSync(path)) {
-      if (!lstatSync(path).isSocket())
-        throw new Error(`${path} exists and is not a socket; refusing to replace it`);
-      if (await socketAnswers(path)) throw new Error(`${path} is served by another process`);
-      unlinkSync(path);
-    }
+    await claimSocketPath(path);
     const server = createServer((req, res) => this.handle(endpoint, req, res));
     server.headersTimeout = 5_000;
     server.requestTimeout = 10_000;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      const umask = process.umask(0o177);
-      try {
-        server.listen(path, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      } finally {
-        process.umask(umask);
-      }
-    });
-    chmodSync(path, 0o600);
+    await listenRootOnly(server, path);
     return { endpoint, path, server };
   }
 

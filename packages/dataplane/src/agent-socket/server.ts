@@ -4,8 +4,7 @@
 // and the socket's life cycle. Must never: register a pod scheduled to another node, register an
 // unknown pod without labels given for it, or listen on a socket file another agent still serves.
 
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
@@ -24,6 +23,7 @@ import {
   validateRegisterRequest,
 } from './protocol.js';
 import type { ErrorBody, RegisterRequest, RegisteredEndpoint } from './protocol.js';
+import { claimSocketPath, listenRootOnly } from './root-socket.js';
 
 export const DEFAULT_AGENT_SOCKET_PATH = '/run/palisade/agent.sock';
 
@@ -230,16 +230,7 @@ function send(res: ServerResponse, reply: Reply, close = false): void {
 }
 
 /** True when something accepts connections on the socket file. */
-export function socketAnswers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-}
+export { socketAnswers } from './root-socket.js';
 
 export interface AgentSocketOptions {
   readonly service: CniEndpointService;
@@ -258,13 +249,7 @@ export async function startAgentSocket(options: AgentSocketOptions): Promise<Age
   const path = options.socketPath ?? DEFAULT_AGENT_SOCKET_PATH;
   const dir = dirname(path);
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (existsSync(path)) {
-    if (!lstatSync(path).isSocket())
-      throw new Error(`${path} exists and is not a socket; refusing to replace it`);
-    if (await socketAnswers(path))
-      throw new Error(`${path} is served by another process (another agent?)`);
-    unlinkSync(path);
-  }
+  await claimSocketPath(path, 'another process (another agent?)');
   const server: Server = createServer((req, res) => {
     readBody(req)
       .then(
@@ -286,21 +271,7 @@ export async function startAgentSocket(options: AgentSocketOptions): Promise<Age
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // bind(2) happens inside listen(): a tight umask around it means the socket is never, even
-    // for an instant, connectable by anyone but root.
-    const umask = process.umask(0o177);
-    try {
-      server.listen(path, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    } finally {
-      process.umask(umask);
-    }
-  });
-  chmodSync(path, options.mode ?? 0o600);
+  await listenRootOnly(server, path, options.mode ?? 0o600);
   return {
     path,
     close: () =>

@@ -6,13 +6,13 @@
 // endpoint name). Owns: the routes and the socket's life cycle. Must never: change anything, or
 // take over a socket file another process still serves.
 
-import { chmodSync, existsSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { dirname } from 'node:path';
 import { endpointReport, statusReport } from './introspect.js';
 import type { AgentView } from './introspect.js';
+import { claimSocketPath, listenRootOnly } from '../agent-socket/root-socket.js';
 
 export const DEFAULT_ADMIN_SOCKET_PATH = '/run/palisade/agent-admin.sock';
 
@@ -64,17 +64,6 @@ export async function handleAdminRequest(
   return { status: 404, body: { error: 'ADMIN_NO_ROUTE', message: `no route ${path}` } };
 }
 
-function answers(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const c = createConnection(path);
-    c.once('connect', () => {
-      c.destroy();
-      resolve(true);
-    });
-    c.once('error', () => resolve(false));
-  });
-}
-
 export interface AdminSocket {
   readonly path: string;
   close(): Promise<void>;
@@ -86,13 +75,7 @@ export async function startAdminSocket(
 ): Promise<AdminSocket> {
   const dir = dirname(socketPath);
   if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  if (existsSync(socketPath)) {
-    if (!lstatSync(socketPath).isSocket())
-      throw new Error(`${socketPath} exists and is not a socket; refusing to replace it`);
-    if (await answers(socketPath))
-      throw new Error(`${socketPath} is served by another process (another agent?)`);
-    unlinkSync(socketPath);
-  }
+  await claimSocketPath(socketPath, 'another process (another agent?)');
   const server: Server = createServer((req, res) => {
     // No request body is read: every route is a GET.
     req.resume();
@@ -113,20 +96,7 @@ export async function startAdminSocket(
   });
   server.requestTimeout = 30_000;
   server.headersTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // Tight umask around bind(2): the socket is never connectable by anyone but root.
-    const umask = process.umask(0o177);
-    try {
-      server.listen(socketPath, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    } finally {
-      process.umask(umask);
-    }
-  });
-  chmodSync(socketPath, 0o600);
+  await listenRootOnly(server, socketPath);
   return {
     path: socketPath,
     close: () =>
