@@ -56,6 +56,11 @@ export interface MatchContext {
   readonly point: EnforcementPoint;
   readonly protocol: number;
   readonly dstPort: number | undefined;
+  /**
+   * The source port, when known: only for the reply of a probe (its source port is the probe's
+   * port). Probes themselves carry none, so a rule requiring source ports does not match them.
+   */
+  readonly srcPort?: number;
   readonly icmp: { readonly type?: number; readonly code?: number } | undefined;
   readonly family: 4 | 6;
   readonly src: Peer;
@@ -320,7 +325,8 @@ function matchSide(
   if (ce.selector && !peerMatches(peer, ce.selector)) return false;
   if (ce.notSelector && peerMatches(peer, ce.notSelector)) return false;
   if (ce.service) {
-    const checkPort = !ce.ports && port !== undefined;
+    // A source service matches addresses only; a destination service also its ports.
+    const checkPort = !ce.ports && port !== undefined && peer === ctx.dst;
     if (
       !ctx.serviceMatch(
         ce.service.namespace,
@@ -397,7 +403,9 @@ export function matchRule(r: CompiledRule, ctx: MatchContext): RuleMatch {
   // Destination first: its ports are the cheapest and most selective test.
   if (!matchSide(r.dst, ctx.dst, ctx.dstPort, ctx, undefined)) return 'no';
   // Source ports are not known for a probe: a rule that requires some cannot be shown to match.
-  if (!matchSide(r.src, ctx.src, undefined, ctx, ctx.point === 'l7' ? ctx.srcIdentity : undefined))
+  if (
+    !matchSide(r.src, ctx.src, ctx.srcPort, ctx, ctx.point === 'l7' ? ctx.srcIdentity : undefined)
+  )
     return 'no';
   if (r.http) {
     if (ctx.point === 'kernel') {

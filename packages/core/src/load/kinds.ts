@@ -292,10 +292,18 @@ const calicoPolicyFields: Record<string, Schema> = {
   types: policyTypes,
   ingress: rules,
   egress: rules,
+  performanceHints: strings,
+};
+
+/**
+ * Host endpoint policy modes: fields of Calico's GlobalNetworkPolicy only (a namespaced policy
+ * selects workloads of its namespace, which these modes never apply to).
+ */
+const globalPolicyFields: Record<string, Schema> = {
+  namespaceSelector: selector,
   doNotTrack: { t: 'bool' },
   preDNAT: { t: 'bool' },
   applyOnForward: { t: 'bool' },
-  performanceHints: strings,
 };
 
 function calicoPolicySpec(global: boolean, staged: boolean): Schema {
@@ -303,7 +311,7 @@ function calicoPolicySpec(global: boolean, staged: boolean): Schema {
     t: 'obj',
     fields: {
       ...calicoPolicyFields,
-      ...(global ? { namespaceSelector: selector } : {}),
+      ...(global ? globalPolicyFields : {}),
       ...(staged ? { stagedAction: { t: 'enum', values: ['Set', 'Delete'] } } : {}),
     },
     check: (v, path, report) => {
@@ -331,6 +339,13 @@ function calicoPolicySpec(global: boolean, staged: boolean): Schema {
           code: 'POLICY_ERR_INVALID_VALUE',
           path: [...path, 'egress'],
           message: 'preDNAT policies cannot have egress rules',
+        });
+      if (v.preDNAT === true && Array.isArray(v.types) && v.types.includes('Egress'))
+        report({
+          code: 'POLICY_ERR_INVALID_VALUE',
+          path: [...path, 'types'],
+          message:
+            "preDNAT policies cannot have the 'Egress' type (pre-DNAT policy is ingress only)",
         });
       if (
         Array.isArray(v.ingress) &&
