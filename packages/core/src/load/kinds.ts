@@ -322,25 +322,26 @@ function calicoPolicySpec(global: boolean, staged: boolean): Schema {
           path: [...path, 'order'],
           message: `${fieldPath([...path, 'order'])} must be a number`,
         });
-      if (v.doNotTrack === true && v.preDNAT === true)
+      // The mode flags exist on global policies only (elsewhere they are unknown fields).
+      if (global && v.doNotTrack === true && v.preDNAT === true)
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path,
           message: 'doNotTrack and preDNAT cannot both be set',
         });
-      if ((v.doNotTrack === true || v.preDNAT === true) && v.applyOnForward !== true)
+      if (global && (v.doNotTrack === true || v.preDNAT === true) && v.applyOnForward !== true)
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path,
           message: 'doNotTrack and preDNAT policies need applyOnForward: true',
         });
-      if (v.preDNAT === true && Array.isArray(v.egress) && v.egress.length > 0)
+      if (global && v.preDNAT === true && Array.isArray(v.egress) && v.egress.length > 0)
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path: [...path, 'egress'],
           message: 'preDNAT policies cannot have egress rules',
         });
-      if (v.preDNAT === true && Array.isArray(v.types) && v.types.includes('Egress'))
+      if (global && v.preDNAT === true && Array.isArray(v.types) && v.types.includes('Egress'))
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path: [...path, 'types'],
