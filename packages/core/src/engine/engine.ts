@@ -4,9 +4,12 @@
 // Owns: resolving probes and combining the enforcement points. Must never: do I/O.
 
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import { SERVICE_NAME_LABEL } from '../model/resources.js';
 import type {
   AuthorizationPolicy,
   ClusterRbacConfig,
+  EndpointSlice,
+  Endpoints,
   GlobalNetworkSet,
   HostEndpoint,
   Namespace,
@@ -35,6 +38,8 @@ import {
   runKernelProgram,
 } from './kernel-program.js';
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
+import { memberKey, serviceMembers } from './services.js';
+import type { ServiceMembers } from './services.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import { inNormalStage, inStage, judgeHostPath } from './host-stages.js';
 import type { ExtraStage, HostPathVerdict } from './host-stages.js';
@@ -136,7 +141,20 @@ function identityKind(kind: string, apiVersion: string | undefined): string {
     : kind;
 }
 
+const SERVICE_INPUTS = new Set([
+  'Service',
+  'EndpointSlice',
+  'Endpoints',
+  'Pod',
+  'WorkloadEndpoint',
+  'Namespace',
+  'ServiceAccount',
+  'Profile',
+]);
+
 const NAMESPACED_KINDS = new Set([
+  'EndpointSlice',
+  'Endpoints',
   'NetworkPolicy',
   'StagedNetworkPolicy',
   'StagedKubernetesNetworkPolicy',
@@ -327,6 +345,8 @@ export class Engine {
     const ns = NAMESPACED_KINDS.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
     const nsName = `${ns ?? ''}/${name}`;
     const key = resourceKey(identityKind(r.kind, r.apiVersion), ns, name);
+    // Service endpoints depend on Services, their slices and (derived) on pods and namespaces.
+    if (SERVICE_INPUTS.has(r.kind)) this.serviceMemberCache.clear();
     switch (r.kind) {
       case 'Namespace':
         setOrDelete(this.namespaces, name, r, removing);
@@ -366,6 +386,21 @@ export class Engine {
       case 'Service':
         setOrDelete(this.servicesRaw, nsName, r, removing);
         this.serviceCache = undefined;
+        break;
+      case 'EndpointSlice':
+        setOrDelete(this.slicesRaw, nsName, r, removing);
+        this.slicesByService.clear();
+        for (const [k, sl] of this.slicesRaw) {
+          const svc = sl.metadata.labels?.[SERVICE_NAME_LABEL];
+          if (svc === undefined) continue;
+          const sk = `${k.slice(0, k.indexOf('/'))}/${svc}`;
+          const list = this.slicesByService.get(sk);
+          if (list) list.push(sl);
+          else this.slicesByService.set(sk, [sl]);
+        }
+        break;
+      case 'Endpoints':
+        setOrDelete(this.endpointsRaw, nsName, r, removing);
         break;
       case 'Tier':
         setOrDelete(this.tiers, name, r, removing);
@@ -1427,11 +1462,43 @@ export class Engine {
   private readonly serviceMatch: MatchContext['serviceMatch'] = (
     ns,
     name,
-    ep,
+    peer,
     proto,
     port,
     checkPort,
-  ) => serviceCovers(this.services().get(`${ns}/${name}`), ep, proto, port, checkPort);
+  ) => {
+    if (!peer.ip) return false;
+    const m = this.serviceMembersOf(ns, name);
+    if (!checkPort) return m.addresses.has(formatIp(peer.ip));
+    return port !== undefined && m.ports.has(memberKey(peer.ip, proto, port));
+  };
+
+  /** A service's endpoint addresses and ports (`services.ts`), cached until an input changes. */
+  serviceMembersOf(ns: string, name: string): ServiceMembers {
+    const key = `${ns}/${name}`;
+    let m = this.serviceMemberCache.get(key);
+    if (!m) {
+      m = serviceMembers(
+        this.servicesRaw.get(key),
+        this.slicesByService.get(key) ?? [],
+        this.endpointsRaw.get(key),
+        () =>
+          this.allEndpointIds()
+            .filter((id) => id.startsWith(`${ns}/`))
+            .map((id) => this.endpoint(id))
+            .filter((e): e is Endpoint => e !== undefined),
+      );
+      if (this.serviceMemberCache.size >= 10_000) this.serviceMemberCache.clear();
+      this.serviceMemberCache.set(key, m);
+    }
+    return m;
+  }
+
+  private readonly serviceMemberCache = new Map<string, ServiceMembers>();
+  private readonly slicesRaw = new Map<string, EndpointSlice>();
+  /** EndpointSlices by the `namespace/name` of their Service. */
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
+  private readonly endpointsRaw = new Map<string, Endpoints>();
   private readonly serviceCtx: Pick<MatchContext, 'serviceMatch'> = {
     serviceMatch: this.serviceMatch,
   };

@@ -71,11 +71,15 @@ export interface MatchContext {
   readonly request: HttpRequest | undefined;
   /** At L7 ingress: the source identity proven by mTLS; null for plaintext. */
   readonly srcIdentity: PeerIdentity | null | undefined;
-  /** Resolves a Kubernetes Service reference to the endpoints and target ports it covers. */
+  /**
+   * Whether a peer is an endpoint of a Kubernetes Service (Calico `services`): its address is one
+   * of the service's endpoint addresses, and with `checkPort` the protocol and port are one of
+   * that endpoint's ports.
+   */
   readonly serviceMatch: (
     ns: string,
     name: string,
-    ep: Endpoint | undefined,
+    peer: Peer,
     protocol: number,
     port: number | undefined,
     checkPort: boolean,
@@ -328,14 +332,7 @@ function matchSide(
     // A source service matches addresses only; a destination service also its ports.
     const checkPort = !ce.ports && port !== undefined && peer === ctx.dst;
     if (
-      !ctx.serviceMatch(
-        ce.service.namespace,
-        ce.service.name,
-        peer.endpoint,
-        ctx.protocol,
-        port,
-        checkPort,
-      )
+      !ctx.serviceMatch(ce.service.namespace, ce.service.name, peer, ctx.protocol, port, checkPort)
     )
       return false;
   }
@@ -557,14 +554,7 @@ export function matchSidePlan(
   if (p.notSelector && peerMatches(peer, p.notSelector)) return false;
   if (
     p.service &&
-    !serviceMatch(
-      p.service.namespace,
-      p.service.name,
-      peer.endpoint,
-      protocol,
-      port,
-      p.serviceCheckPort,
-    )
+    !serviceMatch(p.service.namespace, p.service.name, peer, protocol, port, p.serviceCheckPort)
   )
     return false;
   return true;

@@ -32,6 +32,8 @@ const KERNEL_KINDS = new Set<string>([
   'Pod',
   'ServiceAccount',
   'Service',
+  'EndpointSlice',
+  'Endpoints',
   'WorkloadEndpoint',
   'HostEndpoint',
   'Tier',
