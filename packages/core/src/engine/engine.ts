@@ -1444,6 +1444,23 @@ export class Engine {
     const { srcIp, dstIp, family } = pickAddresses(src, dst);
     const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
     const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    if (this.heps.size > 0) {
+      // Host endpoints on the way: their stages decide (one walk for both modes), a denying
+      // forward hop or reply folded into the direction it belongs to.
+      const ctx = kernelCtx(proto, port, family, srcPeer, dstPeer, false, this.serviceMatch);
+      const h = this.hostPath({}, src, dst, ctx, false);
+      if (h && 'allow' in h) {
+        let egress = h.egress;
+        let ingress = h.ingress;
+        for (const v of [...h.forward, ...(h.reply ? [h.reply] : [])]) {
+          if (v.verdict === 'allow' || egress.verdict === 'deny' || ingress.verdict === 'deny')
+            continue;
+          if (v.provenance.direction === 'egress' && v !== h.reply) egress = v;
+          else ingress = v;
+        }
+        return { egress, ingress };
+      }
+    }
     const side = (ep: Endpoint | undefined, dir: Direction): DirectionVerdict => {
       if (!ep) return unmanaged('kernel', dir, dir === 'egress' ? src.label : dst.label);
       const act = this.active(ep);
