@@ -120,6 +120,18 @@ const FIXED: readonly Case[] = [
     ],
   },
   {
+    name: 'Calico "Summary of host endpoint policies": a reply let in untracked is no established packet for the workload behind',
+    policies: [
+      {
+        doNotTrack: true,
+        applyOnForward: true,
+        types: ['Ingress'],
+        ingress: [{ action: 'Allow' }],
+      },
+      { selector: "app == 'web'", types: ['Ingress'], ingress: [allow('TCP', 80)] },
+    ],
+  },
+  {
     name: "Calico HostEndpoint interfaceName '*': forward policy inferred for the node's pod, untracked policy ignored",
     star: true,
     policies: [

@@ -442,6 +442,12 @@ function judgeReply(
       const v = asReply(u.v);
       if (v.verdict === 'deny') return v;
       last = v;
+      // Let in untracked through the way out's host endpoint, the reply is no established
+      // packet for the workload behind it: that workload's ingress judges it.
+      if (m.role === 'viaOut' && s?.kind === 'workload') {
+        const w = view.normal(s, 'ingress', withL7(rctx, s));
+        if (w.verdict === 'deny') return asReply(w);
+      }
       // Allowed untracked: the reply skips this host endpoint's later stages.
       if (untracked && untracked.ep === m.ep) untracked = undefined;
     } else if (untracked && untracked.ep === m.ep) {
