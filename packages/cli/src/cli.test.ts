@@ -258,3 +258,84 @@ test('cli bin: npx palisade runs from the workspace bin and maps exit codes', ()
   );
   assert.equal(deny.status, 1, deny.stderr);
 });
+
+test('cli check and explain: a host endpoint verdict names the Calico stage that decided, --via-in adds the forward hop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'palisade-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'hep.yaml');
+  writeFileSync(
+    file,
+    `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: default, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c}]}
+status: {podIP: 10.1.0.5}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: ext, labels: {role: edge}}
+spec: {node: n1, interfaceName: eth0, expectedIPs: [192.168.9.1]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: edge-predn}
+spec:
+  selector: role == 'edge'
+  preDNAT: true
+  applyOnForward: true
+  ingress: [{action: Deny, protocol: TCP, destination: {ports: [81]}}]
+`,
+  );
+  const json = await run([
+    'check',
+    '-f',
+    file,
+    '--from',
+    '192.168.9.50',
+    '--to',
+    'ext',
+    '--port',
+    '22',
+    '-o',
+    'json',
+  ]);
+  assert.equal(json.code, 0, json.err);
+  const r = JSON.parse(json.out) as {
+    kernel: { ingress: { provenance: { stage?: string; kind: string } } };
+  };
+  assert.equal(r.kernel.ingress.provenance.stage, 'normal');
+  assert.equal(r.kernel.ingress.provenance.kind, 'failsafe');
+  const fwd = await run([
+    'explain',
+    '-f',
+    file,
+    '--from',
+    '192.168.9.50',
+    '--to',
+    'default/web',
+    '--port',
+    '81',
+    '--via-in',
+    'ext',
+  ]);
+  assert.equal(fwd.code, 1, fwd.err);
+  assert.match(
+    fwd.out,
+    /forwarded in through host endpoint ext: DENY — pre-DNAT stage of host endpoint ext/,
+  );
+  const bad = await run([
+    'check',
+    '-f',
+    file,
+    '--from',
+    '192.168.9.50',
+    '--to',
+    'default/web',
+    '--port',
+    '81',
+    '--via-in',
+    'nope',
+  ]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /ENGINE_ERR_BAD_PROBE/);
+});

@@ -50,6 +50,16 @@ export const PROBE_FLAGS: Flags = {
   sni: { kind: 'string', value: 'NAME', help: 'TLS server name' },
   'remote-ip': { kind: 'string', value: 'IP', help: 'original client address (X-Forwarded-For)' },
   http2: { kind: 'boolean', help: 'an HTTP/2 request' },
+  'via-in': {
+    kind: 'string',
+    value: 'HEP',
+    help: 'host endpoint the traffic is forwarded in through (destination node)',
+  },
+  'via-out': {
+    kind: 'string',
+    value: 'HEP',
+    help: 'host endpoint the traffic is forwarded out through (source node)',
+  },
   probes: {
     kind: 'string',
     value: 'FILE',

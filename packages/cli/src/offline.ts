@@ -147,6 +147,8 @@ function probeFromFlags(p: Parsed): Probe {
   if (Object.keys(headers).length > 0) probe.headers = headers;
   if (v.http2) probe.http2 = true;
   if (v['remote-ip'] !== undefined) probe.remoteIp = v['remote-ip'];
+  if (v['via-in'] !== undefined) probe.viaIn = v['via-in'];
+  if (v['via-out'] !== undefined) probe.viaOut = v['via-out'];
   if (v.principal !== undefined) probe.principal = v.principal;
   if (v['no-mtls']) probe.principal = null;
   return probe as unknown as Probe;
@@ -166,6 +168,8 @@ const PROBE_KEYS = new Set([
   'principal',
   'sni',
   'remoteIp',
+  'viaIn',
+  'viaOut',
 ]);
 
 /** Validates one `--probes` line; returns a message when it is malformed. */
@@ -184,7 +188,7 @@ export function probeProblem(x: unknown): string | undefined {
     (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535)
   )
     return '"port" must be an integer 0-65535';
-  for (const k of ['method', 'path', 'host', 'sni', 'remoteIp'])
+  for (const k of ['method', 'path', 'host', 'sni', 'remoteIp', 'viaIn', 'viaOut'])
     if (o[k] !== undefined && typeof o[k] !== 'string') return `"${k}" must be a string`;
   if (o.principal !== undefined && o.principal !== null && typeof o.principal !== 'string')
     return '"principal" must be a string or null';
@@ -209,7 +213,11 @@ function humanCheck(probe: Probe, r: CheckResult): string {
   const lines = [
     `${r.verdict.toUpperCase()}  ${probe.from} -> ${probe.to}${probe.port !== undefined ? `:${probe.port}` : ''} ${String(probe.protocol ?? 'TCP')}${probe.method ? ` ${probe.method} ${probe.path ?? '/'}` : ''}`,
     partLine('kernel egress', r.kernel.egress),
+    ...(r.kernel.forward ?? []).map((f) =>
+      partLine(f.provenance.direction === 'egress' ? 'kernel fwd out' : 'kernel fwd in', f),
+    ),
     partLine('kernel ingress', r.kernel.ingress),
+    ...(r.kernel.reply ? [partLine('kernel reply', r.kernel.reply)] : []),
     partLine('L7', r.l7),
   ];
   return `${lines.join('\n')}\n`;
@@ -233,7 +241,14 @@ function explainText(probe: Probe, r: CheckResult): string {
     `verdict: ${r.verdict.toUpperCase()} (a connection needs the source's egress and the destination's ingress in the kernel, and L7)`,
     '',
     ...traceBlock('kernel, egress at the source', r.kernel.egress),
+    ...(r.kernel.forward ?? []).flatMap((f) =>
+      traceBlock(
+        `kernel, forwarded ${f.provenance.direction === 'egress' ? 'out' : 'in'} through host endpoint ${f.provenance.hostEndpoint ?? ''}`,
+        f,
+      ),
+    ),
     ...traceBlock('kernel, ingress at the destination', r.kernel.ingress),
+    ...traceBlock('kernel, the reply (untracked policy)', r.kernel.reply),
     `L7: ${r.l7.verdict.toUpperCase()} — ${r.l7.provenance.reason}`,
     `    caller: ${r.l7.mtls === 'mutual' ? `mTLS as ${r.l7.principal ?? ''}` : 'plaintext'}`,
     ...r.l7.trace.map((t) => `    ${t}`),

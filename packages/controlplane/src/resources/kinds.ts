@@ -98,6 +98,9 @@ export const SERVER_KINDS: readonly ServerKind[] = [
   k('Pod', 'core', ['v1'], true, 'pods', ['po']),
   k('ServiceAccount', 'core', ['v1'], true, 'serviceaccounts', ['sa']),
   k('Service', 'core', ['v1'], true, 'services', ['svc']),
+  // The endpoints of Services, for Calico's `services` rule matches.
+  k('EndpointSlice', 'discovery.k8s.io', ['discovery.k8s.io/v1'], true, 'endpointslices', []),
+  k('Endpoints', 'core', ['v1'], true, 'endpoints', ['ep']),
   k(
     'AuthorizationPolicy',
     'security.istio.io',

@@ -1295,3 +1295,44 @@ describe('discovery', () => {
     assert.equal((await api.inject({ method: 'GET', url: '/readyz' })).status, 503);
   });
 });
+
+describe('Service endpoints for Calico service rules', () => {
+  test('EndpointSlice (discovery.k8s.io/v1) and Endpoints (v1) are stored, read back and validated like every kind', async () => {
+    const f = await fixture();
+    const slice = `apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-abc, namespace: prod, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints: [{addresses: [10.1.2.3], conditions: {ready: true}}]
+ports: [{name: pg, port: 5432, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: db, namespace: prod}
+subsets: [{addresses: [{ip: 10.1.2.3}], ports: [{port: 5432}]}]
+`;
+    const r = await apply(f, f.admin, slice);
+    assert.equal(r.status, 200, r.body);
+    const got = await f.api.inject({
+      method: 'GET',
+      url: '/api/v1/discovery.k8s.io/EndpointSlice/prod/db-abc',
+      token: f.viewer,
+    });
+    assert.equal(got.status, 200, got.body);
+    assert.deepEqual((got.json() as { ports: unknown }).ports, [
+      { name: 'pg', port: 5432, protocol: 'TCP' },
+    ]);
+    const eps = await f.api.inject({
+      method: 'GET',
+      url: '/api/v1/core/Endpoints/prod/db',
+      token: f.viewer,
+    });
+    assert.equal(eps.status, 200, eps.body);
+    const bad = await apply(
+      f,
+      f.admin,
+      'apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: x, namespace: prod}\naddressType: IPv4\nendpoints: [{addresses: [not-an-ip]}]\n',
+    );
+    assert.equal(bad.status, 422, bad.body);
+  });
+});

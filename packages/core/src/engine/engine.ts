@@ -4,9 +4,12 @@
 // Owns: resolving probes and combining the enforcement points. Must never: do I/O.
 
 import type { Diagnostic } from '../diagnostics/diagnostic.js';
+import { SERVICE_NAME_LABEL } from '../model/resources.js';
 import type {
   AuthorizationPolicy,
   ClusterRbacConfig,
+  EndpointSlice,
+  Endpoints,
   GlobalNetworkSet,
   HostEndpoint,
   Namespace,
@@ -35,7 +38,11 @@ import {
   runKernelProgram,
 } from './kernel-program.js';
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
+import { memberKey, serviceMembers } from './services.js';
+import type { ServiceMembers } from './services.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
+import { inNormalStage, inStage, judgeHostPath } from './host-stages.js';
+import type { ExtraStage, HostPathVerdict } from './host-stages.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
 import { evaluateLegacyRbac, legacyRbacEnabled } from './istio-rbac.js';
 import type { LegacyService, RbacOutcome } from './istio-rbac.js';
@@ -134,7 +141,20 @@ function identityKind(kind: string, apiVersion: string | undefined): string {
     : kind;
 }
 
+const SERVICE_INPUTS = new Set([
+  'Service',
+  'EndpointSlice',
+  'Endpoints',
+  'Pod',
+  'WorkloadEndpoint',
+  'Namespace',
+  'ServiceAccount',
+  'Profile',
+]);
+
 const NAMESPACED_KINDS = new Set([
+  'EndpointSlice',
+  'Endpoints',
   'NetworkPolicy',
   'StagedNetworkPolicy',
   'StagedKubernetesNetworkPolicy',
@@ -325,6 +345,8 @@ export class Engine {
     const ns = NAMESPACED_KINDS.has(r.kind) ? (r.metadata.namespace ?? 'default') : undefined;
     const nsName = `${ns ?? ''}/${name}`;
     const key = resourceKey(identityKind(r.kind, r.apiVersion), ns, name);
+    // Service endpoints depend on Services, their slices and (derived) on pods and namespaces.
+    if (SERVICE_INPUTS.has(r.kind)) this.serviceMemberCache.clear();
     switch (r.kind) {
       case 'Namespace':
         setOrDelete(this.namespaces, name, r, removing);
@@ -349,6 +371,7 @@ export class Engine {
       case 'HostEndpoint':
         setOrDelete(this.heps, name, r, removing);
         this.endpointChanged(name);
+        this.allInterfacesByNode = undefined;
         break;
       case 'NetworkSet':
       case 'GlobalNetworkSet':
@@ -363,6 +386,21 @@ export class Engine {
       case 'Service':
         setOrDelete(this.servicesRaw, nsName, r, removing);
         this.serviceCache = undefined;
+        break;
+      case 'EndpointSlice':
+        setOrDelete(this.slicesRaw, nsName, r, removing);
+        this.slicesByService.clear();
+        for (const [k, sl] of this.slicesRaw) {
+          const svc = sl.metadata.labels?.[SERVICE_NAME_LABEL];
+          if (svc === undefined) continue;
+          const sk = `${k.slice(0, k.indexOf('/'))}/${svc}`;
+          const list = this.slicesByService.get(sk);
+          if (list) list.push(sl);
+          else this.slicesByService.set(sk, [sl]);
+        }
+        break;
+      case 'Endpoints':
+        setOrDelete(this.endpointsRaw, nsName, r, removing);
         break;
       case 'Tier':
         setOrDelete(this.tiers, name, r, removing);
@@ -879,6 +917,174 @@ export class Engine {
     return set;
   }
 
+  // ---------------------------------------------------------------- host endpoint stages
+
+  /** The tiers of one host endpoint stage's policies selecting `ep` (global policies only). */
+  private stageTiers(ep: Endpoint, stage: ExtraStage, dir: Direction): readonly ActiveTier[] {
+    let c = this.stageCache.get(ep);
+    if (!c || c.worldGen !== this.worldGen || c.globalGen !== this.globalPolicyGen) {
+      c = { worldGen: this.worldGen, globalGen: this.globalPolicyGen, byStage: new Map() };
+      this.stageCache.set(ep, c);
+    }
+    let lists = c.byStage.get(stage);
+    if (!lists) {
+      const candidates: CompiledPolicy[] = [];
+      const take = (groups: PolicyGroups | undefined) => {
+        if (!groups) return;
+        for (const g of groups.values()) {
+          if (!g.applies(ep)) continue;
+          for (const p of g.policies.values()) if (inStage(p, stage)) candidates.push(p);
+        }
+      };
+      take(this.globalUnindexed);
+      for (const byValue of this.globalByLabel.values()) for (const g of byValue.values()) take(g);
+      lists = this.activeTierLists(candidates);
+      c.byStage.set(stage, lists);
+    }
+    return dir === 'ingress' ? lists.ingress : lists.egress;
+  }
+
+  /** Whether any enforced policy has a stage beyond the normal one (guards the host paths). */
+  private anyStagePolicy(): boolean {
+    if (this.stagePolicies?.gen !== this.globalPolicyGen) {
+      let any = false;
+      for (const p of this.globalPolicies.values())
+        if (!p.staged && (p.applyOnForward || p.preDNAT || p.doNotTrack)) {
+          any = true;
+          break;
+        }
+      this.stagePolicies = { gen: this.globalPolicyGen, any };
+    }
+    return this.stagePolicies.any;
+  }
+
+  /**
+   * The all-interfaces host endpoint of each node (the alphabetically first, as Felix picks),
+   * for nodes that have no host endpoint for a specific interface: only there is it certain that
+   * traffic leaving or entering the node passes through it.
+   */
+  private allInterfacesOf(node: string | undefined): Endpoint | undefined {
+    if (node === undefined || this.heps.size === 0) return undefined;
+    if (!this.allInterfacesByNode) {
+      const star = new Map<string, string>();
+      const specific = new Set<string>();
+      for (const [name, h] of this.heps) {
+        const n = h.spec.node;
+        if (n === undefined) continue;
+        if (h.spec.interfaceName === '*') {
+          const cur = star.get(n);
+          if (cur === undefined || name < cur) star.set(n, name);
+        } else specific.add(n);
+      }
+      for (const n of specific) star.delete(n);
+      this.allInterfacesByNode = star;
+    }
+    const name = this.allInterfacesByNode.get(node);
+    return name === undefined ? undefined : this.endpoint(name);
+  }
+
+  /**
+   * The host endpoint stages of a probe, when host endpoints are on its way: the source or
+   * destination is one, the probe names one it is forwarded through, or an all-interfaces host
+   * endpoint of a workload's node is (inferred for traffic to or from off the node, when stage
+   * policies exist). Undefined when none is: the plain evaluation is exact then.
+   */
+  private hostPath(
+    probe: Pick<Probe, 'viaIn' | 'viaOut'>,
+    src: Resolved,
+    dst: Resolved,
+    ctx: MatchContext,
+    explain: boolean,
+  ): HostPathVerdict | { readonly code: string; readonly message: string } | undefined {
+    const s = src.endpoint;
+    const d = dst.endpoint;
+    let viaIn: Endpoint | undefined;
+    let viaOut: Endpoint | undefined;
+    for (const [field, name] of [
+      ['viaIn', probe.viaIn],
+      ['viaOut', probe.viaOut],
+    ] as const) {
+      if (name === undefined) continue;
+      const h = this.heps.has(name) ? this.endpoint(name) : undefined;
+      if (!h)
+        return {
+          code: 'ENGINE_ERR_BAD_PROBE',
+          message: `${field} ${JSON.stringify(name)} is not a host endpoint${suggestText(name, this.hostEndpoints())}`,
+        };
+      if (field === 'viaIn') viaIn = h;
+      else viaOut = h;
+    }
+    if (viaIn && d?.kind === 'host')
+      return {
+        code: 'ENGINE_ERR_BAD_PROBE',
+        message: `viaIn names the host endpoint traffic is forwarded in through; traffic to host endpoint ${d.id} is not forwarded`,
+      };
+    if (viaOut && s?.kind === 'host')
+      return {
+        code: 'ENGINE_ERR_BAD_PROBE',
+        message: `viaOut names the host endpoint traffic is forwarded out through; traffic from host endpoint ${s.id} is not forwarded`,
+      };
+    if (probe.viaIn === undefined && probe.viaOut === undefined && this.anyStagePolicy()) {
+      const offNode = (e: Endpoint | undefined, node: string) =>
+        e === undefined || (e.node !== undefined && e.node !== node);
+      if (d?.kind === 'workload' && d.node !== undefined && offNode(s, d.node))
+        viaIn = this.allInterfacesOf(d.node);
+      if (s?.kind === 'workload' && s.node !== undefined && offNode(d, s.node))
+        viaOut = this.allInterfacesOf(s.node);
+    }
+    if (!viaIn && !viaOut && s?.kind !== 'host' && d?.kind !== 'host') return undefined;
+    return judgeHostPath(
+      {
+        explain,
+        normal: (ep, dir, c) => {
+          const act = this.active(ep);
+          return evaluateDirection(
+            ep,
+            dir,
+            dir === 'ingress' ? act.ingress : act.egress,
+            dir === 'ingress' ? act.profilesIn : act.profilesOut,
+            c,
+            explain,
+          );
+        },
+        stageTiers: (ep, stage, dir) => this.stageTiers(ep, stage, dir),
+        allInterfaces: (ep) => this.heps.get(ep.id)?.spec.interfaceName === '*',
+      },
+      { src: ctx.src, dst: ctx.dst, srcLabel: src.label, dstLabel: dst.label, viaIn, viaOut, ctx },
+    );
+  }
+
+  /** `kernelAllows` when host endpoints are on the way; undefined when they are not. */
+  private hostPathAllows(
+    from: string,
+    to: string,
+    protocol: string | number,
+    port: number,
+  ): boolean | undefined {
+    const src = this.resolve(from);
+    const dst = this.resolve(to);
+    const proto = protocolNumber(protocol);
+    if (!src || !dst || proto === undefined) return undefined;
+    if (src.endpoint && src.endpoint === dst.endpoint) return undefined;
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
+    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    const ctx = kernelCtx(proto, port, family, srcPeer, dstPeer, false, this.serviceMatch);
+    const h = this.hostPath({}, src, dst, ctx, false);
+    return h && 'allow' in h ? h.allow : undefined;
+  }
+
+  private readonly stageCache = new WeakMap<
+    Endpoint,
+    {
+      readonly worldGen: number;
+      readonly globalGen: number;
+      readonly byStage: Map<ExtraStage, { ingress: ActiveTier[]; egress: ActiveTier[] }>;
+    }
+  >();
+  private stagePolicies: { readonly gen: number; readonly any: boolean } | undefined;
+  private allInterfacesByNode: Map<string, string> | undefined;
+
   // ---------------------------------------------------------------- queries
 
   /** Problems found while compiling (selectors that failed to compile, unknown tiers...). */
@@ -996,6 +1202,10 @@ export class Engine {
    * agent's hot path: no provenance, no strings.
    */
   kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
+    if (this.heps.size > 0) {
+      const h = this.hostPathAllows(from, to, protocol, port);
+      if (h !== undefined) return h;
+    }
     // The common case, without allocation: two endpoint names whose first addresses share a
     // family (what `pickAddresses` picks then), decided by the endpoints' programs.
     const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
@@ -1234,6 +1444,23 @@ export class Engine {
     const { srcIp, dstIp, family } = pickAddresses(src, dst);
     const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
     const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
+    if (this.heps.size > 0) {
+      // Host endpoints on the way: their stages decide (one walk for both modes), a denying
+      // forward hop or reply folded into the direction it belongs to.
+      const ctx = kernelCtx(proto, port, family, srcPeer, dstPeer, false, this.serviceMatch);
+      const h = this.hostPath({}, src, dst, ctx, false);
+      if (h && 'allow' in h) {
+        let egress = h.egress;
+        let ingress = h.ingress;
+        for (const v of [...h.forward, ...(h.reply ? [h.reply] : [])]) {
+          if (v.verdict === 'allow' || egress.verdict === 'deny' || ingress.verdict === 'deny')
+            continue;
+          if (v.provenance.direction === 'egress' && v !== h.reply) egress = v;
+          else ingress = v;
+        }
+        return { egress, ingress };
+      }
+    }
     const side = (ep: Endpoint | undefined, dir: Direction): DirectionVerdict => {
       if (!ep) return unmanaged('kernel', dir, dir === 'egress' ? src.label : dst.label);
       const act = this.active(ep);
@@ -1252,11 +1479,43 @@ export class Engine {
   private readonly serviceMatch: MatchContext['serviceMatch'] = (
     ns,
     name,
-    ep,
+    peer,
     proto,
     port,
     checkPort,
-  ) => serviceCovers(this.services().get(`${ns}/${name}`), ep, proto, port, checkPort);
+  ) => {
+    if (!peer.ip) return false;
+    const m = this.serviceMembersOf(ns, name);
+    if (!checkPort) return m.addresses.has(formatIp(peer.ip));
+    return port !== undefined && m.ports.has(memberKey(peer.ip, proto, port));
+  };
+
+  /** A service's endpoint addresses and ports (`services.ts`), cached until an input changes. */
+  serviceMembersOf(ns: string, name: string): ServiceMembers {
+    const key = `${ns}/${name}`;
+    let m = this.serviceMemberCache.get(key);
+    if (!m) {
+      m = serviceMembers(
+        this.servicesRaw.get(key),
+        this.slicesByService.get(key) ?? [],
+        this.endpointsRaw.get(key),
+        () =>
+          this.allEndpointIds()
+            .filter((id) => id.startsWith(`${ns}/`))
+            .map((id) => this.endpoint(id))
+            .filter((e): e is Endpoint => e !== undefined),
+      );
+      if (this.serviceMemberCache.size >= 10_000) this.serviceMemberCache.clear();
+      this.serviceMemberCache.set(key, m);
+    }
+    return m;
+  }
+
+  private readonly serviceMemberCache = new Map<string, ServiceMembers>();
+  private readonly slicesRaw = new Map<string, EndpointSlice>();
+  /** EndpointSlices by the `namespace/name` of their Service. */
+  private readonly slicesByService = new Map<string, EndpointSlice[]>();
+  private readonly endpointsRaw = new Map<string, Endpoints>();
   private readonly serviceCtx: Pick<MatchContext, 'serviceMatch'> = {
     serviceMatch: this.serviceMatch,
   };
@@ -1305,6 +1564,36 @@ export class Engine {
 
     if (src.endpoint && src.endpoint === dst.endpoint)
       return { ok: true, result: loopback(src.endpoint) };
+
+    const host =
+      this.heps.size > 0
+        ? this.hostPath(
+            probe,
+            src,
+            dst,
+            {
+              ...base,
+              point: 'kernel',
+              l7Available: false,
+              request: undefined,
+              srcIdentity: undefined,
+            },
+            explain,
+          )
+        : undefined;
+    if (host && !('allow' in host)) return { ok: false, ...host };
+    if (host) {
+      const kernel = {
+        egress: host.egress,
+        ingress: host.ingress,
+        ...(host.forward.length > 0 ? { forward: host.forward } : {}),
+        ...(host.reply ? { reply: host.reply } : {}),
+      };
+      if (kernelOnly) return { ok: true, result: { verdict: 'deny', kernel, l7: notJudged() } };
+      const l7 = this.judgeL7(probe, src, dst, base, explain);
+      const verdict = host.allow && l7.verdict === 'allow' ? 'allow' : 'deny';
+      return { ok: true, result: { verdict, kernel, l7 } };
+    }
 
     const kernelSide = (ep: Endpoint | undefined, dir: Direction): DirectionVerdict => {
       if (!ep) return unmanaged('kernel', dir, dir === 'egress' ? src.label : dst.label);
@@ -1812,10 +2101,10 @@ function setOrDelete<T>(m: Map<string, T>, k: string, v: T, removing: boolean): 
 /** Appends the policies of every group whose selector picks `ep`. */
 function collect(groups: PolicyGroups | undefined, ep: Endpoint, out: CompiledPolicy[]): void {
   if (!groups) return;
-  const host = ep.kind === 'host';
   for (const g of groups.values()) {
     if (!g.applies(ep)) continue;
-    for (const p of g.policies.values()) if (!(host && p.preDNAT)) out.push(p);
+    // Pre-DNAT and untracked policies have stages of their own, at host endpoints only.
+    for (const p of g.policies.values()) if (inNormalStage(p)) out.push(p);
   }
 }
 
@@ -1893,6 +2182,11 @@ function serviceCovers(
       (np) => np.name === p.targetPort && np.protocol === protocol && np.port === port,
     );
   });
+}
+
+function suggestText(ref: string, names: readonly string[]): string {
+  const near = suggest(ref, names);
+  return near ? `; did you mean ${JSON.stringify(near)}?` : '';
 }
 
 function httpRequest(probe: Probe): HttpRequest | undefined {

@@ -48,8 +48,15 @@ export interface CompiledPolicy {
   readonly namespace: string | undefined;
   readonly staged: boolean;
   readonly stagedDelete: boolean;
-  /** Excluded from host endpoints' normal evaluation (applies before DNAT). */
+  /**
+   * Calico's host endpoint policy modes (global policies only): `preDNAT` and `doNotTrack`
+   * policies apply to host endpoints alone, each in its own stage, never in normal evaluation;
+   * `applyOnForward` ones also apply to traffic forwarded through a host endpoint (see
+   * host-stages.ts).
+   */
   readonly preDNAT: boolean;
+  readonly doNotTrack: boolean;
+  readonly applyOnForward: boolean;
   readonly applies: (ep: Endpoint) => boolean;
   /** Absent when the policy's types leave out the direction. */
   readonly ingress: readonly CompiledRule[] | undefined;
@@ -154,6 +161,8 @@ export function compileCalicoPolicy(
       'stagedAction' in spec &&
       (spec as { stagedAction?: string }).stagedAction === 'Delete',
     preDNAT: spec.preDNAT === true,
+    doNotTrack: spec.doNotTrack === true,
+    applyOnForward: spec.applyOnForward === true,
     applies: and(parts),
     ingress: types.ingress ? compileRules(spec.ingress) : undefined,
     egress: types.egress ? compileRules(spec.egress) : undefined,
@@ -296,6 +305,8 @@ export function compileK8sPolicy(p: K8sPolicyResource): CompiledPolicy {
     staged,
     stagedDelete: staged && p.spec.stagedAction === 'Delete',
     preDNAT: false,
+    doNotTrack: false,
+    applyOnForward: false,
     applies: (ep) => ep.namespace === namespace && podSel(ep.labels),
     ingress,
     egress,

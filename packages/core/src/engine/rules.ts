@@ -56,6 +56,11 @@ export interface MatchContext {
   readonly point: EnforcementPoint;
   readonly protocol: number;
   readonly dstPort: number | undefined;
+  /**
+   * The source port, when known: only for the reply of a probe (its source port is the probe's
+   * port). Probes themselves carry none, so a rule requiring source ports does not match them.
+   */
+  readonly srcPort?: number;
   readonly icmp: { readonly type?: number; readonly code?: number } | undefined;
   readonly family: 4 | 6;
   readonly src: Peer;
@@ -66,11 +71,15 @@ export interface MatchContext {
   readonly request: HttpRequest | undefined;
   /** At L7 ingress: the source identity proven by mTLS; null for plaintext. */
   readonly srcIdentity: PeerIdentity | null | undefined;
-  /** Resolves a Kubernetes Service reference to the endpoints and target ports it covers. */
+  /**
+   * Whether a peer is an endpoint of a Kubernetes Service (Calico `services`): its address is one
+   * of the service's endpoint addresses, and with `checkPort` the protocol and port are one of
+   * that endpoint's ports.
+   */
   readonly serviceMatch: (
     ns: string,
     name: string,
-    ep: Endpoint | undefined,
+    peer: Peer,
     protocol: number,
     port: number | undefined,
     checkPort: boolean,
@@ -320,16 +329,10 @@ function matchSide(
   if (ce.selector && !peerMatches(peer, ce.selector)) return false;
   if (ce.notSelector && peerMatches(peer, ce.notSelector)) return false;
   if (ce.service) {
-    const checkPort = !ce.ports && port !== undefined;
+    // A source service matches addresses only; a destination service also its ports.
+    const checkPort = !ce.ports && port !== undefined && peer === ctx.dst;
     if (
-      !ctx.serviceMatch(
-        ce.service.namespace,
-        ce.service.name,
-        peer.endpoint,
-        ctx.protocol,
-        port,
-        checkPort,
-      )
+      !ctx.serviceMatch(ce.service.namespace, ce.service.name, peer, ctx.protocol, port, checkPort)
     )
       return false;
   }
@@ -397,7 +400,9 @@ export function matchRule(r: CompiledRule, ctx: MatchContext): RuleMatch {
   // Destination first: its ports are the cheapest and most selective test.
   if (!matchSide(r.dst, ctx.dst, ctx.dstPort, ctx, undefined)) return 'no';
   // Source ports are not known for a probe: a rule that requires some cannot be shown to match.
-  if (!matchSide(r.src, ctx.src, undefined, ctx, ctx.point === 'l7' ? ctx.srcIdentity : undefined))
+  if (
+    !matchSide(r.src, ctx.src, ctx.srcPort, ctx, ctx.point === 'l7' ? ctx.srcIdentity : undefined)
+  )
     return 'no';
   if (r.http) {
     if (ctx.point === 'kernel') {
@@ -549,14 +554,7 @@ export function matchSidePlan(
   if (p.notSelector && peerMatches(peer, p.notSelector)) return false;
   if (
     p.service &&
-    !serviceMatch(
-      p.service.namespace,
-      p.service.name,
-      peer.endpoint,
-      protocol,
-      port,
-      p.serviceCheckPort,
-    )
+    !serviceMatch(p.service.namespace, p.service.name, peer, protocol, port, p.serviceCheckPort)
   )
     return false;
   return true;

@@ -27,6 +27,14 @@ export interface Probe {
   readonly sni?: string;
   /** The original client address (X-Forwarded-For), for Istio `remoteIpBlocks`/`remote.ip`. */
   readonly remoteIp?: string;
+  /**
+   * The host endpoint the traffic is forwarded in through on the destination's node (and out
+   * through on the source's node, `viaOut`), for Calico's applyOnForward, pre-DNAT and untracked
+   * stages. Without them, an all-interfaces host endpoint (`interfaceName: '*'`) of a node is
+   * inferred for traffic between that node's workloads and anything off the node.
+   */
+  readonly viaIn?: string;
+  readonly viaOut?: string;
 }
 
 export type Decision = 'allow' | 'deny';
@@ -62,14 +70,30 @@ export type ProvenanceKind =
   | 'peer-authentication'
   /** The presented certificate does not belong to the endpoint at the source address. */
   | 'identity-mismatch'
+  /**
+   * The connection was let through untracked (doNotTrack policy): no connection tracking lets
+   * its reply back, and the reply was not allowed on its own.
+   */
+  | 'untracked-reply'
   /** The kernel refused, so the request never reached L7. */
   | 'not-reached'
   /** L7 had nothing to judge: the endpoint has no L7 enforcement point. */
   | 'no-l7-point';
 
+/**
+ * Calico's host endpoint policy stages, in the order a packet meets them: untracked
+ * (`doNotTrack`, before connection tracking), pre-DNAT (`preDNAT`, ingress only), normal (traffic
+ * to and from the host itself) and forward (`applyOnForward`, traffic through the host).
+ */
+export type HostStage = 'untracked' | 'preDNAT' | 'normal' | 'forward';
+
 export interface Provenance {
   readonly point: EnforcementPoint;
   readonly direction?: Direction;
+  /** At a host endpoint in the kernel: the stage that decided. */
+  readonly stage?: HostStage;
+  /** The host endpoint whose stage decided (set with `stage`). */
+  readonly hostEndpoint?: string;
   readonly kind: ProvenanceKind;
   readonly tier?: string;
   /** Qualified policy name, e.g. `default/allow-frontend`, `knp.default.deny`, `istio/ns/name`. */
@@ -116,6 +140,19 @@ export interface L7Verdict {
 
 export interface CheckResult {
   readonly verdict: Decision;
-  readonly kernel: { readonly egress: DirectionVerdict; readonly ingress: DirectionVerdict };
+  readonly kernel: {
+    readonly egress: DirectionVerdict;
+    readonly ingress: DirectionVerdict;
+    /**
+     * Host endpoints the traffic is forwarded through (`provenance.hostEndpoint`; direction
+     * ingress = in through it, egress = out through it), each with the stage that decided.
+     */
+    readonly forward?: readonly DirectionVerdict[];
+    /**
+     * The reply's verdict, where a host endpoint's untracked policy makes it matter: the reply
+     * of an untracked connection has no conntrack entry, and untracked policy judges every reply.
+     */
+    readonly reply?: DirectionVerdict;
+  };
   readonly l7: L7Verdict;
 }

@@ -20,6 +20,8 @@ export const LIMITS = {
   selectorLength: 4096,
   /** Characters in any string value. */
   stringLength: 65536,
+  /** Endpoints of one EndpointSlice (the Kubernetes API's limit), addresses of one subset. */
+  endpointsPerSlice: 1000,
 } as const;
 
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
@@ -169,7 +171,35 @@ const entityRule: Schema = {
     },
     services: { t: 'obj', fields: { name: str, namespace: str }, required: ['name'] },
   },
-  check: (v, p, r) => selectorFields(v, p, r, ['selector', 'notSelector', 'namespaceSelector']),
+  check: (v, p, r) => {
+    selectorFields(v, p, r, ['selector', 'notSelector', 'namespaceSelector']);
+    if (v.services === undefined || v.services === null) return;
+    // Calico's validator: a service match stands for its endpoints' addresses (and ports).
+    const name = (v.services as { name?: unknown }).name;
+    if (name === '')
+      r({
+        code: 'POLICY_ERR_INVALID_VALUE',
+        path: [...p, 'services', 'name'],
+        message: `${fieldPath([...p, 'services'])} must name a service`,
+      });
+    for (const [f, what] of [
+      ['selector', 'selector'],
+      ['notSelector', 'notSelector'],
+      ['namespaceSelector', 'namespaceSelector'],
+      ['serviceAccounts', 'serviceAccounts'],
+      ['nets', 'nets'],
+      ['notNets', 'notNets'],
+    ] as const) {
+      const x = v[f];
+      if (x === undefined || x === '' || (Array.isArray(x) && x.length === 0)) continue;
+      r({
+        code: 'POLICY_ERR_INVALID_VALUE',
+        path: [...p, f],
+        atKey: true,
+        message: `${fieldPath([...p, f])}: cannot specify ${what} and services on the same rule (the service's endpoints give the addresses)`,
+      });
+    }
+  },
 };
 
 const httpMatch: Schema = {
@@ -231,6 +261,16 @@ const calicoRule: Schema = {
   },
   required: ['action'],
   check: (v, path, report) => {
+    const dst = v.destination as Record<string, unknown> | undefined;
+    if (dst && typeof dst === 'object' && dst.services !== undefined && dst.services !== null)
+      for (const f of ['ports', 'notPorts'] as const)
+        if (Array.isArray(dst[f]) && (dst[f] as unknown[]).length > 0)
+          report({
+            code: 'POLICY_ERR_INVALID_VALUE',
+            path: [...path, 'destination', f],
+            atKey: true,
+            message: `${fieldPath([...path, 'destination', f])}: cannot specify ${f} with a destination service (its endpoints' ports apply)`,
+          });
     const proto = protoName(v.protocol);
     for (const side of ['source', 'destination'] as const) {
       const e = v[side] as Record<string, unknown> | undefined;
@@ -292,10 +332,18 @@ const calicoPolicyFields: Record<string, Schema> = {
   types: policyTypes,
   ingress: rules,
   egress: rules,
+  performanceHints: strings,
+};
+
+/**
+ * Host endpoint policy modes: fields of Calico's GlobalNetworkPolicy only (a namespaced policy
+ * selects workloads of its namespace, which these modes never apply to).
+ */
+const globalPolicyFields: Record<string, Schema> = {
+  namespaceSelector: selector,
   doNotTrack: { t: 'bool' },
   preDNAT: { t: 'bool' },
   applyOnForward: { t: 'bool' },
-  performanceHints: strings,
 };
 
 function calicoPolicySpec(global: boolean, staged: boolean): Schema {
@@ -303,7 +351,7 @@ function calicoPolicySpec(global: boolean, staged: boolean): Schema {
     t: 'obj',
     fields: {
       ...calicoPolicyFields,
-      ...(global ? { namespaceSelector: selector } : {}),
+      ...(global ? globalPolicyFields : {}),
       ...(staged ? { stagedAction: { t: 'enum', values: ['Set', 'Delete'] } } : {}),
     },
     check: (v, path, report) => {
@@ -314,23 +362,61 @@ function calicoPolicySpec(global: boolean, staged: boolean): Schema {
           path: [...path, 'order'],
           message: `${fieldPath([...path, 'order'])} must be a number`,
         });
-      if (v.doNotTrack === true && v.preDNAT === true)
+      // Calico: services only as the destination of egress rules and the source of ingress
+      // rules; a global policy's service reference needs a namespace.
+      for (const [dir, wrong, right] of [
+        ['egress', 'source', 'destination'],
+        ['ingress', 'destination', 'source'],
+      ] as const) {
+        const list = v[dir];
+        if (!Array.isArray(list)) continue;
+        list.forEach((rule: unknown, i: number) => {
+          const side = (rule as Record<string, unknown> | null)?.[wrong] as
+            Record<string, unknown> | undefined;
+          if (side && typeof side === 'object' && side.services != null)
+            report({
+              code: 'POLICY_ERR_INVALID_VALUE',
+              path: [...path, dir, i, wrong, 'services'],
+              atKey: true,
+              message: `services are not allowed in the ${wrong} of an ${dir} rule (only in its ${right})`,
+            });
+          const good = (rule as Record<string, unknown> | null)?.[right] as
+            Record<string, unknown> | undefined;
+          const svc = good?.services as { namespace?: unknown } | null | undefined;
+          if (global && svc && typeof svc === 'object' && (svc.namespace ?? '') === '')
+            report({
+              code: 'POLICY_ERR_MISSING_FIELD',
+              path: [...path, dir, i, right, 'services'],
+              atKey: true,
+              message: `${fieldPath([...path, dir, i, right, 'services'])} needs a namespace in a global policy`,
+            });
+        });
+      }
+      // The mode flags exist on global policies only (elsewhere they are unknown fields).
+      if (global && v.doNotTrack === true && v.preDNAT === true)
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path,
           message: 'doNotTrack and preDNAT cannot both be set',
         });
-      if ((v.doNotTrack === true || v.preDNAT === true) && v.applyOnForward !== true)
+      if (global && (v.doNotTrack === true || v.preDNAT === true) && v.applyOnForward !== true)
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path,
           message: 'doNotTrack and preDNAT policies need applyOnForward: true',
         });
-      if (v.preDNAT === true && Array.isArray(v.egress) && v.egress.length > 0)
+      if (global && v.preDNAT === true && Array.isArray(v.egress) && v.egress.length > 0)
         report({
           code: 'POLICY_ERR_INVALID_VALUE',
           path: [...path, 'egress'],
           message: 'preDNAT policies cannot have egress rules',
+        });
+      if (global && v.preDNAT === true && Array.isArray(v.types) && v.types.includes('Egress'))
+        report({
+          code: 'POLICY_ERR_INVALID_VALUE',
+          path: [...path, 'types'],
+          message:
+            "preDNAT policies cannot have the 'Egress' type (pre-DNAT policy is ingress only)",
         });
       if (
         Array.isArray(v.ingress) &&
@@ -547,6 +633,34 @@ const podStatus: Schema = {
       of: { t: 'obj', fields: { ip: { t: 'string', check: ip } }, required: ['ip'] },
     },
     phase: str,
+  },
+};
+
+const endpointPorts: Schema = {
+  t: 'list',
+  max: 100,
+  what: 'ports',
+  of: {
+    t: 'obj',
+    tolerant: true,
+    fields: {
+      name: str,
+      protocol: { t: 'enum', values: ['TCP', 'UDP', 'SCTP'] },
+      port: { t: 'int', min: 1, max: 65535 },
+      appProtocol: str,
+    },
+  },
+};
+
+const endpointAddresses: Schema = {
+  t: 'list',
+  max: LIMITS.endpointsPerSlice,
+  what: 'addresses',
+  of: {
+    t: 'obj',
+    tolerant: true,
+    fields: { ip: { t: 'string', check: ip }, hostname: str, nodeName: str },
+    required: ['ip'],
   },
 };
 
@@ -1172,6 +1286,90 @@ export const KINDS: ReadonlyMap<string, KindSpec> = new Map<string, KindSpec>([
   [
     'v1/Service',
     { namespaced: true, spec: serviceSpec, extra: { status: { t: 'any' } }, tolerant: true },
+  ],
+  [
+    'discovery.k8s.io/v1/EndpointSlice',
+    {
+      namespaced: true,
+      spec: undefined,
+      extra: {
+        addressType: { t: 'enum', values: ['IPv4', 'IPv6', 'FQDN'] },
+        endpoints: {
+          t: 'list',
+          max: LIMITS.endpointsPerSlice,
+          what: 'endpoints',
+          of: {
+            t: 'obj',
+            tolerant: true,
+            fields: {
+              addresses: { t: 'list', of: str, max: 100 },
+              conditions: {
+                t: 'obj',
+                tolerant: true,
+                fields: {
+                  ready: { t: 'bool' },
+                  serving: { t: 'bool' },
+                  terminating: { t: 'bool' },
+                },
+              },
+              nodeName: str,
+              hostname: str,
+              zone: str,
+            },
+            required: ['addresses'],
+          },
+        },
+        ports: endpointPorts,
+      },
+      tolerant: true,
+      check: (doc, report) => {
+        if (doc.addressType === undefined)
+          report({
+            code: 'POLICY_ERR_MISSING_FIELD',
+            path: ['addressType'],
+            message: 'an EndpointSlice needs addressType (IPv4, IPv6 or FQDN)',
+          });
+        const family = doc.addressType === 'IPv4' ? 4 : doc.addressType === 'IPv6' ? 6 : undefined;
+        if (family === undefined || !Array.isArray(doc.endpoints)) return;
+        (doc.endpoints as unknown[]).forEach((e, i) => {
+          const addrs = (e as { addresses?: unknown } | null)?.addresses;
+          if (!Array.isArray(addrs)) return;
+          addrs.forEach((a, j) => {
+            const parsed = typeof a === 'string' ? parseIp(a) : undefined;
+            if (!parsed || parsed.family !== family)
+              report({
+                code: 'POLICY_ERR_INVALID_VALUE',
+                path: ['endpoints', i, 'addresses', j],
+                message: `endpoints[${i}].addresses[${j}] must be an IPv${family} address (addressType ${String(doc.addressType)})`,
+              });
+          });
+        });
+      },
+    },
+  ],
+  [
+    'v1/Endpoints',
+    {
+      namespaced: true,
+      spec: undefined,
+      extra: {
+        subsets: {
+          t: 'list',
+          max: LIMITS.endpointsPerSlice,
+          what: 'subsets',
+          of: {
+            t: 'obj',
+            tolerant: true,
+            fields: {
+              addresses: endpointAddresses,
+              notReadyAddresses: endpointAddresses,
+              ports: endpointPorts,
+            },
+          },
+        },
+      },
+      tolerant: true,
+    },
   ],
   ['security.istio.io/v1/AuthorizationPolicy', { namespaced: true, spec: authzSpec }],
   ['security.istio.io/v1beta1/AuthorizationPolicy', { namespaced: true, spec: authzSpec }],

@@ -360,3 +360,50 @@ test('loader: more documents than the limit are refused with one error', () => {
     ['POLICY_ERR_LIMIT_EXCEEDED'],
   );
 });
+
+test('Calico GlobalNetworkPolicy validation: preDNAT and doNotTrack need applyOnForward, exclude each other, and preDNAT has neither egress rules nor the Egress type', () => {
+  const gnp = (spec: string) =>
+    `apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p}\nspec: {selector: all(), ${spec}}\n`;
+  const messages = (text: string) => loadText(text, 'f.yaml').diagnostics.map((d) => d.message);
+  assert.deepEqual(
+    messages(gnp('preDNAT: true, applyOnForward: true, ingress: [{action: Deny}]')),
+    [],
+  );
+  assert.deepEqual(
+    messages(gnp('doNotTrack: true, applyOnForward: true, egress: [{action: Deny}]')),
+    [],
+  );
+  assert.ok(
+    messages(gnp('doNotTrack: true, ingress: [{action: Deny}]')).some((m) =>
+      /need applyOnForward/.test(m),
+    ),
+  );
+  assert.ok(
+    messages(gnp('preDNAT: true, doNotTrack: true, applyOnForward: true')).some((m) =>
+      /cannot both/.test(m),
+    ),
+  );
+  assert.ok(
+    messages(gnp('preDNAT: true, applyOnForward: true, egress: [{action: Deny}]')).some((m) =>
+      /egress rules/.test(m),
+    ),
+  );
+  assert.ok(
+    messages(gnp('preDNAT: true, applyOnForward: true, types: [Egress]')).some((m) =>
+      /'Egress' type/.test(m),
+    ),
+  );
+});
+
+test('Calico NetworkPolicy (namespaced) has no doNotTrack, preDNAT or applyOnForward: they are unknown fields there', () => {
+  for (const field of ['doNotTrack', 'preDNAT', 'applyOnForward']) {
+    const text = `apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {selector: all(), ${field}: true}\n`;
+    assert.deepEqual(
+      loadText(text, 'f.yaml').diagnostics.map((d) => d.code),
+      ['POLICY_ERR_UNKNOWN_FIELD'],
+      field,
+    );
+  }
+  const staged = `apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: p}\nspec: {selector: all(), applyOnForward: true, preDNAT: true, ingress: [{action: Deny}]}\n`;
+  assert.deepEqual(loadText(staged, 'f.yaml').diagnostics, []);
+});

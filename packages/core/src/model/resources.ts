@@ -297,6 +297,54 @@ export interface ServiceSpec {
 
 export type Service = Base<'v1', 'Service'> & { readonly spec: ServiceSpec };
 
+/** A port of an EndpointSlice or Endpoints subset (`port` absent: no port — Calico matches none). */
+export interface EndpointSlicePort {
+  readonly name?: string;
+  readonly protocol?: 'TCP' | 'UDP' | 'SCTP';
+  readonly port?: number;
+  readonly appProtocol?: string;
+}
+
+export interface EndpointSliceEndpoint {
+  readonly addresses: readonly string[];
+  readonly conditions?: {
+    readonly ready?: boolean;
+    readonly serving?: boolean;
+    readonly terminating?: boolean;
+  };
+  readonly nodeName?: string;
+  readonly hostname?: string;
+  readonly zone?: string;
+}
+
+/**
+ * `discovery.k8s.io/v1` EndpointSlice: the endpoints of the Service named by its
+ * `kubernetes.io/service-name` label (what Calico's service rules match). No `spec`.
+ */
+export type EndpointSlice = Base<'discovery.k8s.io/v1', 'EndpointSlice'> & {
+  readonly addressType: 'IPv4' | 'IPv6' | 'FQDN';
+  readonly endpoints?: readonly EndpointSliceEndpoint[];
+  readonly ports?: readonly EndpointSlicePort[];
+};
+
+export interface EndpointAddress {
+  readonly ip: string;
+  readonly hostname?: string;
+  readonly nodeName?: string;
+}
+
+/** `v1` Endpoints (the predecessor of EndpointSlice), named as its Service. No `spec`. */
+export type Endpoints = Base<'v1', 'Endpoints'> & {
+  readonly subsets?: readonly {
+    readonly addresses?: readonly EndpointAddress[];
+    readonly notReadyAddresses?: readonly EndpointAddress[];
+    readonly ports?: readonly EndpointSlicePort[];
+  }[];
+};
+
+/** The label tying an EndpointSlice to its Service. */
+export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
 // ---------------------------------------------------------------- Istio security
 
 export interface IstioWorkloadSelector {
@@ -452,6 +500,8 @@ export type Resource =
   | ServiceAccount
   | Pod
   | Service
+  | EndpointSlice
+  | Endpoints
   | AuthorizationPolicy
   | PeerAuthentication
   | ServiceRole

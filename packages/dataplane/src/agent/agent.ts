@@ -13,6 +13,10 @@ import { hasErrors, loadText } from '@palisade/core';
 import type { HostEndpoint, Pod, Resource, WorkloadEndpoint } from '@palisade/core';
 import { Calculation } from '../calc/calculation.js';
 import { HostModes, withHostModes } from '../calc/host-modes.js';
+import { resolveHostEndpoints } from '../calc/host-endpoints.js';
+import type { HostInterface } from '../calc/host-endpoints.js';
+import { ipHostInterfaces } from './host-interfaces.js';
+import type { HostInterfaceReader } from './host-interfaces.js';
 import type { LocalEndpoint } from '../calc/types.js';
 import { NftDriver } from '../nft/driver.js';
 import type { NftRunner } from '../nft/driver.js';
@@ -28,6 +32,8 @@ const KERNEL_KINDS = new Set<string>([
   'Pod',
   'ServiceAccount',
   'Service',
+  'EndpointSlice',
+  'Endpoints',
   'WorkloadEndpoint',
   'HostEndpoint',
   'Tier',
@@ -79,6 +85,13 @@ export interface AgentOptions extends ApiClientOptions {
   readonly retryMs?: number;
   /** Tests: replaces the nft process runner. */
   readonly runner?: NftRunner;
+  /** Reads the node's interfaces and addresses (default: `ip -j address show` in `netns`). */
+  readonly hostInterfaces?: HostInterfaceReader;
+  /**
+   * How often the interfaces are read again while a host endpoint of this node is given only
+   * by `expectedIPs` (default 10 s; 0 disables).
+   */
+  readonly interfacePollMs?: number;
   /** Progress lines for people (default: nothing). */
   readonly say?: (line: string) => void;
 }
@@ -155,6 +168,12 @@ export class Agent {
   private readonly withdrawn = new Set<string>();
   private readonly mirrorListeners = new Set<(c: MirrorChange) => void>();
   private readonly say: (line: string) => void;
+  /** The node's interfaces as last read (undefined: not read, or the last read failed). */
+  private ifaces: readonly HostInterface[] | undefined;
+  private ifaceKey = '';
+  private ifaceTimer: NodeJS.Timeout | undefined;
+  private readonly readInterfaces: HostInterfaceReader;
+  private inactiveKey = '';
 
   constructor(private readonly options: AgentOptions) {
     this.client = new ApiClient(options);
@@ -164,6 +183,7 @@ export class Agent {
       ...(options.runner !== undefined ? { runner: options.runner } : {}),
     });
     this.say = options.say ?? (() => undefined);
+    this.readInterfaces = options.hostInterfaces ?? ipHostInterfaces(options.netns);
   }
 
   get table(): string {
@@ -343,6 +363,7 @@ export class Agent {
   start(): void {
     if (this.loop) return;
     this.loop = this.run();
+    this.pollInterfaces();
     const every = this.options.resyncMs ?? 30_000;
     if (every > 0)
       this.driver.startResync(every, (e) =>
@@ -356,6 +377,8 @@ export class Agent {
     this.driver.stopResync();
     if (this.timer) clearTimeout(this.timer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.ifaceTimer) clearTimeout(this.ifaceTimer);
+    this.ifaceTimer = undefined;
     this.timer = undefined;
     this.retryTimer = undefined;
     await this.loop;
@@ -547,16 +570,69 @@ export class Agent {
     }
   }
 
-  /** This node's host endpoints with an interface (`*`: every host interface). */
+  private hostEndpointsHere(): HostEndpoint[] {
+    const out: HostEndpoint[] = [];
+    for (const r of this.mirror.values())
+      if (r.kind === 'HostEndpoint' && r.spec.node === this.options.node) out.push(r);
+    return out;
+  }
+
+  /** Whether a host endpoint of this node is given by its addresses only. */
+  private needsInterfaces(): boolean {
+    return this.hostEndpointsHere().some((h) => !h.spec.interfaceName);
+  }
+
+  /**
+   * This node's host endpoints and the interface each governs (`*`: every host interface), as
+   * Felix resolves them (`calc/host-endpoints.ts`); those governing none are reported once.
+   */
   private localHostEndpoints(): LocalEndpoint[] {
-    const out: LocalEndpoint[] = [];
-    for (const r of this.mirror.values()) {
-      if (r.kind !== 'HostEndpoint') continue;
-      const h: HostEndpoint = r;
-      if (h.spec.node !== this.options.node || !h.spec.interfaceName) continue;
-      out.push({ ref: h.metadata.name, iface: h.spec.interfaceName });
+    const r = resolveHostEndpoints(
+      this.hostEndpointsHere(),
+      this.options.node,
+      this.ifaces,
+      this.options.workloadInterfacePrefix,
+    );
+    const key = JSON.stringify(r.inactive);
+    if (key !== this.inactiveKey) {
+      this.inactiveKey = key;
+      for (const x of r.inactive) this.say(`host endpoint ${x.ref} is not programmed: ${x.why}`);
     }
-    return out.sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+    return [...r.locals];
+  }
+
+  /** Reads the interfaces; true when what they say changed. A failed read keeps the last list. */
+  private async refreshInterfaces(): Promise<boolean> {
+    try {
+      const list = await this.readInterfaces();
+      const key = JSON.stringify(
+        [...list]
+          .map((i) => [i.name, [...i.addresses].sort()] as const)
+          .sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+      );
+      const changed = key !== this.ifaceKey;
+      this.ifaces = list;
+      this.ifaceKey = key;
+      return changed;
+    } catch (e) {
+      this.report(`reading the node's interfaces: ${e instanceof Error ? e.message : String(e)}`);
+      return false;
+    }
+  }
+
+  private pollInterfaces(): void {
+    const every = this.options.interfacePollMs ?? 10_000;
+    if (every <= 0 || this.stopper.signal.aborted) return;
+    this.ifaceTimer = setTimeout(() => {
+      this.ifaceTimer = undefined;
+      const work =
+        this.synced && this.needsInterfaces()
+          ? this.refreshInterfaces().then((changed) => {
+              if (changed) this.schedule();
+            })
+          : Promise.resolve();
+      void work.finally(() => this.pollInterfaces());
+    }, every);
   }
 
   private localEndpoints(): LocalEndpoint[] {
@@ -587,6 +663,7 @@ export class Agent {
     let rendered: Rendered;
     const t0 = performance.now();
     let tCalc = t0;
+    if (this.ifaces === undefined && this.needsInterfaces()) await this.refreshInterfaces();
     try {
       const locals = this.localEndpoints();
       this.calc.setLocalEndpoints(locals);

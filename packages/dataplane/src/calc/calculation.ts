@@ -8,7 +8,7 @@
 // good" output (desired() depends only on the current inputs), or decide semantics the engine
 // already decides — membership comes from the engine's own compiled matchers.
 
-import { Engine } from '@palisade/core';
+import { Engine, parseIp } from '@palisade/core';
 import type { CompileOptions, Profile, Resource } from '@palisade/core';
 import {
   calicoSelectorKey,
@@ -67,7 +67,16 @@ interface ProgramEntry {
   readonly selectors: ReadonlyMap<string, SelectorRef>;
   readonly nets: ReadonlyMap<string, readonly CompiledEntity['nets'][]>;
   readonly namedPorts: ReadonlySet<string>;
+  /** Service sets the program references, by set name. */
+  readonly services: ReadonlyMap<string, ServiceRef>;
   readonly notes: readonly CalcNote[];
+}
+
+/** A Kubernetes Service a rule matches: its endpoint addresses, or addresses with ports. */
+interface ServiceRef {
+  readonly namespace: string;
+  readonly name: string;
+  readonly withPorts: boolean;
 }
 
 const NAMESPACED = new Set([
@@ -79,6 +88,8 @@ const NAMESPACED = new Set([
   'Pod',
   'ServiceAccount',
   'Service',
+  'EndpointSlice',
+  'Endpoints',
   'AuthorizationPolicy',
   'PeerAuthentication',
 ]);
@@ -158,6 +169,10 @@ export class Calculation {
       case 'ServiceAccount':
       case 'Service':
         this.dirtyAll = true;
+        break;
+      case 'EndpointSlice':
+      case 'Endpoints':
+        // Service sets have stable names: only their elements change (read at `desired()`).
         break;
       case 'Profile':
         if (removing) this.rawProfiles.delete(r.metadata.name);
@@ -244,11 +259,12 @@ export class Calculation {
     const selectors = new Map<string, SelectorRef>();
     const nets = new Map<string, readonly CompiledEntity['nets'][]>();
     const namedPorts = new Set<string>();
+    const services = new Map<string, ServiceRef>();
     const ep = this.engine.describeEndpoint(local.ref);
     const active = this.engine.activeTiers(local.ref);
     const profiles = this.engine.dataplaneInputs(local.ref).profiles;
     if (!ep || !active || !profiles) {
-      return { program: undefined, inputs: [], selectors, nets, namedPorts, notes };
+      return { program: undefined, inputs: [], selectors, nets, namedPorts, services, notes };
     }
     // The engine keeps compiled policies, profiles and endpoints as the same objects while they
     // do not change: an endpoint whose inputs are all identical keeps its program.
@@ -270,6 +286,7 @@ export class Calculation {
       selectors,
       nets,
       namedPorts,
+      services,
       notes,
       rawPolicies: this.rawPolicies,
       rawProfiles: this.rawProfiles,
@@ -317,7 +334,7 @@ export class Calculation {
       ingress: direction('ingress'),
       egress: direction('egress'),
     };
-    return { program, inputs, selectors, nets, namedPorts, notes };
+    return { program, inputs, selectors, nets, namedPorts, services, notes };
   }
 
   // ------------------------------------------------------------------ the output
@@ -342,9 +359,11 @@ export class Calculation {
     const selectors = new Map<string, SelectorRef>();
     const nets = new Map<string, readonly CompiledEntity['nets'][]>();
     const namedPorts = new Set<string>();
+    const services = new Map<string, ServiceRef>();
     for (const l of this.locals) {
       const e = this.programs.get(l.ref);
       if (!e) continue;
+      for (const [k, v] of e.services) services.set(k, v);
       for (const [k, v] of e.selectors) {
         const known = selectors.get(k);
         if (!known) selectors.set(k, { ...v, alternates: [...v.alternates] });
@@ -453,6 +472,34 @@ export class Calculation {
         v6: [...v6].sort(),
       });
     }
+    let svcV4 = false;
+    let svcV6 = false;
+    for (const [n, ref] of services) {
+      const m = this.engine.serviceMembersOf(ref.namespace, ref.name);
+      const describe = `service ${ref.namespace}/${ref.name}${ref.withPorts ? ' (endpoint ports)' : ''}`;
+      if (ref.withPorts) {
+        const v4: string[] = [];
+        const v6: string[] = [];
+        for (const k of m.ports) {
+          const [addr, proto, port] = k.split('|');
+          const ip = parseIp(addr ?? '');
+          if (!ip) continue;
+          (ip.family === 4 ? v4 : v6).push(`${formatIp(ip)} . ${proto ?? ''} . ${port ?? ''}`);
+        }
+        svcV4 ||= v4.length > 0;
+        svcV6 ||= v6.length > 0;
+        sets.push({ kind: 'named-port', name: n, describe, v4: v4.sort(), v6: v6.sort() });
+      } else {
+        const ips = [...m.addresses].flatMap((a) => {
+          const ip = parseIp(a);
+          return ip ? [ip] : [];
+        });
+        const el = addressElements(ips, []);
+        svcV4 ||= el.v4.length > 0;
+        svcV6 ||= el.v6.length > 0;
+        sets.push({ kind: 'address', name: n, describe, ...el });
+      }
+    }
     sets.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     const endpoints: EndpointProgram[] = [];
     const unknown: LocalEndpoint[] = [];
@@ -471,7 +518,7 @@ export class Calculation {
       }
       if (v4 && v6) break;
     }
-    return { endpoints, sets, unknown, families: { v4, v6 } };
+    return { endpoints, sets, unknown, families: { v4: v4 || svcV4, v6: v6 || svcV6 } };
   }
 
   /** Conservative resolutions made while building the programs (unsupported matches...). */
@@ -488,6 +535,7 @@ interface RuleCtx {
   readonly selectors: Map<string, SelectorRef>;
   readonly nets: Map<string, readonly CompiledEntity['nets'][]>;
   readonly namedPorts: Set<string>;
+  readonly services: Map<string, ServiceRef>;
   readonly notes: CalcNote[];
   readonly rawPolicies: ReadonlyMap<string, RawRules>;
   readonly rawProfiles: ReadonlyMap<string, Profile>;
@@ -576,10 +624,12 @@ function convertRules(
       // one, and for every other action, the rule does not match here (DESIGN §4 item 7).
       if (r.action !== 'Allow' || !ctx.ep.l7) return;
     }
-    if (r.src.service || r.dst.service) {
+    // A service match beside a selector (the loader refuses it, as Calico's validator does)
+    // cannot be expressed with one address set per side: left out, or a Deny without it.
+    if ((r.src.service && r.src.selector) || (r.dst.service && r.dst.selector)) {
       ctx.notes.push({
         endpoint: ctx.ep.id,
-        message: `${where}: service matches are not enforced in the kernel yet; ${r.action === 'Deny' ? 'the rule denies without the service restriction' : 'the rule never matches'} (fail closed)`,
+        message: `${where}: a service match beside a selector is not enforced in the kernel; ${r.action === 'Deny' ? 'the rule denies without the service restriction' : 'the rule never matches'} (fail closed)`,
       });
       if (r.action !== 'Deny') return;
     }
@@ -612,6 +662,18 @@ function convertRules(
         ctx.nets.set(k, [ce.notNets]);
         s.notNetsSet = setName('n_', k);
       }
+      // Kubernetes Service: its endpoints' addresses, and on the destination (without ports of
+      // the rule's own) each endpoint with its ports — `address . protocol . port`, as the
+      // engine's serviceMatch (core engine/services.ts).
+      let servicePorts: string | undefined;
+      if (ce.service && !ce.selector) {
+        const key = JSON.stringify(['svc', ce.service.namespace, ce.service.name]);
+        const withPorts = which === 'dst' && !ce.ports;
+        const n = setName(withPorts ? 'q_' : 'v_', key);
+        ctx.services.set(n, { ...ce.service, withPorts });
+        if (withPorts) servicePorts = n;
+        else s.selectorSet = n;
+      }
       const split = (list: CompiledEntity['ports']) => {
         const ranges: PortRange[] = [];
         const named: string[] = [];
@@ -629,6 +691,7 @@ function convertRules(
         s.ports = ranges;
         s.namedPorts = named;
       }
+      if (servicePorts !== undefined) s.namedPorts = [servicePorts];
       if (ce.notPorts) {
         const { ranges, named } = split(ce.notPorts);
         s.notPorts = ranges;

@@ -12,7 +12,10 @@
 //   from the host and forwarded. A packet it allows is not tracked and skips pre-DNAT and normal
 //   host endpoint policy; one it neither allows nor denies goes on (no default deny).
 // - Normal host endpoint policy never contains preDNAT or doNotTrack policies, and those two
-//   never apply to workload endpoints.
+//   never apply to workload endpoints. All-interfaces host endpoints (`interfaceName: '*'`) have
+//   no untracked stage (HostEndpoint resource: "do not support untracked policy").
+// The engine models the same stages (core `engine/host-stages.ts`); the differential test
+// `host-stages-differential.test.ts` holds the two to each other with real traffic.
 // Each mode is its own Calculation (its own engine) fed the same endpoints, namespaces, network
 // sets and tiers but only the policies of the mode, so selector semantics, ordering and sets stay
 // the engine's; set names are derived from their meaning, so equal sets of two modes coincide.
@@ -173,11 +176,12 @@ export class HostModes {
       ingress: early(p.ingress),
       egress: EMPTY_DIRECTION,
     }));
+    // Calico: all-interfaces host endpoints do not support untracked policy (ignored there).
     const untracked = take(this.calcs.untracked, (p) => ({
       ...p,
       ingress: early(p.ingress),
       egress: early(p.egress),
-    }));
+    })).filter((p) => p.iface !== '*');
     return {
       forward,
       preDNAT,

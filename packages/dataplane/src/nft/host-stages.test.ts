@@ -3,8 +3,9 @@
 // and a pod hangs off the node. Each case follows a rule of Calico's host endpoint reference
 // (docs.tigera.io, "Host endpoints" → "Apply on forwarded traffic", "Pre-DNAT policy",
 // "Summary of host endpoint policies", and the HostEndpoint resource for `interfaceName: '*'`).
-// The normal stage is also checked against the engine; the other stages have no engine model,
-// so their expected outcomes are the documented ones.
+// The expected outcomes are the documented ones; `../host-stages-differential.test.ts` holds the
+// engine's model of every stage (core `engine/host-stages.ts`) to the kernel with real traffic.
+// (`calc.engine` here is the normal stage's engine, fed only normal policy.)
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Resource } from '@palisade/core';

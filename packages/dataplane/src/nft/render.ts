@@ -381,7 +381,8 @@ class Builder {
           ? `meta mark set meta mark or ${markHex} accept`
           : 'accept';
     const lines: string[] = [];
-    if (ep.kind === 'host' && mark !== undefined && (stage === 'normal' || stage === 'forward'))
+    // An untracked Allow (the mark) skips every later host endpoint stage, pre-DNAT included.
+    if (ep.kind === 'host' && mark !== undefined && stage !== 'untracked')
       lines.push(
         `meta mark & ${markHex} == ${markHex} counter accept ${comment(`allowed by untracked or pre-DNAT policy of ${ep.ref}`)}`,
       );
