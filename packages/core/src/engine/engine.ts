@@ -35,6 +35,7 @@ import {
   runKernelProgram,
 } from './kernel-program.js';
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
+import { FlatKernel } from './kernel-flat.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import type { CompiledAuthz, CompiledPeerAuthn, IstioRequest } from './istio.js';
 import { evaluateLegacyRbac, legacyRbacEnabled } from './istio-rbac.js';
@@ -97,6 +98,12 @@ export interface CompileOptions {
    * than twice the endpoints, numbering starts over (default 262 144; tests make it small).
    */
   readonly peerNumberSlack?: number;
+  /**
+   * How `kernelAllows` runs kernel programs: `flat` (default) over typed arrays
+   * (kernel-flat.ts), `object` over the program objects. Both decide alike; `object` is there for
+   * the differential test and side-by-side benchmarks.
+   */
+  readonly kernelForm?: 'flat' | 'object';
 }
 
 export type CheckOutcome =
@@ -196,6 +203,23 @@ interface EndpointEntry {
   outEpoch: number;
   outKey: number;
   outProg: KernelProgram | undefined;
+  /** The family of `ip0` (0 without an address) and `peer.n` (-1 unnumbered): no object read. */
+  readonly fam: 0 | 4 | 6;
+  peerN: number;
+  /**
+   * The flat form's program slots (`FlatKernel.compile` offsets), two buckets per direction,
+   * valid while `decisionEpoch` is unchanged, as the slots above.
+   */
+  inFlatEpoch: number;
+  inFlatKey: number;
+  inFlatAt: number;
+  inFlatKey2: number;
+  inFlatAt2: number;
+  outFlatEpoch: number;
+  outFlatKey: number;
+  outFlatAt: number;
+  outFlatKey2: number;
+  outFlatAt2: number;
 }
 
 interface Resolved {
@@ -289,6 +313,10 @@ export class Engine {
 
   constructor(readonly options: CompileOptions = {}) {
     this.peerNumberLimit = options.peerNumberSlack ?? 1 << 18;
+    this.flatKernel =
+      options.kernelForm === 'object'
+        ? undefined
+        : new FlatKernel(this.predicates, this.serviceMatch);
     this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
     this.trustDomain = options.trustDomain ?? TRUST_DOMAIN;
     this.revision = options.revision;
@@ -630,6 +658,18 @@ export class Engine {
         outEpoch: -1,
         outKey: -1,
         outProg: undefined,
+        fam: ep.ips[0]?.family ?? 0,
+        peerN: -1,
+        inFlatEpoch: -1,
+        inFlatKey: -1,
+        inFlatAt: -1,
+        inFlatKey2: -1,
+        inFlatAt2: -1,
+        outFlatEpoch: -1,
+        outFlatKey: -1,
+        outFlatAt: -1,
+        outFlatKey2: -1,
+        outFlatAt2: -1,
       });
     else this.endpointCache.delete(id);
     return ep;
@@ -973,6 +1013,7 @@ export class Engine {
         ? { ip, endpoint: e.ep, netsets: this.netsetsFor(ip) }
         : { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), n };
     e.peer = peer;
+    e.peerN = n ?? -1;
     e.peerGen = this.netsetGen;
     return peer;
   }
@@ -1019,6 +1060,17 @@ export class Engine {
         this.netsetGen++;
       }
       if (se.ep === de.ep) return true;
+      const flat = this.flatKernel;
+      if (flat && se.fam !== 0 && se.fam === de.fam) {
+        // The flat form: entries, code and memo words; the peer objects only on a memo miss.
+        if (se.peerGen !== this.netsetGen) this.entryPeer(se, se.ip0 as IpAddr);
+        if (de.peerGen !== this.netsetGen) this.entryPeer(de, de.ip0 as IpAddr);
+        if (se.peerN >= 0 && de.peerN >= 0)
+          return (
+            this.flatAllows(flat, se, de, 'egress', proto, port) &&
+            this.flatAllows(flat, de, se, 'ingress', proto, port)
+          );
+      }
       const a = se.ip0;
       const b = de.ip0;
       if (a && b && a.family === b.family) {
@@ -1073,6 +1125,69 @@ export class Engine {
       }
     }
     return this.kernelOutcome(e.ep, dir, proto, port, family, src, dst).allow;
+  }
+
+  /**
+   * `entryAllows` by the flat form, for the entry `e` (the source for egress, the destination for
+   * ingress) and the other side `o`, both with numbered peers: the entry's slots hold the flat
+   * code of its last two buckets per direction.
+   */
+  private flatAllows(
+    flat: FlatKernel,
+    e: EndpointEntry,
+    o: EndpointEntry,
+    dir: Direction,
+    proto: number,
+    port: number,
+  ): boolean {
+    const key = programKey(proto, port, e.fam as 4 | 6, e.l7);
+    const epoch = this.decisionEpoch;
+    const ingress = dir === 'ingress';
+    if (ingress) {
+      if (e.inFlatEpoch === epoch) {
+        if (e.inFlatKey === key) return flat.run(e.inFlatAt, e, o);
+        if (e.inFlatKey2 === key) return flat.run(e.inFlatAt2, e, o);
+      }
+    } else if (e.outFlatEpoch === epoch) {
+      if (e.outFlatKey === key) return flat.run(e.outFlatAt, e, o);
+      if (e.outFlatKey2 === key) return flat.run(e.outFlatAt2, e, o);
+    }
+    const act = e.active;
+    if (
+      key !== undefined &&
+      act &&
+      act.worldGen === this.worldGen &&
+      act.globalGen === this.globalPolicyGen &&
+      act.nsGen === (e.ns === undefined ? 0 : (this.nsPolicyGen.get(e.ns) ?? 0))
+    ) {
+      const prog = (ingress ? act.programsIn : act.programsOut).get(key);
+      if (prog) {
+        const gen = flat.gen;
+        const at = flat.compile(prog);
+        // Compiling may have started the flat pool over: every slot's offset is stale then.
+        if (flat.gen !== gen) this.decisionEpoch++;
+        const now = this.decisionEpoch;
+        if (ingress) {
+          const keep = e.inFlatEpoch === now;
+          e.inFlatKey2 = keep ? e.inFlatKey : -1;
+          e.inFlatAt2 = e.inFlatAt;
+          e.inFlatEpoch = now;
+          e.inFlatKey = key;
+          e.inFlatAt = at;
+        } else {
+          const keep = e.outFlatEpoch === now;
+          e.outFlatKey2 = keep ? e.outFlatKey : -1;
+          e.outFlatAt2 = e.outFlatAt;
+          e.outFlatEpoch = now;
+          e.outFlatKey = key;
+          e.outFlatAt = at;
+        }
+        return flat.run(at, e, o);
+      }
+    }
+    const src = (ingress ? o : e).peer as Peer;
+    const dst = (ingress ? e : o).peer as Peer;
+    return this.kernelOutcome(e.ep, dir, proto, port, e.fam as 4 | 6, src, dst).allow;
   }
 
   private kernelAllowsResolved(
@@ -1262,6 +1377,8 @@ export class Engine {
   };
   /** Peer predicates shared by kernel segments, with their per-decision memo. */
   private readonly predicates = new PredicateTable();
+  /** The flat form of kernel programs for `kernelAllows`; undefined with `kernelForm: 'object'`. */
+  private flatKernel: FlatKernel | undefined;
   /** Kernel segments by the (immutable) tier or profile rules they were built from. */
   private readonly segments = new WeakMap<
     ActiveTier | CompiledProfileRules,
