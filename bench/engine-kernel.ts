@@ -29,9 +29,22 @@ function passes(engine: Engine, probes: readonly Probe[], n: number): number {
   return allowed;
 }
 
+/** The same passes by endpoint handles (`Engine.endpointHandle`): no name lookups. */
+function handlePasses(
+  engine: Engine,
+  probes: readonly (readonly [number, number, number])[],
+  n: number,
+): number {
+  let allowed = 0;
+  for (let pass = 0; pass < n; pass++)
+    for (const p of probes) if (engine.kernelAllowsByHandle(p[0], p[1], 6, p[2])) allowed++;
+  return allowed;
+}
+
 interface Pair {
   readonly object: number[];
   readonly flat: number[];
+  readonly flatByHandle: number[];
   readonly compileCpuMs: { readonly object: number; readonly flat: number };
   readonly loads: string[];
 }
@@ -53,9 +66,17 @@ function benchPair(endpoints: number, policies: number, log: (s: string) => void
   );
   // Warm: every probe decided twice (programs are built on reuse), then once more in each form.
   for (const e of [object.e, flat.e]) passes(e, probes, 3);
+  const byHandle = probes.map((p) => {
+    const a = flat.e.endpointHandle(p.from);
+    const b = flat.e.endpointHandle(p.to);
+    if (a === undefined || b === undefined) throw new Error(`no handle for ${p.from} or ${p.to}`);
+    return [a, b, p.port ?? 80] as const;
+  });
+  handlePasses(flat.e, byHandle, 1);
   const out: Pair = {
     object: [],
     flat: [],
+    flatByHandle: [],
     compileCpuMs: { object: Math.round(object.ms), flat: Math.round(flat.ms) },
     loads: [],
   };
@@ -74,6 +95,13 @@ function benchPair(endpoints: number, policies: number, log: (s: string) => void
         `  round ${round + 1} ${name.padEnd(6)} ${String(rate).padStart(9)} decisions per CPU s (${allowed} allowed of ${3 * probes.length}); load ${load}`,
       );
     }
+    const c0 = process.cpuUsage();
+    const allowed = handlePasses(flat.e, byHandle, 3);
+    const rate = Math.round((3 * probes.length) / (cpuMs(c0) / 1000));
+    out.flatByHandle.push(rate);
+    log(
+      `  round ${round + 1} handle ${String(rate).padStart(9)} decisions per CPU s (${allowed} allowed of ${3 * probes.length}); load ${loadavg()}`,
+    );
   }
   // The two forms must agree; a benchmark of a wrong answer is worthless.
   for (const p of probes)
@@ -100,7 +128,7 @@ export function runEngineKernelBench(
   log('');
   for (const [size, p] of Object.entries(sizes))
     log(
-      `${size}: object ${median(p.object)}, flat ${median(p.flat)} decisions per CPU s (medians of 3), ${(median(p.flat) / median(p.object)).toFixed(2)}×; target > 500000 ${median(p.flat) > 500_000 ? 'PASS' : 'MISS'}`,
+      `${size}: object ${median(p.object)}, flat ${median(p.flat)} (${(median(p.flat) / median(p.object)).toFixed(2)}×), flat by handle ${median(p.flatByHandle)} decisions per CPU s (medians of 3); target > 500000: by name ${median(p.flat) > 500_000 ? 'PASS' : 'MISS'}, by handle ${median(p.flatByHandle) > 500_000 ? 'PASS' : 'MISS'}`,
     );
   return {
     sizes: Object.fromEntries(
@@ -109,6 +137,7 @@ export function runEngineKernelBench(
         {
           kernel_steady_object_per_cpu_s: p.object,
           kernel_steady_flat_per_cpu_s: p.flat,
+          kernel_steady_flat_by_handle_per_cpu_s: p.flatByHandle,
           compile_cpu_ms: p.compileCpuMs,
           loadavg: p.loads,
         },

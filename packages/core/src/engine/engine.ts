@@ -220,6 +220,8 @@ interface EndpointEntry {
   outFlatAt: number;
   outFlatKey2: number;
   outFlatAt2: number;
+  /** Set when the cache no longer holds this entry (its endpoint changed or went away). */
+  dropped: boolean;
 }
 
 interface Resolved {
@@ -530,6 +532,8 @@ export class Engine {
   }
 
   private endpointChanged(id: string): void {
+    const old = this.endpointCache.get(id);
+    if (old) old.dropped = true;
     this.endpointCache.delete(id);
     this.ipIndex = undefined;
   }
@@ -670,8 +674,10 @@ export class Engine {
         outFlatAt: -1,
         outFlatKey2: -1,
         outFlatAt2: -1,
+        dropped: false,
       });
     else this.endpointCache.delete(id);
+    if (c) c.dropped = true;
     return ep;
   }
 
@@ -1052,37 +1058,104 @@ export class Engine {
       const se = this.nameEntry(from);
       const de = this.nameEntry(to);
       if (!se || !de) return false;
-      if (this.predicates.numbersUsed() > this.peerNumberLimit + 2 * this.endpointCache.size) {
-        // Rebuilt peers take new numbers, so numbers grow with churn, and with them every
-        // predicate's bit array: start a new numbering, every kept peer is rebuilt with a new
-        // number (before this decision takes its two peers, so they share one numbering).
-        this.predicates.renumber();
-        this.netsetGen++;
-      }
-      if (se.ep === de.ep) return true;
-      const flat = this.flatKernel;
-      if (flat && se.fam !== 0 && se.fam === de.fam) {
-        // The flat form: entries, code and memo words; the peer objects only on a memo miss.
-        if (se.peerGen !== this.netsetGen) this.entryPeer(se, se.ip0 as IpAddr);
-        if (de.peerGen !== this.netsetGen) this.entryPeer(de, de.ip0 as IpAddr);
-        if (se.peerN >= 0 && de.peerN >= 0)
-          return (
-            this.flatAllows(flat, se, de, 'egress', proto, port) &&
-            this.flatAllows(flat, de, se, 'ingress', proto, port)
-          );
-      }
-      const a = se.ip0;
-      const b = de.ip0;
-      if (a && b && a.family === b.family) {
-        const sp = this.entryPeer(se, a);
-        const dp = this.entryPeer(de, b);
-        return (
-          this.entryAllows(se, 'egress', proto, port, a.family, sp, dp) &&
-          this.entryAllows(de, 'ingress', proto, port, a.family, sp, dp)
-        );
-      }
+      const v = this.entriesAllow(se, de, proto, port);
+      if (v !== undefined) return v;
     }
     return this.kernelAllowsResolved(from, to, protocol, port);
+  }
+
+  /**
+   * The kernel yes/no for two endpoint entries by their programs; undefined when their first
+   * addresses do not share a family (the caller resolves addresses then).
+   */
+  private entriesAllow(
+    se: EndpointEntry,
+    de: EndpointEntry,
+    proto: number,
+    port: number,
+  ): boolean | undefined {
+    if (this.predicates.numbersUsed() > this.peerNumberLimit + 2 * this.endpointCache.size) {
+      // Rebuilt peers take new numbers, so numbers grow with churn, and with them every
+      // predicate's bit array: start a new numbering, every kept peer is rebuilt with a new
+      // number (before this decision takes its two peers, so they share one numbering).
+      this.predicates.renumber();
+      this.netsetGen++;
+    }
+    if (se.ep === de.ep) return true;
+    const flat = this.flatKernel;
+    if (flat && se.fam !== 0 && se.fam === de.fam) {
+      // The flat form: entries, code and memo words; the peer objects only on a memo miss.
+      if (se.peerGen !== this.netsetGen) this.entryPeer(se, se.ip0 as IpAddr);
+      if (de.peerGen !== this.netsetGen) this.entryPeer(de, de.ip0 as IpAddr);
+      if (se.peerN >= 0 && de.peerN >= 0)
+        return (
+          this.flatAllows(flat, se, de, 'egress', proto, port) &&
+          this.flatAllows(flat, de, se, 'ingress', proto, port)
+        );
+    }
+    const a = se.ip0;
+    const b = de.ip0;
+    if (a && b && a.family === b.family) {
+      const sp = this.entryPeer(se, a);
+      const dp = this.entryPeer(de, b);
+      return (
+        this.entryAllows(se, 'egress', proto, port, a.family, sp, dp) &&
+        this.entryAllows(de, 'ingress', proto, port, a.family, sp, dp)
+      );
+    }
+    return undefined;
+  }
+
+  /**
+   * A number standing for an endpoint name (`namespace/name`, a bare pod name in `default`, a host
+   * endpoint name) for `kernelAllowsByHandle`, which then skips the name lookups: for callers such
+   * as the agent that decide for the same endpoints again and again. Undefined for an unknown
+   * endpoint and for what `kernelAllows` reads as an address. A handle names the endpoint, not
+   * its current state: it follows every change, and answers false while the endpoint is absent.
+   */
+  endpointHandle(ref: string): number | undefined {
+    const c0 = ref.charCodeAt(0);
+    if ((c0 >= 48 && c0 <= 57) || ref.includes(':')) return undefined;
+    const e = this.nameEntry(ref);
+    if (!e) return undefined;
+    const id = this.endpointCache.get(ref) === e ? ref : `default/${ref}`;
+    let h = this.handleOf.get(id);
+    if (h === undefined) {
+      if (this.handleIds.length >= MAX_HANDLES) return undefined;
+      h = this.handleIds.length;
+      this.handleIds.push(id);
+      this.handleEntries.push(e);
+      this.handleOf.set(id, h);
+    }
+    return h;
+  }
+
+  /** `kernelAllows` for two handles from `endpointHandle`; false for a handle it did not give. */
+  kernelAllowsByHandle(from: number, to: number, protocol: string | number, port: number): boolean {
+    const se = this.handleEntry(from);
+    const de = this.handleEntry(to);
+    if (!se || !de) return false;
+    const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
+    if (proto === undefined) return false;
+    const v = this.entriesAllow(se, de, proto, port);
+    if (v !== undefined) return v;
+    return this.kernelAllowsResolved(
+      this.handleIds[from] as string,
+      this.handleIds[to] as string,
+      protocol,
+      port,
+    );
+  }
+
+  /** The current entry of a handle's endpoint (the kept one while the cache still holds it). */
+  private handleEntry(h: number): EndpointEntry | undefined {
+    const e = this.handleEntries[h];
+    if (e !== undefined && !e.dropped && e.gen === this.worldGen) return e;
+    const id = this.handleIds[h];
+    if (id === undefined) return undefined;
+    const f = this.entry(id);
+    this.handleEntries[h] = f;
+    return f;
   }
 
   /** One direction's yes/no in the kernel, by the precompiled program when there is one. */
@@ -1379,6 +1452,10 @@ export class Engine {
   private readonly predicates = new PredicateTable();
   /** The flat form of kernel programs for `kernelAllows`; undefined with `kernelForm: 'object'`. */
   private flatKernel: FlatKernel | undefined;
+  /** `endpointHandle`: endpoint ids by handle, their last entries, and handles by id. */
+  private readonly handleIds: string[] = [];
+  private readonly handleEntries: (EndpointEntry | undefined)[] = [];
+  private readonly handleOf = new Map<string, number>();
   /** Kernel segments by the (immutable) tier or profile rules they were built from. */
   private readonly segments = new WeakMap<
     ActiveTier | CompiledProfileRules,
@@ -1945,6 +2022,8 @@ function ungroup(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
 
 /** Programs kept per active set and direction before the cache starts over. */
 const MAX_PROGRAMS_PER_SET = 256;
+/** Distinct endpoint names `endpointHandle` numbers (beyond, it answers undefined). */
+const MAX_HANDLES = 1 << 24;
 
 /** The bucket of a kernel program: protocol, port (or none), family and L7 point, as a number. */
 function programKey(

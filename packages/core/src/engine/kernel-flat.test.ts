@@ -203,8 +203,27 @@ function world(seed: number): World {
   return { pods, others, refs, rnd, edit };
 }
 
-/** Both engines and the walk agree on a sample of decisions (each asked twice). */
-function agree(flat: Engine, object: Engine, w: World, sample: number, where: string): void {
+/** Handles of one engine, taken once and kept across edits (as a caller keeps them). */
+function handles(e: Engine): (ref: string) => number | undefined {
+  const known = new Map<string, number | undefined>();
+  return (ref) => {
+    if (!known.has(ref) || known.get(ref) === undefined) known.set(ref, e.endpointHandle(ref));
+    return known.get(ref);
+  };
+}
+
+/**
+ * Both engines and the walk agree on a sample of decisions (each asked twice), by name and, for
+ * endpoint names, by handle.
+ */
+function agree(
+  flat: Engine,
+  object: Engine,
+  w: World,
+  sample: number,
+  where: string,
+  handle: (ref: string) => number | undefined = handles(flat),
+): void {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(w.rnd() * xs.length)] as T;
   for (let i = 0; i < sample; i++) {
     const a = pick(w.refs);
@@ -217,6 +236,12 @@ function agree(flat: Engine, object: Engine, w: World, sample: number, where: st
     assert.equal(object.kernelAllows(a, b, protocol, port), want, `object form, ${at}`);
     assert.equal(flat.kernelAllows(a, b, protocol, port), want, `flat form, ${at}`);
     assert.equal(flat.kernelAllows(a, b, protocol, port), want, `flat form from memo, ${at}`);
+    const ha = handle(a);
+    const hb = handle(b);
+    // Every endpoint named has a handle; a kept handle of a removed endpoint answers as its name.
+    if (!/^[0-9]/.test(a) && flat.describeEndpoint(a) !== undefined) assert.notEqual(ha, undefined);
+    if (ha !== undefined && hb !== undefined)
+      assert.equal(flat.kernelAllowsByHandle(ha, hb, protocol, port), want, `by handle, ${at}`);
   }
 }
 
@@ -257,7 +282,8 @@ test('flat kernel programs follow every change: edits one at a time agree with t
         state.set(`${r.kind}/${r.apiVersion}/${r.metadata.namespace ?? ''}/${r.metadata.name}`, r);
       };
       for (const r of [...w.others, ...w.pods]) put(r);
-      agree(flat, object, w, 200, 'initial');
+      const handle = handles(flat);
+      agree(flat, object, w, 200, 'initial', handle);
       for (let step = 0; step < 25; step++) {
         if (w.rnd() < 0.15 && state.size > 0) {
           const keys = [...state.keys()];
@@ -267,7 +293,7 @@ test('flat kernel programs follow every change: edits one at a time agree with t
           flat.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
           object.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
         } else put(w.edit());
-        agree(flat, object, w, 40, `step ${step}`);
+        agree(flat, object, w, 40, `step ${step}`, handle);
       }
       const fresh = compile([...state.values()], { kernelForm: 'object' });
       for (const a of w.refs)
