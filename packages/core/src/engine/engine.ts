@@ -1235,7 +1235,11 @@ export class Engine {
       act.globalGen === this.globalPolicyGen &&
       act.nsGen === (e.ns === undefined ? 0 : (this.nsPolicyGen.get(e.ns) ?? 0))
     ) {
-      const prog = (ingress ? act.programsIn : act.programsOut).get(key);
+      let prog = (ingress ? act.programsIn : act.programsOut).get(key);
+      // Asked for once before (null): build it now, and its flat code with it, so that a
+      // bucket's third decision is already a steady one.
+      if (prog === null)
+        prog = this.program(act, e.ep, dir, proto, port, e.fam as 4 | 6, 'now') ?? null;
       if (prog) {
         const gen = flat.gen;
         const at = flat.compile(prog);
