@@ -1,6 +1,7 @@
 // The `engine` benchmark (DESIGN §5): compile time and heap, incremental updates and decision
 // rates on the compiled form, for 10k endpoints / 1k policies and 100k / 10k.
 
+import { readFileSync } from 'node:fs';
 import { Engine } from '../packages/core/src/engine/engine.js';
 import type { Resource } from '../packages/core/src/model/resources.js';
 import { generateCluster, generateProbes } from './gen-cluster.js';
@@ -18,6 +19,10 @@ export interface SizeResult {
   kernel_decisions_per_cpu_s: number;
   /** Kernel decisions per CPU second once every probe was decided twice (warm, as an agent runs). */
   kernel_steady_decisions_per_cpu_s: number;
+  /** The same, by endpoint handles (`Engine.kernelAllowsByHandle`: no name lookups). */
+  kernel_steady_by_handle_per_cpu_s: number;
+  /** /proc/loadavg (1, 5, 15 minutes) when the kernel figures were taken. */
+  loadavg: string;
   /** `Engine.decideL7` (the destination L7 point's per-request verdict, what a sidecar asks). */
   l7_only_decisions_per_cpu_s: number;
   l7_only_us_per_decision: number;
@@ -32,6 +37,14 @@ function cpuMs(since: NodeJS.CpuUsage): number {
 
 function gc(): void {
   (globalThis as { gc?: () => void }).gc?.();
+}
+
+function loadavg(): string {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return 'n/a';
+  }
 }
 
 function median(xs: number[]): number {
@@ -100,7 +113,30 @@ export function benchSize(
   for (let pass = 0; pass < 2; pass++)
     for (const p of probes) engine.kernelAllows(p.from, p.to, 'TCP', p.port ?? 80);
   const steadyRate = (2 * probes.length) / (cpuMs(sc0) / 1000);
-  log(`  kernel, steady state: ${Math.round(steadyRate)} decisions per CPU second`);
+  const handles = probes.map(
+    (p) => [engine.endpointHandle(p.from) ?? -1, engine.endpointHandle(p.to) ?? -1] as const,
+  );
+  for (let i = 0; i < probes.length; i++)
+    engine.kernelAllowsByHandle(
+      handles[i]?.[0] ?? -1,
+      handles[i]?.[1] ?? -1,
+      6,
+      probes[i]?.port ?? 80,
+    );
+  const hc0 = process.cpuUsage();
+  for (let pass = 0; pass < 2; pass++)
+    for (let i = 0; i < probes.length; i++)
+      engine.kernelAllowsByHandle(
+        handles[i]?.[0] ?? -1,
+        handles[i]?.[1] ?? -1,
+        6,
+        probes[i]?.port ?? 80,
+      );
+  const handleRate = (2 * probes.length) / (cpuMs(hc0) / 1000);
+  const load = loadavg();
+  log(
+    `  kernel, steady state: ${Math.round(steadyRate)} decisions per CPU second by name, ${Math.round(handleRate)} by handle; load ${load}`,
+  );
 
   // L7 decisions (full check: kernel both sides, L7 both sides, Istio), no trace strings.
   n = 0;
@@ -187,6 +223,8 @@ export function benchSize(
     compile_cpu_ms: round(compileCpuMs, 0),
     kernel_decisions_per_cpu_s: Math.round(kernelCpuRate),
     kernel_steady_decisions_per_cpu_s: Math.round(steadyRate),
+    kernel_steady_by_handle_per_cpu_s: Math.round(handleRate),
+    loadavg: load,
     l7_only_decisions_per_cpu_s: Math.round(l7OnlyRate),
     l7_only_us_per_decision: round(1e6 / l7OnlyRate, 1),
     full_check_decisions_per_cpu_s: Math.round(fullCpuRate),
@@ -201,7 +239,7 @@ export function runEngineBench(quick: boolean, log: (s: string) => void): Record
     log('100k endpoints / 10k policies');
     sizes['100k'] = benchSize(100_000, 10_000, log);
   }
-  const rows: [string, keyof SizeResult, string, (v: number) => boolean][] = [
+  const rows: [string, Exclude<keyof SizeResult, 'loadavg'>, string, (v: number) => boolean][] = [
     ['compile (ms)', 'compile_ms', '< 5000 at 100k', (v) => v < 5000],
     ['compile (CPU ms)', 'compile_cpu_ms', '< 5000 at 100k', (v) => v < 5000],
     ['heap (MB)', 'heap_mb', '< 2048 at 100k', (v) => v < 2048],
@@ -210,6 +248,7 @@ export function runEngineBench(quick: boolean, log: (s: string) => void): Record
     ['kernel decisions/s', 'kernel_decisions_per_s', '> 500000', (v) => v > 500_000],
     ['kernel per CPU s', 'kernel_decisions_per_cpu_s', '> 500000', (v) => v > 500_000],
     ['kernel steady /CPU s', 'kernel_steady_decisions_per_cpu_s', '> 500000', (v) => v > 500_000],
+    ['  … by handle', 'kernel_steady_by_handle_per_cpu_s', '> 500000', (v) => v > 500_000],
     ['full checks/s (L7)', 'l7_decisions_per_s', '—', () => true],
     ['full checks /CPU s', 'full_check_decisions_per_cpu_s', '—', () => true],
     ['L7-only µs/decision', 'l7_only_us_per_decision', '< 100', (v) => v < 100],

@@ -6,6 +6,7 @@ import { runAgentBench } from './agent.js';
 import { runAuthzBench } from './authz.js';
 import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
+import { runEngineKernelBench } from './engine-kernel.js';
 import { runFlowsBench } from './flows.js';
 import { runL7H2Bench } from './l7-h2.js';
 import { runStoreBench } from './store.js';
@@ -19,6 +20,7 @@ const BENCHES: Record<
   | undefined
 > = {
   engine: runEngineBench,
+  'engine-kernel': runEngineKernelBench,
   store: runStoreBench,
   dataplane: runDataplaneBench,
   agent: runAgentBench,

@@ -40,6 +40,7 @@ import {
 import type { KernelBucket, KernelProgram, KernelSegment } from './kernel-program.js';
 import { memberKey, serviceMembers } from './services.js';
 import type { ServiceMembers } from './services.js';
+import { FlatKernel } from './kernel-flat.js';
 import { compileAuthz, compilePeerAuthn, effectiveMtlsMode, evaluateIstio } from './istio.js';
 import { inNormalStage, inStage, judgeHostPath } from './host-stages.js';
 import type { ExtraStage, HostPathVerdict } from './host-stages.js';
@@ -104,6 +105,12 @@ export interface CompileOptions {
    * than twice the endpoints, numbering starts over (default 262 144; tests make it small).
    */
   readonly peerNumberSlack?: number;
+  /**
+   * How `kernelAllows` runs kernel programs: `flat` (default) over typed arrays
+   * (kernel-flat.ts), `object` over the program objects. Both decide alike; `object` is there for
+   * the differential test and side-by-side benchmarks.
+   */
+  readonly kernelForm?: 'flat' | 'object';
 }
 
 export type CheckOutcome =
@@ -216,6 +223,25 @@ interface EndpointEntry {
   outEpoch: number;
   outKey: number;
   outProg: KernelProgram | undefined;
+  /** The family of `ip0` (0 without an address) and `peer.n` (-1 unnumbered): no object read. */
+  readonly fam: 0 | 4 | 6;
+  peerN: number;
+  /**
+   * The flat form's program slots (`FlatKernel.compile` offsets), two buckets per direction,
+   * valid while `decisionEpoch` is unchanged, as the slots above.
+   */
+  inFlatEpoch: number;
+  inFlatKey: number;
+  inFlatAt: number;
+  inFlatKey2: number;
+  inFlatAt2: number;
+  outFlatEpoch: number;
+  outFlatKey: number;
+  outFlatAt: number;
+  outFlatKey2: number;
+  outFlatAt2: number;
+  /** Set when the cache no longer holds this entry (its endpoint changed or went away). */
+  dropped: boolean;
 }
 
 interface Resolved {
@@ -309,6 +335,10 @@ export class Engine {
 
   constructor(readonly options: CompileOptions = {}) {
     this.peerNumberLimit = options.peerNumberSlack ?? 1 << 18;
+    this.flatKernel =
+      options.kernelForm === 'object'
+        ? undefined
+        : new FlatKernel(this.predicates, this.serviceMatch);
     this.rootNamespace = options.istioRootNamespace ?? 'istio-system';
     this.trustDomain = options.trustDomain ?? TRUST_DOMAIN;
     this.revision = options.revision;
@@ -540,6 +570,8 @@ export class Engine {
   }
 
   private endpointChanged(id: string): void {
+    const old = this.endpointCache.get(id);
+    if (old) old.dropped = true;
     this.endpointCache.delete(id);
     this.ipIndex = undefined;
   }
@@ -652,15 +684,30 @@ export class Engine {
     const ep = this.buildEndpoint(id);
     if (ep)
       this.endpointCache.set(id, {
+        // The kernel's hot fields first, so that a decision reads one or two cache lines of
+        // an entry (field order is the object's layout).
         gen: this.worldGen,
         ep,
+        fam: ep.ips[0]?.family ?? 0,
+        peerGen: -1,
+        peerN: -1,
+        l7: ep.l7,
+        peer: undefined,
+        dropped: false,
+        outFlatEpoch: -1,
+        outFlatKey: -1,
+        outFlatAt: -1,
+        outFlatKey2: -1,
+        outFlatAt2: -1,
+        inFlatEpoch: -1,
+        inFlatKey: -1,
+        inFlatAt: -1,
+        inFlatKey2: -1,
+        inFlatAt2: -1,
         sig: this.lastSig,
         active: undefined,
         resolved: { endpoint: ep, ip: undefined, label: ep.id },
-        peer: undefined,
-        peerGen: -1,
         ip0: ep.ips[0],
-        l7: ep.l7,
         ns: ep.namespace,
         inEpoch: -1,
         inKey: -1,
@@ -670,6 +717,7 @@ export class Engine {
         outProg: undefined,
       });
     else this.endpointCache.delete(id);
+    if (c) c.dropped = true;
     return ep;
   }
 
@@ -1179,6 +1227,7 @@ export class Engine {
         ? { ip, endpoint: e.ep, netsets: this.netsetsFor(ip) }
         : { ip, endpoint: e.ep, netsets: this.netsetsFor(ip), n };
     e.peer = peer;
+    e.peerN = n ?? -1;
     e.peerGen = this.netsetGen;
     return peer;
   }
@@ -1221,26 +1270,104 @@ export class Engine {
       const se = this.nameEntry(from);
       const de = this.nameEntry(to);
       if (!se || !de) return false;
-      if (this.predicates.numbersUsed() > this.peerNumberLimit + 2 * this.endpointCache.size) {
-        // Rebuilt peers take new numbers, so numbers grow with churn, and with them every
-        // predicate's bit array: start a new numbering, every kept peer is rebuilt with a new
-        // number (before this decision takes its two peers, so they share one numbering).
-        this.predicates.renumber();
-        this.netsetGen++;
-      }
-      if (se.ep === de.ep) return true;
-      const a = se.ip0;
-      const b = de.ip0;
-      if (a && b && a.family === b.family) {
-        const sp = this.entryPeer(se, a);
-        const dp = this.entryPeer(de, b);
-        return (
-          this.entryAllows(se, 'egress', proto, port, a.family, sp, dp) &&
-          this.entryAllows(de, 'ingress', proto, port, a.family, sp, dp)
-        );
-      }
+      const v = this.entriesAllow(se, de, proto, port);
+      if (v !== undefined) return v;
     }
     return this.kernelAllowsResolved(from, to, protocol, port);
+  }
+
+  /**
+   * The kernel yes/no for two endpoint entries by their programs; undefined when their first
+   * addresses do not share a family (the caller resolves addresses then).
+   */
+  private entriesAllow(
+    se: EndpointEntry,
+    de: EndpointEntry,
+    proto: number,
+    port: number,
+  ): boolean | undefined {
+    if (this.predicates.numbersUsed() > this.peerNumberLimit + 2 * this.endpointCache.size) {
+      // Rebuilt peers take new numbers, so numbers grow with churn, and with them every
+      // predicate's bit array: start a new numbering, every kept peer is rebuilt with a new
+      // number (before this decision takes its two peers, so they share one numbering).
+      this.predicates.renumber();
+      this.netsetGen++;
+    }
+    if (se.ep === de.ep) return true;
+    const flat = this.flatKernel;
+    if (flat && se.fam !== 0 && se.fam === de.fam) {
+      // The flat form: entries, code and memo words; the peer objects only on a memo miss.
+      if (se.peerGen !== this.netsetGen) this.entryPeer(se, se.ip0 as IpAddr);
+      if (de.peerGen !== this.netsetGen) this.entryPeer(de, de.ip0 as IpAddr);
+      if (se.peerN >= 0 && de.peerN >= 0)
+        return (
+          this.flatAllows(flat, se, de, 'egress', proto, port) &&
+          this.flatAllows(flat, de, se, 'ingress', proto, port)
+        );
+    }
+    const a = se.ip0;
+    const b = de.ip0;
+    if (a && b && a.family === b.family) {
+      const sp = this.entryPeer(se, a);
+      const dp = this.entryPeer(de, b);
+      return (
+        this.entryAllows(se, 'egress', proto, port, a.family, sp, dp) &&
+        this.entryAllows(de, 'ingress', proto, port, a.family, sp, dp)
+      );
+    }
+    return undefined;
+  }
+
+  /**
+   * A number standing for an endpoint name (`namespace/name`, a bare pod name in `default`, a host
+   * endpoint name) for `kernelAllowsByHandle`, which then skips the name lookups: for callers such
+   * as the agent that decide for the same endpoints again and again. Undefined for an unknown
+   * endpoint and for what `kernelAllows` reads as an address. A handle names the endpoint, not
+   * its current state: it follows every change, and answers false while the endpoint is absent.
+   */
+  endpointHandle(ref: string): number | undefined {
+    const c0 = ref.charCodeAt(0);
+    if ((c0 >= 48 && c0 <= 57) || ref.includes(':')) return undefined;
+    const e = this.nameEntry(ref);
+    if (!e) return undefined;
+    const id = this.endpointCache.get(ref) === e ? ref : `default/${ref}`;
+    let h = this.handleOf.get(id);
+    if (h === undefined) {
+      if (this.handleIds.length >= MAX_HANDLES) return undefined;
+      h = this.handleIds.length;
+      this.handleIds.push(id);
+      this.handleEntries.push(e);
+      this.handleOf.set(id, h);
+    }
+    return h;
+  }
+
+  /** `kernelAllows` for two handles from `endpointHandle`; false for a handle it did not give. */
+  kernelAllowsByHandle(from: number, to: number, protocol: string | number, port: number): boolean {
+    const se = this.handleEntry(from);
+    const de = this.handleEntry(to);
+    if (!se || !de) return false;
+    const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
+    if (proto === undefined) return false;
+    const v = this.entriesAllow(se, de, proto, port);
+    if (v !== undefined) return v;
+    return this.kernelAllowsResolved(
+      this.handleIds[from] as string,
+      this.handleIds[to] as string,
+      protocol,
+      port,
+    );
+  }
+
+  /** The current entry of a handle's endpoint (the kept one while the cache still holds it). */
+  private handleEntry(h: number): EndpointEntry | undefined {
+    const e = this.handleEntries[h];
+    if (e !== undefined && !e.dropped && e.gen === this.worldGen) return e;
+    const id = this.handleIds[h];
+    if (id === undefined) return undefined;
+    const f = this.entry(id);
+    this.handleEntries[h] = f;
+    return f;
   }
 
   /** One direction's yes/no in the kernel, by the precompiled program when there is one. */
@@ -1283,6 +1410,73 @@ export class Engine {
       }
     }
     return this.kernelOutcome(e.ep, dir, proto, port, family, src, dst).allow;
+  }
+
+  /**
+   * `entryAllows` by the flat form, for the entry `e` (the source for egress, the destination for
+   * ingress) and the other side `o`, both with numbered peers: the entry's slots hold the flat
+   * code of its last two buckets per direction.
+   */
+  private flatAllows(
+    flat: FlatKernel,
+    e: EndpointEntry,
+    o: EndpointEntry,
+    dir: Direction,
+    proto: number,
+    port: number,
+  ): boolean {
+    const key = programKey(proto, port, e.fam as 4 | 6, e.l7);
+    const epoch = this.decisionEpoch;
+    const ingress = dir === 'ingress';
+    if (ingress) {
+      if (e.inFlatEpoch === epoch) {
+        if (e.inFlatKey === key) return flat.run(e.inFlatAt, e, o);
+        if (e.inFlatKey2 === key) return flat.run(e.inFlatAt2, e, o);
+      }
+    } else if (e.outFlatEpoch === epoch) {
+      if (e.outFlatKey === key) return flat.run(e.outFlatAt, e, o);
+      if (e.outFlatKey2 === key) return flat.run(e.outFlatAt2, e, o);
+    }
+    const act = e.active;
+    if (
+      key !== undefined &&
+      act &&
+      act.worldGen === this.worldGen &&
+      act.globalGen === this.globalPolicyGen &&
+      act.nsGen === (e.ns === undefined ? 0 : (this.nsPolicyGen.get(e.ns) ?? 0))
+    ) {
+      let prog = (ingress ? act.programsIn : act.programsOut).get(key);
+      // Asked for once before (null): build it now, and its flat code with it, so that a
+      // bucket's third decision is already a steady one.
+      if (prog === null)
+        prog = this.program(act, e.ep, dir, proto, port, e.fam as 4 | 6, 'now') ?? null;
+      if (prog) {
+        const gen = flat.gen;
+        const at = flat.compile(prog);
+        // Compiling may have started the flat pool over: every slot's offset is stale then.
+        if (flat.gen !== gen) this.decisionEpoch++;
+        const now = this.decisionEpoch;
+        if (ingress) {
+          const keep = e.inFlatEpoch === now;
+          e.inFlatKey2 = keep ? e.inFlatKey : -1;
+          e.inFlatAt2 = e.inFlatAt;
+          e.inFlatEpoch = now;
+          e.inFlatKey = key;
+          e.inFlatAt = at;
+        } else {
+          const keep = e.outFlatEpoch === now;
+          e.outFlatKey2 = keep ? e.outFlatKey : -1;
+          e.outFlatAt2 = e.outFlatAt;
+          e.outFlatEpoch = now;
+          e.outFlatKey = key;
+          e.outFlatAt = at;
+        }
+        return flat.run(at, e, o);
+      }
+    }
+    const src = (ingress ? o : e).peer as Peer;
+    const dst = (ingress ? e : o).peer as Peer;
+    return this.kernelOutcome(e.ep, dir, proto, port, e.fam as 4 | 6, src, dst).allow;
   }
 
   private kernelAllowsResolved(
@@ -1521,6 +1715,12 @@ export class Engine {
   };
   /** Peer predicates shared by kernel segments, with their per-decision memo. */
   private readonly predicates = new PredicateTable();
+  /** The flat form of kernel programs for `kernelAllows`; undefined with `kernelForm: 'object'`. */
+  private flatKernel: FlatKernel | undefined;
+  /** `endpointHandle`: endpoint ids by handle, their last entries, and handles by id. */
+  private readonly handleIds: string[] = [];
+  private readonly handleEntries: (EndpointEntry | undefined)[] = [];
+  private readonly handleOf = new Map<string, number>();
   /** Kernel segments by the (immutable) tier or profile rules they were built from. */
   private readonly segments = new WeakMap<
     ActiveTier | CompiledProfileRules,
@@ -2117,6 +2317,8 @@ function ungroup(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
 
 /** Programs kept per active set and direction before the cache starts over. */
 const MAX_PROGRAMS_PER_SET = 256;
+/** Distinct endpoint names `endpointHandle` numbers (beyond, it answers undefined). */
+const MAX_HANDLES = 1 << 24;
 
 /** The bucket of a kernel program: protocol, port (or none), family and L7 point, as a number. */
 function programKey(

@@ -101,6 +101,12 @@ export interface KernelProgram {
    */
   readonly flat: readonly KernelStep[];
   readonly next: readonly number[];
+  /**
+   * Where `FlatKernel` keeps this program's flat code, valid while `flatGen` is its generation
+   * (-1: not compiled). The only mutable fields: they cache a pure function of the program.
+   */
+  flatAt: number;
+  flatGen: number;
 }
 
 /** The bucket a program or segment is built for. */
@@ -126,6 +132,11 @@ export class PredicateTable {
   number(): number | undefined {
     if (this.nextNumber >= MAX_PEER_NUMBERS) return undefined;
     return this.nextNumber++;
+  }
+
+  /** Identifies the current numbering: results memoised for peer numbers are valid within it. */
+  get numberingEpoch(): number {
+    return this.numbering;
   }
 
   /** Numbers handed out in this numbering. */
@@ -354,6 +365,8 @@ export function buildKernelProgram(
           otherwise: makeOutcome(true, 'failsafe', false),
           flat: [],
           next: [],
+          flatAt: -1,
+          flatGen: -1,
         };
     }
   }
@@ -404,7 +417,15 @@ export function buildKernelProgram(
   }
   const next: number[] = new Array<number>(flat.length).fill(0);
   for (let i = 0; i < pass.length; i++) next[pass[i] as number] = passEnd[i] as number;
-  const prog: KernelProgram = { ...base, segments, otherwise, flat, next };
+  const prog: KernelProgram = {
+    ...base,
+    segments,
+    otherwise,
+    flat,
+    next,
+    flatAt: -1,
+    flatGen: -1,
+  };
   if (interned.size >= 100_000) interned.clear();
   interned.set(key, prog);
   return prog;
