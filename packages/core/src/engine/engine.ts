@@ -264,6 +264,8 @@ export class Engine {
   private readonly serviceAccounts = new Map<string, ServiceAccount>();
   private readonly pods = new Map<string, Pod>();
   private readonly weps = new Map<string, WorkloadEndpoint>();
+  /** The keys (`ns/name`) of the WorkloadEndpoints behind each endpoint id (`ns/pod`). */
+  private readonly wepKeysById = new Map<string, Set<string>>();
   private readonly heps = new Map<string, HostEndpoint>();
   private readonly netsetsRaw = new Map<Key, NetworkSet | GlobalNetworkSet>();
   private readonly profilesRaw = new Map<string, Profile>();
@@ -394,7 +396,18 @@ export class Engine {
         const old = this.weps.get(nsName);
         setOrDelete(this.weps, nsName, r, removing);
         const id = `${ns}/${r.kind === 'WorkloadEndpoint' && !removing ? (r.spec.pod ?? r.spec.workload ?? name) : name}`;
-        if (old) this.endpointChanged(`${ns}/${old.spec.pod ?? old.spec.workload ?? name}`);
+        const oldId = old ? `${ns}/${old.spec.pod ?? old.spec.workload ?? name}` : undefined;
+        if (oldId !== undefined && (removing || oldId !== id)) {
+          const keys = this.wepKeysById.get(oldId);
+          keys?.delete(nsName);
+          if (keys?.size === 0) this.wepKeysById.delete(oldId);
+        }
+        if (!removing) {
+          const keys = this.wepKeysById.get(id);
+          if (keys) keys.add(nsName);
+          else this.wepKeysById.set(id, new Set([nsName]));
+        }
+        if (oldId !== undefined) this.endpointChanged(oldId);
         this.endpointChanged(id);
         break;
       }
@@ -654,7 +667,18 @@ export class Engine {
       return ep;
     }
     if (slash > 0) {
-      for (const [k, wep] of this.weps) {
+      const keys = this.wepKeysById.get(id);
+      if (!keys) return undefined;
+      // One WorkloadEndpoint per id is the rule; with several, the first stored wins, as a scan
+      // of every WorkloadEndpoint in insertion order would find it.
+      const candidates: Iterable<[string, WorkloadEndpoint]> =
+        keys.size === 1
+          ? [...keys].flatMap((k) => {
+              const w = this.weps.get(k);
+              return w ? [[k, w] as [string, WorkloadEndpoint]] : [];
+            })
+          : this.weps;
+      for (const [k, wep] of candidates) {
         const ns = k.slice(0, k.indexOf('/'));
         const wname = wep.spec.pod ?? wep.spec.workload ?? wep.metadata.name;
         if (`${ns}/${wname}` !== id) continue;
