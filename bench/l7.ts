@@ -9,7 +9,8 @@
 // API server, agent and policy sync (FakeNft: no kernel rules, loopback only) and the load
 // generator in this one. Also: p99 at a fixed 1 000 requests/s, the ext_authz benchmark (Check
 // against a no-op server on the same gRPC stack), the sidecar's RSS after load, and the CPU per
-// decision of the sidecar's outbound decision before (a full `check`) and after (`decideL7Egress`).
+// decision of the sidecar's outbound decision before (a full `check`) and after (`decideL7Egress`),
+// and the policy sync's CPU per change, recomputing every subscriber or only the affected ones.
 
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
@@ -31,6 +32,7 @@ import {
 import { SyncWorld, until } from '../packages/dataplane/src/sidecar/test-sync-fixture.js';
 import { runAuthzBench } from './authz.js';
 import { closedLoop, openLoop } from './l7-load.js';
+import { runPolicySyncMeasure } from './l7-policysync.js';
 import type { LoadStats, Target } from './l7-load.js';
 
 const TD = 'cluster.local';
@@ -230,6 +232,8 @@ export async function runL7Bench(
     log(
       `outbound decision, CPU µs: full check ${micro.check_us}, decideL7Egress ${micro.decideL7Egress_us}, PolicyView.decideOutbound ${micro.decideOutbound_us}   (load ${loadavg()})`,
     );
+
+    results['policysync'] = runPolicySyncMeasure(quick, log);
 
     // ---------------------------------------------------------------- control plane and agent
     await world.startServer();
