@@ -188,14 +188,17 @@ export async function closedLoop(
 
 /**
  * Requests started at `rate` per second for `ms` (open loop). Each request takes an idle
- * connection (a new one when none is idle, or always without keep-alive). The schedule is kept
- * with a 1 ms timer: requests due in the same tick start together.
+ * connection (a new one when none is idle, or always without keep-alive), at most `maxInFlight`
+ * at a time: a request due when that many are outstanding is not sent and counts as an error
+ * (the target did not sustain the rate). The schedule is kept with a 1 ms timer: requests due in
+ * the same tick start together.
  */
 export async function openLoop(
   t: Target,
   rate: number,
   ms: number,
   keepAlive: boolean,
+  maxInFlight = 128,
 ): Promise<LoadStats> {
   const lat: number[] = [];
   let errors = 0;
@@ -206,6 +209,10 @@ export async function openLoop(
   const total = Math.floor((rate * ms) / 1000);
   let sent = 0;
   const fire = (): void => {
+    if (inflight.size >= maxInFlight) {
+      errors++;
+      return;
+    }
     const c = idle.pop() ?? new Conn(t, keepAlive);
     if (!all.includes(c)) all.push(c);
     const started = performance.now();

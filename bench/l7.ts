@@ -454,11 +454,11 @@ backend ratings
     for (const [mode, row] of Object.entries(table)) {
       log(`\n${mode}`);
       log(
-        `  ${'target'.padEnd(10)}${'req/s'.padStart(9)}${'p50'.padStart(9)}${'p90'.padStart(9)}${'p99'.padStart(9)}${'errors'.padStart(8)}${'conns'.padStart(7)}   loadavg`,
+        `  ${'target'.padEnd(10)}${'req/s'.padStart(9)}${'p50'.padStart(9)}${'p90'.padStart(9)}${'p99'.padStart(9)}${'errors'.padStart(8)}${'conns'.padStart(7)}${'proxy CPU µs/req'.padStart(18)}   loadavg`,
       );
       for (const [name, s] of Object.entries(row))
         log(
-          `  ${name.padEnd(10)}${String(s.rps).padStart(9)}${f1(s.p50).padStart(9)}${f1(s.p90).padStart(9)}${f1(s.p99).padStart(9)}${String(s.errors).padStart(8)}${String(s.connections).padStart(7)}   ${s.loadavg}`,
+          `  ${name.padEnd(10)}${String(s.rps).padStart(9)}${f1(s.p50).padStart(9)}${f1(s.p90).padStart(9)}${f1(s.p99).padStart(9)}${String(s.errors).padStart(8)}${String(s.connections).padStart(7)}${String(s.proxy_cpu_us_per_request ?? '-').padStart(18)}   ${s.loadavg}`,
         );
     }
     const fixed = table['keep-alive, fixed 1000 req/s'] ?? {};
