@@ -12,7 +12,10 @@ const BOOKINFO = join(import.meta.dirname, '..', 'examples', 'bookinfo');
 
 async function start(): Promise<{ port: number; stop: () => Promise<void> }> {
   if (mode === 'palisade') {
-    const s = new AuthzServer({ source: new FileSource({ paths: [BOOKINFO], intervalMs: 0 }) });
+    const s = new AuthzServer({
+      source: new FileSource({ paths: [BOOKINFO], intervalMs: 0 }),
+      listener: { kind: 'plaintext' },
+    });
     const port = await s.start('127.0.0.1:0');
     return { port, stop: () => s.close(1000) };
   }

@@ -8,6 +8,7 @@ import { runDataplaneBench } from './dataplane.js';
 import { runEngineBench } from './engine.js';
 import { runEngineKernelBench } from './engine-kernel.js';
 import { runFlowsBench } from './flows.js';
+import { runL7Bench } from './l7.js';
 import { runL7H2Bench } from './l7-h2.js';
 import { runStoreBench } from './store.js';
 
@@ -25,7 +26,7 @@ const BENCHES: Record<
   dataplane: runDataplaneBench,
   agent: runAgentBench,
   authz: runAuthzBench,
-  l7: undefined,
+  l7: runL7Bench,
   'l7-h2': runL7H2Bench,
   flows: runFlowsBench,
 };

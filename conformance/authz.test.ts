@@ -28,7 +28,7 @@ let client: CheckClient;
 let version = 0;
 
 before(async () => {
-  server = new AuthzServer({ source });
+  server = new AuthzServer({ source, listener: { kind: 'plaintext' } });
   const port = await server.start('127.0.0.1:0');
   client = checkClient(`127.0.0.1:${port}`);
 });

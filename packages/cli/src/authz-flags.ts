@@ -7,13 +7,33 @@ import type { Flags, Parsed } from './args.js';
 import type { Io } from './input.js';
 
 export const AUTHZ_SERVER_USAGE =
-  'palisade authz-server [--listen 127.0.0.1:9191|unix:PATH] (-f PATH... [--endpoint NS/NAME] | --endpoint NS/NAME --agent-socket PATH --port N...) [--access-log FILE|-|none]';
+  'palisade authz-server [--listen 127.0.0.1:9191|unix:PATH] (--tls-cert FILE --tls-key FILE [--client-ca FILE [--client-id SPIFFE_ID]...] | --plaintext) (-f PATH... [--endpoint NS/NAME] | --endpoint NS/NAME --agent-socket PATH --port N...) [--access-log FILE|-|none]';
 
 export const AUTHZ_SERVER_FLAGS: Flags = {
   listen: {
     kind: 'string',
     value: 'ADDR',
     help: 'host:port or unix:/path for the gRPC service (default 127.0.0.1:9191)',
+  },
+  'tls-cert': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'PEM server certificate (then intermediates) for TLS on the listener',
+  },
+  'tls-key': { kind: 'string', value: 'FILE', help: 'PEM private key of --tls-cert' },
+  'client-ca': {
+    kind: 'string',
+    value: 'FILE',
+    help: 'PEM CA(s): require client certificates they issued (mutual TLS from Envoy)',
+  },
+  'client-id': {
+    kind: 'list',
+    value: 'SPIFFE_ID',
+    help: 'with --client-ca: only this client URI SAN may ask (repeatable)',
+  },
+  plaintext: {
+    kind: 'boolean',
+    help: 'serve TCP without TLS (a unix socket is plaintext without this flag)',
   },
   endpoint: {
     kind: 'string',

@@ -14,7 +14,7 @@ const BIN = join(ROOT, 'packages/cli/bin/palisade.js');
 test('palisade authz-server: serves Check on the port it prints, logs one JSON line per decision, and drains on SIGTERM', async () => {
   const child = spawn(
     process.execPath,
-    [BIN, 'authz-server', '--listen', '127.0.0.1:0', '-f', BOOKINFO],
+    [BIN, 'authz-server', '--listen', '127.0.0.1:0', '--plaintext', '-f', BOOKINFO],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -32,6 +32,7 @@ test('palisade authz-server: serves Check on the port it prints, logs one JSON l
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.match(err, /chosen by destination address/);
+    assert.match(err, /PLAINTEXT \(chosen explicitly\)/);
     const client = checkClient(`127.0.0.1:${m[1]}`);
     try {
       const res = await client.check(
@@ -85,7 +86,27 @@ test('palisade authz-server: usage errors exit 2 before anything listens', async
       ['authz-server', '--agent-socket', '/tmp/x', '--endpoint', 'default/ratings-v1'],
       /needs --port/,
     ],
-    [['authz-server', '-f', BOOKINFO, '--port', '9080'], /goes with --agent-socket/],
+    [['authz-server', '--plaintext', '-f', BOOKINFO, '--port', '9080'], /goes with --agent-socket/],
+    // Secure by default: TCP needs TLS material or an explicit --plaintext.
+    [['authz-server', '-f', BOOKINFO], /is TCP: give --tls-cert FILE --tls-key FILE/],
+    [['authz-server', '-f', BOOKINFO, '--tls-cert', '/nonexistent/c.pem'], /go together/],
+    [
+      ['authz-server', '-f', BOOKINFO, '--plaintext', '--client-ca', '/tmp/ca.pem'],
+      /--plaintext excludes/,
+    ],
+    [['authz-server', '-f', BOOKINFO, '--client-ca', '/tmp/ca.pem'], /need --tls-cert/],
+    [
+      [
+        'authz-server',
+        '-f',
+        BOOKINFO,
+        '--tls-cert',
+        '/nonexistent/c',
+        '--tls-key',
+        '/nonexistent/k',
+      ],
+      /--tls-cert "\/nonexistent\/c": ENOENT/,
+    ],
   ] as const) {
     const x = io();
     assert.equal(await main([...argv], x.io), 2, argv.join(' '));

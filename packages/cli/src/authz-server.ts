@@ -5,9 +5,10 @@
 // would deny everything silently). With --agent-socket the policy is the agent's feed for the
 // endpoint, as the sidecar gets it.
 
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { AccessLog, AgentSource, AuthzServer, FileSource } from '@palisade/dataplane/authz';
+import type { ListenerSecurity } from '@palisade/dataplane/authz';
 import { UsageError } from './args.js';
 import type { Parsed } from './args.js';
 import type { Io } from './input.js';
@@ -30,6 +31,52 @@ export function parseListen(s: string): string {
   if (!m || port > 65535)
     throw new UsageError(`--listen ${JSON.stringify(s)}: expected HOST:PORT or unix:PATH`);
   return s;
+}
+
+function readPem(path: string, flag: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--${flag} ${JSON.stringify(path)}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The listener's security from the flags: TLS with --tls-cert and --tls-key (mutual with
+ * --client-ca), plaintext only with --plaintext or on a unix socket. Secure by default: a TCP
+ * listener without either is a usage error.
+ */
+export function listenerSecurity(
+  v: Readonly<Record<string, unknown>>,
+  listen: string,
+): ListenerSecurity | undefined {
+  const cert = v['tls-cert'] as string | undefined;
+  const key = v['tls-key'] as string | undefined;
+  const ca = v['client-ca'] as string | undefined;
+  const ids = (v['client-id'] as string[] | undefined) ?? [];
+  const plaintext = v['plaintext'] === true;
+  const tls = cert !== undefined || key !== undefined;
+  if (plaintext && (tls || ca !== undefined || ids.length > 0))
+    throw new UsageError('--plaintext excludes --tls-cert, --tls-key, --client-ca and --client-id');
+  if (plaintext) return { kind: 'plaintext' };
+  if (!tls) {
+    if (ca !== undefined || ids.length > 0)
+      throw new UsageError('--client-ca and --client-id need --tls-cert and --tls-key');
+    if (listen.startsWith('unix:')) return undefined;
+    throw new UsageError(
+      `--listen ${listen} is TCP: give --tls-cert FILE --tls-key FILE (add --client-ca FILE for mutual TLS), or --plaintext to serve without TLS`,
+    );
+  }
+  if (cert === undefined || key === undefined)
+    throw new UsageError('--tls-cert and --tls-key go together');
+  if (ids.length > 0 && ca === undefined) throw new UsageError('--client-id needs --client-ca');
+  return {
+    kind: 'tls',
+    certChainPem: readPem(cert, 'tls-cert'),
+    keyPem: readPem(key, 'tls-key'),
+    ...(ca !== undefined ? { clientCaPem: readPem(ca, 'client-ca') } : {}),
+    ...(ids.length > 0 ? { clientIds: ids } : {}),
+  };
 }
 
 export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
@@ -60,6 +107,7 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   if (agentSocket === undefined && ports.length > 0)
     throw new UsageError('--port goes with --agent-socket');
   const listen = parseListen((v['listen'] as string | undefined) ?? '127.0.0.1:9191');
+  const listener = listenerSecurity(v, listen);
   const interval = intFlag(v['watch-interval'], 'watch-interval', 1000);
   const drain = intFlag(v['drain-timeout'], 'drain-timeout', 5000);
   const logTo = (v['access-log'] as string | undefined) ?? '-';
@@ -87,13 +135,17 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
     ...(endpoint !== undefined ? { endpoint } : {}),
     ...(trustDomain !== undefined ? { trustDomain } : {}),
     ...(root !== undefined ? { istioRootNamespace: root } : {}),
+    ...(listener !== undefined ? { listener } : {}),
   });
   let port: number;
   try {
     port = await server.start(listen);
   } catch (e) {
+    const code = (e as { code?: unknown }).code === 'AUTHZ_ERR_TLS' ? 'AUTHZ_ERR_TLS' : undefined;
     io.stderr.write(
-      `error AUTHZ_ERR_LISTEN: cannot listen on ${listen}: ${(e as Error).message}\n`,
+      code !== undefined
+        ? `error ${code}: ${(e as Error).message}\n`
+        : `error AUTHZ_ERR_LISTEN: cannot listen on ${listen}: ${(e as Error).message}\n`,
     );
     await server.close(0);
     return 2;
@@ -101,7 +153,7 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   const where = listen.startsWith('unix:') ? listen : listen.replace(/:\d+$/, `:${port}`);
   const st = server.views.status();
   say(
-    `listening on ${where} (envoy.service.auth.v3.Authorization/Check), ${endpoint !== undefined ? `endpoint ${endpoint}` : `${st.endpoints.length} endpoint view(s), chosen by destination address`}, policy from ${agentSocket !== undefined ? `the agent at ${agentSocket}` : `${files.join(', ')}${interval > 0 ? ' (watched)' : ''}`}`,
+    `listening on ${where} (envoy.service.auth.v3.Authorization/Check, ${server.listenerDescription}), ${endpoint !== undefined ? `endpoint ${endpoint}` : `${st.endpoints.length} endpoint view(s), chosen by destination address`}, policy from ${agentSocket !== undefined ? `the agent at ${agentSocket}` : `${files.join(', ')}${interval > 0 ? ' (watched)' : ''}`}`,
   );
   if (st.endpoints.length === 0) say('no policy view yet: every Check is denied until one builds');
   await new Promise<void>((resolveStop) => {

@@ -23,6 +23,11 @@ export const DATAPLANE_ERRORS = {
     summary:
       'The ext_authz server cannot listen on the address given (in use, not permitted, or a unix socket path that cannot be created).',
   },
+  AUTHZ_ERR_TLS: {
+    status: 400,
+    summary:
+      'The ext_authz listener refused to start: its TLS material is unusable (unparsable, a key that does not match the certificate, an expired or not yet valid certificate, a client CA that is not a CA), or plaintext on TCP was not chosen explicitly.',
+  },
   EXPORT_ERR_INPUT: {
     status: 400,
     summary:

@@ -122,6 +122,11 @@ export type L7Outcome =
   | { readonly ok: true; readonly result: L7Verdict }
   | { readonly ok: false; readonly code: string; readonly message: string };
 
+/** What `Engine.decideL7Egress` answers: the source L7 point's egress verdict (none without one). */
+export type L7EgressOutcome =
+  | { readonly ok: true; readonly result: DirectionVerdict | undefined }
+  | { readonly ok: false; readonly code: string; readonly message: string };
+
 type Key = string;
 
 const NO_NETSETS: readonly NetSetEntity[] = [];
@@ -1900,6 +1905,52 @@ export class Engine {
       serviceMatch: this.serviceMatch,
     };
     return { ok: true, result: this.judgeL7(probe, src, dst, base, explain, true) };
+  }
+
+  /**
+   * The source L7 point's verdict for one outgoing request, and only that: what the sidecar
+   * beside `probe.from` decides about its own egress rules at L7 (Calico `http` matches in egress
+   * rules, profiles' egress). No kernel verdict and no destination-side L7 verdict are computed.
+   * What it returns is exactly `check(probe).l7.egress`: `undefined` when the source has no L7
+   * point, is no endpoint, or talks to itself (`l7-egress-decide.test.ts` holds it to that).
+   */
+  decideL7Egress(probe: Probe, explain = false): L7EgressOutcome {
+    const src = this.resolve(probe.from);
+    if (!src) return this.unknownRef(probe.from);
+    const dst = this.resolve(probe.to);
+    if (!dst) return this.unknownRef(probe.to);
+    const protocol = protocolNumber(probe.protocol ?? 'TCP');
+    if (protocol === undefined)
+      return {
+        ok: false,
+        code: 'ENGINE_ERR_BAD_PROBE',
+        message: `unknown protocol ${JSON.stringify(probe.protocol)} (use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or a number 0-255)`,
+      };
+    const srcEp = src.endpoint;
+    if (!srcEp?.l7 || srcEp === dst.endpoint) return { ok: true, result: undefined };
+    const { srcIp, dstIp, family } = pickAddresses(src, dst);
+    const act = this.active(srcEp);
+    const result = evaluateDirection(
+      srcEp,
+      'egress',
+      act.egress,
+      act.profilesOut,
+      {
+        protocol,
+        dstPort: probe.port,
+        icmp: probe.icmp,
+        family,
+        src: { ip: srcIp, endpoint: srcEp, netsets: this.netsetsFor(srcIp) },
+        dst: { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) },
+        serviceMatch: this.serviceMatch,
+        point: 'l7',
+        l7Available: true,
+        request: httpRequest(probe),
+        srcIdentity: undefined,
+      },
+      explain,
+    );
+    return { ok: true, result };
   }
 
   /** The AuthorizationPolicies (other than CUSTOM) that select `ep`, per endpoint object. */

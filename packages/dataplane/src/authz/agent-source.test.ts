@@ -46,6 +46,7 @@ describe(
           backoffMaxMs: 300,
         }),
         endpoint: 'default/ratings-v1',
+        listener: { kind: 'plaintext' },
       });
       const port = await server.start('127.0.0.1:0');
       client = checkClient(`127.0.0.1:${port}`);

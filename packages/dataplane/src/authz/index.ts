@@ -2,6 +2,8 @@
 // Envoy RBAC filter export.
 export { AuthzServer, METADATA_KEY, PEER_IDENTITY_HEADER } from './server.js';
 export type { AuthzServerOptions, AuthzStats } from './server.js';
+export { listenerCredentials, uriSans } from './listener-tls.js';
+export type { ListenerResult, ListenerSecurity } from './listener-tls.js';
 export { AuthzViews } from './views.js';
 export type { Selected, ViewsOptions, ViewsStatus } from './views.js';
 export { FileSource, PushSource, filesSignature, readResourceFiles } from './source.js';

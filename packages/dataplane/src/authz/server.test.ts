@@ -55,7 +55,7 @@ describe('authz-server over a real gRPC connection (bookinfo, by destination add
 
   before(async () => {
     source.push({ version: 1, resources: bookinfoResources() });
-    server = new AuthzServer({ source });
+    server = new AuthzServer({ source, listener: { kind: 'plaintext' } });
     const port = await server.start('127.0.0.1:0');
     client = checkClient(`127.0.0.1:${port}`);
   });
@@ -355,6 +355,7 @@ describe('authz-server with --endpoint and a watched policy directory', () => {
       source: new FileSource({ paths: [dir], intervalMs: 50 }),
       endpoint: 'default/ratings-v1',
       notify: (l) => lines.push(l),
+      listener: { kind: 'plaintext' },
     });
     const port = await server.start('127.0.0.1:0');
     client = checkClient(`127.0.0.1:${port}`);
@@ -411,7 +412,11 @@ describe('authz-server with --endpoint and a watched policy directory', () => {
 describe('authz-server with no policy yet', () => {
   test('fails closed: every Check is denied until a view exists', async () => {
     const source = new PushSource();
-    const server = new AuthzServer({ source, endpoint: 'default/ratings-v1' });
+    const server = new AuthzServer({
+      source,
+      endpoint: 'default/ratings-v1',
+      listener: { kind: 'plaintext' },
+    });
     const port = await server.start('127.0.0.1:0');
     const client = checkClient(`127.0.0.1:${port}`);
     try {

@@ -19,6 +19,8 @@ import type {
   HeaderValueOptionMsg,
   StructMsg,
 } from './proto.js';
+import { clientRefusal, listenerCredentials } from './listener-tls.js';
+import type { ListenerSecurity } from './listener-tls.js';
 import type { PolicySource } from './source.js';
 import { AuthzViews } from './views.js';
 import type { ViewsOptions, ViewsStatus } from './views.js';
@@ -34,6 +36,11 @@ export interface AuthzServerOptions extends ViewsOptions {
   /** Progress and problems (view updates, source errors), one line each. */
   readonly notify?: (line: string) => void;
   readonly now?: () => Date;
+  /**
+   * How the listener is secured. Omitted: plaintext on a unix socket, and `start` refuses a TCP
+   * address (plaintext on TCP only as `{ kind: 'plaintext' }`, chosen explicitly).
+   */
+  readonly listener?: ListenerSecurity;
 }
 
 export interface AuthzStats {
@@ -58,6 +65,8 @@ export class AuthzServer {
   readonly #notify: (line: string) => void;
   #grpc: grpc.Server | undefined;
   #checks = 0;
+  /** What the listener requires (TLS identity, client certificates), once started. */
+  listenerDescription = '';
 
   constructor(opts: AuthzServerOptions) {
     this.#opts = opts;
@@ -72,6 +81,10 @@ export class AuthzServer {
    * `unix:/path`. Resolves with the bound port (0 for a unix socket).
    */
   async start(address: string): Promise<number> {
+    // The key material is checked before the policy source starts or anything listens.
+    const creds = listenerCredentials(address, this.#opts.listener, this.#now());
+    if (!creds.ok) throw Object.assign(new Error(creds.message), { code: creds.code });
+    this.listenerDescription = creds.describe;
     await this.#opts.source.start({
       onSnapshot: (s) => {
         const r = this.views.apply(s);
@@ -94,11 +107,17 @@ export class AuthzServer {
       Check: (
         call: grpc.ServerUnaryCall<CheckRequestMsg, CheckResponseMsg>,
         cb: grpc.sendUnaryData<CheckResponseMsg>,
-      ) => cb(null, this.check(call.request)),
+      ) => {
+        const refused = clientRefusal(
+          this.#opts.listener,
+          call.getAuthContext().sslPeerCertificate?.subjectaltname,
+        );
+        cb(null, refused === undefined ? this.check(call.request) : this.#refuseCaller(refused));
+      },
     });
     this.#grpc = server;
     return new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      server.bindAsync(address, creds.credentials, (err, port) =>
         err ? reject(err) : resolve(port),
       ),
     );
@@ -120,6 +139,25 @@ export class AuthzServer {
         resolve();
       });
     });
+  }
+
+  /** A caller the listener does not accept gets a denial, never a gRPC error (fail closed). */
+  #refuseCaller(reason: string): CheckResponseMsg {
+    this.#checks++;
+    const p = l7('unmanaged', reason);
+    this.#record({
+      requestId: '-',
+      source: { ip: '-', identity: null },
+      destination: { endpoint: '-', port: 0 },
+      method: null,
+      path: null,
+      verdict: 'deny',
+      status: 403,
+      provenance: p,
+      policyVersion: 0,
+      started: process.hrtime.bigint(),
+    });
+    return this.#denied(RPC_CODE.PERMISSION_DENIED, 403, '-', p, 'caller not allowed');
   }
 
   stats(): AuthzStats {

@@ -10,9 +10,13 @@ export interface CheckClient {
   close(): void;
 }
 
-export function checkClient(address: string): CheckClient {
+/** A client over `credentials` (default: plaintext). */
+export function checkClient(
+  address: string,
+  credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(),
+): CheckClient {
   const Client = authorizationClient();
-  const c = new Client(address, grpc.credentials.createInsecure());
+  const c = new Client(address, credentials);
   return {
     check: (req, timeoutMs = 10_000) =>
       new Promise<CheckResponseMsg>((resolve, reject) => {

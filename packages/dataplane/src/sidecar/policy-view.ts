@@ -205,21 +205,20 @@ export class PolicyView {
 
   /** The source side: this endpoint's egress rules at L7 for an outgoing request. */
   decideOutbound(req: OutboundRequest): SidecarDecision {
-    const r = this.engine.check(
-      {
-        from: this.endpoint,
-        to: req.destinationIp,
-        protocol: 'TCP',
-        port: req.port,
-        method: req.method,
-        path: req.path,
-        ...(req.host !== undefined ? { host: req.host } : {}),
-        headers: req.headers,
-      },
-      false,
-    );
+    // The source's egress verdict at L7 alone (`check(...).l7.egress`, without the kernel and
+    // destination-side work of a full check; the destination's sidecar judges its ingress).
+    const r = this.engine.decideL7Egress({
+      from: this.endpoint,
+      to: req.destinationIp,
+      protocol: 'TCP',
+      port: req.port,
+      method: req.method,
+      path: req.path,
+      ...(req.host !== undefined ? { host: req.host } : {}),
+      headers: req.headers,
+    });
     if (!r.ok) return { ...deny('unmanaged', `cannot judge: ${r.code} ${r.message}`) };
-    const eg = r.result.l7.egress;
+    const eg = r.result;
     if (!eg) return deny('no-l7-point', 'no L7 egress verdict for this endpoint');
     return { verdict: eg.verdict, provenance: eg.provenance };
   }
