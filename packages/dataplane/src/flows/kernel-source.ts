@@ -109,11 +109,16 @@ export class KernelFlowSource {
   }
 
   private spawnMonitor(): Promise<void> {
-    const args = ['monitor', 'trace'];
+    // `nft monitor` runs under a small shell that kills it when our end of its stdin closes: the
+    // monitor then never outlives this process, even one killed with SIGKILL (no orphan left
+    // tracing). A background list reads /dev/null unless redirected, hence the copy on fd 3.
+    const script =
+      'exec 3<&0; nft monitor trace & p=$!; (read _ <&3; kill $p 2>/dev/null) & wait $p';
     const [cmd, argv] = this.o.netns
-      ? ['ip', ['netns', 'exec', this.o.netns, 'nft', ...args]]
-      : ['nft', args];
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+      ? ['ip', ['netns', 'exec', this.o.netns, 'sh', '-c', script]]
+      : ['sh', ['-c', script]];
+    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => undefined);
     this.monitor = child;
     const rl = readline.createInterface({ input: child.stdout, crlfDelay: Infinity });
     rl.on('line', (l) => {
@@ -124,6 +129,7 @@ export class KernelFlowSource {
       this.o.log?.({ msg: 'nft monitor trace', stderr: d.toString().trim().slice(0, 300) }),
     );
     child.on('exit', (code) => {
+      child.stdin.end();
       if (this.stopped) return;
       // Restarted after a second; what it missed meanwhile is not traced (documented limit).
       this.o.log?.({ msg: 'nft monitor trace exited; restarting', code });
@@ -170,7 +176,8 @@ export class KernelFlowSource {
     clearInterval(this.timer);
     clearTimeout(this.restartTimer);
     await this.readCounters();
-    this.monitor?.kill('SIGTERM');
+    // Closing its stdin ends the monitor (see spawnMonitor).
+    this.monitor?.stdin?.end();
     this.monitor = undefined;
     try {
       await runNft(this.o.netns, ['delete', 'table', 'inet', this.traceTable]);
