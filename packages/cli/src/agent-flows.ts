@@ -4,10 +4,11 @@
 // progress lines. Must never: delay or stop enforcement (everything here starts in the
 // background and its failures are printed, not thrown), or print the token.
 
+import type * as AgentModuleNs from '@palisade/dataplane/agent';
 import type { Io } from './input.js';
 import type { AgentFlowFlags } from './node-flows-flags.js';
 
-type AgentModule = typeof import('@palisade/dataplane/agent');
+type AgentModule = typeof AgentModuleNs;
 type Agent = InstanceType<AgentModule['Agent']>;
 type AgentFlows = InstanceType<AgentModule['AgentFlows']>;
 

@@ -74,7 +74,7 @@ export class AgentFlows {
         }),
       resolve: (ip) => this.resolve(ip),
       ...(o.intervalMs !== undefined ? { intervalMs: o.intervalMs } : {}),
-      log: (l) => this.say(`flows: ${String(l['msg'])}: ${String(l['error'] ?? '')}`.trim()),
+      log: (l) => this.say(`flows: ${JSON.stringify(l)}`),
     });
   }
 
@@ -194,7 +194,11 @@ export class AgentFlows {
         },
       };
     }
-    for (const r of v.report.records) this.aggregator.observe(observationOf(r, local));
+    for (const r of v.report.records) {
+      const ob = observationOf(r, local, (ep) => this.addressOf(ep));
+      if (ob) this.aggregator.observe(ob);
+      else this.aggregator.shed('l7', 'parse', 1);
+    }
     for (const s of v.report.shed ?? []) this.aggregator.shed('l7', s.reason, s.count);
     if ((v.report.shed ?? []).length > 0) this.noteShed();
     this.reportsTaken++;
@@ -213,6 +217,9 @@ export class AgentFlows {
       '# TYPE palisade_agent_flow_reports_total counter',
       `palisade_agent_flow_reports_total{outcome="taken"} ${this.reportsTaken}`,
       `palisade_agent_flow_reports_total{outcome="refused"} ${this.reportsRefused}`,
+      '# HELP palisade_agent_flow_trace_lines_total Lines read from nft monitor trace.',
+      '# TYPE palisade_agent_flow_trace_lines_total counter',
+      `palisade_agent_flow_trace_lines_total ${this.kernel?.lines ?? 0}`,
       '# HELP palisade_agent_flow_kernel_tracing Whether kernel decisions are traced (1) or not (0).',
       '# TYPE palisade_agent_flow_kernel_tracing gauge',
       `palisade_agent_flow_kernel_tracing ${this.kernelRunning ? 1 : 0}`,

@@ -23,9 +23,14 @@ export interface L7ReportRecord {
   readonly time: number;
   /** `ingress`: a request to this endpoint; `egress`: one it sent. */
   readonly direction: 'ingress' | 'egress';
-  /** The other side: the source of an ingress request, the destination of an egress one. */
+  /**
+   * The other side: the source of an ingress request, the destination of an egress one — its
+   * address, or (egress, as the outbound proxy names it) its `namespace/name`, which the agent
+   * resolves.
+   */
   readonly peer: {
-    readonly ip: string;
+    readonly ip?: string;
+    readonly endpoint?: string;
     /** The verified SPIFFE ID of the peer's certificate (ingress). */
     readonly identity?: string;
   };
@@ -115,6 +120,8 @@ export function storableProvenance(p: {
 }
 
 const METHOD_RE = /^[A-Z][A-Z0-9_-]{0,31}$/;
+const K8S = '[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?';
+const ENDPOINT_RE = new RegExp(`^${K8S}/${K8S}$`);
 const SPIFFE_RE = /^spiffe:\/\/[^\s/]+\/[\x21-\x7e]{0,480}$/;
 const STAGED_VERDICTS = new Set(['allow', 'deny', 'pass', 'no-match']);
 
@@ -142,8 +149,14 @@ export function reportRecordOf(r: AccessRecord): L7ReportRecord | undefined {
   const time = Date.parse(r.time);
   if (Number.isNaN(time)) return undefined;
   const inbound = r.side === 'inbound';
-  const peerIp = inbound ? r.source.ip : r.destination.endpoint;
-  if (isIP(peerIp) === 0) return undefined;
+  const peerName = inbound ? r.source.ip : r.destination.endpoint;
+  const peer =
+    isIP(peerName) !== 0
+      ? { ip: peerName }
+      : !inbound && ENDPOINT_RE.test(peerName) && peerName.length <= 507
+        ? { endpoint: peerName }
+        : undefined;
+  if (!peer) return undefined;
   const identity =
     inbound && r.source.identity !== null && SPIFFE_RE.test(r.source.identity)
       ? r.source.identity
@@ -155,7 +168,7 @@ export function reportRecordOf(r: AccessRecord): L7ReportRecord | undefined {
   return {
     time,
     direction: inbound ? 'ingress' : 'egress',
-    peer: { ip: peerIp, ...(identity !== undefined ? { identity } : {}) },
+    peer: { ...peer, ...(identity !== undefined ? { identity } : {}) },
     ...(Number.isInteger(port) && port > 0 && port <= 65535 ? { port } : {}),
     ...(method !== undefined ? { method } : {}),
     ...(path !== undefined ? { path } : {}),
@@ -224,9 +237,22 @@ export function validateL7Report(v: unknown, nowMs: number): ReportValidation {
     if (!isObject(peer)) add(`${p}.peer`, 'must be an object');
     else {
       for (const k of Object.keys(peer))
-        if (k !== 'ip' && k !== 'identity') add(`${p}.peer.${k.slice(0, 40)}`, 'unknown field');
-      if (typeof peer['ip'] !== 'string' || peer['ip'].length > 45 || isIP(peer['ip']) === 0)
+        if (k !== 'ip' && k !== 'endpoint' && k !== 'identity')
+          add(`${p}.peer.${k.slice(0, 40)}`, 'unknown field');
+      const ip = peer['ip'];
+      const ep = peer['endpoint'];
+      if ((ip === undefined) === (ep === undefined))
+        add(`${p}.peer`, 'must have exactly one of ip and endpoint');
+      else if (ip !== undefined && (typeof ip !== 'string' || ip.length > 45 || isIP(ip) === 0))
         add(`${p}.peer.ip`, 'must be an IP address');
+      else if (
+        ep !== undefined &&
+        (typeof ep !== 'string' ||
+          ep.length > 507 ||
+          !ENDPOINT_RE.test(ep) ||
+          direction !== 'egress')
+      )
+        add(`${p}.peer.endpoint`, 'must be namespace/name (egress only)');
       const id = peer['identity'];
       if (id !== undefined && (typeof id !== 'string' || !SPIFFE_RE.test(id)))
         add(`${p}.peer.identity`, 'must be a SPIFFE ID');
@@ -260,7 +286,7 @@ export function validateL7Report(v: unknown, nowMs: number): ReportValidation {
           add(`${p}.provenance.${k.slice(0, 40)}`, 'unknown field');
         else if (k === 'rule') {
           if (!Number.isInteger(pv[k])) add(`${p}.provenance.rule`, 'must be an integer');
-        } else if (typeof pv[k] !== 'string' || (pv[k] as string).length > 4096)
+        } else if (typeof pv[k] !== 'string' || pv[k].length > 4096)
           add(`${p}.provenance.${k}`, 'must be a string of at most 4096 characters');
       }
     const staged = r['staged'];
@@ -288,7 +314,8 @@ export function validateL7Report(v: unknown, nowMs: number): ReportValidation {
       time: rec.time,
       direction: rec.direction,
       peer: {
-        ip: rec.peer.ip,
+        ...(rec.peer.ip !== undefined ? { ip: rec.peer.ip } : {}),
+        ...(rec.peer.endpoint !== undefined ? { endpoint: rec.peer.endpoint } : {}),
         ...(rec.peer.identity !== undefined ? { identity: rec.peer.identity } : {}),
       },
       ...(rec.port !== undefined ? { port: rec.port } : {}),
@@ -320,15 +347,25 @@ export function validateL7Report(v: unknown, nowMs: number): ReportValidation {
   return { ok: true, report: { records: out, ...(shed.length > 0 ? { shed } : {}) } };
 }
 
-/** A validated record as an observation, the endpoint's own side at `localIp`. */
-export function observationOf(r: L7ReportRecord, localIp: string): FlowObservation {
+/**
+ * A validated record as an observation, the endpoint's own side at `localIp`; a peer named by
+ * endpoint is resolved with `addressOf` (undefined when it has no known address).
+ */
+export function observationOf(
+  r: L7ReportRecord,
+  localIp: string,
+  addressOf: (endpoint: string) => string | undefined = () => undefined,
+): FlowObservation | undefined {
   const ingress = r.direction === 'ingress';
+  const peerIp =
+    r.peer.ip ?? (r.peer.endpoint !== undefined ? addressOf(r.peer.endpoint) : undefined);
+  if (peerIp === undefined) return undefined;
   return {
     timeMs: r.time,
     point: 'l7',
     direction: r.direction,
-    srcIp: ingress ? r.peer.ip : localIp,
-    dstIp: ingress ? localIp : r.peer.ip,
+    srcIp: ingress ? peerIp : localIp,
+    dstIp: ingress ? localIp : peerIp,
     ...(r.port !== undefined ? { dstPort: r.port } : {}),
     protocol: 'TCP',
     ...(r.method !== undefined ? { method: r.method } : {}),
