@@ -80,6 +80,19 @@ describe(
       pg = await c.addPod(2, 'pg', { app: 'pg' });
       other = await c.addPod(3, 'other', { app: 'other' });
       await Promise.all([web, pg, other].map((p) => p.start(['t80'])));
+      const agent = c.startAgent();
+      await until('the first apply', () => agent.status().appliedRevision !== undefined, 20_000);
+      flows = new AgentFlows(agent, {
+        server: c.server?.url ?? '',
+        token: c.nodeToken,
+        table: c.table,
+        netns: c.node.ns,
+        intervalMs: 300,
+        say: (l) => say.push(l),
+      });
+      await flows.start();
+      // The policy's rules come after the monitor started: nft prints them as unknown handles,
+      // which the source resolves from its own listing of the table.
       const rv = await c.create('/api/v1/projectcalico.org/NetworkPolicy/demo', {
         apiVersion: 'projectcalico.org/v3',
         kind: 'NetworkPolicy',
@@ -90,17 +103,7 @@ describe(
           ingress: [{ action: 'Allow', protocol: 'TCP', source: { selector: "app == 'web'" } }],
         },
       });
-      const agent = c.startAgent();
       await c.applied(rv, 20_000);
-      flows = new AgentFlows(agent, {
-        server: c.server?.url ?? '',
-        token: c.nodeToken,
-        table: c.table,
-        netns: c.node.ns,
-        intervalMs: 300,
-        say: (l) => say.push(l),
-      });
-      await flows.start();
       sync = new PolicySync(agent);
       sockets = new EndpointSockets({
         source: sync,
@@ -230,6 +233,8 @@ describe(
           /palisade_agent_flows_total\{point="l7",verdict="deny",policy="demo\/l7-guard"\} 1/,
         );
         assert.match(text, /palisade_agent_flow_kernel_tracing 1/);
+        // The policy's rules were added after the monitor started: named from a listing.
+        assert.match(text, /palisade_agent_flow_rule_listings_total [1-9]/);
         assert.match(text, /palisade_agent_flow_reports_total\{outcome="refused"\} 2/);
       } finally {
         await m.close();

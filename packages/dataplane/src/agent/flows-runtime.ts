@@ -127,6 +127,8 @@ export class AgentFlows {
       },
       log: (l) => this.say(`flows: ${JSON.stringify(l)}`),
     });
+    // Every apply may renumber the table's rule handles (a full apply recreates the table).
+    this.agent.onApplied(() => this.kernel?.invalidateRules());
     await this.startKernel();
   }
 
@@ -220,6 +222,9 @@ export class AgentFlows {
       '# HELP palisade_agent_flow_trace_lines_total Lines read from nft monitor trace.',
       '# TYPE palisade_agent_flow_trace_lines_total counter',
       `palisade_agent_flow_trace_lines_total ${this.kernel?.lines ?? 0}`,
+      '# HELP palisade_agent_flow_rule_listings_total Listings of the table to name rules nft monitor did not know.',
+      '# TYPE palisade_agent_flow_rule_listings_total counter',
+      `palisade_agent_flow_rule_listings_total ${this.kernel?.listings ?? 0}`,
       '# HELP palisade_agent_flow_kernel_tracing Whether kernel decisions are traced (1) or not (0).',
       '# TYPE palisade_agent_flow_kernel_tracing gauge',
       `palisade_agent_flow_kernel_tracing ${this.kernelRunning ? 1 : 0}`,

@@ -84,6 +84,12 @@ export class KernelFlowSource {
   private readonly assembler: TraceAssembler;
   /** Lines read from the monitor (tests, metrics). */
   lines = 0;
+  /** Comments of the owned table's rules by `chain#handle`, from the last listing. */
+  private ruleComments = new Map<string, string | null>();
+  private listing: Promise<void> | undefined;
+  private listAgain = false;
+  /** Listings of the owned table made to resolve rule handles (metrics). */
+  listings = 0;
 
   constructor(o: KernelFlowSourceOptions) {
     this.o = o;
@@ -93,10 +99,56 @@ export class KernelFlowSource {
       if (!validTableName(t)) throw new Error(`invalid table name ${JSON.stringify(t)}`);
     this.rate = Math.max(1, Math.min(1_000_000, Math.floor(o.ratePerSecond ?? 2000)));
     this.assembler = new TraceAssembler(this.table, o.onObservation);
+    this.assembler.comments = {
+      comment: (chain, handle) => this.ruleComments.get(`${chain}#${handle}`),
+      refresh: () => this.refreshRules(),
+    };
+  }
+
+  /**
+   * Forgets the rule handles (call after the owned table was changed: a full apply recreates it
+   * and its handles start again); the next trace that needs one lists the table again.
+   */
+  invalidateRules(): void {
+    this.ruleComments = new Map();
+  }
+
+  /** Lists the owned table with handles (one listing at a time), then resolves held decisions. */
+  private refreshRules(): void {
+    if (this.listing) {
+      this.listAgain = true;
+      return;
+    }
+    this.listing = (async () => {
+      do {
+        this.listAgain = false;
+        this.listings++;
+        try {
+          const out = await runNft(this.o.netns, ['-a', '-j', 'list', 'table', 'inet', this.table]);
+          const doc = JSON.parse(out) as {
+            nftables?: { rule?: { chain?: string; handle?: number; comment?: string } }[];
+          };
+          const m = new Map<string, string | null>();
+          for (const item of doc.nftables ?? []) {
+            const r = item.rule;
+            if (r?.chain !== undefined && r.handle !== undefined)
+              m.set(`${r.chain}#${r.handle}`, r.comment ?? null);
+          }
+          this.ruleComments = m;
+        } catch (e) {
+          this.o.log?.({
+            msg: 'cannot list the enforcement table for rule comments',
+            error: e instanceof Error ? e.message : String(e),
+          });
+        }
+      } while (this.listAgain && !this.stopped);
+      this.assembler.replay();
+    })().finally(() => (this.listing = undefined));
   }
 
   /** Installs the trace table and starts the monitor; resolves once the monitor is subscribed. */
   async start(): Promise<void> {
+    this.stopped = false;
     // Replace a table left by an earlier run in one transaction (add + delete + define).
     await runNft(
       this.o.netns,
