@@ -193,8 +193,6 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
     // The story's traffic, as the agent shipped it (kernel traces, the sidecars' decisions).
     flows = await awaitStoryFlows(t.admin as NonNullable<typeof t.admin>);
     say(formatFlowSummary(flows));
-    if (process.env['PALISADE_DEMO_AGENT_LOG'] === '1' && t.agentMetrics)
-      say(await (await fetch(t.agentMetrics)).text());
   } catch (e) {
     crashed = true;
     say(`the demo failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -261,7 +259,7 @@ ${
     : ''
 }  log in   palisade login --server ${url} --token-file ${t.adminTokenFile} --ca-file ${t.caFile}
   then     palisade get globalnetworkpolicies; palisade audit; palisade flows --follow
-  rules    ip netns exec ${t.nodeNs} nft list table inet ${t.table}
+${t.agentMetrics ? `  metrics  ${t.agentMetrics}   (the agent's flow counters per policy and enforcement point)\n` : ''}  rules    ip netns exec ${t.nodeNs} nft list table inet ${t.table}
 ${att && rat ? `  attack   ip netns exec ${att.netns} curl -m 2 http://${rat.ip}:${POD_PORT}/ratings/0   (times out: dropped in the kernel)\n` : ''}
 Press Ctrl-C to stop: every namespace, veth, nftables table and process the demo created is removed.
 `;

@@ -88,6 +88,9 @@ export class KernelFlowSource {
   private ruleComments = new Map<string, string | null>();
   private listing: Promise<void> | undefined;
   private listAgain = false;
+  /** An apply happened since the last check: the table may have been recreated. */
+  private suspect = false;
+  private tableHandle: number | undefined;
   /** Listings of the owned table made to resolve rule handles (metrics). */
   listings = 0;
 
@@ -100,17 +103,34 @@ export class KernelFlowSource {
     this.rate = Math.max(1, Math.min(1_000_000, Math.floor(o.ratePerSecond ?? 2000)));
     this.assembler = new TraceAssembler(this.table, o.onObservation);
     this.assembler.comments = {
-      comment: (chain, handle) => this.ruleComments.get(`${chain}#${handle}`),
+      comment: (chain, handle) => this.comment(chain, handle),
       refresh: () => this.refreshRules(),
     };
   }
 
   /**
-   * Forgets the rule handles (call after the owned table was changed: a full apply recreates it
-   * and its handles start again); the next trace that needs one lists the table again.
+   * Call after the owned table was changed: a full apply recreates the table and its handles
+   * start again. Lookups then wait for a cheap check of the table's own handle (`nft -j list
+   * tables`); only a recreated table's listing is dropped.
    */
   invalidateRules(): void {
-    this.ruleComments = new Map();
+    this.suspect = true;
+  }
+
+  private comment(chain: string, handle: number): string | null | undefined {
+    if (this.suspect) return undefined;
+    return this.ruleComments.get(`${chain}#${handle}`);
+  }
+
+  /** The owned table's handle now (undefined when it is not there). */
+  private async currentTableHandle(): Promise<number | undefined> {
+    const out = await runNft(this.o.netns, ['-j', 'list', 'tables']);
+    const doc = JSON.parse(out) as {
+      nftables?: { table?: { family?: string; name?: string; handle?: number } }[];
+    };
+    for (const item of doc.nftables ?? [])
+      if (item.table?.family === 'inet' && item.table.name === this.table) return item.table.handle;
+    return undefined;
   }
 
   /** Lists the owned table with handles (one listing at a time), then resolves held decisions. */
@@ -122,19 +142,16 @@ export class KernelFlowSource {
     this.listing = (async () => {
       do {
         this.listAgain = false;
-        this.listings++;
         try {
-          const out = await runNft(this.o.netns, ['-a', '-j', 'list', 'table', 'inet', this.table]);
-          const doc = JSON.parse(out) as {
-            nftables?: { rule?: { chain?: string; handle?: number; comment?: string } }[];
-          };
-          const m = new Map<string, string | null>();
-          for (const item of doc.nftables ?? []) {
-            const r = item.rule;
-            if (r?.chain !== undefined && r.handle !== undefined)
-              m.set(`${r.chain}#${r.handle}`, r.comment ?? null);
+          if (this.suspect) {
+            this.suspect = false;
+            const h = await this.currentTableHandle();
+            if (h === undefined || h !== this.tableHandle) this.ruleComments = new Map();
           }
-          this.ruleComments = m;
+          const missing = this.assembler
+            .heldRules()
+            .some((r) => !this.ruleComments.has(`${r.chain}#${r.handle}`));
+          if (missing) await this.listRules();
         } catch (e) {
           this.o.log?.({
             msg: 'cannot list the enforcement table for rule comments',
@@ -144,6 +161,25 @@ export class KernelFlowSource {
       } while (this.listAgain && !this.stopped);
       this.assembler.replay();
     })().finally(() => (this.listing = undefined));
+  }
+
+  private async listRules(): Promise<void> {
+    this.listings++;
+    const out = await runNft(this.o.netns, ['-a', '-j', 'list', 'table', 'inet', this.table]);
+    const doc = JSON.parse(out) as {
+      nftables?: {
+        table?: { handle?: number };
+        rule?: { chain?: string; handle?: number; comment?: string };
+      }[];
+    };
+    const m = new Map<string, string | null>();
+    for (const item of doc.nftables ?? []) {
+      if (item.table?.handle !== undefined) this.tableHandle = item.table.handle;
+      const r = item.rule;
+      if (r?.chain !== undefined && r.handle !== undefined)
+        m.set(`${r.chain}#${r.handle}`, r.comment ?? null);
+    }
+    this.ruleComments = m;
   }
 
   /** Installs the trace table and starts the monitor; resolves once the monitor is subscribed. */

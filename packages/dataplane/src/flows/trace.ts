@@ -263,6 +263,11 @@ export class TraceAssembler {
     return this.held.length;
   }
 
+  /** The rules the held decisions wait for. */
+  heldRules(): { readonly chain: string; readonly handle: number }[] {
+    return this.held.map((h) => ({ chain: h.chain, handle: h.handle }));
+  }
+
   private decide(
     timeMs: number,
     chain: string,
