@@ -32,6 +32,8 @@ export interface KernelFlowSourceOptions {
 }
 
 const UNTRACED = 'palisade-flows: not traced, over the rate';
+/** Quiet time after a change of the table before it is listed for rule comments. */
+const QUIET_MS = 1000;
 
 function runNft(netns: string | undefined, args: string[], input?: string): Promise<string> {
   const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, 'nft', ...args]] : ['nft', args];
@@ -91,6 +93,8 @@ export class KernelFlowSource {
   /** An apply happened since the last check: the table may have been recreated. */
   private suspect = false;
   private tableHandle: number | undefined;
+  /** When the table last changed: listings wait for a quiet moment after it (off the apply path). */
+  private lastChange = 0;
   /** Listings of the owned table made to resolve rule handles (metrics). */
   listings = 0;
 
@@ -115,6 +119,7 @@ export class KernelFlowSource {
    */
   invalidateRules(): void {
     this.suspect = true;
+    this.lastChange = Date.now();
   }
 
   private comment(chain: string, handle: number): string | null | undefined {
@@ -142,6 +147,9 @@ export class KernelFlowSource {
     this.listing = (async () => {
       do {
         this.listAgain = false;
+        // Changes come in bursts (a write, then the views): let the agent's nft runs finish first.
+        const wait = this.lastChange + QUIET_MS - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         try {
           if (this.suspect) {
             this.suspect = false;
