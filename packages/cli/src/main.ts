@@ -115,7 +115,7 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   agent: {
     summary: "the node agent: API resources to this node's nftables rules, and the CNI socket",
     usage:
-      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
+      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH] [--flow-interval S] [--no-flows] [--metrics HOST:PORT]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
     flags: { ...AGENT_FLAGS, ...AGENT_FLOWS_FLAGS, ...HELP_FLAG },
     run: async (p, io) => (await import('./agent.js')).agentCommand(p, io),
     positionals: true,

@@ -174,7 +174,7 @@ function assertNothingLeft(pid: number, linksBefore: readonly string[]): void {
   }
 }
 
-describe('palisade demo (live)', { skip, timeout: 620_000 }, () => {
+describe('palisade demo (live)', { skip, timeout: 700_000 }, () => {
   const pids: number[] = [];
   after(() => {
     // Whatever a failed run left: remove it, so a red test does not pollute the machine.
