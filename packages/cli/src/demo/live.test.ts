@@ -219,6 +219,23 @@ describe('palisade demo (live)', { skip, timeout: 700_000 }, () => {
         .join('\n');
       let shots: string | undefined;
       try {
+        // The console first (it does not depend on the checks' timing), then the checks.
+        // The story's traffic reached the server's flow store from both enforcement points.
+        assert.ok(
+          flows && flows.kernel > 0 && flows.l7 > 0 && flows.refused > 0,
+          `${JSON.stringify(flows)}\n${summary}\n${err.slice(-2000)}`,
+        );
+        const consoleLine = got.find((l) => l.startsWith('{"console"')) ?? '{}';
+        const access = (JSON.parse(consoleLine) as { console?: { url: string; token: string } })
+          .console;
+        assert.ok(access?.url && access.token, `no console line:\n${err.slice(-2000)}`);
+        assert.doesNotMatch(err, new RegExp(access.token), 'the token is on stdout only');
+        if (CHROMIUM) {
+          shots =
+            process.env['PALISADE_DEMO_SHOTS'] ??
+            mkdtempSync(join(tmpdir(), 'palisade-demo-shots-'));
+          await browseConsole(access.url, access.token, shots);
+        } else t.diagnostic('the console part needs Debian chromium (apt-get install chromium)');
         assert.deepEqual(
           checks
             .map((c) => c.name)
@@ -250,22 +267,6 @@ describe('palisade demo (live)', { skip, timeout: 700_000 }, () => {
           platform?.provenance.api ?? '',
           /HTTP 403 AUTH_ERR_FORBIDDEN; audit entry #\d+ \(refused/,
         );
-        // The story's traffic reached the server's flow store from both enforcement points.
-        assert.ok(
-          flows && flows.kernel > 0 && flows.l7 > 0 && flows.refused > 0,
-          JSON.stringify(flows),
-        );
-        const consoleLine = got.find((l) => l.startsWith('{"console"')) ?? '{}';
-        const access = (JSON.parse(consoleLine) as { console?: { url: string; token: string } })
-          .console;
-        assert.ok(access?.url && access.token, `no console line:\n${err.slice(-2000)}`);
-        assert.doesNotMatch(err, new RegExp(access.token), 'the token is on stdout only');
-        if (CHROMIUM) {
-          shots =
-            process.env['PALISADE_DEMO_SHOTS'] ??
-            mkdtempSync(join(tmpdir(), 'palisade-demo-shots-'));
-          await browseConsole(access.url, access.token, shots);
-        } else t.diagnostic('the console part needs Debian chromium (apt-get install chromium)');
       } finally {
         clearTimeout(kill);
         child.kill('SIGTERM');

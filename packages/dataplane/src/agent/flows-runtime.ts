@@ -232,13 +232,24 @@ export class AgentFlows {
     ].join('\n');
   }
 
-  /** Stops tracing (removes the trace table) and ships what is left (one attempt). */
-  async stop(): Promise<void> {
+  /**
+   * Stops tracing (removes the trace table) and ships what is left: one attempt, given at most
+   * `finalSendMs` (default 3 s) so that stopping the agent never waits on an unreachable server.
+   */
+  async stop(finalSendMs = 3000): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     if (this.kernelRunning) await this.kernel?.stop().catch(() => undefined);
     this.kernelRunning = false;
-    await this.aggregator.stop().catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.aggregator.stop().catch(() => undefined),
+      new Promise<void>((r) => {
+        timer = setTimeout(r, finalSendMs);
+        timer.unref();
+      }),
+    ]);
+    clearTimeout(timer);
   }
 }
 
