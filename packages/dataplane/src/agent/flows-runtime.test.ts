@@ -57,7 +57,7 @@ function post(
 
 describe(
   'the agent ships flow records from the kernel and its L7 points',
-  { skip, timeout: 120_000 },
+  { skip, timeout: 200_000 },
   () => {
     const c = new TestCluster('w');
     let web: TestPod;
@@ -152,7 +152,7 @@ describe(
 
     test("an L7 report gets the endpoint's own side from the agent; reports about another endpoint or malformed ones are refused", async () => {
       const pgSock = endpointSocketPath(join(c.dir, 'eps'), 'demo', 'pg');
-      await until('the socket of demo/pg', () => sockets.paths().has('demo/pg'), 10_000);
+      await until('the socket of demo/pg', () => sockets.paths().has('demo/pg'), 30_000);
       const reporter = new L7FlowReporter({ socketPath: pgSock, endpoint: 'demo/pg' });
       reporter.record({
         time: new Date().toISOString(),
