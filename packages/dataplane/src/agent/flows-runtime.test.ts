@@ -123,20 +123,18 @@ describe(
       await until(
         'allowed and refused connections to pg recorded',
         async () => {
-          const [ok, refused] = await Promise.all([
-            web.tcp(pg.ip, 80, 1000),
-            other.tcp(pg.ip, 80, 1000),
-          ]);
-          assert.equal(ok.ok, true, 'web → pg is allowed');
-          assert.equal(refused.ok, false, 'other → pg is refused');
+          // Outcomes are asserted below; here they only make traffic (a slow machine may time out).
+          await Promise.all([web.tcp(pg.ip, 80, 1000), other.tcp(pg.ip, 80, 1000)]);
           const got = await records('endpoint=demo/pg&point=kernel');
           return (
             got.some((r) => r.verdict === 'allow' && r.direction === 'ingress') &&
             got.some((r) => r.verdict === 'deny' && r.direction === 'ingress')
           );
         },
-        40_000,
+        60_000,
       );
+      assert.equal((await web.tcp(pg.ip, 80, 5000)).ok, true, 'web → pg is allowed');
+      assert.equal((await other.tcp(pg.ip, 80, 1000)).ok, false, 'other → pg is refused');
       const got = await records('endpoint=demo/pg&point=kernel');
       const allow = got.find((r) => r.verdict === 'allow' && r.direction === 'ingress');
       const deny = got.find((r) => r.verdict === 'deny' && r.direction === 'ingress');
@@ -180,7 +178,7 @@ describe(
       await until(
         'the L7 record in the store',
         async () => (await records('point=l7&endpoint=demo/pg')).length > 0,
-        15_000,
+        30_000,
       );
       const [l7] = await records('point=l7&endpoint=demo/pg');
       assert.equal(l7?.destination.ip, pg.ip);
@@ -276,9 +274,9 @@ describe(
           packets: 1,
           bytes: 60,
         });
-        await until('a failed send', () => broken.aggregator.counters.sendFailures > 0, 5_000);
+        await until('a failed send', () => broken.aggregator.counters.sendFailures > 0, 20_000);
         // Enforcement as before, and the agent's status shows no error from flows.
-        assert.equal((await web.tcp(pg.ip, 80, 1000)).ok, true);
+        assert.equal((await web.tcp(pg.ip, 80, 5000)).ok, true);
         assert.equal((await other.tcp(pg.ip, 80, 1000)).ok, false);
         assert.equal(broken.aggregator.pendingBatches >= 1, true);
         assert.deepEqual(agent.status().errors, []);
