@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { Parsed } from './args.js';
 import { UsageError } from './args.js';
 import type { Io } from './input.js';
+import { agentFlowFlags } from './node-flows-flags.js';
 
 export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   const sub = p.positionals[0];
@@ -41,6 +42,8 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
       'warning: no --ca-file: the server certificate is checked against system CAs\n',
     );
 
+  const flowFlags = agentFlowFlags(p);
+
   const dp = await import('@palisade/dataplane/agent');
   const table = str('table');
   const netns = str('netns');
@@ -61,6 +64,18 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
   const recordPath = str('endpoint-record') ?? dp.DEFAULT_RECORD_PATH;
   const record = recordPath === 'none' ? undefined : new dp.LocalEndpointRecord(recordPath);
   agent.start();
+  const flows = flowFlags.enabled
+    ? (await import('./agent-flows.js')).startAgentFlows(dp, agent, {
+        server,
+        token,
+        ...(ca !== undefined ? { ca } : {}),
+        ...(table !== undefined ? { table } : {}),
+        ...(netns !== undefined ? { netns } : {}),
+        ...(str('trust-domain') !== undefined ? { trustDomain: str('trust-domain') } : {}),
+        flags: flowFlags,
+        io,
+      })
+    : undefined;
   let sock: Awaited<ReturnType<typeof dp.startAgentSocket>> | undefined;
   if (socketPath !== 'none') {
     sock = await dp.startAgentSocket({
@@ -89,6 +104,7 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
     endpointSockets = new dp.EndpointSockets({
       source: sync,
       dir: socketDir,
+      ...(flows ? { flows: (ep: string, body: string) => flows.agentFlows.report(ep, body) } : {}),
       say: (l) => io.stdout.write(`${l}\n`),
     });
     await endpointSockets.start();
@@ -105,6 +121,7 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
         sock?.close(),
         admin?.close(),
         endpointSockets?.close(),
+        flows?.stop(),
       ]).then(() => resolveStop());
     };
     const onTerm = () => stop('SIGTERM');

@@ -9,6 +9,7 @@ import { createWriteStream, readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { AccessLog, AgentSource, AuthzServer, FileSource } from '@palisade/dataplane/authz';
 import type { ListenerSecurity } from '@palisade/dataplane/authz';
+import { L7FlowReporter } from '@palisade/dataplane/flows';
 import { UsageError } from './args.js';
 import type { Parsed } from './args.js';
 import type { Io } from './input.js';
@@ -125,12 +126,20 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
   const say = (l: string): void => void io.stderr.write(`authz-server: ${l}\n`);
   const trustDomain = v['trust-domain'] as string | undefined;
   const root = v['istio-root-namespace'] as string | undefined;
+  const log = new AccessLog(out);
+  // With the agent's socket, every decision also goes to the agent as a flow record (it ships
+  // them with the node's credential); with -f there is no agent: the access log is the record.
+  const reporter =
+    agentSocket !== undefined && endpoint !== undefined && v['no-flows'] !== true
+      ? new L7FlowReporter({ socketPath: agentSocket, endpoint, say })
+      : undefined;
+  if (reporter) log.onRecord((r) => reporter.record(r));
   const server = new AuthzServer({
     source:
       agentSocket !== undefined && endpoint !== undefined
         ? new AgentSource({ socketPath: agentSocket, endpoint, ports, say })
         : new FileSource({ paths: files, intervalMs: interval }),
-    log: new AccessLog(out),
+    log,
     notify: say,
     ...(endpoint !== undefined ? { endpoint } : {}),
     ...(trustDomain !== undefined ? { trustDomain } : {}),
@@ -150,6 +159,7 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
     await server.close(0);
     return 2;
   }
+  reporter?.start();
   const where = listen.startsWith('unix:') ? listen : listen.replace(/:\d+$/, `:${port}`);
   const st = server.views.status();
   say(
@@ -161,7 +171,8 @@ export async function runAuthzServer(p: Parsed, io: Io): Promise<number> {
       process.off('SIGTERM', onTerm);
       process.off('SIGINT', onInt);
       say(`${sig}: draining (up to ${drain} ms)`);
-      void server.close(drain).then(() => {
+      void server.close(drain).then(async () => {
+        await reporter?.stop();
         const s = server.stats();
         say(
           `stopped: ${s.checks} check(s), ${s.counters.allowed} allowed, ${s.counters.denied} denied, ${s.counters.errors} error(s)`,

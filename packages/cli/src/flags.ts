@@ -319,6 +319,10 @@ export const DEMO_FLAGS: Flags = {
     kind: 'boolean',
     help: 'exit after the report instead of keeping the control plane running',
   },
+  serve: {
+    kind: 'boolean',
+    help: 'with --json: keep serving after the checks (a {"console":…} line follows them)',
+  },
 };
 
-export const DEMO_USAGE = 'palisade demo [--json] [--no-wait] [--simulate]';
+export const DEMO_USAGE = 'palisade demo [--json [--serve]] [--no-wait] [--simulate]';

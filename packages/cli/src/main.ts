@@ -14,6 +14,7 @@ import {
 } from './authz-flags.js';
 import type { Flags } from './args.js';
 import { SIDECAR_FLAGS, SIDECAR_USAGE } from './sidecar-flags.js';
+import { AGENT_FLOWS_FLAGS, L7_FLOWS_FLAGS } from './node-flows-flags.js';
 import {
   ADMIN_SOCKET_FLAG,
   AGENT_FLAGS,
@@ -114,8 +115,8 @@ const COMMANDS: Readonly<Record<string, Command>> = {
   agent: {
     summary: "the node agent: API resources to this node's nftables rules, and the CNI socket",
     usage:
-      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
-    flags: { ...AGENT_FLAGS, ...HELP_FLAG },
+      'palisade agent --node NAME --server URL --token-file F [--ca-file F] [--table NAME] [--netns NS] [--socket PATH] [--admin-socket PATH] [--flow-interval S] [--no-flows] [--metrics HOST:PORT]\n       palisade agent status [-o table|json|yaml]\n       palisade agent describe NS/POD|HOSTENDPOINT [-o table|json|yaml]',
+    flags: { ...AGENT_FLAGS, ...AGENT_FLOWS_FLAGS, ...HELP_FLAG },
     run: async (p, io) => (await import('./agent.js')).agentCommand(p, io),
     positionals: true,
   },
@@ -123,14 +124,14 @@ const COMMANDS: Readonly<Record<string, Command>> = {
     summary:
       'the L7 sidecar of one endpoint: policy and SVID from the agent, inbound mTLS, outbound proxy',
     usage: SIDECAR_USAGE,
-    flags: { ...SIDECAR_FLAGS, ...HELP_FLAG },
+    flags: { ...SIDECAR_FLAGS, ...L7_FLOWS_FLAGS, ...HELP_FLAG },
     // Loaded on demand: TLS, the engine and the proxies are not needed by other commands.
     run: async (p, io) => (await import('./sidecar.js')).sidecarCommand(p, io),
   },
   'authz-server': {
     summary: "Envoy's ext_authz v3 over gRPC, judging with the same L7 decision as the sidecar",
     usage: AUTHZ_SERVER_USAGE,
-    flags: { ...AUTHZ_SERVER_FLAGS, ...HELP_FLAG },
+    flags: { ...AUTHZ_SERVER_FLAGS, ...L7_FLOWS_FLAGS, ...HELP_FLAG },
     run: authzServerCommand,
   },
   export: {

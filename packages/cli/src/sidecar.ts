@@ -50,6 +50,7 @@ export async function sidecarCommand(p: Parsed, io: Io): Promise<number> {
       ...(inboundHost !== undefined ? { inboundHost } : {}),
       upstream: (ip) => ({ host: ip, port: upstreamPort }),
       accessLog: p.values['no-access-log'] === true ? false : process.stdout,
+      flows: p.values['no-flows'] !== true,
       ...(startTimeout !== undefined ? { startTimeoutMs: Number(startTimeout) * 1000 } : {}),
       say,
     });

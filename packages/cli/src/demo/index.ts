@@ -18,5 +18,6 @@ export async function demoCommand(p: Parsed, io: Io): Promise<number> {
     return 2;
   }
   const { runLive } = await import('./live.js');
-  return runLive({ json, wait: !json && p.values['no-wait'] !== true }, io);
+  const wait = p.values['no-wait'] !== true && (!json || p.values.serve === true);
+  return runLive({ json, wait }, io);
 }

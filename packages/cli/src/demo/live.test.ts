@@ -1,16 +1,23 @@
-// The live demo end to end, as `npm start` runs it but with --json (exit after the checks): the
-// control plane, the agent, 15 pods through the CNI plugin with sidecars and services, and every
-// check of the story. The test fails if any check's outcome or enforcement point changes, if a
-// check appears or disappears, if the firewall change takes more than a second, and if anything
-// the demo created is left on the machine afterwards — also when it is stopped by SIGTERM half
-// way. Skipped without root, `ip` and `nft`.
+// The live demo end to end, as `npm start` runs it but with --json --serve: the control plane,
+// the agent, 15 pods through the CNI plugin with sidecars and services, and every check of the
+// story; then, with the demo still serving, the web console in a real browser (Debian chromium
+// driven by playwright-core) signed in with the token the demo printed: the service graph of the
+// demo's namespaces with refused edges, the attacker refused in the kernel with the rule that
+// did it, an L7 403 with its policy, the policy board and the audit log (screenshots, assertions
+// on visible text). The test fails if any check's outcome or enforcement point changes, if a
+// check appears or disappears, if the firewall change takes more than a second, if the story's
+// traffic is not in the flow store, and if anything the demo created is left on the machine
+// afterwards — also when it is stopped by SIGTERM half way. Skipped without root, `ip` and
+// `nft`; the browser part is skipped (said so) without chromium.
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { browseConsole, CHROMIUM } from './test-console.js';
 import { liveRequirements } from './topology.js';
 
 const BIN = fileURLToPath(new URL('../../bin/palisade.js', import.meta.url));
@@ -167,7 +174,7 @@ function assertNothingLeft(pid: number, linksBefore: readonly string[]): void {
   }
 }
 
-describe('palisade demo (live)', { skip, timeout: 620_000 }, () => {
+describe('palisade demo (live)', { skip, timeout: 700_000 }, () => {
   const pids: number[] = [];
   after(() => {
     // Whatever a failed run left: remove it, so a red test does not pollute the machine.
@@ -176,11 +183,11 @@ describe('palisade demo (live)', { skip, timeout: 620_000 }, () => {
   });
 
   test(
-    'every check of the story keeps its outcome and enforcement point; nothing is left behind',
-    { timeout: 420_000 },
-    async () => {
+    'every check of the story keeps its outcome and enforcement point, its traffic is in the console; nothing is left behind',
+    { timeout: 480_000 },
+    async (t) => {
       const linksBefore = rootLinks();
-      const child = spawn(process.execPath, [BIN, 'demo', '--json', '--no-wait'], {
+      const child = spawn(process.execPath, [BIN, 'demo', '--json', '--serve'], {
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       pids.push(child.pid ?? -1);
@@ -188,53 +195,87 @@ describe('palisade demo (live)', { skip, timeout: 620_000 }, () => {
       let err = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      const code = await new Promise<number | null>((resolve) => {
-        const t = setTimeout(() => child.kill('SIGTERM'), 400_000);
-        child.on('exit', (c) => {
-          clearTimeout(t);
-          resolve(c);
-        });
-      });
-      const last = out.trim().split('\n').at(-1) ?? '';
-      const { checks } = JSON.parse(last) as { checks: Check[] };
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      const kill = setTimeout(() => child.kill('SIGTERM'), 440_000);
+      // The checks line, then the console line (the demo keeps serving until SIGTERM).
+      const lines = async (): Promise<string[]> => {
+        for (;;) {
+          const ls = out.split('\n').filter((l) => l.startsWith('{'));
+          if (ls.some((l) => l.startsWith('{"console"')) || child.exitCode !== null) return ls;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      };
+      const got = await lines();
+      const checksLine = got.find((l) => l.startsWith('{"checks"')) ?? '';
+      const { checks, flows } = JSON.parse(checksLine || '{"checks":[]}') as {
+        checks: Check[];
+        flows?: { records: number; kernel: number; l7: number; refused: number };
+      };
       const summary = checks
         .map(
           (c) =>
             `${c.pass ? 'PASS' : 'FAIL'} ${c.name}: ${c.observed} by ${c.enforcedBy} — ${c.detail}`,
         )
         .join('\n');
-      assert.deepEqual(
-        checks
-          .map((c) => c.name)
-          .map((n) => (n.startsWith('with the agent killed (SIGKILL)') ? EXPECTED[19]?.[0] : n)),
-        EXPECTED.map((e) => e[0]),
-        `the story's checks changed:\n${summary}\n${err.slice(-3000)}`,
-      );
-      for (const [i, c] of checks.entries()) {
-        const [, observed, point] = EXPECTED[i] as [string, string, RegExp];
-        assert.equal(c.observed, observed, `${c.name}\n${summary}`);
-        assert.match(c.enforcedBy, point, c.name);
-        assert.equal(c.pass, true, c.name);
-        const decided = DECIDED_BY[c.name];
-        if (decided)
-          assert.match(
-            [...c.provenance.kernel, c.provenance.l7 ?? ''].join(' '),
-            decided,
-            `${c.name}: the deciding policy`,
-          );
+      let shots: string | undefined;
+      try {
+        // The console first (it does not depend on the checks' timing), then the checks.
+        // The story's traffic reached the server's flow store from both enforcement points.
+        assert.ok(
+          flows && flows.kernel > 0 && flows.l7 > 0 && flows.refused > 0,
+          `${JSON.stringify(flows)}\n${summary}\n${err.slice(-2000)}`,
+        );
+        const consoleLine = got.find((l) => l.startsWith('{"console"')) ?? '{}';
+        const access = (JSON.parse(consoleLine) as { console?: { url: string; token: string } })
+          .console;
+        assert.ok(access?.url && access.token, `no console line:\n${err.slice(-2000)}`);
+        assert.doesNotMatch(err, new RegExp(access.token), 'the token is on stdout only');
+        if (CHROMIUM) {
+          shots =
+            process.env['PALISADE_DEMO_SHOTS'] ??
+            mkdtempSync(join(tmpdir(), 'palisade-demo-shots-'));
+          await browseConsole(access.url, access.token, shots);
+        } else t.diagnostic('the console part needs Debian chromium (apt-get install chromium)');
+        assert.deepEqual(
+          checks
+            .map((c) => c.name)
+            .map((n) => (n.startsWith('with the agent killed (SIGKILL)') ? EXPECTED[19]?.[0] : n)),
+          EXPECTED.map((e) => e[0]),
+          `the story's checks changed:\n${summary}\n${err.slice(-3000)}`,
+        );
+        for (const [i, c] of checks.entries()) {
+          const [, observed, point] = EXPECTED[i] as [string, string, RegExp];
+          assert.equal(c.observed, observed, `${c.name}\n${summary}`);
+          assert.match(c.enforcedBy, point, c.name);
+          assert.equal(c.pass, true, c.name);
+          const decided = DECIDED_BY[c.name];
+          if (decided)
+            assert.match(
+              [...c.provenance.kernel, c.provenance.l7 ?? ''].join(' '),
+              decided,
+              `${c.name}: the deciding policy`,
+            );
+        }
+        const fw = checks.find((c) => c.name.startsWith('the bank-info "firewall change"'));
+        assert.ok(
+          fw?.measuredMs !== undefined && fw.measuredMs <= 1000,
+          `firewall change: ${fw?.detail}`,
+        );
+        assert.match(fw.provenance.api ?? '', /audit entry #\d+ apply by admin/);
+        const platform = checks.find((c) => c.name.startsWith('a platform-team token'));
+        assert.match(
+          platform?.provenance.api ?? '',
+          /HTTP 403 AUTH_ERR_FORBIDDEN; audit entry #\d+ \(refused/,
+        );
+      } finally {
+        clearTimeout(kill);
+        child.kill('SIGTERM');
+        if (shots && !process.env['PALISADE_DEMO_SHOTS'])
+          rmSync(shots, { recursive: true, force: true });
       }
-      const fw = checks.find((c) => c.name.startsWith('the bank-info "firewall change"'));
-      assert.ok(
-        fw?.measuredMs !== undefined && fw.measuredMs <= 1000,
-        `firewall change: ${fw?.detail}`,
-      );
-      assert.match(fw.provenance.api ?? '', /audit entry #\d+ apply by admin/);
-      const platform = checks.find((c) => c.name.startsWith('a platform-team token'));
-      assert.match(
-        platform?.provenance.api ?? '',
-        /HTTP 403 AUTH_ERR_FORBIDDEN; audit entry #\d+ \(refused/,
-      );
-      assert.equal(code, 0, err.slice(-2000));
+      const code = await exited;
+      assert.equal(code, 143, err.slice(-2000));
+      assert.match(err, /SIGTERM: removing \d+ recorded resources/);
       assertNothingLeft(child.pid ?? -1, linksBefore);
     },
   );

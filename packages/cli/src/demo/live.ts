@@ -11,6 +11,8 @@
 import { rmSync } from 'node:fs';
 import type { Io } from '../input.js';
 import { CleanupRegistry, sweepLeftovers } from './cleanup.js';
+import { awaitStoryFlows, consoleAccess, formatFlowSummary } from './flows.js';
+import type { ConsoleAccess, FlowSummary } from './flows.js';
 import { KernelObserver } from './kernel.js';
 import { Probes } from './probes.js';
 import { formatReport } from './report.js';
@@ -92,6 +94,7 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const checks: Check[] = [];
+  let flows: FlowSummary | undefined;
   let topo: Topology | undefined;
   let crashed = false;
   try {
@@ -187,6 +190,9 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
         say(`${k.pass ? 'PASS' : 'FAIL'}  ${k.name}`);
       },
     );
+    // The story's traffic, as the agent shipped it (kernel traces, the sidecars' decisions).
+    flows = await awaitStoryFlows(t.admin as NonNullable<typeof t.admin>);
+    say(formatFlowSummary(flows));
   } catch (e) {
     crashed = true;
     say(`the demo failed: ${e instanceof Error ? e.message : String(e)}`);
@@ -207,10 +213,10 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
     await new Promise<void>(() => undefined);
   }
   const failed = checks.filter((k) => !k.pass).length;
-  if (o.json) io.stdout.write(`${JSON.stringify({ checks })}\n`);
+  if (o.json) io.stdout.write(`${JSON.stringify({ checks, ...(flows ? { flows } : {}) })}\n`);
   else io.stdout.write(formatReport(checks, Date.now() - started));
 
-  if (o.wait && !o.json && !crashed && topo?.server) {
+  if (o.wait && !crashed && topo?.server) {
     const t = topo;
     // Leave the cluster secured for the user to explore.
     try {
@@ -219,7 +225,16 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
     } catch {
       // the report above stands; exploring starts from whatever state there is
     }
-    io.stdout.write(explore(t));
+    let access: ConsoleAccess | undefined;
+    try {
+      access = await consoleAccess(t.admin as NonNullable<typeof t.admin>, t.server?.url ?? '');
+    } catch (e) {
+      say(`no console token: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    if (o.json) {
+      io.stdout.write(`${JSON.stringify({ console: access ?? null })}\n`);
+      io.stderr.write(explore(t, access));
+    } else io.stdout.write(explore(t, access));
     await new Promise<void>(() => undefined); // until a signal: onSignal cleans up and exits
   }
   await finish(crashed ? 'the demo failed' : 'done');
@@ -228,7 +243,7 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
-function explore(t: Topology): string {
+function explore(t: Topology, access: ConsoleAccess | undefined): string {
   const url = t.server?.url ?? '?';
   const p = (n: string) => t.pods.find((x) => x.spec.name === n);
   const att = p('attacker');
@@ -236,9 +251,15 @@ function explore(t: Topology): string {
   return `
 The control plane keeps running, with the seeds' policies applied again:
   server   ${url}
-  log in   palisade login --server ${url} --token-file ${t.adminTokenFile} --ca-file ${t.caFile}
-  then     palisade get globalnetworkpolicies; palisade audit; palisade get workloadendpoints -A
-  rules    ip netns exec ${t.nodeNs} nft list table inet ${t.table}
+${
+  access
+    ? `  console  ${access.url}
+  sign in  ${access.token}   (read-only; the admin token for the editor: ${t.adminTokenFile})
+`
+    : ''
+}  log in   palisade login --server ${url} --token-file ${t.adminTokenFile} --ca-file ${t.caFile}
+  then     palisade get globalnetworkpolicies; palisade audit; palisade flows --follow
+${t.agentMetrics ? `  metrics  ${t.agentMetrics}   (the agent's flow counters per policy and enforcement point)\n` : ''}  rules    ip netns exec ${t.nodeNs} nft list table inet ${t.table}
 ${att && rat ? `  attack   ip netns exec ${att.netns} curl -m 2 http://${rat.ip}:${POD_PORT}/ratings/0   (times out: dropped in the kernel)\n` : ''}
 Press Ctrl-C to stop: every namespace, veth, nftables table and process the demo created is removed.
 `;

@@ -118,6 +118,8 @@ export class Topology {
   ca = '';
   agent: LineChild | undefined;
   agentRevision = -1;
+  /** The agent's Prometheus endpoint (its flow counters per policy and point). */
+  agentMetrics: string | undefined;
   readonly pods: Pod[] = [];
 
   constructor(
@@ -150,12 +152,15 @@ export class Topology {
 
   async startServer(): Promise<void> {
     const { runServer } = await import('@palisade/controlplane');
+    const { consoleRoute } = await import('@palisade/console');
     const dataDir = join(this.dir, 'server');
     const opts = (listen: string) => ({
       listen,
       dataDir,
       insecurePlaintext: false,
       rateLimit: false as const,
+      // The web console, showing the flows the node ships (flows.ts).
+      staticRoute: consoleRoute,
       log: () => undefined,
       say: () => undefined,
     });
@@ -224,10 +229,21 @@ export class Topology {
       join(this.dir, 'agent-admin.sock'),
       '--endpoint-record',
       join(this.dir, 'endpoints.json'),
+      // Flow records (kernel traces and the sidecars' L7 decisions) shipped every 2 s, so the
+      // story's traffic is in the console moments after it happened.
+      '--flow-interval',
+      '2',
+      '--metrics',
+      '127.0.0.1:0',
     ]);
     this.agent = child;
     this.agentRevision = -1;
+    if (process.env['PALISADE_DEMO_AGENT_LOG'] === '1')
+      void child.exited.then((c) => this.say(`agent exited ${c}: ${child.stderrTail}`));
     child.onText((line) => {
+      if (process.env['PALISADE_DEMO_AGENT_LOG'] === '1') this.say(`agent: ${line}`);
+      const mu = /^metrics at (http:\/\/127\.0\.0\.1:\d+\/metrics)$/.exec(line);
+      if (mu?.[1]) this.agentMetrics = mu[1];
       const m = /^applied revision (\d+)/.exec(line);
       if (m) this.agentRevision = Math.max(this.agentRevision, Number(m[1]));
     });

@@ -23,6 +23,7 @@ import {
 } from './protocol.js';
 import type { PolicySyncMessage, SvidRequest } from './protocol.js';
 import { claimSocketPath, listenRootOnly } from './root-socket.js';
+import { L7_REPORT_PREFIX, MAX_REPORT_BYTES } from '../flows/l7-report.js';
 
 /** What the sockets serve from (the agent's `PolicySync`). */
 export interface PolicySyncSource {
@@ -43,6 +44,11 @@ export interface EndpointSocketsOptions {
   /** Heartbeat interval of the streams (default 10 s). */
   readonly heartbeatMs?: number;
   readonly say?: (line: string) => void;
+  /**
+   * L7 flow reports (`POST /v1/flows/endpoints/NS/NAME`, flows/l7-report.ts) from the endpoint's
+   * sidecar or ext_authz server; absent: the route answers 404 (flows off).
+   */
+  readonly flows?: (endpoint: string, body: string) => { status: number; body: unknown };
 }
 
 type ErrorCode =
@@ -70,13 +76,13 @@ function fail(res: ServerResponse, code: ErrorCode, message: string): void {
   sendJson(res, STATUS[code], { error: { code, message } });
 }
 
-function readBody(req: IncomingMessage): Promise<string | undefined> {
+function readBody(req: IncomingMessage, max = MAX_BODY_BYTES): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY_BYTES) {
+      if (size > max) {
         chunks.length = 0;
         reject(new Error('too large'));
         req.destroy();
@@ -214,6 +220,8 @@ export class EndpointSockets {
       path.startsWith(`${prefix}/`) ? path.slice(prefix.length + 1) : undefined;
     const sync = named(POLICYSYNC_PREFIX);
     const svid = named(SVID_PREFIX);
+    const flows = named(L7_REPORT_PREFIX);
+    if (flows !== undefined) return this.flowReport(endpoint, flows, method, req, res);
     const asked = sync ?? svid;
     if (asked === undefined)
       return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `no route ${method} ${path}`);
@@ -260,6 +268,54 @@ export class EndpointSockets {
           'DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE',
           `the request failed: ${e instanceof Error ? e.message : String(e)}`,
         );
+      });
+  }
+
+  /** An L7 flow report: only for the socket's own endpoint, handed to the agent's flows. */
+  private flowReport(
+    endpoint: string,
+    asked: string,
+    method: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): void {
+    const take = this.options.flows;
+    if (!take) {
+      req.resume();
+      return sendJson(res, 404, {
+        error: { code: 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', message: 'flow records are off' },
+      });
+    }
+    if (!splitEndpoint(asked))
+      return fail(
+        res,
+        'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST',
+        `expected ${L7_REPORT_PREFIX}/NS/NAME`,
+      );
+    if (asked !== endpoint) {
+      req.resume();
+      return fail(
+        res,
+        'DATAPLANE_ERR_POLICYSYNC_FORBIDDEN',
+        `this socket belongs to ${endpoint}; it does not answer for ${asked}`,
+      );
+    }
+    if (method !== 'POST')
+      return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `${method} is not allowed here`);
+    readBody(req, MAX_REPORT_BYTES)
+      .then((text) => {
+        const r = take(endpoint, text ?? '');
+        sendJson(res, r.status, r.body);
+      })
+      .catch((e: unknown) => {
+        if (e instanceof Error && e.message === 'too large')
+          return sendJson(res, 413, {
+            error: {
+              code: 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST',
+              message: 'the report is too large',
+            },
+          });
+        fail(res, 'DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE', 'the report could not be read');
       });
   }
 

@@ -167,6 +167,7 @@ export function validateRegisterRequest(v: unknown): Validated<RegisterRequest> 
 //
 //   GET  /v1/policysync/endpoints/NS/NAME?ports=P[,P...]   long-lived NDJSON stream
 //   POST /v1/svid/endpoints/NS/NAME  {"csr": PEM, "spiffeId"?: ID, "ttlSeconds"?: N}
+//   POST /v1/flows/endpoints/NS/NAME {"records": [...], "shed"?: [...]}  (flows/l7-report.ts)
 //   GET  /v1/healthz
 //
 // NS/NAME must be the socket's endpoint (403 DATAPLANE_ERR_POLICYSYNC_FORBIDDEN otherwise).

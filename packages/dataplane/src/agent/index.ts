@@ -22,3 +22,7 @@ export type { PolicySyncOptions, SvidReply } from './policysync.js';
 export { EndpointSockets } from '../agent-socket/endpoint-sockets.js';
 export type { EndpointSocketsOptions, PolicySyncSource } from '../agent-socket/endpoint-sockets.js';
 export { DEFAULT_ENDPOINT_SOCKET_DIR, endpointSocketPath } from '../agent-socket/protocol.js';
+export { AgentFlows } from './flows-runtime.js';
+export type { AgentFlowsOptions, FlowReportReply } from './flows-runtime.js';
+export { startMetricsServer } from './metrics-server.js';
+export type { MetricsServer } from './metrics-server.js';

@@ -7,6 +7,8 @@ import { endpointSocketPath } from '../agent-socket/protocol.js';
 import { FakeNft } from '../nft/fake.js';
 import { SyncWorld, until } from '../sidecar/test-sync-fixture.js';
 import { loopbackPrefix } from '../sidecar/test-fixtures.js';
+import { L7FlowReporter } from '../flows/l7-reporter.js';
+import { AccessLog } from '../sidecar/access-log.js';
 import { AgentSource } from './agent-source.js';
 import { AuthzServer } from './server.js';
 import { RPC_CODE } from './proto.js';
@@ -28,6 +30,7 @@ describe(
     const sock = endpointSocketPath(socketDir, 'default', 'ratings-v1');
     let server: AuthzServer;
     let client: CheckClient;
+    let reporter: L7FlowReporter;
 
     before(async () => {
       await world.startServer();
@@ -35,9 +38,14 @@ describe(
         { pod: 'default/ratings-v1', ip: ip.ratings, iface: 'lo1' },
         { pod: 'default/reviews-v2', ip: ip.reviews, iface: 'lo2' },
       ]);
-      await world.startAgent({ runner: new FakeNft().runner });
+      await world.startAgent({ runner: new FakeNft().runner }, { flows: true });
       await until('the endpoint socket', () => existsSync(sock));
+      // As `palisade authz-server --agent-socket` wires it: every decision to the agent.
+      const log = new AccessLog(undefined);
+      reporter = new L7FlowReporter({ socketPath: sock, endpoint: 'default/ratings-v1' });
+      log.onRecord((r) => reporter.record(r));
       server = new AuthzServer({
+        log,
         source: new AgentSource({
           socketPath: sock,
           endpoint: 'default/ratings-v1',
@@ -82,6 +90,28 @@ describe(
       assert.equal(metadataField(post, 'policy'), 'default/ratings-readers-get-only');
       const stolen = await ask('GET', `${prefix}.9`);
       assert.equal(metadataField(stolen, 'kind'), 'identity-mismatch');
+    });
+
+    test("its decisions reach the agent's flow records over the endpoint socket, named from the agent's view", async () => {
+      assert.equal((await ask('POST')).status.code, RPC_CODE.PERMISSION_DENIED);
+      await reporter.flush();
+      await until(
+        'the L7 refusal in a shipped batch',
+        () =>
+          world.flowBatches.some((b) =>
+            b.records.some((r) => r.point === 'l7' && r.verdict === 'deny' && r.method === 'POST'),
+          ),
+        10_000,
+      );
+      const r = world.flowBatches
+        .flatMap((b) => b.records)
+        .find((x) => x.point === 'l7' && x.verdict === 'deny' && x.method === 'POST');
+      assert.equal(r?.destination.name, 'ratings-v1');
+      assert.equal(r?.destination.ip, ip.ratings);
+      assert.equal(r?.source.name, 'reviews-v2');
+      assert.equal(r?.source.identity, SA('bookinfo-reviews'));
+      assert.equal(r?.provenance.policy, 'default/ratings-readers-get-only');
+      assert.equal(r?.path, '/ratings/1');
     });
 
     test('a policy change applied through the API reaches the server through the agent; the agent going away keeps the last view', async () => {

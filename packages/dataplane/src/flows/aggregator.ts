@@ -16,6 +16,7 @@ import type {
   WireFlowRecord,
   WireShed,
 } from './observation.js';
+import { FlowCounters } from './flow-counters.js';
 
 export interface EndpointInfo {
   readonly namespace: string;
@@ -85,6 +86,8 @@ export class FlowAggregator {
     sendFailures: 0,
     shed: {},
   };
+  /** Judged flows by point, verdict and deciding policy (the node's /metrics). */
+  readonly flows = new FlowCounters();
   private current = new Map<string, Agg>();
   private readonly pending: WireBatch[] = [];
   /** Shed counts not yet reported to the server, by `point reason`. */
@@ -118,6 +121,7 @@ export class FlowAggregator {
   /** Folds one observation into the current interval. Never blocks, never throws. */
   observe(ob: FlowObservation): void {
     this.counters.observed++;
+    this.flows.count(ob.point, ob.verdict, ob.provenance);
     const k = keyOf(ob);
     const a = this.current.get(k);
     if (a) {
@@ -249,6 +253,12 @@ export class FlowAggregator {
       `# HELP ${prefix}_flow_records_sent_total Flow records the server accepted.`,
       `# TYPE ${prefix}_flow_records_sent_total counter`,
       `${prefix}_flow_records_sent_total ${c.recordsSent}`,
+      `# HELP ${prefix}_flow_batches_pending Flow batches waiting to be sent (kept after a failed send).`,
+      `# TYPE ${prefix}_flow_batches_pending gauge`,
+      `${prefix}_flow_batches_pending ${this.pending.length}`,
+      `# HELP ${prefix}_flow_send_failures_total Flow batches the server did not take (retried).`,
+      `# TYPE ${prefix}_flow_send_failures_total counter`,
+      `${prefix}_flow_send_failures_total ${c.sendFailures}`,
       `# HELP ${prefix}_flows_shed_total Observations not kept or not sent, by point and reason.`,
       `# TYPE ${prefix}_flows_shed_total counter`,
       ...Object.entries(c.shed)
@@ -257,7 +267,10 @@ export class FlowAggregator {
           const [point, reason] = k.split(' ');
           return `${prefix}_flows_shed_total{point="${point ?? ''}",reason="${reason ?? ''}"} ${v}`;
         }),
-      '',
+      this.flows.render(
+        prefix,
+        'Connections (kernel) and requests (l7) judged on this node and seen by the flow aggregator',
+      ),
     ].join('\n');
   }
 

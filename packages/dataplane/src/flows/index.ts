@@ -10,3 +10,14 @@ export { flowShipper } from './shipper.js';
 export type { ShipperOptions } from './shipper.js';
 export { parseTraceLine, provenanceFromComment, TraceAssembler } from './trace.js';
 export type * from './observation.js';
+export { FlowCounters, policyLabel } from './flow-counters.js';
+export { L7FlowReporter } from './l7-reporter.js';
+export type { L7ReporterOptions, L7ReporterStatus } from './l7-reporter.js';
+export {
+  L7_REPORT_PREFIX,
+  observationOf,
+  reportRecordOf,
+  storableProvenance,
+  validateL7Report,
+} from './l7-report.js';
+export type { L7Report, L7ReportRecord, L7ShedReason } from './l7-report.js';

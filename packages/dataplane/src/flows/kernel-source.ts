@@ -32,6 +32,8 @@ export interface KernelFlowSourceOptions {
 }
 
 const UNTRACED = 'palisade-flows: not traced, over the rate';
+/** Quiet time after a change of the table before it is listed for rule comments. */
+const QUIET_MS = 1000;
 
 function runNft(netns: string | undefined, args: string[], input?: string): Promise<string> {
   const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, 'nft', ...args]] : ['nft', args];
@@ -84,6 +86,17 @@ export class KernelFlowSource {
   private readonly assembler: TraceAssembler;
   /** Lines read from the monitor (tests, metrics). */
   lines = 0;
+  /** Comments of the owned table's rules by `chain#handle`, from the last listing. */
+  private ruleComments = new Map<string, string | null>();
+  private listing: Promise<void> | undefined;
+  private listAgain = false;
+  /** An apply happened since the last check: the table may have been recreated. */
+  private suspect = false;
+  private tableHandle: number | undefined;
+  /** When the table last changed: listings wait for a quiet moment after it (off the apply path). */
+  private lastChange = 0;
+  /** Listings of the owned table made to resolve rule handles (metrics). */
+  listings = 0;
 
   constructor(o: KernelFlowSourceOptions) {
     this.o = o;
@@ -93,10 +106,93 @@ export class KernelFlowSource {
       if (!validTableName(t)) throw new Error(`invalid table name ${JSON.stringify(t)}`);
     this.rate = Math.max(1, Math.min(1_000_000, Math.floor(o.ratePerSecond ?? 2000)));
     this.assembler = new TraceAssembler(this.table, o.onObservation);
+    this.assembler.comments = {
+      comment: (chain, handle) => this.comment(chain, handle),
+      refresh: () => this.refreshRules(),
+    };
+  }
+
+  /**
+   * Call after the owned table was changed: a full apply recreates the table and its handles
+   * start again. Lookups then wait for a cheap check of the table's own handle (`nft -j list
+   * tables`); only a recreated table's listing is dropped.
+   */
+  invalidateRules(): void {
+    this.suspect = true;
+    this.lastChange = Date.now();
+  }
+
+  private comment(chain: string, handle: number): string | null | undefined {
+    if (this.suspect) return undefined;
+    return this.ruleComments.get(`${chain}#${handle}`);
+  }
+
+  /** The owned table's handle now (undefined when it is not there). */
+  private async currentTableHandle(): Promise<number | undefined> {
+    const out = await runNft(this.o.netns, ['-j', 'list', 'tables']);
+    const doc = JSON.parse(out) as {
+      nftables?: { table?: { family?: string; name?: string; handle?: number } }[];
+    };
+    for (const item of doc.nftables ?? [])
+      if (item.table?.family === 'inet' && item.table.name === this.table) return item.table.handle;
+    return undefined;
+  }
+
+  /** Lists the owned table with handles (one listing at a time), then resolves held decisions. */
+  private refreshRules(): void {
+    if (this.listing) {
+      this.listAgain = true;
+      return;
+    }
+    this.listing = (async () => {
+      do {
+        this.listAgain = false;
+        // Changes come in bursts (a write, then the views): let the agent's nft runs finish first.
+        const wait = this.lastChange + QUIET_MS - Date.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        try {
+          if (this.suspect) {
+            this.suspect = false;
+            const h = await this.currentTableHandle();
+            if (h === undefined || h !== this.tableHandle) this.ruleComments = new Map();
+          }
+          const missing = this.assembler
+            .heldRules()
+            .some((r) => !this.ruleComments.has(`${r.chain}#${r.handle}`));
+          if (missing) await this.listRules();
+        } catch (e) {
+          this.o.log?.({
+            msg: 'cannot list the enforcement table for rule comments',
+            error: e instanceof Error ? e.message : String(e),
+          });
+        }
+      } while (this.listAgain && !this.stopped);
+      this.assembler.replay();
+    })().finally(() => (this.listing = undefined));
+  }
+
+  private async listRules(): Promise<void> {
+    this.listings++;
+    const out = await runNft(this.o.netns, ['-a', '-j', 'list', 'table', 'inet', this.table]);
+    const doc = JSON.parse(out) as {
+      nftables?: {
+        table?: { handle?: number };
+        rule?: { chain?: string; handle?: number; comment?: string };
+      }[];
+    };
+    const m = new Map<string, string | null>();
+    for (const item of doc.nftables ?? []) {
+      if (item.table?.handle !== undefined) this.tableHandle = item.table.handle;
+      const r = item.rule;
+      if (r?.chain !== undefined && r.handle !== undefined)
+        m.set(`${r.chain}#${r.handle}`, r.comment ?? null);
+    }
+    this.ruleComments = m;
   }
 
   /** Installs the trace table and starts the monitor; resolves once the monitor is subscribed. */
   async start(): Promise<void> {
+    this.stopped = false;
     // Replace a table left by an earlier run in one transaction (add + delete + define).
     await runNft(
       this.o.netns,
@@ -109,11 +205,16 @@ export class KernelFlowSource {
   }
 
   private spawnMonitor(): Promise<void> {
-    const args = ['monitor', 'trace'];
+    // `nft monitor` runs under a small shell that kills it when our end of its stdin closes: the
+    // monitor then never outlives this process, even one killed with SIGKILL (no orphan left
+    // tracing). A background list reads /dev/null unless redirected, hence the copy on fd 3.
+    const script =
+      'exec 3<&0; nft monitor trace & p=$!; (read _ <&3; kill $p 2>/dev/null) & wait $p';
     const [cmd, argv] = this.o.netns
-      ? ['ip', ['netns', 'exec', this.o.netns, 'nft', ...args]]
-      : ['nft', args];
-    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+      ? ['ip', ['netns', 'exec', this.o.netns, 'sh', '-c', script]]
+      : ['sh', ['-c', script]];
+    const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => undefined);
     this.monitor = child;
     const rl = readline.createInterface({ input: child.stdout, crlfDelay: Infinity });
     rl.on('line', (l) => {
@@ -124,6 +225,7 @@ export class KernelFlowSource {
       this.o.log?.({ msg: 'nft monitor trace', stderr: d.toString().trim().slice(0, 300) }),
     );
     child.on('exit', (code) => {
+      child.stdin.end();
       if (this.stopped) return;
       // Restarted after a second; what it missed meanwhile is not traced (documented limit).
       this.o.log?.({ msg: 'nft monitor trace exited; restarting', code });
@@ -170,7 +272,8 @@ export class KernelFlowSource {
     clearInterval(this.timer);
     clearTimeout(this.restartTimer);
     await this.readCounters();
-    this.monitor?.kill('SIGTERM');
+    // Closing its stdin ends the monitor (see spawnMonitor).
+    this.monitor?.stdin?.end();
     this.monitor = undefined;
     try {
       await runNft(this.o.netns, ['delete', 'table', 'inet', this.traceTable]);

@@ -160,3 +160,45 @@ test('hostile lines are ignored, and pending traces stay bounded', () => {
     'rule',
   );
 });
+
+test('a rule added after the monitor started (printed as an unknown handle) is named by the comment listed for its handle', () => {
+  const out: FlowObservation[] = [];
+  const a = new TraceAssembler(
+    'palisade',
+    (o) => out.push(o),
+    () => 2000,
+  );
+  let listed = new Map<string, string | null>();
+  let refreshes = 0;
+  a.comments = {
+    comment: (chain, handle) => listed.get(`${chain}#${handle}`),
+    refresh: () => void refreshes++,
+  };
+  const lines = [
+    REFUSED[0] ?? '',
+    'trace id b2f7a96c inet palisade weg-shop_web-1a2b3c4d unknown rule handle 37 (verdict accept)',
+    REFUSED[3] ?? '',
+    'trace id b2f7a96c inet palisade tin-security-0a0b0c0d unknown rule handle 52 (verdict drop)',
+  ];
+  for (const l of lines) a.line(l);
+  // Not known yet: held, and a listing asked for.
+  assert.equal(out.length, 0);
+  assert.equal(a.heldDecisions, 2);
+  assert.ok(refreshes >= 1);
+  listed = new Map([
+    ['weg-shop_web-1a2b3c4d#37', 'no policy selects shop/web'],
+    // handle 52 is gone from the table by the time it is listed: counted, not guessed
+  ]);
+  a.replay();
+  assert.equal(out.length, 1);
+  assert.deepEqual(out[0]?.provenance, { kind: 'no-policy', reason: 'no policy selects shop/web' });
+  assert.equal(out[0]?.timeMs, 2000);
+  assert.equal(a.orphans, 1);
+  // Once listed, later traces of the same rule resolve at once.
+  a.line(REFUSED[0]?.replace('b2f7a96c', 'c0ffee01') ?? '');
+  a.line(
+    'trace id c0ffee01 inet palisade weg-shop_web-1a2b3c4d unknown rule handle 37 (verdict accept)',
+  );
+  assert.equal(out.length, 2);
+  assert.equal(a.heldDecisions, 0);
+});

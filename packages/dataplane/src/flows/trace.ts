@@ -34,11 +34,16 @@ export type TraceLine =
       readonly chain: string;
       readonly comment: string | undefined;
       readonly verdict: string;
+      /**
+       * Set when nft printed `unknown rule handle N`: a rule added after the monitor started is
+       * not in its cache (it never refreshes it), so the comment must be looked up by handle.
+       */
+      readonly handle?: number;
     }
   | { readonly kind: 'other' };
 
 const HEAD_RE =
-  /^trace id ([0-9a-f]{1,16}) (?:inet|ip|ip6) ([A-Za-z][A-Za-z0-9_]{0,31}) (\S{1,64}) (packet: |rule |policy |verdict )(.*)$/;
+  /^trace id ([0-9a-f]{1,16}) (?:inet|ip|ip6) ([A-Za-z][A-Za-z0-9_]{0,31}) (\S{1,64}) (packet: |rule |unknown rule |policy |verdict )(.*)$/;
 const PROTO: Readonly<Record<string, string>> = {
   tcp: 'TCP',
   udp: 'UDP',
@@ -89,6 +94,19 @@ export function parseTraceLine(line: string): TraceLine {
         ...(dp !== undefined ? { dstPort: dp } : {}),
         length: Number.isFinite(len) ? len : 0,
       },
+    };
+  }
+  if (what === 'unknown rule ') {
+    const u = /^handle (\d{1,10}) \(verdict ([a-z]+)(?: [^)]*)?\)\s*$/.exec(rest);
+    if (!u?.[2]) return { kind: 'other' };
+    return {
+      kind: 'rule',
+      id,
+      table,
+      chain,
+      comment: undefined,
+      verdict: u[2],
+      handle: Number(u[1]),
     };
   }
   if (what === 'rule ') {
@@ -145,14 +163,38 @@ export function directionOfChain(chain: string): 'ingress' | 'egress' | undefine
 }
 
 /**
+ * Comments of the owned table's rules by handle (`nft -a -j list table`), for the rules `nft
+ * monitor trace` prints as `unknown rule handle N`. `comment` answers `undefined` for a handle
+ * it does not hold (the assembler then asks for a refresh and holds the decision until it is
+ * done), and `null` for a known rule without a comment.
+ */
+export interface RuleComments {
+  comment(chain: string, handle: number): string | null | undefined;
+  /** Asks for a fresh listing; `TraceAssembler.replay()` is called once it is in. */
+  refresh(): void;
+}
+
+interface Held {
+  readonly timeMs: number;
+  readonly chain: string;
+  readonly handle: number;
+  readonly verdict: string;
+  readonly packet: TracePacket;
+}
+
+/**
  * Groups trace lines by trace id and emits one observation per decision of the owned table.
  * Holds at most `maxPending` unfinished traces (oldest forgotten first), so a flood of traces
- * whose verdict never comes cannot grow it.
+ * whose verdict never comes cannot grow it; decisions waiting for a rule's comment are bounded
+ * the same way (what cannot be held or resolved is counted in `orphans`).
  */
 export class TraceAssembler {
   private readonly packets = new Map<string, TracePacket>();
-  /** Decisions whose packet line was never seen (parse shed). */
+  private held: Held[] = [];
+  /** Decisions whose packet line was never seen, or whose rule could not be found (parse shed). */
   orphans = 0;
+  /** Set by the kernel source: comments by handle. */
+  comments: RuleComments | undefined;
 
   constructor(
     private readonly table: string,
@@ -180,13 +222,66 @@ export class TraceAssembler {
       this.orphans++;
       return;
     }
-    const direction = directionOfChain(l.chain);
+    // A forwarded packet is judged twice (egress of the sender, ingress of the receiver): keep the
+    // packet until the trace ends; a drop ends it.
+    if (l.verdict === 'drop') this.packets.delete(l.id);
+    if (l.handle === undefined) {
+      this.decide(this.now(), l.chain, l.verdict, l.comment, p);
+      return;
+    }
+    const c = this.comments?.comment(l.chain, l.handle);
+    if (c !== undefined) {
+      this.decide(this.now(), l.chain, l.verdict, c ?? undefined, p);
+      return;
+    }
+    if (!this.comments || this.held.length >= this.maxPending) {
+      this.orphans++;
+      return;
+    }
+    this.held.push({
+      timeMs: this.now(),
+      chain: l.chain,
+      handle: l.handle,
+      verdict: l.verdict,
+      packet: p,
+    });
+    this.comments.refresh();
+  }
+
+  /** Decisions held for a rule's comment: resolved now, or counted when the rule is gone. */
+  replay(): void {
+    const held = this.held;
+    this.held = [];
+    for (const h of held) {
+      const c = this.comments?.comment(h.chain, h.handle);
+      if (c === undefined) this.orphans++;
+      else this.decide(h.timeMs, h.chain, h.verdict, c ?? undefined, h.packet);
+    }
+  }
+
+  get heldDecisions(): number {
+    return this.held.length;
+  }
+
+  /** The rules the held decisions wait for. */
+  heldRules(): { readonly chain: string; readonly handle: number }[] {
+    return this.held.map((h) => ({ chain: h.chain, handle: h.handle }));
+  }
+
+  private decide(
+    timeMs: number,
+    chain: string,
+    verdict: string,
+    comment: string | undefined,
+    p: TracePacket,
+  ): void {
+    const direction = directionOfChain(chain);
     if (direction === undefined) return;
     // In the base chains only refusals are decisions about a flow (an unprogrammed interface);
     // their accepts are the fast path and neighbour discovery.
-    if (BASE_CHAINS.has(l.chain) && l.verdict === 'accept') return;
+    if (BASE_CHAINS.has(chain) && verdict === 'accept') return;
     this.emit({
-      timeMs: this.now(),
+      timeMs,
       point: 'kernel',
       direction,
       srcIp: p.srcIp,
@@ -194,13 +289,10 @@ export class TraceAssembler {
       protocol: p.protocol,
       ...(p.srcPort !== undefined ? { srcPort: p.srcPort } : {}),
       ...(p.dstPort !== undefined ? { dstPort: p.dstPort } : {}),
-      verdict: l.verdict === 'accept' ? 'allow' : 'deny',
-      provenance: provenanceFromComment(l.comment),
+      verdict: verdict === 'accept' ? 'allow' : 'deny',
+      provenance: provenanceFromComment(comment),
       packets: 1,
       bytes: p.length,
     });
-    // A forwarded packet is judged twice (egress of the sender, ingress of the receiver): keep the
-    // packet until the trace ends; a drop ends it.
-    if (l.verdict === 'drop') this.packets.delete(l.id);
   }
 }

@@ -2,7 +2,7 @@
 // shape. Must never: write certificate material, header values or bodies (no secrets in logs).
 
 import type { Writable } from 'node:stream';
-import type { Provenance } from '@palisade/core';
+import type { Provenance, StagedVerdict } from '@palisade/core';
 
 export interface AccessRecord {
   readonly time: string;
@@ -18,6 +18,8 @@ export interface AccessRecord {
   readonly verdict: 'allow' | 'deny' | 'error';
   readonly status: number | null;
   readonly provenance: Pick<Provenance, 'kind' | 'tier' | 'policy' | 'rule' | 'reason'>;
+  /** The would-be verdicts of staged policies for this request, when any applied. */
+  readonly staged?: readonly StagedVerdict[];
   readonly policyVersion: number;
   readonly latencyMs: number;
 }
@@ -40,10 +42,23 @@ export function newCounters(): SidecarCounters {
 /** Writes records as JSON lines and keeps the counters. A full stream drops lines, never blocks. */
 export class AccessLog {
   readonly counters: SidecarCounters = newCounters();
+  private readonly listeners: ((r: AccessRecord) => void)[] = [];
 
   constructor(private readonly out: Writable | undefined) {}
 
+  /** Calls `f` with every record (the flow reporter); `f` must not block or throw. */
+  onRecord(f: (r: AccessRecord) => void): void {
+    this.listeners.push(f);
+  }
+
   record(r: AccessRecord): void {
+    for (const f of this.listeners) {
+      try {
+        f(r);
+      } catch {
+        // visibility never affects a decision
+      }
+    }
     const c = this.counters;
     if (r.verdict === 'allow') c.allowed++;
     else if (r.verdict === 'error') c.errors++;

@@ -1,6 +1,6 @@
 // The sidecar's admin endpoint on loopback (DESIGN §6): `GET /stats` (counters of both sides and
 // the policy view's version and last update error, JSON), `GET /ready` (200 once the view and
-// credentials are installed). Owns: nothing but reporting. Must never: listen on a non-loopback
+// credentials are installed), `GET /metrics` (Prometheus text: judged requests per policy). Owns: nothing but reporting. Must never: listen on a non-loopback
 // address, change state, or report secrets.
 
 import { createServer } from 'node:http';
@@ -16,6 +16,8 @@ export interface AdminSources {
   readonly outbound?: { counters(): SidecarCounters };
   /** More sections of `/stats` (the agent link, the SVID schedule); never secrets. */
   readonly extra?: () => Readonly<Record<string, unknown>>;
+  /** Prometheus text for `GET /metrics` (flow counters per policy); absent: 404. */
+  readonly metrics?: () => string;
 }
 
 function isLoopback(host: string): boolean {
@@ -47,6 +49,11 @@ export class AdminServer {
             outbound: sources.outbound?.counters() ?? null,
             ...(sources.extra?.() ?? {}),
           });
+        case '/metrics':
+          if (!sources.metrics) return json(404, { error: 'not found' });
+          res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+          res.end(sources.metrics());
+          return;
         case '/ready':
           return json(200, { ready: true, version: sources.policy.current.version });
         default:

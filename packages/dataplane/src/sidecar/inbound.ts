@@ -24,7 +24,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { checkPeerChain, peerChainFromCertificate, svidServerOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
-import type { Provenance } from '@palisade/core';
+import type { Provenance, StagedVerdict } from '@palisade/core';
 import { credentialProblem } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js';
@@ -80,9 +80,16 @@ export interface InboundOptions {
 
 /** The outcome of judging one request, before anything is answered or forwarded. */
 type Judged =
-  | { readonly ok: true; readonly path: string; readonly provenance: Provenance }
+  | {
+      readonly ok: true;
+      readonly path: string;
+      readonly provenance: Provenance;
+      readonly staged?: readonly StagedVerdict[];
+    }
   | {
       readonly ok: false;
+      /** The would-be verdicts of staged policies (flow records). */
+      readonly staged?: readonly StagedVerdict[];
       readonly status: number;
       /** The answer's text (the request id is appended). */
       readonly message: string;
@@ -412,15 +419,19 @@ export class InboundSidecar {
       const p = refusal('unmanaged', `decision failed: ${(e as Error).message}`);
       return no(500, 'RBAC: access denied (decision error)', 'error', p, true);
     }
+    const staged = d.staged && d.staged.length > 0 ? { staged: d.staged } : {};
     if (d.verdict === 'deny')
-      return no(
-        403,
-        `RBAC: access denied (${provenanceSummary(d.provenance)})`,
-        'deny',
-        d.provenance,
-        false,
-      );
-    return { ok: true, path: target.path, provenance: d.provenance };
+      return {
+        ...no(
+          403,
+          `RBAC: access denied (${provenanceSummary(d.provenance)})`,
+          'deny',
+          d.provenance,
+          false,
+        ),
+        ...staged,
+      };
+    return { ok: true, path: target.path, provenance: d.provenance, ...staged };
   }
 
   #record(
@@ -429,6 +440,7 @@ export class InboundSidecar {
     verdict: AccessRecord['verdict'],
     p: Provenance,
     status: number | null,
+    staged?: readonly StagedVerdict[],
   ): void {
     this.log.record({
       ...base,
@@ -436,6 +448,7 @@ export class InboundSidecar {
       verdict,
       status,
       provenance: provenanceForLog(p),
+      ...(staged ? { staged } : {}),
       latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
     });
   }
@@ -475,7 +488,7 @@ export class InboundSidecar {
     if (!j.ok) {
       if (j.log)
         res.once('close', () =>
-          this.#record(base, started, j.verdict, j.provenance, res.statusCode),
+          this.#record(base, started, j.verdict, j.provenance, res.statusCode, j.staged),
         );
       if (j.close) res.setHeader('connection', 'close');
       const text = `${j.message} request-id ${id}`;
@@ -489,7 +502,9 @@ export class InboundSidecar {
       req.resume();
       return;
     }
-    res.once('close', () => this.#record(base, started, 'allow', j.provenance, res.statusCode));
+    res.once('close', () =>
+      this.#record(base, started, 'allow', j.provenance, res.statusCode, j.staged),
+    );
     const headers = this.#upstreamHeaders(forwardHeaders(req.headers, INJECTED), conn, id);
     if (this.#opts.appProtocol === 'h2c') {
       if (keepsTrailersTe(req.headers)) headers['te'] = 'trailers';
@@ -651,7 +666,9 @@ export class InboundSidecar {
         : this.#judge(conn, view, { method, target, host: authority, headers: flat });
     if (!j.ok) {
       if (j.log)
-        stream.once('close', () => this.#record(base, started, j.verdict, j.provenance, status()));
+        stream.once('close', () =>
+          this.#record(base, started, j.verdict, j.provenance, status(), j.staged),
+        );
       const text = `${j.message} request-id ${id}`;
       if (!stream.destroyed) {
         if (grpc)
@@ -672,7 +689,9 @@ export class InboundSidecar {
       if (j.connectionLevel) stream.session?.close();
       return;
     }
-    stream.once('close', () => this.#record(base, started, 'allow', j.provenance, status()));
+    stream.once('close', () =>
+      this.#record(base, started, 'allow', j.provenance, status(), j.staged),
+    );
     const headers = this.#upstreamHeaders(forwardHeaders(regularHeadersIn(h), INJECTED), conn, id);
     if (this.#opts.appProtocol === 'h2c') {
       if (keepsTrailersTe(h)) headers['te'] = 'trailers';

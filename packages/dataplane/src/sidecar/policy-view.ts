@@ -5,12 +5,14 @@
 // when a view cannot be built (the holder keeps the last good one: fail static).
 
 import { compile } from '@palisade/core';
-import type { Engine, L7Verdict, Provenance, Resource } from '@palisade/core';
+import type { Engine, L7Verdict, Provenance, Resource, StagedVerdict } from '@palisade/core';
 
 /** A verdict of the L7 point for one request or connection, with why. */
 export interface SidecarDecision {
   readonly verdict: 'allow' | 'deny';
   readonly provenance: Provenance;
+  /** The would-be verdicts of staged policies at this L7 point (flow records). */
+  readonly staged?: readonly StagedVerdict[];
 }
 
 /** The attributes of one request as the inbound listener saw them. */
@@ -62,9 +64,14 @@ function inboundFrom(l7: L7Verdict): SidecarDecision {
     return { verdict: 'deny', provenance: l7.provenance };
   }
   if (!l7.ingress || !l7.istio) return deny('no-l7-point', 'incomplete L7 verdict');
-  if (l7.ingress.verdict === 'deny') return { verdict: 'deny', provenance: l7.ingress.provenance };
-  if (l7.istio.verdict === 'deny') return { verdict: 'deny', provenance: l7.istio.provenance };
+  const staged =
+    l7.ingress.staged && l7.ingress.staged.length > 0 ? { staged: l7.ingress.staged } : {};
+  if (l7.ingress.verdict === 'deny')
+    return { verdict: 'deny', provenance: l7.ingress.provenance, ...staged };
+  if (l7.istio.verdict === 'deny')
+    return { verdict: 'deny', provenance: l7.istio.provenance, ...staged };
   return {
+    ...staged,
     verdict: 'allow',
     provenance:
       // An explicit Istio allow (AuthorizationPolicy, or a legacy ServiceRole bound to the caller)

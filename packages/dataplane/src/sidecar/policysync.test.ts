@@ -187,6 +187,32 @@ describe('policy sync and SVIDs through the agent (loopback)', { timeout: 120_00
     assert.match(post.text, /ratings-readers-get-only rule 1/);
   });
 
+  test('each sidecar counts its decisions per policy on its admin /metrics (issue 8 §4)', async () => {
+    await viaReviews('GET', '/ratings/1');
+    await viaReviews('POST', '/ratings/1');
+    const metrics = (port: number): Promise<string> =>
+      new Promise((resolve, reject) => {
+        httpRequest({ host: '127.0.0.1', port, path: '/metrics', timeout: 10_000 }, (res) => {
+          let t = '';
+          res.on('data', (c: Buffer) => (t += c.toString()));
+          res.on('end', () => resolve(t));
+        })
+          .on('error', reject)
+          .end();
+      });
+    const inbound = await metrics(ratings?.adminPort ?? 0);
+    assert.match(
+      inbound,
+      /palisade_sidecar_flows_total\{point="l7",verdict="allow",policy="[^"]+"\} [1-9]/,
+    );
+    assert.match(
+      inbound,
+      /palisade_sidecar_flows_total\{point="l7",verdict="deny",policy="[^"]+"\} [1-9]/,
+    );
+    const outbound = await metrics(reviews?.adminPort ?? 0);
+    assert.match(outbound, /palisade_sidecar_flows_total\{point="l7",verdict="allow",/);
+  });
+
   test('a stream gets a snapshot, then an update only for changes of its own view, with increasing versions', async () => {
     const msgs: string[] = [];
     const req = httpRequest({

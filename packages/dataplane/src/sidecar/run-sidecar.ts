@@ -14,6 +14,7 @@ import {
   endpointSocketPath,
   splitEndpoint,
 } from '../agent-socket/protocol.js';
+import { L7FlowReporter } from '../flows/l7-reporter.js';
 import { AccessLog } from './access-log.js';
 import type { SidecarCounters } from './access-log.js';
 import { AdminServer } from './admin.js';
@@ -57,6 +58,11 @@ export interface SidecarOptions {
   readonly renewalFraction?: number;
   /** Lifetime to ask for (default: the CA's). */
   readonly svidTtlSeconds?: number;
+  /**
+   * Hand every L7 decision to the agent's socket as a flow record (default true); false: the
+   * decisions are only counted on /metrics.
+   */
+  readonly flows?: boolean;
 }
 
 export interface SidecarStatus {
@@ -204,6 +210,15 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
     const accessOut = o.accessLog === false ? undefined : (o.accessLog ?? process.stdout);
     const inLog = new AccessLog(accessOut);
     const outLog = new AccessLog(accessOut);
+    const reporter = new L7FlowReporter({
+      socketPath,
+      endpoint: o.endpoint,
+      report: o.flows !== false,
+      say,
+    });
+    inLog.onRecord((r) => reporter.record(r));
+    outLog.onRecord((r) => reporter.record(r));
+    started.push({ close: () => reporter.stop() });
     const ports: { appPort: number; port: number }[] = [];
     for (const [i, appPort] of o.appPorts.entries()) {
       const s = new InboundSidecar({
@@ -253,10 +268,12 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
       policy: holder,
       inbound: { counters: () => sumCounters([inLog.snapshot()]) },
       outbound: { counters: () => outLog.snapshot() },
-      extra: () => ({ agent: link.status(), svid: rotation.status() }),
+      extra: () => ({ agent: link.status(), svid: rotation.status(), flows: reporter.status() }),
+      metrics: () => reporter.metricsText(),
     });
     const aa = await admin.start();
     started.push(admin);
+    reporter.start();
     say(`admin 127.0.0.1:${aa.port}; ready`);
     let closing: Promise<void> | undefined;
     return {
@@ -273,6 +290,8 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
           rotation.stop();
           await Promise.all([...inbound.map((s) => s.drain(drainMs)), ob.drain(drainMs)]);
           await admin.close();
+          // The last decisions go to the agent before the link closes.
+          await reporter.stop();
           await link.stop();
         })();
         return closing;

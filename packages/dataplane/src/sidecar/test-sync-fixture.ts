@@ -11,6 +11,8 @@ import type { Resource } from '@palisade/core';
 import { Agent } from '../agent/agent.js';
 import type { AgentOptions } from '../agent/agent.js';
 import { ApiClient } from '../agent/api-client.js';
+import { AgentFlows } from '../agent/flows-runtime.js';
+import type { WireBatch } from '../flows/observation.js';
 import { PolicySync } from '../agent/policysync.js';
 import { EndpointSockets } from '../agent-socket/endpoint-sockets.js';
 import { bookinfo } from './test-fixtures.js';
@@ -151,7 +153,14 @@ export class SyncWorld {
     };
   }
 
-  async startAgent(extra: Partial<AgentOptions> = {}): Promise<void> {
+  /** With `startAgent(…, {flows: true})`: the agent's flow runtime and the batches it shipped. */
+  flows: AgentFlows | undefined;
+  readonly flowBatches: WireBatch[] = [];
+
+  async startAgent(
+    extra: Partial<AgentOptions> = {},
+    opts: { readonly flows?: boolean } = {},
+  ): Promise<void> {
     if (!this.server) throw new Error('no server');
     this.agent = new Agent({
       server: this.server.url,
@@ -164,10 +173,22 @@ export class SyncWorld {
       ...extra,
     });
     this.sync = new PolicySync(this.agent, { bundleRefreshMs: 300 });
+    const flows = opts.flows
+      ? new AgentFlows(this.agent, {
+          server: this.server.url,
+          token: this.nodeToken,
+          kernel: false,
+          intervalMs: 200,
+          send: (b) => Promise.resolve(void this.flowBatches.push(b)),
+        })
+      : undefined;
+    this.flows = flows;
+    await flows?.start();
     this.sockets = new EndpointSockets({
       source: this.sync,
       dir: this.socketDir,
       heartbeatMs: 1_000,
+      ...(flows ? { flows: (ep: string, body: string) => flows.report(ep, body) } : {}),
       say: (l) => this.lines.push(l),
     });
     this.agent.start();
@@ -175,6 +196,8 @@ export class SyncWorld {
   }
 
   async stopAgent(): Promise<void> {
+    await this.flows?.stop();
+    this.flows = undefined;
     this.sync?.close();
     await this.sockets?.close();
     await this.agent?.stop();
