@@ -6,13 +6,19 @@
 
 import { NftDriver } from '../nft/driver.js';
 import type { ApplyReport, NftRunner, ResyncReport } from '../nft/driver.js';
+import { netnsPathRunner } from './netns-runner.js';
 import { DEFAULT_INTERCEPT_TABLE, renderInterception } from './render.js';
 import type { InterceptionSpec } from './render.js';
 import type { Rendered } from '../nft/render.js';
 
 export interface InterceptionTarget {
   /** The pod's network namespace name (as `ip netns` knows it). */
-  readonly netns: string;
+  readonly netns?: string;
+  /**
+   * Or its namespace file (CNI_NETNS: /run/netns/NAME, /proc/PID/ns/net), entered with nsenter;
+   * the agent's own namespace is refused.
+   */
+  readonly netnsPath?: string;
   /** Replaces the process runner (unit tests of callers). */
   readonly runner?: NftRunner;
   readonly nft?: string;
@@ -67,12 +73,19 @@ export class Interception {
 }
 
 function driverFor(target: InterceptionTarget, table: string): NftDriver {
+  if (target.netns === undefined && target.netnsPath === undefined && !target.runner)
+    throw new Error('interception needs the pod network namespace (netns or netnsPath)');
+  const runner =
+    target.runner ??
+    (target.netnsPath !== undefined
+      ? netnsPathRunner(target.netnsPath, target.nft ? { nft: target.nft } : {})
+      : undefined);
   return new NftDriver({
     table,
-    netns: target.netns,
+    ...(target.netns !== undefined ? { netns: target.netns } : {}),
     // The table is tiny: always one full replacement, never chain deltas.
     delta: false,
-    ...(target.runner ? { runner: target.runner } : {}),
+    ...(runner ? { runner } : {}),
     ...(target.nft ? { nft: target.nft } : {}),
   });
 }

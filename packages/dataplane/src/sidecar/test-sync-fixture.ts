@@ -13,6 +13,8 @@ import type { AgentOptions } from '../agent/agent.js';
 import { ApiClient } from '../agent/api-client.js';
 import { PolicySync } from '../agent/policysync.js';
 import { EndpointSockets } from '../agent-socket/endpoint-sockets.js';
+import { InterceptionManager } from '../agent/interception.js';
+import type { InterceptionManagerOptions } from '../agent/interception.js';
 import { bookinfo } from './test-fixtures.js';
 
 export async function until(
@@ -34,6 +36,8 @@ export interface PodPlacement {
   readonly ip: string;
   /** The host side of its veth (any name on loopback runs). */
   readonly iface: string;
+  /** Its network namespace (`ip netns` name), recorded as the CNI plugin would. */
+  readonly netns?: string;
 }
 
 export class SyncWorld {
@@ -43,6 +47,7 @@ export class SyncWorld {
   agent: Agent | undefined;
   sync: PolicySync | undefined;
   sockets: EndpointSockets | undefined;
+  intercept: InterceptionManager | undefined;
   readonly lines: string[] = [];
 
   constructor(
@@ -100,6 +105,7 @@ export class SyncWorld {
           name: `${this.node}-k8s-${name}-eth0`,
           namespace: 'default',
           labels: pod.metadata.labels ?? {},
+          ...(p.netns ? { annotations: { 'palisade.dev/netns': `/run/netns/${p.netns}` } } : {}),
         },
         spec: {
           node: this.node,
@@ -151,7 +157,11 @@ export class SyncWorld {
     };
   }
 
-  async startAgent(extra: Partial<AgentOptions> = {}): Promise<void> {
+  /** With `intercept`, the agent installs interception for sidecars running as `sidecarUid`. */
+  async startAgent(
+    extra: Partial<AgentOptions> = {},
+    intercept?: InterceptionManagerOptions,
+  ): Promise<void> {
     if (!this.server) throw new Error('no server');
     this.agent = new Agent({
       server: this.server.url,
@@ -164,8 +174,15 @@ export class SyncWorld {
       ...extra,
     });
     this.sync = new PolicySync(this.agent, { bundleRefreshMs: 300 });
+    this.intercept = intercept
+      ? new InterceptionManager(this.agent, { say: (l) => this.lines.push(l), ...intercept })
+      : undefined;
+    const uid = this.intercept?.sidecarUid;
     this.sockets = new EndpointSockets({
       source: this.sync,
+      ...(this.intercept && uid !== undefined
+        ? { intercept: this.intercept, owner: { uid, gid: uid } }
+        : {}),
       dir: this.socketDir,
       heartbeatMs: 1_000,
       say: (l) => this.lines.push(l),
@@ -175,6 +192,8 @@ export class SyncWorld {
   }
 
   async stopAgent(): Promise<void> {
+    await this.intercept?.close();
+    this.intercept = undefined;
     this.sync?.close();
     await this.sockets?.close();
     await this.agent?.stop();
