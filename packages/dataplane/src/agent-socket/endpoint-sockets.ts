@@ -240,7 +240,8 @@ export class EndpointSockets {
     });
     chmodSync(path, 0o600);
     const owner = this.options.owner;
-    if (owner) {
+    // Only root can hand a socket to another uid; otherwise the sidecar must run as the agent.
+    if (owner && process.getuid?.() === 0) {
       chownSync(dirname(path), owner.uid, owner.gid);
       chownSync(path, owner.uid, owner.gid);
     }

@@ -22,3 +22,5 @@ export type { PolicySyncOptions, SvidReply } from './policysync.js';
 export { EndpointSockets } from '../agent-socket/endpoint-sockets.js';
 export type { EndpointSocketsOptions, PolicySyncSource } from '../agent-socket/endpoint-sockets.js';
 export { DEFAULT_ENDPOINT_SOCKET_DIR, endpointSocketPath } from '../agent-socket/protocol.js';
+export { DEFAULT_SIDECAR_UID, InterceptionManager } from './interception.js';
+export type { InterceptedEndpoint, InterceptionManagerOptions } from './interception.js';
