@@ -148,8 +148,8 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       cleanup.add(`sidecar process of ${p.ref}`, () => s.child.stop(), 'processes');
       sidecars.set(p.ref, s);
     }
+    // Ready means listening, with the redirects installed by the agent.
     await Promise.all([...sidecars.values()].map((s) => sidecarReady(s, 150_000)));
-    await t.kernelAt(await t.revision(), 30_000);
     say(
       `${sidecars.size} sidecars running as \`palisade sidecar\` under uid ${SIDECAR_UID}, each with its policy view and X.509-SVID from the agent; the agent redirects each pod's port ${POD_PORT} and its calls to the peers it may reach through them (transparent interception)`,
     );
