@@ -79,6 +79,8 @@ export class Sidecar {
   linked = true;
   /** Whether the agent has installed the redirects it announced. */
   intercepted = false;
+  /** The view whose listeners the agent last installed redirects for. */
+  interceptedVersion = -1;
   failed: string | undefined;
 
   constructor(
@@ -102,8 +104,11 @@ export class Sidecar {
         this.lastInstall = Date.now();
       } else if (/^policy sync: connected to the agent/.test(line)) this.linked = true;
       else if (/^policy sync: (the agent closed|agent unreachable)/.test(line)) this.linked = false;
-      else if (/^interception installed by the agent/.test(line)) this.intercepted = true;
-      else if (/^error /.test(line)) this.failed = line;
+      else if (/^interception installed by the agent/.test(line)) {
+        this.intercepted = true;
+        const n = /\(view (\d+)\)/.exec(line);
+        if (n) this.interceptedVersion = Math.max(this.interceptedVersion, Number(n[1]));
+      } else if (/^error /.test(line)) this.failed = line;
     });
   }
 
@@ -172,7 +177,12 @@ export async function viewsQuiet(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const last = Math.max(0, ...sidecars.map((s) => s.lastInstall));
-    if (Date.now() - last >= quietMs) return;
+    // Each sidecar's redirects follow its view (it announced the view's listeners, and the agent
+    // installed them) only once its latest view is the one the agent answered for.
+    const following = sidecars.every(
+      (s) => !s.child.running || s.interceptedVersion >= s.appliedVersion,
+    );
+    if (following && Date.now() - last >= quietMs) return;
     if (Date.now() > deadline) throw new Error("the sidecars' views kept changing");
     await new Promise((r) => setTimeout(r, 25));
   }

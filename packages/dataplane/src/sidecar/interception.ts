@@ -63,6 +63,7 @@ export class InterceptionLink {
   #reply: InterceptReply | undefined;
   #lastError: string | undefined;
   #next: number;
+  #printedVersion = -1;
 
   constructor(o: InterceptionLinkOptions) {
     this.#o = o;
@@ -155,7 +156,10 @@ export class InterceptionLink {
         .map(([, o]) => ({ ip: o.ip, port: o.port, sidecarPort: o.listenPort }));
       const a: InterceptAnnouncement = { uid: this.#o.uid, inbound: this.#o.inbound, outbound };
       const r = await this.#o.link.announceInterception(a);
-      const changed = JSON.stringify(r) !== JSON.stringify(this.#reply);
+      // Printed once per view too: watchers (the live demo) wait for the view's redirects.
+      const changed =
+        JSON.stringify(r) !== JSON.stringify(this.#reply) || view.version !== this.#printedVersion;
+      this.#printedVersion = view.version;
       this.#reply = r;
       this.#lastError = undefined;
       this.#delay = this.#o.retryMinMs ?? 250;

@@ -19,7 +19,7 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import type { OutgoingHttpHeaders } from 'node:http';
-import { createServer as createNetServer, isIP } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, isIP } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { svidClientOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
@@ -239,7 +239,10 @@ export class OutboundProxy {
           this.#nextFixed = undefined;
           return;
         }
-        // HTTP/1.1 (TLS from the application is not understood and fails as HTTP).
+        if (kind === 'tls') {
+          this.#passThrough(s, dest);
+          return;
+        }
         this.#fixed.set(s, dest);
         this.#http.emit('connection', s);
         s.resume();
@@ -255,6 +258,52 @@ export class OutboundProxy {
     const a = server.address() as AddressInfo;
     this.#listeners.set(a.port, server);
     return a;
+  }
+
+  /**
+   * TLS the application made itself (its own certificate, or one it stole) on a redirected
+   * connection: the proxy cannot read it, so it is passed through at L4 to the destination,
+   * whose L7 point terminates it and judges the certificate it presents against the caller's
+   * address. Recorded as a connection-stage line; the source's egress `http` rules cannot apply.
+   */
+  #passThrough(s: Socket, d: FixedDestination): void {
+    const view = this.#opts.policy.current;
+    const up = this.#upstream({ ip: d.ip, port: d.port, path: '/' });
+    const base = this.#base(view, '-', null, null, view.endpointAt(d.ip) ?? d.ip, d.port);
+    const p = outbound(
+      'unmanaged',
+      `TLS from the application, passed through at L4 to ${up.host}:${up.port} (the destination's L7 point judges it)`,
+    );
+    recordAccess(
+      this.log,
+      { ...base, stage: 'connection' },
+      process.hrtime.bigint(),
+      this.#now(),
+      'allow',
+      p,
+      null,
+    );
+    const u = netConnect({
+      host: up.host,
+      port: up.port,
+      ...(this.#opts.sourceAddress ? { localAddress: this.#opts.sourceAddress } : {}),
+    });
+    this.#sockets.add(s);
+    this.#sockets.add(u);
+    const done = (): void => {
+      s.destroy();
+      u.destroy();
+    };
+    for (const x of [s, u]) {
+      x.on('error', done);
+      x.on('close', () => {
+        this.#sockets.delete(x);
+        done();
+      });
+    }
+    s.pipe(u);
+    u.pipe(s);
+    s.resume();
   }
 
   /** Stops one destination's listener (open connections finish). */
