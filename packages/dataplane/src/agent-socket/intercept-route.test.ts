@@ -41,7 +41,12 @@ function call(
     req.on('response', (res) => {
       let text = '';
       res.on('data', (c: Buffer) => (text += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, doc: JSON.parse(text) }));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          doc: JSON.parse(text) as { error?: { code: string } } & Record<string, unknown>,
+        }),
+      );
     });
     req.on('error', reject);
     req.end(body);
