@@ -290,7 +290,14 @@ export class Topology {
   async kernelAt(rv: number, timeoutMs = 15_000): Promise<void> {
     await this.until(
       `the agent applies revision ${rv}`,
-      () => this.agentRevision >= rv && this.interceptRevision >= rv,
+      () => this.agentRevision >= rv,
+      timeoutMs,
+      this.agent,
+    );
+    // Then the pods' tables (one nft transaction per pod, after the node's).
+    await this.until(
+      `the agent's interception follows revision ${rv}`,
+      () => this.interceptRevision >= rv,
       timeoutMs,
       this.agent,
     );

@@ -72,7 +72,10 @@ export class InterceptionManager implements InterceptSink {
   readonly sidecarUid: number;
   readonly table: string;
   private readonly entries = new Map<string, Entry>();
+  /** Reconciliations, one after the other. */
   private chain: Promise<void> = Promise.resolve();
+  /** Per endpoint: its announcements and its part of a reconciliation, one after the other. */
+  private readonly perEndpoint = new Map<string, Promise<void>>();
   private readonly unlisten: () => void;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -121,6 +124,7 @@ export class InterceptionManager implements InterceptSink {
     this.unlisten();
     if (this.timer) clearInterval(this.timer);
     await this.chain;
+    await Promise.all(this.perEndpoint.values());
   }
 
   private serial<T>(f: () => Promise<T>): Promise<T> {
@@ -132,13 +136,44 @@ export class InterceptionManager implements InterceptSink {
     return p;
   }
 
+  /** Runs `f` after everything queued for `endpoint` (different endpoints run side by side). */
+  private onEndpoint<T>(endpoint: string, f: () => Promise<T>): Promise<T> {
+    const prev = this.perEndpoint.get(endpoint) ?? Promise.resolve();
+    const p = prev.then(f, f);
+    const tail = p.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.perEndpoint.set(endpoint, tail);
+    void tail.then(() => {
+      if (this.perEndpoint.get(endpoint) === tail) this.perEndpoint.delete(endpoint);
+    });
+    return p;
+  }
+
+  /** `f` for every entry, at most 8 pods' nft at a time. */
+  private async eachEntry(f: (e: Entry) => Promise<void>): Promise<void> {
+    const queue = [...this.entries.values()];
+    await Promise.all(
+      Array.from({ length: Math.min(8, queue.length) }, async () => {
+        for (let e = queue.shift(); e; e = queue.shift()) {
+          const entry = e;
+          await this.onEndpoint(entry.endpoint, async () => {
+            // Replaced or removed meanwhile (a new announcement, the endpoint left).
+            if (this.entries.get(entry.endpoint) === entry) await f(entry);
+          });
+        }
+      }),
+    );
+  }
+
   private localWep(endpoint: string): WorkloadEndpoint | undefined {
     return this.agent.workloadEndpoints().find((w) => endpointIdOf(w) === endpoint);
   }
 
   /** A sidecar's announcement: installs (or updates) the endpoint's interception. */
   announce(endpoint: string, a: InterceptAnnouncement): Promise<{ status: number; body: unknown }> {
-    return this.serial(async () => {
+    return this.onEndpoint(endpoint, async () => {
       if (this.closed)
         return reply(503, 'DATAPLANE_ERR_INTERCEPT_UNAVAILABLE', 'the agent is stopping');
       if (a.uid !== this.sidecarUid)
@@ -270,7 +305,7 @@ export class InterceptionManager implements InterceptSink {
   private async reconcileNow(): Promise<void> {
     if (this.closed || !this.agent.isSynced) return;
     const rv = this.agent.status().appliedRevision;
-    for (const e of [...this.entries.values()]) {
+    await this.eachEntry(async (e) => {
       const wep = this.localWep(e.endpoint);
       const netns = wep?.metadata.annotations?.[NETNS_ANNOTATION];
       if (!wep || netns !== e.netns) {
@@ -284,7 +319,7 @@ export class InterceptionManager implements InterceptSink {
             `interception of ${e.endpoint}: not removed (${err instanceof Error ? err.message.slice(0, 200) : String(err)}); its namespace is gone`,
           );
         }
-        continue;
+        return;
       }
       try {
         await this.apply(e);
@@ -292,16 +327,16 @@ export class InterceptionManager implements InterceptSink {
         e.lastError = err instanceof Error ? err.message : String(err);
         this.agent.note(`interception of ${e.endpoint}: ${e.lastError}`);
       }
-    }
+    });
     // Watchers (the live demo) wait for this line: the pods' redirects follow revision rv.
     this.say(`interception reconciled (revision ${rv ?? '-'}, ${this.entries.size} endpoints)`);
   }
 
   /** Reads every table back and repairs the ones changed or deleted by hand. */
   resync(): Promise<void> {
-    return this.serial(async () => {
-      for (const e of this.entries.values()) {
-        if (!e.ic) continue;
+    return this.serial(() =>
+      this.eachEntry(async (e) => {
+        if (!e.ic) return;
         try {
           const r = await e.ic.resync();
           if (r.repaired)
@@ -309,7 +344,7 @@ export class InterceptionManager implements InterceptSink {
         } catch (err) {
           e.lastError = err instanceof Error ? err.message : String(err);
         }
-      }
-    });
+      }),
+    );
   }
 }

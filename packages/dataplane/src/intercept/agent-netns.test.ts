@@ -219,7 +219,13 @@ describe(
       const out = nft(reviews.ns, ['list', 'map', 'inet', 'palisade_intercept', 'outbound4']);
       assert.match(out, new RegExp(`${ratings.ip.replace(/\./g, '\\.')} \\. 9080 : 151\\d\\d`));
       const chain = nft(reviews.ns, ['list', 'chain', 'inet', 'palisade_intercept', 'output']);
-      assert.match(chain, /meta skuid 1337 counter packets [1-9]/);
+      assert.match(
+        chain,
+        /meta skuid 1337 counter packets [1-9]/,
+        world.lines.filter((l) => /interception/.test(l)).join('\n'),
+      );
+      // The resync (every 500 ms here) found nothing to repair in untouched tables.
+      assert.ok(!world.lines.some((l) => /repaired/.test(l)), 'a false drift was repaired');
       const st = world.intercept?.status() ?? [];
       assert.deepEqual(st.map((s) => s.endpoint).sort(), [
         'default/ratings-v1',
@@ -256,6 +262,7 @@ describe(
     });
 
     test('tampered interception rules are repaired by the agent', async () => {
+      const repairedBefore = world.lines.filter((l) => /repaired/.test(l)).length;
       nft(ratings.ns, ['delete', 'table', 'inet', 'palisade_intercept']);
       nft(reviews.ns, ['flush', 'chain', 'inet', 'palisade_intercept', 'output']);
       await until(
@@ -271,6 +278,7 @@ describe(
       assert.equal(r.code, 200, r.body);
       assert.match(r.body, /"xfcc":"URI=spiffe/);
       assert.ok(world.lines.some((l) => /interception of default\/ratings-v1 was changed/.test(l)));
+      assert.ok(world.lines.filter((l) => /repaired/.test(l)).length >= repairedBefore + 2);
     });
 
     test("with ratings' sidecar killed a new connection fails: nothing reaches the application around it", async () => {
