@@ -93,18 +93,26 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
     adminPath === 'none' ? undefined : await dp.startAdminSocket(agent.view(), adminPath);
   if (admin) io.stdout.write(`admin socket at ${admin.path}\n`);
   const socketDir = str('endpoint-sockets') ?? dp.DEFAULT_ENDPOINT_SOCKET_DIR;
+  const intercept = interceptOptions(str('sidecar-uid'), str('intercept-other'));
   let sync: InstanceType<typeof dp.PolicySync> | undefined;
   let endpointSockets: InstanceType<typeof dp.EndpointSockets> | undefined;
+  let stopIntercept: () => Promise<void> = () => Promise.resolve();
   if (socketDir !== 'none') {
     const trustDomain = str('trust-domain');
     sync = new dp.PolicySync(agent, {
       ...(trustDomain !== undefined ? { trustDomain } : {}),
       say: (l) => io.stdout.write(`${l}\n`),
     });
+    // Transparent interception: the sidecars announce their listeners on their sockets.
+    const ic = intercept
+      ? new dp.InterceptionManager(agent, { ...intercept, say: (l) => io.stdout.write(`${l}\n`) })
+      : undefined;
+    stopIntercept = () => ic?.close() ?? Promise.resolve();
     endpointSockets = new dp.EndpointSockets({
       source: sync,
       dir: socketDir,
       ...(flows ? { flows: (ep: string, body: string) => flows.agentFlows.report(ep, body) } : {}),
+      ...(ic ? { intercept: ic, owner: { uid: ic.sidecarUid, gid: ic.sidecarUid } } : {}),
       say: (l) => io.stdout.write(`${l}\n`),
     });
     await endpointSockets.start();
@@ -122,6 +130,7 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
         admin?.close(),
         endpointSockets?.close(),
         flows?.stop(),
+        stopIntercept(),
       ]).then(() => resolveStop());
     };
     const onTerm = () => stop('SIGTERM');
@@ -130,4 +139,17 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
     process.on('SIGINT', onInt);
   });
   return 0;
+}
+
+/** `--sidecar-uid` and `--intercept-other` → the interception options, or none. */
+function interceptOptions(
+  uid: string | undefined,
+  other: string | undefined,
+): { sidecarUid: number; otherOutbound: 'pass' | 'reject' } | undefined {
+  if (other !== undefined && other !== 'pass' && other !== 'reject')
+    throw new UsageError('--intercept-other must be pass or reject');
+  if (uid === 'none') return undefined;
+  if (uid !== undefined && (!/^[0-9]{1,10}$/.test(uid) || Number(uid) < 1))
+    throw new UsageError('--sidecar-uid must be a non-root uid (or none)');
+  return { sidecarUid: uid === undefined ? 1337 : Number(uid), otherOutbound: other ?? 'pass' };
 }

@@ -235,6 +235,16 @@ export const AGENT_FLAGS: Flags = {
     value: 'P',
     help: 'workload interface prefix: unprogrammed ones are dropped (default: the CNI plugin prefix)',
   },
+  'sidecar-uid': {
+    kind: 'string',
+    value: 'UID',
+    help: 'uid the sidecars run under: their sockets are exempt from interception (default 1337; "none": no interception)',
+  },
+  'intercept-other': {
+    kind: 'string',
+    value: 'pass|reject',
+    help: 'intercepted pods: outbound TCP to destinations not redirected goes to the kernel policy (pass, default) or is reset (reject)',
+  },
 };
 
 /** Flags of `palisade describe endpoint` added to the online describe's. */

@@ -37,7 +37,16 @@ export const SIDECAR_FLAGS: Flags = {
   'upstream-port': {
     kind: 'string',
     value: 'N',
-    help: "port of the destination sidecars' inbound listener (default 15006)",
+    help: "port of the destination sidecars' inbound listener (default: the destination's own port with interception, else 15006)",
+  },
+  'app-protocol': {
+    kind: 'list',
+    value: 'PORT=PROTO',
+    help: 'what the application speaks on an app port: http (default), http2 or grpc (h2c); tcp is refused for now (repeatable)',
+  },
+  'no-intercept': {
+    kind: 'boolean',
+    help: 'do not announce listeners to the agent (no transparent interception: the application calls the outbound proxy)',
   },
   'no-access-log': { kind: 'boolean', help: 'do not print the JSON access lines' },
   'start-timeout': {
@@ -53,4 +62,21 @@ export const SIDECAR_FLAGS: Flags = {
 };
 
 export const SIDECAR_USAGE =
-  'palisade sidecar --endpoint NS/NAME --app-port N[,N] [--agent-socket PATH] [--inbound-port 15006] [--outbound-port 15001] [--admin-port 15000]';
+  'palisade sidecar --endpoint NS/NAME --app-port N[,N] [--app-protocol N=http|http2|grpc]... [--agent-socket PATH] [--inbound-port 15006] [--outbound-port 15001] [--admin-port 15000] [--no-intercept]';
+
+/** `--app-protocol 9090=grpc` values → port → protocol, or a usage problem. */
+export function parseAppProtocols(
+  values: readonly string[],
+  appPorts: readonly number[],
+): Record<number, 'http' | 'http2' | 'grpc' | 'tcp'> | string {
+  const out: Record<number, 'http' | 'http2' | 'grpc' | 'tcp'> = {};
+  for (const v of values) {
+    const m = /^([0-9]{1,5})=(http|http2|grpc|tcp)$/.exec(v);
+    if (!m) return `--app-protocol ${JSON.stringify(v)}: expected PORT=http|http2|grpc|tcp`;
+    const port = Number(m[1]);
+    if (!appPorts.includes(port)) return `--app-protocol ${v}: ${port} is not one of --app-port`;
+    if (out[port] !== undefined) return `--app-protocol: port ${port} is given twice`;
+    out[port] = m[2] as 'http' | 'http2' | 'grpc' | 'tcp';
+  }
+  return out;
+}

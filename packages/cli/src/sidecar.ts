@@ -6,6 +6,7 @@
 import type { Parsed } from './args.js';
 import { UsageError } from './args.js';
 import type { Io } from './input.js';
+import { parseAppProtocols } from './sidecar-flags.js';
 
 function port(v: string | undefined, flag: string): number | undefined {
   if (v === undefined) return undefined;
@@ -32,7 +33,11 @@ export async function sidecarCommand(p: Parsed, io: Io): Promise<number> {
   const inboundPort = port(str('inbound-port'), 'inbound-port');
   const outboundPort = port(str('outbound-port'), 'outbound-port');
   const adminPort = port(str('admin-port'), 'admin-port');
-  const upstreamPort = port(str('upstream-port'), 'upstream-port') ?? 15006;
+  const upstreamPort = port(str('upstream-port'), 'upstream-port');
+  const intercept = p.values['no-intercept'] !== true;
+  const listed = p.values['app-protocol'];
+  const appProtocols = parseAppProtocols(Array.isArray(listed) ? listed : [], appPorts);
+  if (typeof appProtocols === 'string') throw new UsageError(appProtocols);
   const agentSocket = str('agent-socket');
   const inboundHost = str('inbound-host');
 
@@ -48,7 +53,11 @@ export async function sidecarCommand(p: Parsed, io: Io): Promise<number> {
       ...(outboundPort !== undefined ? { outboundPort } : {}),
       ...(adminPort !== undefined ? { adminPort } : {}),
       ...(inboundHost !== undefined ? { inboundHost } : {}),
-      upstream: (ip) => ({ host: ip, port: upstreamPort }),
+      ...(upstreamPort !== undefined || !intercept
+        ? { upstream: (ip: string) => ({ host: ip, port: upstreamPort ?? 15006 }) }
+        : {}),
+      intercept,
+      appProtocols,
       accessLog: p.values['no-access-log'] === true ? false : process.stdout,
       flows: p.values['no-flows'] !== true,
       ...(startTimeout !== undefined ? { startTimeoutMs: Number(startTimeout) * 1000 } : {}),

@@ -13,6 +13,7 @@ export class LineChild {
   readonly #waiting = new Map<number, (v: Record<string, unknown>) => void>();
   readonly #listeners: ((m: Record<string, unknown>) => void)[] = [];
   readonly #text: ((line: string) => void)[] = [];
+  readonly #errText: ((line: string) => void)[] = [];
   #seq = 0;
   #exited = false;
   #stderr = '';
@@ -27,6 +28,9 @@ export class LineChild {
     this.#proc.stdin.on('error', () => undefined);
     this.#proc.stderr.on('data', (d: Buffer) => {
       this.#stderr = (this.#stderr + d.toString('utf8')).slice(-4000);
+    });
+    readline.createInterface({ input: this.#proc.stderr }).on('line', (line) => {
+      for (const l of this.#errText) l(line);
     });
     this.exited = new Promise((resolve) => {
       this.#proc.on('exit', (code) => {
@@ -75,6 +79,11 @@ export class LineChild {
   /** Every stdout line as text (processes that print for people, like the agent). */
   onText(l: (line: string) => void): void {
     this.#text.push(l);
+  }
+
+  /** Every stderr line as text (progress lines of processes that keep stdout for data). */
+  onStderr(l: (line: string) => void): void {
+    this.#errText.push(l);
   }
 
   onLine(l: (m: Record<string, unknown>) => void): void {

@@ -18,7 +18,7 @@ import { Probes } from './probes.js';
 import { formatReport } from './report.js';
 import { playScenario, POLICY_FILES } from './scenario.js';
 import type { Check } from './scenario.js';
-import { requestSvid, sidecarReady, spawnSidecar } from './sidecars.js';
+import { requestSvid, SIDECAR_UID, sidecarReady, spawnSidecar } from './sidecars.js';
 import type { Sidecar } from './sidecars.js';
 import { demoPods, NODE, POD_PORT, readExample, Topology } from './topology.js';
 import type { Pod } from './topology.js';
@@ -141,22 +141,20 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       if (NO_SIDECAR.has(p.spec.name)) continue;
       const s = spawnSidecar({
         netns: p.netns,
-        dir: t.dir,
         config: {
           endpoint: p.ref,
           agentSocket: t.endpointSocket(p),
-          podIp: p.ip,
           podPort: POD_PORT,
-          outboundPort: t.outboundPort,
           adminPort: 15000,
         },
       });
       cleanup.add(`sidecar process of ${p.ref}`, () => s.child.stop(), 'processes');
       sidecars.set(p.ref, s);
     }
-    await Promise.all([...sidecars.values()].map((s) => sidecarReady(s, 120_000)));
+    // Ready means listening, with the redirects installed by the agent.
+    await Promise.all([...sidecars.values()].map((s) => sidecarReady(s, 150_000)));
     say(
-      `${sidecars.size} sidecars listening on their pods' port ${POD_PORT} (mTLS in, proxy out), each with its policy view and X.509-SVID from the agent`,
+      `${sidecars.size} sidecars running as \`palisade sidecar\` under uid ${SIDECAR_UID}, each with its policy view and X.509-SVID from the agent; the agent redirects each pod's port ${POD_PORT} and its calls to the peers it may reach through them (transparent interception)`,
     );
     const byName = new Map(t.pods.map((p) => [p.spec.name, p]));
     await Promise.all(
@@ -168,7 +166,7 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       }),
     );
     say(
-      `${t.pods.length} services running (one small Node process per pod, on the pod's loopback)`,
+      `${t.pods.length} services running (one small Node process per pod, on the pod's loopback; they call each other by address and port, with no proxy settings)`,
     );
 
     // What the attacker exfiltrated: an SVID of reviews v2's identity (key and certificate).

@@ -1,14 +1,15 @@
 // The demo's workload: one small HTTP service per pod, run inside the pod's network namespace
 // (plain JavaScript, no loader, so a pod starts fast and stays small). It plays one bookinfo or
 // zone-scenario service, listening on loopback only (the sidecar in front of it is the pod's
-// door), and calls its peers through the sidecar's outbound proxy as bookinfo's services call
-// each other. It also takes orders from the demo on stdin (one JSON object a line) and answers
-// on stdout, so every probe of the scenario is made from inside the pod, with the pod's address:
-//   {"id":1,"op":"http","url":"http://10.244.0.5:9080/ratings/0","method":"GET","via":"sidecar"}
+// door), and calls its peers by address and port as bookinfo's services call each other: it
+// knows nothing of the mesh; the interception rules the agent installs in the pod send its
+// connections through the sidecar. It also takes orders from the demo on stdin (one JSON object
+// a line) and answers on stdout, so every probe of the scenario is made from inside the pod:
+//   {"id":1,"op":"http","url":"http://10.244.0.5:9080/ratings/0","method":"GET"}
 //   {"id":2,"op":"http","url":"https://10.244.0.5:9080/ratings/0","tls":{"cert":..,"key":..}}
 //   {"id":3,"op":"tcp","host":"10.244.0.5","port":9080,"timeoutMs":400}
-//   {"id":4,"op":"poll","url":...,"via":"sidecar","deadlineMs":5000}  (first success time)
-// Configuration (JSON) is argv[2]: {"name","role","appPort","proxyPort","peers":{"role":"ip"}}.
+//   {"id":4,"op":"poll","url":...,"deadlineMs":5000}  (first success time)
+// Configuration (JSON) is argv[2]: {"name","role","appPort","peers":{"role":"ip"}}.
 // Owns: the services' behaviour and the probe client. Must never: listen on the pod's address.
 import http from 'node:http';
 import https from 'node:https';
@@ -18,8 +19,8 @@ import readline from 'node:readline';
 const cfg = JSON.parse(process.argv[2] ?? '{}');
 const POD_PORT = 9080;
 
-/** One HTTP call: through the sidecar's outbound proxy (proxy form) or straight to the peer. */
-function call({ url, method = 'GET', via = 'sidecar', tls, timeoutMs = 3000 }) {
+/** One HTTP call to the peer's address (plain HTTP, or TLS with a certificate it holds). */
+function call({ url, method = 'GET', tls, timeoutMs = 3000 }) {
   return new Promise((resolve) => {
     const started = Date.now();
     const u = new URL(url);
@@ -38,19 +39,7 @@ function call({ url, method = 'GET', via = 'sidecar', tls, timeoutMs = 3000 }) {
       );
       res.on('error', (e) => done({ ok: false, error: e.code ?? e.message }));
     };
-    if (via === 'sidecar') {
-      req = http.request(
-        {
-          host: '127.0.0.1',
-          port: cfg.proxyPort,
-          method,
-          path: `http://${u.host}${u.pathname}${u.search}`,
-          headers: { host: u.host },
-          agent: false,
-        },
-        onResponse,
-      );
-    } else if (u.protocol === 'https:') {
+    if (u.protocol === 'https:') {
       // The attacker's client: it presents whatever certificate it holds and trusts anything.
       req = https.request(
         {
@@ -111,7 +100,7 @@ function tcp({ host, port, timeoutMs = 400 }) {
 /**
  * The firewall-change probe: a TCP attempt every intervalMs (each abandoned after
  * attemptTimeoutMs, so no retransmitted SYN outlives it) until the kernel lets one through,
- * then HTTP through the sidecar until it answers 2xx (the L7 point has the change too).
+ * then HTTP until it answers 2xx (the L7 points have the change too).
  * Reports the wall time of each stage.
  */
 function poll({ host, port, url, intervalMs = 20, attemptTimeoutMs = 150, deadlineMs = 5000 }) {
@@ -138,7 +127,7 @@ function poll({ host, port, url, intervalMs = 20, attemptTimeoutMs = 150, deadli
       }
       if (httpBusy) return;
       httpBusy = true;
-      void call({ url, via: 'sidecar', timeoutMs: 1000 }).then((r) => {
+      void call({ url, timeoutMs: 1000 }).then((r) => {
         httpBusy = false;
         if (!finished && r.ok && r.status >= 200 && r.status < 300)
           finish({ ok: true, okAt: Date.now(), status: r.status });

@@ -97,7 +97,6 @@ export class Probes {
           op: 'http',
           url,
           method: o.method ?? 'GET',
-          via: direct ? 'direct' : 'sidecar',
           ...(o.tls ? { tls: o.tls } : {}),
           timeoutMs: o.timeoutMs ?? 3000,
         },

@@ -1,33 +1,32 @@
-// The one place the live demo starts sidecars. Each pod's sidecar is `sidecar-child.ts`, which
-// runs the sidecar package's `runSidecar` (what `palisade sidecar` runs) in the pod's namespace:
+// The one place the live demo starts sidecars. Each pod's sidecar is a real `palisade sidecar`
+// process, started in the pod's namespace under the sidecar uid (as a sidecar container runs):
 // its policy view and its X.509-SVID come from the agent's socket for that endpoint (policy
 // sync: only what the endpoint needs, pushed on change), so the demo hands it no key and no
-// policy. The demo itself requests one SVID from the API with the node token: the copy of
+// policy; it announces its listeners on the same socket and the agent installs the pod's
+// interception rules, so the services call each other by address and port and know nothing of
+// the mesh. The demo itself requests one SVID from the API with the node token: the copy of
 // reviews v2's identity the attacker "stole".
-// Owns: sidecar start-up and the demo's view of each sidecar (views installed, access log).
-// Must never: report a sidecar ready before it listens.
+// Owns: sidecar start-up and the demo's view of each sidecar (views installed, link, access log).
+// Must never: report a sidecar ready before its redirects are installed.
 
 import { fileURLToPath } from 'node:url';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createKeyAndCsr } from '@palisade/pki';
 import type { DemoApi } from './api.js';
 import { short } from './api.js';
 import { LineChild } from './child.js';
 
-const CHILD = fileURLToPath(new URL('./sidecar-child.ts', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/palisade.js', import.meta.url));
+/** The uid the sidecars run under (the agent exempts it from the pods' redirects). */
+export const SIDECAR_UID = 1337;
 
-/** What one sidecar child needs (no secrets: the SVID comes through the agent). */
-export interface SidecarChildConfig {
+/** What one sidecar needs (no secrets: the SVID comes through the agent). */
+export interface SidecarConfig {
   /** `namespace/name` of the pod. */
   readonly endpoint: string;
-  /** The agent's policy-sync and SVID socket for this endpoint. */
+  /** The agent's policy-sync, SVID and interception socket for this endpoint. */
   readonly agentSocket: string;
-  readonly podIp: string;
   /** The pod's port as policies name it; the service listens on it on the pod's loopback. */
   readonly podPort: number;
-  /** The outbound proxy, on the pod's loopback. */
-  readonly outboundPort: number;
   readonly adminPort: number;
 }
 
@@ -78,24 +77,38 @@ export class Sidecar {
   lastInstall = 0;
   /** Whether its policy-sync stream to the agent is up. */
   linked = true;
+  /** Whether the agent has installed the redirects it announced. */
+  intercepted = false;
+  /** The view whose listeners the agent last installed redirects for. */
+  interceptedVersion = -1;
+  failed: string | undefined;
 
   constructor(
     readonly pod: string,
     readonly child: LineChild,
   ) {
     child.onLine((m) => {
-      if (typeof m.applied === 'number') {
-        this.#applied = Math.max(this.#applied, m.applied);
-        this.lastInstall = Date.now();
-      } else if (typeof m.link === 'boolean') {
-        this.linked = m.link;
-      } else if (typeof m.side === 'string' && typeof m.verdict === 'string') {
+      if (typeof m.side === 'string' && typeof m.verdict === 'string') {
         this.access.push(m as unknown as AccessLine);
         if (this.access.length > 2000) {
           this.access.splice(0, 1000);
           this.accessBase += 1000;
         }
       }
+    });
+    // Progress lines of `palisade sidecar` (stderr).
+    child.onStderr((line) => {
+      const v = /^policy view (\d+) (installed|for )/.exec(line);
+      if (v) {
+        this.#applied = Math.max(this.#applied, Number(v[1]));
+        this.lastInstall = Date.now();
+      } else if (/^policy sync: connected to the agent/.test(line)) this.linked = true;
+      else if (/^policy sync: (the agent closed|agent unreachable)/.test(line)) this.linked = false;
+      else if (/^interception installed by the agent/.test(line)) {
+        this.intercepted = true;
+        const n = /\(view (\d+)\)/.exec(line);
+        if (n) this.interceptedVersion = Math.max(this.interceptedVersion, Number(n[1]));
+      } else if (/^error /.test(line)) this.failed = line;
     });
   }
 
@@ -106,38 +119,52 @@ export class Sidecar {
 }
 
 /**
- * Starts the sidecar of one pod inside its namespace (it listens once the agent has given it a
- * view and an SVID: `sidecarReady`). The caller records `child` for cleanup.
+ * Starts `palisade sidecar` for one pod inside its namespace, under the sidecar uid (it listens
+ * once the agent has given it a view and an SVID, and is ready once the agent has installed its
+ * redirects: `sidecarReady`). The caller records `child` for cleanup.
  */
 export function spawnSidecar(o: {
   readonly netns: string;
-  readonly dir: string;
-  readonly config: SidecarChildConfig;
+  readonly config: SidecarConfig;
 }): Sidecar {
-  const file = join(o.dir, `sidecar-${o.config.endpoint.replace('/', '_')}.json`);
-  writeFileSync(file, JSON.stringify(o.config), { mode: 0o600 });
-  const child = new LineChild(`sidecar of ${o.config.endpoint}`, 'ip', [
+  const c = o.config;
+  const child = new LineChild(`sidecar of ${c.endpoint}`, 'ip', [
     'netns',
     'exec',
     o.netns,
+    'setpriv',
+    `--reuid=${SIDECAR_UID}`,
+    `--regid=${SIDECAR_UID}`,
+    '--clear-groups',
     process.execPath,
-    '--import',
-    'tsx',
-    CHILD,
-    file,
+    BIN,
+    'sidecar',
+    '--endpoint',
+    c.endpoint,
+    '--agent-socket',
+    c.agentSocket,
+    '--app-port',
+    String(c.podPort),
+    '--admin-port',
+    String(c.adminPort),
+    '--start-timeout',
+    '120',
+    '--drain-seconds',
+    '1',
   ]);
-  return new Sidecar(o.config.endpoint, child);
+  return new Sidecar(c.endpoint, child);
 }
 
 export async function sidecarReady(s: Sidecar, timeoutMs: number): Promise<void> {
-  const m = await s.child.waitFor(
-    (x) => x.ready === true || typeof x.failed === 'string',
-    timeoutMs,
-    'ready line',
-  );
-  if (m.ready !== true) throw new Error(`the sidecar of ${s.pod} failed: ${String(m.failed)}`);
+  const deadline = Date.now() + timeoutMs;
+  while (!s.intercepted) {
+    if (s.failed) throw new Error(`the sidecar of ${s.pod} failed: ${s.failed}`);
+    if (!s.child.running) throw new Error(`the sidecar of ${s.pod} exited: ${s.child.stderrTail}`);
+    if (Date.now() > deadline)
+      throw new Error(`the sidecar of ${s.pod}: no interception within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
-
 /**
  * Resolves once the sidecars' views have stopped changing for `quietMs` (the agent sends a view
  * only when its content changes, so "every sidecar runs revision R" cannot be waited for).
@@ -150,7 +177,12 @@ export async function viewsQuiet(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const last = Math.max(0, ...sidecars.map((s) => s.lastInstall));
-    if (Date.now() - last >= quietMs) return;
+    // Each sidecar's redirects follow its view (it announced the view's listeners, and the agent
+    // installed them) only once its latest view is the one the agent answered for.
+    const following = sidecars.every(
+      (s) => !s.child.running || s.interceptedVersion >= s.appliedVersion,
+    );
+    if (following && Date.now() - last >= quietMs) return;
     if (Date.now() > deadline) throw new Error("the sidecars' views kept changing");
     await new Promise((r) => setTimeout(r, 25));
   }

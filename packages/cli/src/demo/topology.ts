@@ -5,7 +5,7 @@
 // host's interfaces or tables (the node is a namespace; the agent's table lives inside it).
 
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,12 +15,13 @@ import { DemoApi } from './api.js';
 import { LineChild } from './child.js';
 import type { CleanupRegistry } from './cleanup.js';
 import { demoPrefix, TABLE_PREFIX } from './cleanup.js';
+import { SIDECAR_UID } from './sidecars.js';
 
 export const NODE = 'demo-node';
 export const POD_PORT = 9080;
-// The service listens on the pod's loopback at the pod port; the sidecar on the pod's address.
+// The service listens on the pod's loopback at the pod port; the interception rules send
+// connections to the pod port to the sidecar, which forwards the allowed requests over loopback.
 const APP_PORT = POD_PORT;
-const OUTBOUND_PORT = 15001;
 const BIN = fileURLToPath(new URL('../../bin/palisade.js', import.meta.url));
 const APP = fileURLToPath(new URL('./pod-app.mjs', import.meta.url));
 export const EXAMPLES = fileURLToPath(new URL('../../../../examples/demo/', import.meta.url));
@@ -120,6 +121,8 @@ export class Topology {
   agentRevision = -1;
   /** The agent's Prometheus endpoint (its flow counters per policy and point). */
   agentMetrics: string | undefined;
+  /** The revision the agent's interception rules in the pods follow. */
+  interceptRevision = -1;
   readonly pods: Pod[] = [];
 
   constructor(
@@ -128,6 +131,8 @@ export class Topology {
   ) {
     this.dir = mkdtempSync(join(tmpdir(), `palisade-demo-${process.pid}-`));
     const dir = this.dir;
+    // The sidecars run under their own uid and must reach their sockets below (not list them).
+    chmodSync(dir, 0o711);
     cleanup.add(`directory ${dir}`, () => removeTree(dir));
   }
 
@@ -235,9 +240,12 @@ export class Topology {
       '2',
       '--metrics',
       '127.0.0.1:0',
+      '--sidecar-uid',
+      String(SIDECAR_UID),
     ]);
     this.agent = child;
     this.agentRevision = -1;
+    this.interceptRevision = -1;
     if (process.env['PALISADE_DEMO_AGENT_LOG'] === '1')
       void child.exited.then((c) => this.say(`agent exited ${c}: ${child.stderrTail}`));
     child.onText((line) => {
@@ -246,6 +254,8 @@ export class Topology {
       if (mu?.[1]) this.agentMetrics = mu[1];
       const m = /^applied revision (\d+)/.exec(line);
       if (m) this.agentRevision = Math.max(this.agentRevision, Number(m[1]));
+      const i = /^interception reconciled \(revision (\d+)/.exec(line);
+      if (i) this.interceptRevision = Math.max(this.interceptRevision, Number(i[1]));
     });
     if (!this.#agentCleanupRecorded) {
       this.#agentCleanupRecorded = true;
@@ -289,11 +299,21 @@ export class Topology {
     }
   }
 
-  /** Waits until the agent has applied revision `rv` (or later) in the kernel. */
+  /**
+   * Waits until the agent has applied revision `rv` (or later) in the kernel, and its
+   * interception rules in the pods follow it.
+   */
   async kernelAt(rv: number, timeoutMs = 15_000): Promise<void> {
     await this.until(
       `the agent applies revision ${rv}`,
       () => this.agentRevision >= rv,
+      timeoutMs,
+      this.agent,
+    );
+    // Then the pods' tables (one nft transaction per pod, after the node's).
+    await this.until(
+      `the agent's interception follows revision ${rv}`,
+      () => this.interceptRevision >= rv,
       timeoutMs,
       this.agent,
     );
@@ -359,9 +379,9 @@ export class Topology {
     return pod;
   }
 
-  /** The pod's service (pod-app.mjs) in its namespace, calling peers through its sidecar. */
+  /** The pod's service (pod-app.mjs) in its namespace, calling peers by address and port. */
   async startApp(pod: Pod, role: string, peers: Readonly<Record<string, string>>): Promise<void> {
-    const cfg = { name: pod.spec.name, role, appPort: APP_PORT, proxyPort: OUTBOUND_PORT, peers };
+    const cfg = { name: pod.spec.name, role, appPort: APP_PORT, peers };
     const child = new LineChild(`service of ${pod.ref}`, 'ip', [
       'netns',
       'exec',
@@ -377,10 +397,6 @@ export class Topology {
 
   get appPort(): number {
     return APP_PORT;
-  }
-
-  get outboundPort(): number {
-    return OUTBOUND_PORT;
   }
 
   pod(name: string): Pod {

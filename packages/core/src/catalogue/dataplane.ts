@@ -43,6 +43,11 @@ export const DATAPLANE_ERRORS = {
     summary:
       'A transparent interception specification is not valid (a port, address or uid, or a sidecar port that would loop or shadow an application port); nothing was applied.',
   },
+  DATAPLANE_ERR_INTERCEPT_UNAVAILABLE: {
+    status: 503,
+    summary:
+      "The agent could not install an endpoint's interception rules now (no network namespace recorded for it, or nft failed); rules already in the pod stay, and the sidecar announces again.",
+  },
   DATAPLANE_ERR_POLICYSYNC_FORBIDDEN: {
     status: 403,
     summary:

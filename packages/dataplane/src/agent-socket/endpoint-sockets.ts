@@ -7,21 +7,31 @@
 // the HTTP routes. Must never: answer on one endpoint's socket for another endpoint, follow a
 // symbolic link while creating the directories, or replace a socket another process serves.
 
-import { chmodSync, existsSync, lstatSync, mkdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  rmdirSync,
+  unlinkSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { dirname } from 'node:path';
 import {
   DEFAULT_ENDPOINT_SOCKET_DIR,
+  INTERCEPT_PREFIX,
   MAX_BODY_BYTES,
   POLICYSYNC_PREFIX,
   SVID_PREFIX,
   endpointSocketPath,
   parseSyncPorts,
   splitEndpoint,
+  validateInterceptAnnouncement,
   validateSvidRequest,
 } from './protocol.js';
-import type { PolicySyncMessage, SvidRequest } from './protocol.js';
+import type { InterceptAnnouncement, PolicySyncMessage, SvidRequest } from './protocol.js';
 import { claimSocketPath, listenRootOnly } from './root-socket.js';
 import { L7_REPORT_PREFIX, MAX_REPORT_BYTES } from '../flows/l7-report.js';
 
@@ -37,8 +47,21 @@ export interface PolicySyncSource {
   issue(endpoint: string, req: SvidRequest): Promise<{ status: number; body: unknown }>;
 }
 
+/** Where interception announcements go (the agent's `InterceptionManager`). */
+export interface InterceptSink {
+  announce(endpoint: string, a: InterceptAnnouncement): Promise<{ status: number; body: unknown }>;
+}
+
 export interface EndpointSocketsOptions {
   readonly source: PolicySyncSource;
+  /** Interception announcements (PUT /v1/intercept/...); without it they are answered 503. */
+  readonly intercept?: InterceptSink;
+  /**
+   * The sidecars' uid and gid: each endpoint's directory and socket are handed to them (mode
+   * 0700/0600), and the directories above become traversable (0711, not listable), so a sidecar
+   * that dropped root can still reach its own socket. Default: root only.
+   */
+  readonly owner?: { readonly uid: number; readonly gid: number };
   /** Default /run/palisade/endpoints. */
   readonly dir?: string;
   /** Heartbeat interval of the streams (default 10 s). */
@@ -96,15 +119,16 @@ function readBody(req: IncomingMessage, max = MAX_BODY_BYTES): Promise<string | 
 }
 
 /** Makes `path` a directory of mode 0700 owned by us, refusing links and other file types. */
-function ensurePrivateDir(path: string): void {
+function ensurePrivateDir(path: string, mode = 0o700): void {
   if (existsSync(path)) {
     const st = lstatSync(path);
     if (!st.isDirectory() || st.isSymbolicLink())
       throw new Error(`${path} exists and is not a directory; refusing to use it`);
-    chmodSync(path, 0o700);
+    chmodSync(path, mode);
     return;
   }
-  mkdirSync(path, { mode: 0o700 });
+  mkdirSync(path, { mode });
+  chmodSync(path, mode);
 }
 
 interface Served {
@@ -124,10 +148,15 @@ export class EndpointSockets {
     this.dir = (options.dir ?? DEFAULT_ENDPOINT_SOCKET_DIR).replace(/\/+$/, '');
   }
 
+  /** Mode of the directories above the endpoint directories. */
+  private get traverse(): number {
+    return this.options.owner ? 0o711 : 0o700;
+  }
+
   /** Creates the sockets of the current local endpoints and follows changes. */
   async start(): Promise<void> {
     if (!existsSync(this.dir)) mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    ensurePrivateDir(this.dir);
+    ensurePrivateDir(this.dir, this.traverse);
     this.unlisten = this.options.source.onLocalEndpointsChanged(() => void this.reconcile());
     await this.reconcile();
   }
@@ -192,13 +221,19 @@ export class EndpointSockets {
     const parts = splitEndpoint(endpoint);
     if (!parts) throw new Error(`${JSON.stringify(endpoint)} is not a namespace/name`);
     const path = endpointSocketPath(this.dir, parts.namespace, parts.name);
-    ensurePrivateDir(`${this.dir}/${parts.namespace}`);
+    ensurePrivateDir(`${this.dir}/${parts.namespace}`, this.traverse);
     ensurePrivateDir(dirname(path));
     await claimSocketPath(path);
     const server = createServer((req, res) => this.handle(endpoint, req, res));
     server.headersTimeout = 5_000;
     server.requestTimeout = 10_000;
     await listenRootOnly(server, path);
+    const owner = this.options.owner;
+    // Only root can hand a socket to another uid; otherwise the sidecar must run as the agent.
+    if (owner && process.getuid?.() === 0) {
+      chownSync(dirname(path), owner.uid, owner.gid);
+      chownSync(path, owner.uid, owner.gid);
+    }
     return { endpoint, path, server };
   }
 
@@ -222,14 +257,15 @@ export class EndpointSockets {
     const svid = named(SVID_PREFIX);
     const flows = named(L7_REPORT_PREFIX);
     if (flows !== undefined) return this.flowReport(endpoint, flows, method, req, res);
-    const asked = sync ?? svid;
+    const intercept = named(INTERCEPT_PREFIX);
+    const asked = sync ?? svid ?? intercept;
     if (asked === undefined)
       return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `no route ${method} ${path}`);
     if (!splitEndpoint(asked))
       return fail(
         res,
         'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST',
-        `expected ${sync !== undefined ? POLICYSYNC_PREFIX : SVID_PREFIX}/NAMESPACE/NAME`,
+        `expected ${sync !== undefined ? POLICYSYNC_PREFIX : svid !== undefined ? SVID_PREFIX : INTERCEPT_PREFIX}/NAMESPACE/NAME`,
       );
     if (asked !== endpoint)
       return fail(
@@ -245,8 +281,17 @@ export class EndpointSockets {
         return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', ports);
       return this.stream(endpoint, ports, req, res);
     }
-    if (method !== 'POST')
+    if (intercept !== undefined && method !== 'PUT')
       return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `${method} is not allowed here`);
+    if (svid !== undefined && method !== 'POST')
+      return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', `${method} is not allowed here`);
+    const sink = this.options.intercept;
+    if (intercept !== undefined && !sink)
+      return fail(
+        res,
+        'DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE',
+        'this agent does not install interception rules',
+      );
     readBody(req)
       .then(async (text) => {
         let doc: unknown;
@@ -254,6 +299,13 @@ export class EndpointSockets {
           doc = JSON.parse(text ?? '');
         } catch {
           return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', 'the body is not JSON');
+        }
+        if (intercept !== undefined && sink) {
+          const a = validateInterceptAnnouncement(doc);
+          if (!a.ok)
+            return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', a.problems.join('; '));
+          const r = await sink.announce(endpoint, a.value);
+          return sendJson(res, r.status, r.body);
         }
         const v = validateSvidRequest(doc);
         if (!v.ok) return fail(res, 'DATAPLANE_ERR_POLICYSYNC_BAD_REQUEST', v.problems.join('; '));

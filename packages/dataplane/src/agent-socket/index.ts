@@ -18,4 +18,8 @@ export type {
   Reply,
 } from './server.js';
 export { EndpointSockets } from './endpoint-sockets.js';
-export type { EndpointSocketsOptions, PolicySyncSource } from './endpoint-sockets.js';
+export type {
+  EndpointSocketsOptions,
+  InterceptSink,
+  PolicySyncSource,
+} from './endpoint-sockets.js';

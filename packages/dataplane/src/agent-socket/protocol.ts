@@ -385,3 +385,93 @@ export function validateSvidResponse(v: unknown): Validated<SvidResponse> {
     problems.push('notBefore and notAfter must be times');
   return problems.length > 0 ? { ok: false, problems } : { ok: true, value: out };
 }
+
+// ---------------------------------------------------------------------------------------------
+// Interception: the sidecar tells the agent which listeners it has open (docs/design/intercept.md).
+//
+//   PUT /v1/intercept/endpoints/NS/NAME
+//   {"uid": 1337, "inbound": [{"appPort": 9080, "sidecarPort": 15006}],
+//    "outbound": [{"ip": "10.244.0.7", "port": 9080, "sidecarPort": 15101}]}
+//
+// Sent once the listeners accept connections, again whenever they change and after every
+// reconnect (the announcement is the whole set, never a delta). The agent answers 200 once the
+// redirects are in the pod's namespace: inbound as announced, outbound only to the destinations
+// its own policy calculation lets the endpoint reach (the intersection), with `skipped` naming
+// announced destinations it left out. A sidecar stopping sends nothing: the redirects stay, so
+// redirected connections are refused rather than reaching the application unproxied.
+
+export const INTERCEPT_PREFIX = '/v1/intercept/endpoints';
+/** Fits the 64 KiB body limit (about 55 bytes an entry). */
+export const MAX_INTERCEPT_OUTBOUND = 1000;
+
+export interface InterceptAnnouncement {
+  /** The uid the sidecar runs under (the agent refuses one other than its configured uid). */
+  readonly uid: number;
+  readonly inbound: readonly { readonly appPort: number; readonly sidecarPort: number }[];
+  readonly outbound: readonly {
+    readonly ip: string;
+    readonly port: number;
+    readonly sidecarPort: number;
+  }[];
+}
+
+export interface InterceptReply {
+  readonly table: string;
+  readonly inbound: number;
+  readonly outbound: number;
+  /** Announced destinations the agent did not redirect (`ip:port`). */
+  readonly skipped: readonly string[];
+}
+
+const isPort = (x: unknown): x is number =>
+  typeof x === 'number' && Number.isInteger(x) && x >= 1 && x <= 65535;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IPV6 = /^[0-9a-fA-F:.]{2,45}$/;
+
+/** Every problem of an announcement at once; never throws. */
+export function validateInterceptAnnouncement(v: unknown): Validated<InterceptAnnouncement> {
+  if (!isRecord(v)) return { ok: false, problems: ['the body must be a JSON object'] };
+  const problems: string[] = [];
+  for (const k of Object.keys(v))
+    if (!['uid', 'inbound', 'outbound'].includes(k)) problems.push(`unknown field ${k}`);
+  const uid = v['uid'];
+  if (typeof uid !== 'number' || !Number.isInteger(uid) || uid < 0 || uid > 0xfffffffe)
+    problems.push('uid must be an integer uid');
+  const inbound: { appPort: number; sidecarPort: number }[] = [];
+  const inb = v['inbound'];
+  if (!Array.isArray(inb) || inb.length > MAX_SYNC_PORTS)
+    problems.push(`inbound must be a list of at most ${MAX_SYNC_PORTS} entries`);
+  else
+    for (const [i, x] of inb.entries()) {
+      if (
+        !isRecord(x) ||
+        Object.keys(x).some((k) => k !== 'appPort' && k !== 'sidecarPort') ||
+        !isPort(x['appPort']) ||
+        !isPort(x['sidecarPort'])
+      )
+        problems.push(`inbound[${i}] must be {"appPort": PORT, "sidecarPort": PORT}`);
+      else inbound.push({ appPort: x['appPort'], sidecarPort: x['sidecarPort'] });
+    }
+  const outbound: { ip: string; port: number; sidecarPort: number }[] = [];
+  const out = v['outbound'];
+  if (!Array.isArray(out) || out.length > MAX_INTERCEPT_OUTBOUND)
+    problems.push(`outbound must be a list of at most ${MAX_INTERCEPT_OUTBOUND} entries`);
+  else
+    for (const [i, x] of out.entries()) {
+      if (
+        !isRecord(x) ||
+        Object.keys(x).some((k) => !['ip', 'port', 'sidecarPort'].includes(k)) ||
+        typeof x['ip'] !== 'string' ||
+        !(IPV4.test(x['ip']) || (IPV6.test(x['ip']) && x['ip'].includes(':'))) ||
+        !isPort(x['port']) ||
+        !isPort(x['sidecarPort'])
+      ) {
+        if (problems.length < 20)
+          problems.push(
+            `outbound[${i}] must be {"ip": ADDRESS, "port": PORT, "sidecarPort": PORT}`,
+          );
+      } else outbound.push({ ip: x['ip'], port: x['port'], sidecarPort: x['sidecarPort'] });
+    }
+  if (problems.length > 0) return { ok: false, problems };
+  return { ok: true, value: { uid: uid as number, inbound, outbound } };
+}

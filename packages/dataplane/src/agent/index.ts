@@ -26,3 +26,5 @@ export { AgentFlows } from './flows-runtime.js';
 export type { AgentFlowsOptions, FlowReportReply } from './flows-runtime.js';
 export { startMetricsServer } from './metrics-server.js';
 export type { MetricsServer } from './metrics-server.js';
+export { DEFAULT_SIDECAR_UID, InterceptionManager } from './interception.js';
+export type { InterceptedEndpoint, InterceptionManagerOptions } from './interception.js';

@@ -38,7 +38,7 @@ describe(
         { pod: 'default/ratings-v1', ip: ip.ratings, iface: 'lo1' },
         { pod: 'default/reviews-v2', ip: ip.reviews, iface: 'lo2' },
       ]);
-      await world.startAgent({ runner: new FakeNft().runner }, { flows: true });
+      await world.startAgent({ runner: new FakeNft().runner }, undefined, { flows: true });
       await until('the endpoint socket', () => existsSync(sock));
       // As `palisade authz-server --agent-socket` wires it: every decision to the agent.
       const log = new AccessLog(undefined);

@@ -9,3 +9,6 @@ export {
 export type { InboundRedirect, InterceptionSpec, OutboundRedirect } from './render.js';
 export { Interception, installInterception, removeInterception } from './install.js';
 export type { InterceptionTarget } from './install.js';
+export { interceptDestinations } from './destinations.js';
+export type { InterceptDestination } from './destinations.js';
+export { netnsPathProblem, netnsPathRunner } from './netns-runner.js';

@@ -4,36 +4,64 @@
 // one transaction, so the pod never sees half a rule set.
 // Owns: the lifecycle of the interception table. Must never: touch another table or namespace.
 
-import { NftDriver } from '../nft/driver.js';
+import { NftDriver, processRunner } from '../nft/driver.js';
 import type { ApplyReport, NftRunner, ResyncReport } from '../nft/driver.js';
+import { netnsPathRunner } from './netns-runner.js';
 import { DEFAULT_INTERCEPT_TABLE, renderInterception } from './render.js';
 import type { InterceptionSpec } from './render.js';
 import type { Rendered } from '../nft/render.js';
+import { DataplaneError } from '../errors.js';
 
 export interface InterceptionTarget {
   /** The pod's network namespace name (as `ip netns` knows it). */
-  readonly netns: string;
+  readonly netns?: string;
+  /**
+   * Or its namespace file (CNI_NETNS: /run/netns/NAME, /proc/PID/ns/net), entered with nsenter;
+   * the agent's own namespace is refused.
+   */
+  readonly netnsPath?: string;
   /** Replaces the process runner (unit tests of callers). */
   readonly runner?: NftRunner;
   readonly nft?: string;
 }
 
+/** The table as nft lists it, without counter values (what "unchanged" means for a resync). */
+function normalListing(text: string): string {
+  return text.replace(/counter packets \d+ bytes \d+/g, 'counter').trim();
+}
+
 /** The installed interception of one pod: update, repair drift, remove. */
 export class Interception {
   readonly #driver: NftDriver;
+  readonly #run: NftRunner;
   #rendered: Rendered;
+  /** The listing read back right after the last apply. */
+  #listing: string | undefined;
 
-  private constructor(driver: NftDriver, rendered: Rendered) {
+  private constructor(driver: NftDriver, run: NftRunner, rendered: Rendered) {
     this.#driver = driver;
+    this.#run = run;
     this.#rendered = rendered;
   }
 
   /** Renders (validation errors throw before anything runs) and applies in one transaction. */
   static async install(target: InterceptionTarget, spec: InterceptionSpec): Promise<Interception> {
     const rendered = renderInterception(spec);
-    const driver = driverFor(target, rendered.table);
+    const run = runnerFor(target);
+    const driver = driverFor(target, rendered.table, run);
     await driver.apply(rendered);
-    return new Interception(driver, rendered);
+    const ic = new Interception(driver, run, rendered);
+    await ic.#readListing();
+    return ic;
+  }
+
+  async #list(): Promise<string | undefined> {
+    const r = await this.#run(['list', 'table', 'inet', this.#rendered.table]);
+    return r.code === 0 ? normalListing(r.stdout) : undefined;
+  }
+
+  async #readListing(): Promise<void> {
+    this.#listing = await this.#list();
   }
 
   get table(): string {
@@ -52,12 +80,25 @@ export class Interception {
       throw new Error(`update changes the table from ${this.#rendered.table} to ${rendered.table}`);
     const r = await this.#driver.apply(rendered);
     this.#rendered = rendered;
+    if (r.kind !== 'unchanged' || this.#listing === undefined) await this.#readListing();
     return r;
   }
 
-  /** Reads the table back and re-applies it when it was changed or removed by hand. */
-  resync(): Promise<ResyncReport> {
-    return this.#driver.resync(this.#rendered);
+  /**
+   * Reads the table back and, when it was changed or removed by hand, replaces it whole in one
+   * transaction (never remove-then-add: the pod is never without its rules).
+   */
+  async resync(): Promise<ResyncReport> {
+    const now = await this.#list();
+    if (now !== undefined && now === this.#listing) return { drift: false, repaired: false };
+    const r = await this.#run(['-f', '-'], this.#driver.fullScript(this.#rendered));
+    if (r.code !== 0)
+      throw new DataplaneError(
+        'DATAPLANE_ERR_NFT',
+        `nft -f failed: ${r.stderr.trim().slice(0, 2000)}`,
+      );
+    await this.#readListing();
+    return { drift: true, repaired: true };
   }
 
   /** Removes the table: traffic flows directly again (established redirected flows finish). */
@@ -66,14 +107,20 @@ export class Interception {
   }
 }
 
-function driverFor(target: InterceptionTarget, table: string): NftDriver {
+function runnerFor(target: InterceptionTarget): NftRunner {
+  if (target.runner) return target.runner;
+  const nft = target.nft ? { nft: target.nft } : {};
+  if (target.netnsPath !== undefined) return netnsPathRunner(target.netnsPath, nft);
+  if (target.netns !== undefined) return processRunner({ netns: target.netns, ...nft });
+  throw new Error('interception needs the pod network namespace (netns or netnsPath)');
+}
+
+function driverFor(target: InterceptionTarget, table: string, runner?: NftRunner): NftDriver {
   return new NftDriver({
     table,
-    netns: target.netns,
     // The table is tiny: always one full replacement, never chain deltas.
     delta: false,
-    ...(target.runner ? { runner: target.runner } : {}),
-    ...(target.nft ? { nft: target.nft } : {}),
+    runner: runner ?? runnerFor(target),
   });
 }
 

@@ -11,13 +11,19 @@ import { request } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { hasErrors, loadText } from '@palisade/core';
 import {
+  INTERCEPT_PREFIX,
   MAX_POLICYSYNC_LINE_BYTES,
   POLICYSYNC_PREFIX,
   SVID_PREFIX,
   parsePolicySyncMessage,
   validateSvidResponse,
 } from '../agent-socket/protocol.js';
-import type { PolicySyncView, SvidResponse } from '../agent-socket/protocol.js';
+import type {
+  InterceptAnnouncement,
+  InterceptReply,
+  PolicySyncView,
+  SvidResponse,
+} from '../agent-socket/protocol.js';
 import { PolicyView, PolicyViewHolder } from './policy-view.js';
 import type { ViewResult } from './policy-view.js';
 
@@ -94,6 +100,7 @@ export class AgentLink {
   private readonly firstWaiters: ((h: PolicyViewHolder) => void)[] = [];
   private readonly bundleListeners = new Set<(pem: string) => void>();
   private readonly viewListeners = new Set<(v: PolicyView) => void>();
+  private readonly connectListeners = new Set<() => void>();
   private bundle: string | undefined;
 
   constructor(private readonly options: AgentLinkOptions) {}
@@ -136,6 +143,12 @@ export class AgentLink {
   onBundle(f: (pem: string) => void): () => void {
     this.bundleListeners.add(f);
     return () => this.bundleListeners.delete(f);
+  }
+
+  /** Called whenever the stream to the agent is (re)established (a new agent knows nothing). */
+  onConnected(f: () => void): () => void {
+    this.connectListeners.add(f);
+    return () => this.connectListeners.delete(f);
   }
 
   /** Called after every installed view (tests, progress lines). */
@@ -206,6 +219,7 @@ export class AgentLink {
       );
     }
     this.connected = true;
+    for (const f of this.connectListeners) f();
     let got = false;
     let buf = '';
     for await (const c of res as AsyncIterable<Buffer>) {
@@ -280,6 +294,68 @@ export class AgentLink {
     }
   }
 
+  /**
+   * Tells the agent which listeners are open (PUT, the whole set); resolves once the agent has
+   * installed the redirects.
+   */
+  async announceInterception(a: InterceptAnnouncement): Promise<InterceptReply> {
+    const body = JSON.stringify(a);
+    const { status, doc } = await this.call('PUT', INTERCEPT_PREFIX, body);
+    if (status !== 200) throw agentError(status, doc);
+    const r = doc as Partial<InterceptReply>;
+    if (
+      typeof r.table !== 'string' ||
+      typeof r.inbound !== 'number' ||
+      typeof r.outbound !== 'number' ||
+      !Array.isArray(r.skipped)
+    )
+      throw new AgentRequestError(502, 'DATAPLANE_ERR_POLICYSYNC_STREAM', 'a malformed answer');
+    return r as InterceptReply;
+  }
+
+  /** One JSON request on the endpoint's socket. */
+  private async call(
+    method: string,
+    prefix: string,
+    body: string,
+  ): Promise<{ status: number; doc: unknown }> {
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const req = request({
+        socketPath: this.options.socketPath,
+        path: `${prefix}/${this.options.endpoint}`,
+        method,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        timeout: 20_000,
+      });
+      req.on('response', resolve);
+      req.on('error', reject);
+      req.on('timeout', () => req.destroy(new Error('the agent did not answer in time')));
+      req.end(body);
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of res as AsyncIterable<Buffer>) {
+      size += c.length;
+      if (size > 4 << 20) {
+        res.destroy();
+        throw new Error('the agent answered more than 4 MiB');
+      }
+      chunks.push(c);
+    }
+    try {
+      return {
+        status: res.statusCode ?? 0,
+        doc: JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown,
+      };
+    } catch {
+      throw new AgentRequestError(
+        res.statusCode ?? 0,
+        'DATAPLANE_ERR_POLICYSYNC_STREAM',
+        'the agent answered something that is not JSON',
+      );
+    }
+  }
+
   /** Sends a CSR (made in this process) to the agent; the answer is the chain and the bundle. */
   async requestSvid(csrPem: string, ttlSeconds?: number): Promise<SvidResponse> {
     const body = JSON.stringify({
@@ -332,4 +408,13 @@ export class AgentLink {
       throw new AgentRequestError(502, 'DATAPLANE_ERR_POLICYSYNC_STREAM', v.problems.join('; '));
     return v.value;
   }
+}
+
+function agentError(status: number, doc: unknown): AgentRequestError {
+  const e = (doc as { error?: { code?: unknown; message?: unknown } } | null)?.error;
+  return new AgentRequestError(
+    status,
+    typeof e?.code === 'string' ? e.code : 'DATAPLANE_ERR_POLICYSYNC_UNAVAILABLE',
+    typeof e?.message === 'string' ? e.message : `HTTP ${status}`,
+  );
 }

@@ -30,6 +30,8 @@ import type { Credentials } from './credentials.js';
 import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
 import type { PolicyView, PolicyViewHolder, SidecarDecision } from './policy-view.js';
+import { judgeDecision, l7Provenance, recordAccess, refused } from './judge.js';
+import type { Judged, RecordBase } from './judge.js';
 import {
   checkRequestPath,
   flattenHeaders,
@@ -78,33 +80,6 @@ export interface InboundOptions {
   readonly maxConcurrentStreams?: number;
 }
 
-/** The outcome of judging one request, before anything is answered or forwarded. */
-type Judged =
-  | {
-      readonly ok: true;
-      readonly path: string;
-      readonly provenance: Provenance;
-      readonly staged?: readonly StagedVerdict[];
-    }
-  | {
-      readonly ok: false;
-      /** The would-be verdicts of staged policies (flow records). */
-      readonly staged?: readonly StagedVerdict[];
-      readonly status: number;
-      /** The answer's text (the request id is appended). */
-      readonly message: string;
-      readonly verdict: AccessRecord['verdict'];
-      readonly provenance: Provenance;
-      /** Close an HTTP/1.1 connection after answering (its framing may be suspect). */
-      readonly close: boolean;
-      /** The connection itself is refused: HTTP/2 sessions are closed too (GOAWAY). */
-      readonly connectionLevel: boolean;
-      /** False when the refusal was already logged at the connection stage. */
-      readonly log: boolean;
-    };
-
-type Refused = Extract<Judged, { ok: false }>;
-
 interface RequestFacts {
   readonly method: string | undefined;
   readonly target: string | undefined;
@@ -125,8 +100,10 @@ interface Connection {
 const INJECTED = ['x-forwarded-client-cert', 'x-palisade-peer-identity'];
 
 function refusal(kind: Provenance['kind'], reason: string): Provenance {
-  return { point: 'l7', direction: 'ingress', kind, reason };
+  return l7Provenance('ingress', kind, reason);
 }
+
+const no = refused;
 
 export class InboundSidecar {
   readonly log: AccessLog;
@@ -404,9 +381,8 @@ export class InboundSidecar {
       const p = refusal('unmanaged', `request refused: ${target.reason}`);
       return no(400, `bad request: ${target.reason}`, 'deny', p, true);
     }
-    let d: SidecarDecision;
-    try {
-      d = view.decideInbound({
+    return judgeDecision(target.path, 'ingress', () =>
+      view.decideInbound({
         sourceIp: conn.sourceIp,
         principal: conn.principal,
         port: this.#opts.podPort,
@@ -414,43 +390,19 @@ export class InboundSidecar {
         path: target.path,
         host: r.host,
         headers: r.headers,
-      });
-    } catch (e) {
-      const p = refusal('unmanaged', `decision failed: ${(e as Error).message}`);
-      return no(500, 'RBAC: access denied (decision error)', 'error', p, true);
-    }
-    const staged = d.staged && d.staged.length > 0 ? { staged: d.staged } : {};
-    if (d.verdict === 'deny')
-      return {
-        ...no(
-          403,
-          `RBAC: access denied (${provenanceSummary(d.provenance)})`,
-          'deny',
-          d.provenance,
-          false,
-        ),
-        ...staged,
-      };
-    return { ok: true, path: target.path, provenance: d.provenance, ...staged };
+      }),
+    );
   }
 
   #record(
-    base: Omit<AccessRecord, 'time' | 'verdict' | 'status' | 'provenance' | 'latencyMs'>,
+    base: RecordBase,
     started: bigint,
     verdict: AccessRecord['verdict'],
     p: Provenance,
     status: number | null,
     staged?: readonly StagedVerdict[],
   ): void {
-    this.log.record({
-      ...base,
-      time: this.#now().toISOString(),
-      verdict,
-      status,
-      provenance: provenanceForLog(p),
-      ...(staged ? { staged } : {}),
-      latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
-    });
+    recordAccess(this.log, base, started, this.#now(), verdict, p, status, staged);
   }
 
   #base(
@@ -459,7 +411,7 @@ export class InboundSidecar {
     id: string,
     method: string | undefined,
     path: string | undefined,
-  ): Omit<AccessRecord, 'time' | 'verdict' | 'status' | 'provenance' | 'latencyMs'> {
+  ): RecordBase {
     return {
       requestId: id,
       side: 'inbound',
@@ -781,25 +733,6 @@ function regularHeadersIn(h: H2Headers): IncomingMessage['headers'] {
   const out: IncomingMessage['headers'] = {};
   for (const [k, v] of Object.entries(h)) if (!k.startsWith(':') && v !== undefined) out[k] = v;
   return out;
-}
-
-function no(
-  status: number,
-  message: string,
-  verdict: AccessRecord['verdict'],
-  provenance: Provenance,
-  close: boolean,
-): Refused {
-  return {
-    ok: false,
-    status,
-    message,
-    verdict,
-    provenance,
-    close,
-    connectionLevel: false,
-    log: true,
-  };
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);

@@ -19,16 +19,18 @@ import type {
   ServerHttp2Stream,
 } from 'node:http2';
 import type { OutgoingHttpHeaders } from 'node:http';
-import { createServer as createNetServer, isIP } from 'node:net';
+import { connect as netConnect, createServer as createNetServer, isIP } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { svidClientOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
 import { credentialProblem } from './credentials.js';
 import type { Credentials } from './credentials.js';
-import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js';
+import { AccessLog } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
-import type { PolicyViewHolder, SidecarDecision } from './policy-view.js';
+import type { PolicyView, PolicyViewHolder } from './policy-view.js';
+import { judgeDecision, l7Provenance, recordAccess, refused } from './judge.js';
+import type { RecordBase, Refused } from './judge.js';
 import { checkRequestPath, flattenHeaders, forwardHeaders, requestId } from './request.js';
 import {
   H2_CANCEL,
@@ -127,8 +129,20 @@ function targetOf(
 }
 
 function outbound(kind: Provenance['kind'], reason: string): Provenance {
-  return { point: 'l7', direction: 'egress', kind, reason };
+  return l7Provenance('egress', kind, reason);
 }
+
+/** One outgoing request judged, with the destination it names (for its record). */
+type OutboundJudged = { readonly dest: string; readonly port: number } & (
+  | {
+      readonly ok: true;
+      readonly target: Target;
+      /** The identity the destination must present. */
+      readonly expected: string;
+      readonly provenance: Provenance;
+    }
+  | { readonly ok: false; readonly refusal: Refused }
+);
 
 export class OutboundProxy {
   readonly log: AccessLog;
@@ -225,7 +239,10 @@ export class OutboundProxy {
           this.#nextFixed = undefined;
           return;
         }
-        // HTTP/1.1 (TLS from the application is not understood and fails as HTTP).
+        if (kind === 'tls') {
+          this.#passThrough(s, dest);
+          return;
+        }
         this.#fixed.set(s, dest);
         this.#http.emit('connection', s);
         s.resume();
@@ -241,6 +258,52 @@ export class OutboundProxy {
     const a = server.address() as AddressInfo;
     this.#listeners.set(a.port, server);
     return a;
+  }
+
+  /**
+   * TLS the application made itself (its own certificate, or one it stole) on a redirected
+   * connection: the proxy cannot read it, so it is passed through at L4 to the destination,
+   * whose L7 point terminates it and judges the certificate it presents against the caller's
+   * address. Recorded as a connection-stage line; the source's egress `http` rules cannot apply.
+   */
+  #passThrough(s: Socket, d: FixedDestination): void {
+    const view = this.#opts.policy.current;
+    const up = this.#upstream({ ip: d.ip, port: d.port, path: '/' });
+    const base = this.#base(view, '-', null, null, view.endpointAt(d.ip) ?? d.ip, d.port);
+    const p = outbound(
+      'unmanaged',
+      `TLS from the application, passed through at L4 to ${up.host}:${up.port} (the destination's L7 point judges it)`,
+    );
+    recordAccess(
+      this.log,
+      { ...base, stage: 'connection' },
+      process.hrtime.bigint(),
+      this.#now(),
+      'allow',
+      p,
+      null,
+    );
+    const u = netConnect({
+      host: up.host,
+      port: up.port,
+      ...(this.#opts.sourceAddress ? { localAddress: this.#opts.sourceAddress } : {}),
+    });
+    this.#sockets.add(s);
+    this.#sockets.add(u);
+    const done = (): void => {
+      s.destroy();
+      u.destroy();
+    };
+    for (const x of [s, u]) {
+      x.on('error', done);
+      x.on('close', () => {
+        this.#sockets.delete(x);
+        done();
+      });
+    }
+    s.pipe(u);
+    u.pipe(s);
+    s.resume();
   }
 
   /** Stops one destination's listener (open connections finish). */
@@ -321,34 +384,98 @@ export class OutboundProxy {
     return a;
   }
 
+  /** The record of one outgoing request before its outcome is known. */
+  #base(
+    view: PolicyView,
+    id: string,
+    method: string | null,
+    path: string | null,
+    dest: string,
+    port: number,
+  ): RecordBase {
+    return {
+      requestId: id,
+      side: 'outbound',
+      stage: 'request',
+      source: { ip: this.#opts.sourceAddress ?? 'local', identity: view.identity },
+      destination: { endpoint: dest, port },
+      method,
+      path,
+      policyVersion: view.version,
+    };
+  }
+
+  /**
+   * Judges one outgoing request with one view, for both protocols: the target, the identity the
+   * destination must present (secure naming), then this endpoint's egress rules at L7.
+   */
+  #judge(
+    view: PolicyView,
+    target: Target | string,
+    method: string,
+    host: string | undefined,
+    headers: Readonly<Record<string, string>>,
+  ): OutboundJudged {
+    if (typeof target === 'string') {
+      const p = outbound('unmanaged', target);
+      return {
+        ok: false,
+        refusal: refused(400, `bad request: ${target}`, 'deny', p, true),
+        dest: '-',
+        port: 0,
+      };
+    }
+    const expected = view.identityAt(target.ip);
+    const dest = view.endpointAt(target.ip) ?? target.ip;
+    const at = { dest, port: target.port };
+    if (expected === undefined) {
+      const p = outbound('unmanaged', `${target.ip} is not an endpoint with a known identity`);
+      const message = `RBAC: access denied (no identity known for ${target.ip})`;
+      return { ok: false, refusal: refused(502, message, 'deny', p, true), ...at };
+    }
+    const j = judgeDecision(target.path, 'egress', () =>
+      view.decideOutbound({
+        destinationIp: target.ip,
+        port: target.port,
+        method,
+        path: target.path,
+        host,
+        headers,
+      }),
+    );
+    return j.ok
+      ? { ok: true, target, expected, provenance: j.provenance, ...at }
+      : { ok: false, refusal: j, ...at };
+  }
+
+  #upstream(target: Target): { readonly host: string; readonly port: number } {
+    return (this.#opts.upstream ?? ((ip, port) => ({ host: ip, port })))(target.ip, target.port);
+  }
+
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
     const started = process.hrtime.bigint();
     const id = requestId(req.headers);
     res.setHeader('x-request-id', id);
     const view = this.#opts.policy.current;
     const target = parseTarget(req, this.#fixed.get(req.socket));
-    const record = (
-      verdict: AccessRecord['verdict'],
-      p: Provenance,
-      dest: string,
-      port: number,
-    ): void => {
+    const o = this.#judge(
+      view,
+      target,
+      req.method ?? 'GET',
+      req.headers.host,
+      flattenHeaders(req.headers),
+    );
+    const base = this.#base(
+      view,
+      id,
+      req.method ?? null,
+      typeof target === 'string' ? (req.url ?? null) : target.path,
+      o.dest,
+      o.port,
+    );
+    const record = (verdict: AccessRecord['verdict'], p: Provenance): void => {
       res.once('close', () =>
-        this.log.record({
-          time: this.#now().toISOString(),
-          requestId: id,
-          side: 'outbound',
-          stage: 'request',
-          source: { ip: this.#opts.sourceAddress ?? 'local', identity: view.identity },
-          destination: { endpoint: dest, port },
-          method: req.method ?? null,
-          path: typeof target === 'string' ? (req.url ?? null) : target.path,
-          verdict,
-          status: res.statusCode,
-          provenance: provenanceForLog(p),
-          policyVersion: view.version,
-          latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
-        }),
+        recordAccess(this.log, base, started, this.#now(), verdict, p, res.statusCode),
       );
     };
     const answer = (status: number, text: string): void => {
@@ -356,44 +483,13 @@ export class OutboundProxy {
       res.end(`${text} request-id ${id}\n`);
       req.resume();
     };
-    if (typeof target === 'string') {
-      record('deny', outbound('unmanaged', target), '-', 0);
-      answer(400, `bad request: ${target}`);
+    if (!o.ok) {
+      record(o.refusal.verdict, o.refusal.provenance);
+      answer(o.refusal.status, o.refusal.message);
       return;
     }
-    const expected = view.identityAt(target.ip);
-    const dest = view.endpointAt(target.ip) ?? target.ip;
-    if (expected === undefined) {
-      const p = outbound('unmanaged', `${target.ip} is not an endpoint with a known identity`);
-      record('deny', p, dest, target.port);
-      answer(502, `RBAC: access denied (no identity known for ${target.ip})`);
-      return;
-    }
-    let d: SidecarDecision;
-    try {
-      d = view.decideOutbound({
-        destinationIp: target.ip,
-        port: target.port,
-        method: req.method ?? 'GET',
-        path: target.path,
-        host: req.headers.host,
-        headers: flattenHeaders(req.headers),
-      });
-    } catch (e) {
-      const p = outbound('unmanaged', `decision failed: ${(e as Error).message}`);
-      record('error', p, dest, target.port);
-      answer(500, 'RBAC: decision error');
-      return;
-    }
-    if (d.verdict === 'deny') {
-      record('deny', d.provenance, dest, target.port);
-      answer(403, `RBAC: access denied (${provenanceSummary(d.provenance)})`);
-      return;
-    }
-    const up = (this.#opts.upstream ?? ((ip, port) => ({ host: ip, port })))(
-      target.ip,
-      target.port,
-    );
+    const { expected, provenance: allowed, target: to } = o;
+    const up = this.#upstream(to);
     const headers = forwardHeaders(req.headers, [
       'x-forwarded-client-cert',
       'x-palisade-peer-identity',
@@ -411,14 +507,14 @@ export class OutboundProxy {
       port: up.port,
       ...(this.#opts.sourceAddress ? { localAddress: this.#opts.sourceAddress } : {}),
       method: req.method,
-      path: target.path,
+      path: to.path,
       headers,
       agent: this.#agent(expected, up.host, up.port),
     });
     let settled = false;
     ureq.on('response', (ures) => {
       settled = true;
-      record(d.verdict, d.provenance, dest, target.port);
+      record('allow', allowed);
       res.writeHead(ures.statusCode ?? 502, forwardHeaders(ures.headers));
       ures.pipe(res);
       ures.on('error', () => res.destroy());
@@ -435,7 +531,7 @@ export class OutboundProxy {
         identity ? 'identity-mismatch' : 'unmanaged',
         `upstream ${up.host}:${up.port}: ${code}: ${e.message}`,
       );
-      record(identity ? 'deny' : 'error', p, dest, target.port);
+      record(identity ? 'deny' : 'error', p);
       if (!res.headersSent)
         answer(
           502,
@@ -500,28 +596,21 @@ export class OutboundProxy {
       const x = stream.sentHeaders[':status'];
       return x === undefined ? null : Number(x);
     };
-    const record = (
-      verdict: AccessRecord['verdict'],
-      p: Provenance,
-      dest: string,
-      port: number,
-    ): void => {
+    const regular: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(h))
+      if (!k.startsWith(':') && v !== undefined) regular[k] = v;
+    const o = this.#judge(view, target, method, h[':authority'], flattenHeaders(regular));
+    const base = this.#base(
+      view,
+      id,
+      method,
+      typeof target === 'string' ? (h[':path'] ?? null) : target.path,
+      o.dest,
+      o.port,
+    );
+    const record = (verdict: AccessRecord['verdict'], p: Provenance): void => {
       stream.once('close', () =>
-        this.log.record({
-          time: this.#now().toISOString(),
-          requestId: id,
-          side: 'outbound',
-          stage: 'request',
-          source: { ip: this.#opts.sourceAddress ?? 'local', identity: view.identity },
-          destination: { endpoint: dest, port },
-          method,
-          path: typeof target === 'string' ? (h[':path'] ?? null) : target.path,
-          verdict,
-          status: status(),
-          provenance: provenanceForLog(p),
-          policyVersion: view.version,
-          latencyMs: Number(process.hrtime.bigint() - started) / 1e6,
-        }),
+        recordAccess(this.log, base, started, this.#now(), verdict, p, status()),
       );
     };
     const answer = (code: number, text: string): void => {
@@ -542,60 +631,18 @@ export class OutboundProxy {
       }
       stream.resume();
     };
-    if (typeof target === 'string') {
-      record('deny', outbound('unmanaged', target), '-', 0);
-      answer(400, `bad request: ${target}`);
+    if (!o.ok) {
+      record(o.refusal.verdict, o.refusal.provenance);
+      answer(o.refusal.status, o.refusal.message);
       return;
     }
-    const expected = view.identityAt(target.ip);
-    const dest = view.endpointAt(target.ip) ?? target.ip;
-    if (expected === undefined) {
-      record(
-        'deny',
-        outbound('unmanaged', `${target.ip} is not an endpoint with a known identity`),
-        dest,
-        target.port,
-      );
-      answer(502, `RBAC: access denied (no identity known for ${target.ip})`);
-      return;
-    }
-    const regular: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(h))
-      if (!k.startsWith(':') && v !== undefined) regular[k] = v;
-    let d: SidecarDecision;
-    try {
-      d = view.decideOutbound({
-        destinationIp: target.ip,
-        port: target.port,
-        method,
-        path: target.path,
-        host: h[':authority'],
-        headers: flattenHeaders(regular),
-      });
-    } catch (e) {
-      record(
-        'error',
-        outbound('unmanaged', `decision failed: ${(e as Error).message}`),
-        dest,
-        target.port,
-      );
-      answer(500, 'RBAC: decision error');
-      return;
-    }
-    if (d.verdict === 'deny') {
-      record('deny', d.provenance, dest, target.port);
-      answer(403, `RBAC: access denied (${provenanceSummary(d.provenance)})`);
-      return;
-    }
-    const up = (this.#opts.upstream ?? ((ip, port) => ({ host: ip, port })))(
-      target.ip,
-      target.port,
-    );
+    const { expected, provenance: allowed, target: to } = o;
+    const up = this.#upstream(to);
     const headers: OutgoingHttpHeaders = {
       ...regularHeaders(h),
       ':method': method,
-      ':path': target.path,
-      ':authority': h[':authority'] ?? `${target.ip}:${target.port}`,
+      ':path': to.path,
+      ':authority': h[':authority'] ?? `${to.ip}:${to.port}`,
       ':scheme': 'https',
     };
     for (const k of ['x-forwarded-client-cert', 'x-palisade-peer-identity']) delete headers[k];
@@ -607,12 +654,7 @@ export class OutboundProxy {
       session = this.#h2Session(expected, up.host, up.port);
       ureq = session.request(headers);
     } catch (e) {
-      record(
-        'error',
-        outbound('unmanaged', `upstream: ${(e as Error).message}`),
-        dest,
-        target.port,
-      );
+      record('error', outbound('unmanaged', `upstream: ${(e as Error).message}`));
       answer(502, 'upstream unavailable');
       return;
     }
@@ -640,8 +682,6 @@ export class OutboundProxy {
               identity ? 'identity-mismatch' : 'unmanaged',
               `upstream ${up.host}:${up.port}: ${code}: ${cause.message}`,
             ),
-            dest,
-            target.port,
           );
           if (stream.headersSent) stream.close(H2_CANCEL);
           else
@@ -654,7 +694,7 @@ export class OutboundProxy {
       () => {
         if (settled) return;
         settled = true;
-        record(d.verdict, d.provenance, dest, target.port);
+        record('allow', allowed);
       },
     );
   }

@@ -5,6 +5,8 @@
 // when a view cannot be built (the holder keeps the last good one: fail static).
 
 import { compile } from '@palisade/core';
+import { interceptDestinations } from '../intercept/destinations.js';
+import type { InterceptDestination } from '../intercept/destinations.js';
 import type { Engine, L7Verdict, Provenance, Resource, StagedVerdict } from '@palisade/core';
 
 /** A verdict of the L7 point for one request or connection, with why. */
@@ -151,6 +153,18 @@ export class PolicyView {
     if (!ep || ep.kind !== 'workload' || ep.namespace === undefined || !ep.serviceAccount)
       return undefined;
     return spiffeIdOf(this.trustDomain, ep.namespace, ep.serviceAccount);
+  }
+
+  #destinations: readonly InterceptDestination[] | undefined;
+
+  /**
+   * The candidate destinations for interception in this view: every peer with an identity and an
+   * L7 point, on its declared TCP ports (the agent keeps those the kernel lets the endpoint
+   * reach). Computed once: a view never changes.
+   */
+  interceptDestinations(): readonly InterceptDestination[] {
+    this.#destinations ??= interceptDestinations(this.engine, this.endpoint, { kernel: false });
+    return this.#destinations;
   }
 
   /** `namespace/name` of the endpoint at `ip`, if any. */

@@ -23,6 +23,10 @@ import type { AgentLinkStatus } from './agent-link.js';
 import { credentialProblem } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { InboundSidecar } from './inbound.js';
+import { InterceptionLink } from './interception.js';
+import type { InterceptionLinkStatus } from './interception.js';
+import { inboundAppProtocol } from './app-protocol.js';
+import type { AppProtocolName } from './app-protocol.js';
 import { OutboundProxy } from './outbound.js';
 import type { HolderStatus, PolicyViewHolder } from './policy-view.js';
 import { SvidRotation } from './svid-rotation.js';
@@ -63,6 +67,15 @@ export interface SidecarOptions {
    * decisions are only counted on /metrics.
    */
   readonly flows?: boolean;
+  /**
+   * Transparent interception: keep a loopback listener per destination the view allows and
+   * announce every listener to the agent, which redirects the pod's traffic to them. Peers are
+   * then reached on their own address and port (their inbound redirect leads to their sidecar)
+   * unless `upstream` says otherwise. Default off.
+   */
+  readonly intercept?: boolean | { readonly uid?: number; readonly firstOutboundPort?: number };
+  /** What the application speaks on each port (default http). */
+  readonly appProtocols?: Readonly<Record<number, AppProtocolName>>;
 }
 
 export interface SidecarStatus {
@@ -72,6 +85,7 @@ export interface SidecarStatus {
   readonly svid: SvidRotationStatus;
   readonly inbound: SidecarCounters;
   readonly outbound: SidecarCounters;
+  readonly interception: InterceptionLinkStatus | undefined;
 }
 
 export interface RunningSidecar {
@@ -146,6 +160,16 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
   const outboundPort = o.outboundPort ?? 15001;
   const adminPort = o.adminPort ?? 15000;
   o.appPorts.forEach((p) => checkPort(p, 'application port', false));
+  const protocols = new Map(
+    o.appPorts.map((p) => [p, inboundAppProtocol(o.appProtocols?.[p] ?? 'http', p)] as const),
+  );
+  for (const p of Object.keys(o.appProtocols ?? {}))
+    if (!o.appPorts.includes(Number(p)))
+      throw new DataplaneError(
+        'DATAPLANE_ERR_INVALID_NAME',
+        `an application protocol is given for port ${p}, which is not an application port`,
+      );
+  const intercept = o.intercept ? (o.intercept === true ? {} : o.intercept) : undefined;
   checkPort(inboundPort, 'inbound port', true);
   if (inboundPort !== 0) checkPort(inboundPort + o.appPorts.length - 1, 'inbound port', false);
   checkPort(outboundPort, 'outbound port', true);
@@ -227,6 +251,7 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
         appPort,
         ...(o.appHost !== undefined ? { appHost: o.appHost } : {}),
         podPort: appPort,
+        appProtocol: protocols.get(appPort) ?? 'http/1.1',
         svid: creds.svid,
         trustBundlePem: creds.trustBundlePem,
         policy: holder,
@@ -247,7 +272,10 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
       trustBundlePem: creds.trustBundlePem,
       policy: holder,
       ...(o.sourceAddress !== undefined ? { sourceAddress: o.sourceAddress } : {}),
-      upstream: o.upstream ?? ((ip) => ({ host: ip, port: 15006 })),
+      // Intercepted peers are reached on their own port: their redirect leads to their sidecar.
+      upstream:
+        o.upstream ??
+        (intercept ? (ip, port) => ({ host: ip, port }) : (ip) => ({ host: ip, port: 15006 })),
       log: outLog,
     });
     const oa = await ob.start();
@@ -255,7 +283,9 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
     started.push(ob);
     say(`outbound ${o.outboundHost ?? '127.0.0.1'}:${oa.port}`);
     link.onBundle((pem) => rotation.setBundle(pem));
+    link.onConnected(() => say('policy sync: connected to the agent'));
     link.onView((v) => say(`policy view ${v.version} installed`));
+    let il: InterceptionLink | undefined;
     const status = (): SidecarStatus => ({
       endpoint: o.endpoint,
       policy: holder.status(),
@@ -263,6 +293,7 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
       svid: rotation.status(),
       inbound: inLog.snapshot(),
       outbound: outLog.snapshot(),
+      interception: il?.status(),
     });
     const admin = new AdminServer('127.0.0.1', adminPort, {
       policy: holder,
@@ -274,6 +305,26 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
     const aa = await admin.start();
     started.push(admin);
     reporter.start();
+    if (intercept) {
+      const uid = intercept.uid ?? process.getuid?.() ?? 0;
+      if (uid === 0)
+        say('warning: running as root: the agent will not install interception for uid 0');
+      il = new InterceptionLink({
+        link,
+        proxy: ob,
+        holder,
+        inbound: ports.map((p) => ({ appPort: p.appPort, sidecarPort: p.port })),
+        uid,
+        ...(intercept.firstOutboundPort !== undefined
+          ? { firstPort: intercept.firstOutboundPort }
+          : {}),
+        reserved: [oa.port, aa.port],
+        say,
+      });
+      started.push({ close: () => il?.stop() ?? Promise.resolve() });
+      // The first announcement is made (and retried in the background if the agent refuses).
+      await il.start();
+    }
     say(`admin 127.0.0.1:${aa.port}; ready`);
     let closing: Promise<void> | undefined;
     return {
@@ -288,6 +339,7 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
       close: (drainMs = 5_000) => {
         closing ??= (async () => {
           rotation.stop();
+          await il?.stop();
           await Promise.all([...inbound.map((s) => s.drain(drainMs)), ob.drain(drainMs)]);
           await admin.close();
           // The last decisions go to the agent before the link closes.

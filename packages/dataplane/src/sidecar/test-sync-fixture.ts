@@ -15,6 +15,8 @@ import { AgentFlows } from '../agent/flows-runtime.js';
 import type { WireBatch } from '../flows/observation.js';
 import { PolicySync } from '../agent/policysync.js';
 import { EndpointSockets } from '../agent-socket/endpoint-sockets.js';
+import { InterceptionManager } from '../agent/interception.js';
+import type { InterceptionManagerOptions } from '../agent/interception.js';
 import { bookinfo } from './test-fixtures.js';
 
 export async function until(
@@ -36,6 +38,8 @@ export interface PodPlacement {
   readonly ip: string;
   /** The host side of its veth (any name on loopback runs). */
   readonly iface: string;
+  /** Its network namespace (`ip netns` name), recorded as the CNI plugin would. */
+  readonly netns?: string;
 }
 
 export class SyncWorld {
@@ -45,6 +49,7 @@ export class SyncWorld {
   agent: Agent | undefined;
   sync: PolicySync | undefined;
   sockets: EndpointSockets | undefined;
+  intercept: InterceptionManager | undefined;
   readonly lines: string[] = [];
 
   constructor(
@@ -102,6 +107,7 @@ export class SyncWorld {
           name: `${this.node}-k8s-${name}-eth0`,
           namespace: 'default',
           labels: pod.metadata.labels ?? {},
+          ...(p.netns ? { annotations: { 'palisade.dev/netns': `/run/netns/${p.netns}` } } : {}),
         },
         spec: {
           node: this.node,
@@ -153,12 +159,14 @@ export class SyncWorld {
     };
   }
 
-  /** With `startAgent(…, {flows: true})`: the agent's flow runtime and the batches it shipped. */
+  /** With `startAgent(…, undefined, {flows: true})`: the agent's flow runtime and the batches it shipped. */
   flows: AgentFlows | undefined;
   readonly flowBatches: WireBatch[] = [];
 
+  /** With `intercept`, the agent installs interception for sidecars running as `sidecarUid`. */
   async startAgent(
     extra: Partial<AgentOptions> = {},
+    intercept?: InterceptionManagerOptions,
     opts: { readonly flows?: boolean } = {},
   ): Promise<void> {
     if (!this.server) throw new Error('no server');
@@ -184,8 +192,15 @@ export class SyncWorld {
       : undefined;
     this.flows = flows;
     await flows?.start();
+    this.intercept = intercept
+      ? new InterceptionManager(this.agent, { say: (l) => this.lines.push(l), ...intercept })
+      : undefined;
+    const uid = this.intercept?.sidecarUid;
     this.sockets = new EndpointSockets({
       source: this.sync,
+      ...(this.intercept && uid !== undefined
+        ? { intercept: this.intercept, owner: { uid, gid: uid } }
+        : {}),
       dir: this.socketDir,
       heartbeatMs: 1_000,
       ...(flows ? { flows: (ep: string, body: string) => flows.report(ep, body) } : {}),
@@ -198,6 +213,8 @@ export class SyncWorld {
   async stopAgent(): Promise<void> {
     await this.flows?.stop();
     this.flows = undefined;
+    await this.intercept?.close();
+    this.intercept = undefined;
     this.sync?.close();
     await this.sockets?.close();
     await this.agent?.stop();
