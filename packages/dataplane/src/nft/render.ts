@@ -447,6 +447,16 @@ class Builder {
   }
 }
 
+/**
+ * Whether an address set needs an interval set: only when a member is a prefix. A set of single
+ * addresses (a selector's endpoints, as a rule) is a plain hash set, so adding or removing a
+ * member needs no interval merge (nft then reads no elements back before the update). A set that
+ * gains its first prefix changes declaration, which the driver applies as a full replacement.
+ */
+export function needsInterval(members: readonly string[]): boolean {
+  return members.some((m) => m.includes('/') || m.includes('-'));
+}
+
 function setDecl(s: NamedSet, f: Family): string[] {
   const type =
     s.kind === 'address'
@@ -457,7 +467,7 @@ function setDecl(s: NamedSet, f: Family): string[] {
   return [
     `\tset ${s.name}_v${f} {`,
     `\t\ttype ${type}`,
-    ...(s.kind === 'address' ? ['\t\tflags interval'] : []),
+    ...(s.kind === 'address' && needsInterval(f === 4 ? s.v4 : s.v6) ? ['\t\tflags interval'] : []),
     `\t\t${comment(s.describe)}`,
     '\t}',
   ];
