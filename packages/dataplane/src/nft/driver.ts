@@ -150,7 +150,7 @@ const COMMENT_AT_END = /comment "([^"]*)"$/;
  * comparison only).
  */
 export function listingMatches(rendered: Rendered, listJson: string): boolean {
-  const parts = skeletonParts(rendered.skeleton);
+  const parts = rendered.parts ?? skeletonParts(rendered.skeleton);
   const data = JSON.parse(listJson) as { nftables?: unknown[] };
   const chains = new Map<string, (string | undefined)[]>();
   const sets = new Set<string>();
@@ -291,16 +291,23 @@ export class NftDriver {
 
   /** The element delta between two renderings with equal skeletons. */
   elementScript(from: Rendered, to: Rendered): string {
-    let out = '';
+    // Most sets are unchanged (often the very same array): only the others are diffed.
+    const changed: [string, readonly string[], readonly string[]][] = [];
     for (const [name, els] of to.elements) {
-      const before = new Set(from.elements.get(name) ?? []);
+      const before = from.elements.get(name) ?? [];
+      if (before === els) continue;
+      if (before.length === els.length && before.every((e, i) => e === els[i])) continue;
+      changed.push([name, before, els]);
+    }
+    let out = '';
+    for (const [name, before, els] of changed) {
       const now = new Set(els);
-      const gone = [...before].filter((e) => !now.has(e));
+      const gone = before.filter((e) => !now.has(e));
       if (gone.length > 0) out += elementCommand('delete', this.table, name, gone);
     }
-    for (const [name, els] of to.elements) {
-      const before = new Set(from.elements.get(name) ?? []);
-      const added = els.filter((e) => !before.has(e));
+    for (const [name, before, els] of changed) {
+      const was = new Set(before);
+      const added = els.filter((e) => !was.has(e));
       if (added.length > 0) out += elementCommand('add', this.table, name, added);
     }
     return out;
@@ -314,10 +321,12 @@ export class NftDriver {
    * the full replacement is used).
    */
   deltaScript(from: Rendered, to: Rendered): string | undefined {
-    const a = skeletonParts(from.skeleton);
-    const b = skeletonParts(to.skeleton);
+    const a = from.parts ?? skeletonParts(from.skeleton);
+    const b = to.parts ?? skeletonParts(to.skeleton);
     const same = (x: readonly string[] | undefined, y: readonly string[] | undefined) =>
-      x !== undefined && y !== undefined && x.length === y.length && x.every((v, i) => v === y[i]);
+      x !== undefined &&
+      y !== undefined &&
+      (x === y || (x.length === y.length && x.every((v, i) => v === y[i])));
     if (a.baseChains.size !== b.baseChains.size) return undefined;
     for (const [n, body] of b.baseChains) if (!same(a.baseChains.get(n), body)) return undefined;
     for (const [n, decl] of b.sets)

@@ -52,6 +52,8 @@ export interface Rendered {
   readonly elements: ReadonlyMap<string, readonly string[]>;
   /** The table definition, elements included: the body of a full apply. */
   readonly script: string;
+  /** The skeleton's objects, as skeletonParts would parse them (built while rendering). */
+  readonly parts?: SkeletonParts;
 }
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
@@ -478,7 +480,12 @@ function baseChain(
   hook: string,
   priority: number,
   body: readonly string[],
+  parts?: Map<string, readonly string[]>,
 ): string[] {
+  parts?.set(name, [
+    `type filter hook ${hook} priority ${priority}; policy accept;`,
+    ...body.map((l) => l.trim()),
+  ]);
   return [
     `\tchain ${name} {`,
     `\t\ttype filter hook ${hook} priority ${priority}; policy accept;`,
@@ -581,8 +588,15 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     wlTo.push(`${ifname(u.iface)} : drop`);
     wlFrom.push(`${ifname(u.iface)} : drop`);
   }
+  // The skeleton's objects, recorded as they are rendered (the driver's deltas need them; parsing
+  // the text back costs tens of milliseconds at 1k policies).
+  const pSets = new Map<string, readonly string[]>();
+  const pMaps = new Map<string, { readonly type: string; readonly entries: readonly string[] }>();
+  const pBase = new Map<string, readonly string[]>();
+  const pChains = new Map<string, readonly string[]>();
   const vmap = (name: string, entries: string[]) => {
     const sorted = [...entries].sort();
+    pMaps.set(name, { type: 'type ifname : verdict', entries: sorted });
     return [
       `\tmap ${name} {`,
       '\t\ttype ifname : verdict',
@@ -608,7 +622,17 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   const lines: string[] = [`table inet ${table} {`];
   const setLines: string[] = [];
   for (const s of state.sets) {
-    setLines.push(...setDecl(s, 4), ...setDecl(s, 6));
+    const d4 = setDecl(s, 4);
+    const d6 = setDecl(s, 6);
+    pSets.set(
+      `${s.name}_v4`,
+      d4.slice(1, -1).map((l) => l.trim()),
+    );
+    pSets.set(
+      `${s.name}_v6`,
+      d6.slice(1, -1).map((l) => l.trim()),
+    );
+    setLines.push(...d4, ...d6);
   }
   lines.push(...setLines);
   lines.push(...vmap('workload_from', wlFrom), ...vmap('workload_to', wlTo));
@@ -628,69 +652,124 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   if (hasRaw) lines.push(...vmap('host_raw_in', rawIn), ...vmap('host_raw_out', rawOut));
   if (hasRaw)
     lines.push(
-      ...baseChain('raw_prerouting', 'prerouting', -300, [
-        `counter iifname vmap @host_raw_in ${comment('untracked policy of a host endpoint, ingress')}`,
-        ...starRule('iifname', star.rawIn, 'untracked policy of the all-interfaces host endpoint'),
-      ]),
-      ...baseChain('raw_output', 'output', -300, [
-        `counter oifname vmap @host_raw_out ${comment('untracked policy of a host endpoint, egress')}`,
-        ...starRule('oifname', star.rawOut, 'untracked policy of the all-interfaces host endpoint'),
-      ]),
+      ...baseChain(
+        'raw_prerouting',
+        'prerouting',
+        -300,
+        [
+          `counter iifname vmap @host_raw_in ${comment('untracked policy of a host endpoint, ingress')}`,
+          ...starRule(
+            'iifname',
+            star.rawIn,
+            'untracked policy of the all-interfaces host endpoint',
+          ),
+        ],
+        pBase,
+      ),
+      ...baseChain(
+        'raw_output',
+        'output',
+        -300,
+        [
+          `counter oifname vmap @host_raw_out ${comment('untracked policy of a host endpoint, egress')}`,
+          ...starRule(
+            'oifname',
+            star.rawOut,
+            'untracked policy of the all-interfaces host endpoint',
+          ),
+        ],
+        pBase,
+      ),
     );
   if (hasPre)
     lines.push(
-      ...baseChain('prerouting_predn', 'prerouting', -110, [
-        fastPath[0] ?? '',
-        `counter iifname vmap @host_predn_in ${comment('pre-DNAT policy of a host endpoint')}`,
-        ...starRule('iifname', star.preIn, 'pre-DNAT policy of the all-interfaces host endpoint'),
-      ]),
+      ...baseChain(
+        'prerouting_predn',
+        'prerouting',
+        -110,
+        [
+          fastPath[0] ?? '',
+          `counter iifname vmap @host_predn_in ${comment('pre-DNAT policy of a host endpoint')}`,
+          ...starRule('iifname', star.preIn, 'pre-DNAT policy of the all-interfaces host endpoint'),
+        ],
+        pBase,
+      ),
     );
   lines.push(
-    ...baseChain('forward_egress', 'forward', -1, [
-      ...fastPath,
-      `counter iifname vmap @workload_from ${comment('egress of the sending workload')}`,
-      ...unknownIf('iifname'),
-      ...(hasForward
-        ? [
-            `counter iifname vmap @host_fwd_in ${comment('forwarded in via a host endpoint (applyOnForward)')}`,
-            ...starRule('iifname', star.fwdIn, 'forwarded in via the all-interfaces host endpoint'),
-          ]
-        : []),
-    ]),
-    ...baseChain('forward_ingress', 'forward', 0, [
-      ...fastPath,
-      `counter oifname vmap @workload_to ${comment('ingress of the receiving workload')}`,
-      ...unknownIf('oifname'),
-      ...(hasForward
-        ? [
-            `counter oifname vmap @host_fwd_out ${comment('forwarded out via a host endpoint (applyOnForward)')}`,
-            ...starRule(
-              'oifname',
-              star.fwdOut,
-              'forwarded out via the all-interfaces host endpoint',
-            ),
-          ]
-        : []),
-    ]),
-    ...baseChain('input', 'input', 0, [
-      ...fastPath,
-      nd,
-      `counter iifname vmap @workload_from ${comment('egress of a workload talking to this host')}`,
-      ...unknownIf('iifname'),
-      `counter iifname vmap @host_in ${comment('ingress of a host endpoint')}`,
-      ...starRule('iifname', star.in, 'ingress of the all-interfaces host endpoint'),
-    ]),
-    ...baseChain('output', 'output', 0, [
-      ...fastPath,
-      nd,
-      `counter oifname vmap @workload_to ${comment('ingress of a workload from this host')}`,
-      ...unknownIf('oifname'),
-      `counter oifname vmap @host_out ${comment('egress of a host endpoint')}`,
-      ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
-    ]),
+    ...baseChain(
+      'forward_egress',
+      'forward',
+      -1,
+      [
+        ...fastPath,
+        `counter iifname vmap @workload_from ${comment('egress of the sending workload')}`,
+        ...unknownIf('iifname'),
+        ...(hasForward
+          ? [
+              `counter iifname vmap @host_fwd_in ${comment('forwarded in via a host endpoint (applyOnForward)')}`,
+              ...starRule(
+                'iifname',
+                star.fwdIn,
+                'forwarded in via the all-interfaces host endpoint',
+              ),
+            ]
+          : []),
+      ],
+      pBase,
+    ),
+    ...baseChain(
+      'forward_ingress',
+      'forward',
+      0,
+      [
+        ...fastPath,
+        `counter oifname vmap @workload_to ${comment('ingress of the receiving workload')}`,
+        ...unknownIf('oifname'),
+        ...(hasForward
+          ? [
+              `counter oifname vmap @host_fwd_out ${comment('forwarded out via a host endpoint (applyOnForward)')}`,
+              ...starRule(
+                'oifname',
+                star.fwdOut,
+                'forwarded out via the all-interfaces host endpoint',
+              ),
+            ]
+          : []),
+      ],
+      pBase,
+    ),
+    ...baseChain(
+      'input',
+      'input',
+      0,
+      [
+        ...fastPath,
+        nd,
+        `counter iifname vmap @workload_from ${comment('egress of a workload talking to this host')}`,
+        ...unknownIf('iifname'),
+        `counter iifname vmap @host_in ${comment('ingress of a host endpoint')}`,
+        ...starRule('iifname', star.in, 'ingress of the all-interfaces host endpoint'),
+      ],
+      pBase,
+    ),
+    ...baseChain(
+      'output',
+      'output',
+      0,
+      [
+        ...fastPath,
+        nd,
+        `counter oifname vmap @workload_to ${comment('ingress of a workload from this host')}`,
+        ...unknownIf('oifname'),
+        `counter oifname vmap @host_out ${comment('egress of a host endpoint')}`,
+        ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
+      ],
+      pBase,
+    ),
   );
   const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
   for (const c of chains) {
+    pChains.set(c.name, c.lines);
     lines.push(`\tchain ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`), '\t}');
   }
   lines.push('}');
@@ -713,6 +792,7 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   return {
     table,
     skeleton,
+    parts: { sets: pSets, maps: pMaps, baseChains: pBase, chains: pChains },
     elements,
     get script(): string {
       script ??= skeleton + elementLines.join('');
