@@ -59,7 +59,7 @@ export async function latency(
   samples: number,
   ns: string | undefined,
   log: (s: string) => void,
-): Promise<Record<string, number>> {
+): Promise<Record<string, number | string>> {
   const dir = mkdtempSync(join(tmpdir(), `palisade-bench-agent-${process.pid}-`));
   const server = await runServer({
     listen: '127.0.0.1:0',
@@ -164,9 +164,18 @@ export async function latency(
       );
       mem.push(performance.now() - t);
     }
-    const kinds = lines
-      .filter((l) => l.startsWith('applied revision'))
-      .map((l) => /\((\w+),/.exec(l)?.[1]);
+    const appliedLines = lines.filter((l) => l.startsWith('applied revision'));
+    const kinds = appliedLines.map((l) => /\((\w+),/.exec(l)?.[1]);
+    // The agent's own breakdown of every apply after the first: calculation, render, kernel.
+    const part = (re: RegExp) =>
+      appliedLines
+        .slice(1)
+        .map((l) => Number(re.exec(l)?.[1] ?? NaN))
+        .filter((x) => Number.isFinite(x));
+    const calcMs = part(/calc (\d+) ms/);
+    const renderMs = part(/render (\d+) ms/);
+    const kernelMs = part(/kernel (\d+) ms/);
+    const via = /via (\w+)/.exec(appliedLines.at(-1) ?? '')?.[1] ?? 'unknown';
     const out = {
       policies,
       rules: status.ruleCount,
@@ -176,9 +185,15 @@ export async function latency(
       membership_to_kernel_p50_ms: round(quantile(mem, 0.5)),
       membership_to_kernel_p99_ms: round(quantile(mem, 0.99)),
       samples: lat.length,
+      apply_calc_p50_ms: quantile(calcMs, 0.5),
+      apply_render_p50_ms: quantile(renderMs, 0.5),
+      apply_kernel_p50_ms: quantile(kernelMs, 0.5),
+      apply_kernel_p99_ms: quantile(kernelMs, 0.99),
+      load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+      session: via,
     };
     log(
-      `${String(policies).padStart(5)} policies, ${out.rules} rules: start→kernel ${out.agent_start_to_kernel_ms} ms; policy edit→kernel p50 ${out.policy_to_kernel_p50_ms} ms p99 ${out.policy_to_kernel_p99_ms} ms (${lat.length} samples); membership→kernel p50 ${out.membership_to_kernel_p50_ms} ms p99 ${out.membership_to_kernel_p99_ms} ms; apply kinds ${[...new Set(kinds)].join('/')}`,
+      `${String(policies).padStart(5)} policies, ${out.rules} rules: start→kernel ${out.agent_start_to_kernel_ms} ms; policy edit→kernel p50 ${out.policy_to_kernel_p50_ms} ms p99 ${out.policy_to_kernel_p99_ms} ms (${lat.length} samples); membership→kernel p50 ${out.membership_to_kernel_p50_ms} ms p99 ${out.membership_to_kernel_p99_ms} ms; apply kinds ${[...new Set(kinds)].join('/')}; nft via ${via}; per apply p50 calc ${out.apply_calc_p50_ms} ms, render ${out.apply_render_p50_ms} ms, kernel ${out.apply_kernel_p50_ms} ms (p99 ${out.apply_kernel_p99_ms}); load ${out.load}`,
     );
     if (process.env['BENCH_VERBOSE']) for (const l of lines.slice(-12)) log(`  ${l}`);
     return out;
@@ -213,18 +228,25 @@ export async function runAgentBench(
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     // PALISADE_BENCH_PART=traffic|latency runs one half.
     const part = process.env['PALISADE_BENCH_PART'];
-    const s100: Record<string, number> =
+    const s100: Record<string, number | string> =
       part === 'traffic' ? {} : inNamespace(ns, 100, quick ? 10 : 50, log);
-    const s1k: Record<string, number> =
+    const s1k: Record<string, number | string> =
       part === 'traffic' ? {} : inNamespace(ns, 1000, quick ? 10 : 100, log);
+    // PALISADE_BENCH_AGENT_10K=1 adds 10k policies (minutes to start on a loaded machine).
+    const s10k: Record<string, number | string> =
+      part !== 'traffic' && process.env['PALISADE_BENCH_AGENT_10K'] === '1'
+        ? inNamespace(ns, 10_000, quick ? 5 : 20, log)
+        : {};
     const traffic = part === 'latency' ? {} : await trafficBench(quick, log);
     return {
       policy_to_kernel_p50_ms_100: s100['policy_to_kernel_p50_ms'],
       policy_to_kernel_p99_ms_100: s100['policy_to_kernel_p99_ms'],
       policy_to_kernel_p50_ms_1k: s1k['policy_to_kernel_p50_ms'],
       policy_to_kernel_p99_ms_1k: s1k['policy_to_kernel_p99_ms'],
+      policy_to_kernel_p50_ms_10k: s10k['policy_to_kernel_p50_ms'] ?? null,
+      policy_to_kernel_p99_ms_10k: s10k['policy_to_kernel_p99_ms'] ?? null,
       ...traffic,
-      detail: { '100': s100, '1k': s1k },
+      detail: { '100': s100, '1k': s1k, ...(s10k['policies'] ? { '10k': s10k } : {}) },
     };
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
@@ -236,7 +258,7 @@ function inNamespace(
   policies: number,
   samples: number,
   log: (s: string) => void,
-): Record<string, number> {
+): Record<string, number | string> {
   const child = fileURLToPath(new URL('./agent-child.ts', import.meta.url));
   const r = spawnSync(
     'ip',
@@ -251,12 +273,12 @@ function inNamespace(
       String(policies),
       String(samples),
     ],
-    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 900_000 },
+    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 1_800_000 },
   );
   for (const l of (r.stdout ?? '').split('\n')) if (l && !l.startsWith('CHILD ')) log(l);
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('CHILD '));
   if (!line) throw new Error(`agent bench child failed: ${(r.stderr ?? '').slice(-2000)}`);
-  return JSON.parse(line.slice(6)) as Record<string, number>;
+  return JSON.parse(line.slice(6)) as Record<string, number | string>;
 }
 
 // ------------------------------------------------------------------ traffic

@@ -129,6 +129,9 @@ interface Loop {
   /** The kernel transaction alone (as the driver reports it). */
   readonly kernelP50: number;
   readonly kernelP99: number;
+  /** CPU time of nft for the transaction (the worker reports it; load-independent). */
+  readonly cpuP50: number | null;
+  readonly cpuP99: number | null;
   readonly kinds: string;
 }
 
@@ -141,6 +144,7 @@ async function loop(
 ): Promise<Loop> {
   const lat: number[] = [];
   const kernel: number[] = [];
+  const cpu: number[] = [];
   const kinds = new Set<string>();
   for (let k = 0; k < n; k++) {
     await driver.settled();
@@ -149,6 +153,7 @@ async function loop(
     const r = await driver.apply(render(calc.desired(), { table }));
     lat.push(performance.now() - t);
     kernel.push(r.ms);
+    if (r.nftCpuMs !== undefined) cpu.push(r.nftCpuMs);
     kinds.add(r.kind);
   }
   return {
@@ -156,6 +161,8 @@ async function loop(
     p99: round(quantile(lat, 0.99)),
     kernelP50: round(quantile(kernel, 0.5)),
     kernelP99: round(quantile(kernel, 0.99)),
+    cpuP50: cpu.length > 0 ? round(quantile(cpu, 0.5)) : null,
+    cpuP99: cpu.length > 0 ? round(quantile(cpu, 0.99)) : null,
     kinds: [...kinds].join('/'),
   };
 }
@@ -182,8 +189,12 @@ async function size(
   const intervalSets = rendered.skeleton.split('flags interval').length - 1;
   const load0 = loadavg();
   const driver = new NftDriver({ table, netns: ns, timeoutMs: 600_000 });
+  // The session (worker) starts once per agent lifetime: not part of the apply figure.
   t = performance.now();
-  await driver.apply(rendered);
+  await driver.readBack();
+  const sessionStartMs = performance.now() - t;
+  t = performance.now();
+  const full = await driver.apply(rendered);
   const applyMs = performance.now() - t;
   const session = driver.sessionKind();
   t = performance.now();
@@ -246,13 +257,16 @@ async function size(
     load_after: loadavg(),
     calc_ms: round(calcMs),
     render_ms: round(renderMs),
+    session_start_ms: round(sessionStartMs),
     apply_ms: round(applyMs),
+    apply_nft_cpu_ms: round(full.nftCpuMs ?? -1),
     apply_process_ms: round(applyProcMs),
     read_back_ms: round(readBackMs),
     resync_ms: round(resyncMs),
     membership_to_kernel_p50_ms: mem.p50,
     membership_to_kernel_p99_ms: mem.p99,
     membership_kernel_p50_ms: mem.kernelP50,
+    membership_nft_cpu_p50_ms: mem.cpuP50 ?? -1,
     membership_kinds: mem.kinds,
     membership_to_kernel_p50_ms_process: memProc.p50,
     membership_to_kernel_p99_ms_process: memProc.p99,
@@ -261,6 +275,8 @@ async function size(
     policy_to_kernel_p99_ms: pol.p99,
     policy_kernel_p50_ms: pol.kernelP50,
     policy_kernel_p99_ms: pol.kernelP99,
+    policy_nft_cpu_p50_ms: pol.cpuP50 ?? -1,
+    policy_nft_cpu_p99_ms: pol.cpuP99 ?? -1,
     policy_kinds: pol.kinds,
     policy_to_kernel_p50_ms_process: polProc.p50,
     policy_to_kernel_p99_ms_process: polProc.p99,
@@ -269,13 +285,13 @@ async function size(
     ...lone,
   };
   log(
-    `${String(policies).padStart(6)} policies (${session}; load ${load0} → ${out.load_after}): ${out.rules} rules, ${out.sets} sets (${intervalSets} interval), ${out.script_kb} KiB; calc ${out.calc_ms} ms, render ${out.render_ms} ms, full apply ${out.apply_ms} ms (nft process ${out.apply_process_ms} ms), read-back ${out.read_back_ms} ms, resync ${out.resync_ms} ms`,
+    `${String(policies).padStart(6)} policies (${session}; load ${load0} → ${out.load_after}): ${out.rules} rules, ${out.sets} sets (${intervalSets} interval), ${out.script_kb} KiB; calc ${out.calc_ms} ms, render ${out.render_ms} ms, session start ${out.session_start_ms} ms, full apply ${out.apply_ms} ms (nft CPU ${out.apply_nft_cpu_ms} ms; nft process ${out.apply_process_ms} ms), read-back ${out.read_back_ms} ms, resync ${out.resync_ms} ms`,
   );
   log(
-    `        membership→kernel p50/p99 ${mem.p50}/${mem.p99} ms (kernel p50 ${mem.kernelP50} ms, ${mem.kinds}); nft process ${memProc.p50}/${memProc.p99} ms (kernel p50 ${memProc.kernelP50} ms)`,
+    `        membership→kernel p50/p99 ${mem.p50}/${mem.p99} ms (kernel p50 ${mem.kernelP50} ms, nft CPU p50 ${mem.cpuP50} ms, ${mem.kinds}); nft process ${memProc.p50}/${memProc.p99} ms (kernel p50 ${memProc.kernelP50} ms)`,
   );
   log(
-    `        policy→kernel p50/p99 ${pol.p50}/${pol.p99} ms (kernel ${pol.kernelP50}/${pol.kernelP99} ms, ${pol.kinds}); nft process ${polProc.p50}/${polProc.p99} ms (kernel ${polProc.kernelP50}/${polProc.kernelP99} ms)`,
+    `        policy→kernel p50/p99 ${pol.p50}/${pol.p99} ms (kernel ${pol.kernelP50}/${pol.kernelP99} ms, nft CPU ${pol.cpuP50}/${pol.cpuP99} ms, ${pol.kinds}); nft process ${polProc.p50}/${polProc.p99} ms (kernel ${polProc.kernelP50}/${polProc.kernelP99} ms)`,
   );
   log(
     `        lone element update p50: library ${lone['lone_element_library_ms']} ms (one-set table ${lone['lone_element_library_tiny_table_ms']} ms), nft process ${lone['lone_element_process_ms']} ms (one-set table ${lone['lone_element_process_tiny_table_ms']} ms)`,

@@ -10,7 +10,7 @@ import { elementCommand, skeletonParts, validTableName } from './render.js';
 import type { Rendered } from './render.js';
 import { DataplaneError } from '../errors.js';
 import { openSession } from './session.js';
-import type { NftRunner, NftSession } from './session.js';
+import type { NftResult, NftRunner, NftSession } from './session.js';
 
 export { processRunner } from './session.js';
 export type { NftResult, NftRunner } from './session.js';
@@ -46,6 +46,8 @@ export type ApplyKind = 'full' | 'delta' | 'elements' | 'unchanged';
 export interface ApplyReport {
   readonly kind: ApplyKind;
   readonly ms: number;
+  /** CPU time of the nft commands of this apply, where the session reports it (the worker). */
+  readonly nftCpuMs?: number;
 }
 
 export interface ResyncReport {
@@ -259,8 +261,16 @@ export class NftDriver {
     return p;
   }
 
+  /** CPU time of the current apply's nft commands (undefined: the session does not report it). */
+  private applyCpu: number | undefined;
+
+  private counted(r: NftResult): NftResult {
+    if (r.cpuMs !== undefined) this.applyCpu = (this.applyCpu ?? 0) + r.cpuMs;
+    return r;
+  }
+
   private async nft(args: readonly string[], stdin?: string): Promise<string> {
-    const r = await this.run(args, stdin);
+    const r = this.counted(await this.run(args, stdin));
     if (r.code !== 0)
       throw new DataplaneError(
         'DATAPLANE_ERR_NFT',
@@ -375,31 +385,33 @@ export class NftDriver {
       this.epoch++;
       const t0 = performance.now();
       this.checkGeneration();
+      this.applyCpu = undefined;
+      const cpu = () => (this.applyCpu !== undefined ? { nftCpuMs: this.applyCpu } : {});
       const last = this.last;
       if (last && last.rendered.skeleton === rendered.skeleton) {
         const delta = this.elementScript(last.rendered, rendered);
         if (delta === '') return { kind: 'unchanged' as const, ms: performance.now() - t0 };
-        const r = await this.run(['-f', '-'], delta);
+        const r = this.counted(await this.run(['-f', '-'], delta));
         if (r.code === 0) {
           this.seen();
           // Rules are unchanged, so the skeleton read back after the full apply still holds.
           this.last = { rendered, skeleton: last.skeleton };
-          return { kind: 'elements' as const, ms: performance.now() - t0 };
+          return { kind: 'elements' as const, ms: performance.now() - t0, ...cpu() };
         }
       } else if (last && this.delta) {
         const script = this.deltaScript(last.rendered, rendered);
         if (script !== undefined) {
-          const r = await this.run(['-f', '-'], script);
+          const r = this.counted(await this.run(['-f', '-'], script));
           if (r.code === 0) {
             this.seen();
             this.last = { rendered, skeleton: undefined };
             this.queueBaseline(rendered);
-            return { kind: 'delta' as const, ms: performance.now() - t0 };
+            return { kind: 'delta' as const, ms: performance.now() - t0, ...cpu() };
           }
         }
       }
       await this.full(rendered);
-      return { kind: 'full' as const, ms: performance.now() - t0 };
+      return { kind: 'full' as const, ms: performance.now() - t0, ...cpu() };
     });
     return report;
   }

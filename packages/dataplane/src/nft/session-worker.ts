@@ -36,11 +36,14 @@ async function main(): Promise<void> {
       return fail('request args are not strings');
     if (stdin !== undefined && typeof stdin !== 'string') return fail('request stdin not text');
     const req = libraryRequest(args, stdin);
+    const c0 = process.cpuUsage();
     const result =
       req === undefined
         ? { code: 2, stdout: '', stderr: `unsupported nft request ${JSON.stringify(args)}` }
         : lib.runSync(req);
-    writeFrame(process.stdout, { id, ...result });
+    // This process does nothing else: its CPU time is nft's (parse, cache, netlink, kernel).
+    const c = process.cpuUsage(c0);
+    writeFrame(process.stdout, { id, ...result, cpuMs: (c.user + c.system) / 1000 });
   }, fail);
   process.stdin.on('data', (d: Buffer) => reader.push(d));
   process.stdin.on('end', () => {

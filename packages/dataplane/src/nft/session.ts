@@ -19,6 +19,8 @@ export interface NftResult {
   readonly code: number;
   readonly stdout: string;
   readonly stderr: string;
+  /** CPU time nft spent on the command, where the session can tell (the worker does). */
+  readonly cpuMs?: number;
 }
 
 /** Runs nft with arguments and optional stdin (the port a fake replaces in unit tests). */
@@ -275,10 +277,12 @@ class WorkerSession implements NftSession {
           this.pending.delete(m.id as number);
           clearTimeout(p.timer);
           if (this.pending.size === 0) this.hold(false);
+          const cpu = (m as { cpuMs?: unknown }).cpuMs;
           p.resolve({
             code: m.code,
             stdout: typeof m.stdout === 'string' ? m.stdout : '',
             stderr: typeof m.stderr === 'string' ? m.stderr : '',
+            ...(typeof cpu === 'number' && Number.isFinite(cpu) ? { cpuMs: cpu } : {}),
           });
         },
         (why) => {
