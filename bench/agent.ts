@@ -510,7 +510,7 @@ export async function trafficBench(
     const table = await palisadeTable(t, policies);
     const g: Record<'none' | 'ct' | 'pal', number[]> = { none: [], ct: [], pal: [] };
     const c: Record<'none' | 'ct' | 'pal', number[]> = { none: [], ct: [], pal: [] };
-    const ctOnly = `table inet palisade_ct {\n\tchain fwd {\n\t\ttype filter hook forward priority 0; policy accept;\n\t\tct state established,related accept\n\t}\n}\n`;
+    const ctOnly = `table inet palisade_ct {\n\tchain ctonly {\n\t\ttype filter hook forward priority 0; policy accept;\n\t\tct state established,related accept\n\t}\n}\n`;
     for (let round = 0; round < rounds; round++) {
       g.none.push(gbps(t, secs));
       c.none.push(cps(t, cpsSecs));
