@@ -127,11 +127,16 @@ export class LibNft {
    * A script goes through a private file, not a buffer: nft then reports an error with its line
    * number and that line's text (from a buffer, libnftables 1.0.6 prints the first line instead).
    */
-  private scriptFile(script: string): string {
-    this.dir ??= mkdtempSync(join(tmpdir(), 'palisade-nft-'));
-    const file = join(this.dir, 'batch');
-    writeFileSync(file, script, { mode: 0o600 });
-    return file;
+  private scriptFile(script: string): string | undefined {
+    try {
+      this.dir ??= mkdtempSync(join(tmpdir(), 'palisade-nft-'));
+      const file = join(this.dir, 'batch');
+      writeFileSync(file, script, { mode: 0o600 });
+      return file;
+    } catch {
+      // No writable temporary directory: the buffer works the same, with poorer error lines.
+      return undefined;
+    }
   }
 
   private result(ctx: Ctx, rc: number, file: string | undefined): NftResult {
@@ -154,6 +159,7 @@ export class LibNft {
     const ctx = this.prepare(req.json);
     if (req.script === undefined) return this.result(ctx, this.b.run(ctx, req.command), undefined);
     const file = this.scriptFile(req.script);
+    if (file === undefined) return this.result(ctx, this.b.run(ctx, req.script), undefined);
     return this.result(ctx, this.b.runFile(ctx, file), file);
   }
 
@@ -168,8 +174,8 @@ export class LibNft {
             if (err) reject(err instanceof Error ? err : new Error('the nft call failed'));
             else resolve(this.result(ctx, rc, file));
           };
-          if (file === undefined) this.b.runAsync(ctx, req.command, done);
-          else this.b.runFileAsync(ctx, file, done);
+          if (file !== undefined) this.b.runFileAsync(ctx, file, done);
+          else this.b.runAsync(ctx, req.script ?? req.command, done);
         }),
     );
     this.queue = p.catch(() => undefined);

@@ -232,8 +232,17 @@ class WorkerSession implements NftSession {
   }
 
   private start(): Promise<boolean> {
+    let tsx: string;
+    try {
+      tsx = import.meta.resolve('tsx');
+    } catch (e) {
+      this.log(
+        `nft: the session worker cannot be started (tsx not found: ${e instanceof Error ? e.message : String(e)}); falling back to one nft process per change`,
+      );
+      this.fellBack = true;
+      return Promise.resolve(false);
+    }
     const worker = fileURLToPath(new URL('./session-worker.ts', import.meta.url));
-    const tsx = import.meta.resolve('tsx');
     const child = spawn(
       'ip',
       ['netns', 'exec', this.netns, process.execPath, '--import', tsx, worker, this.path],
@@ -337,13 +346,16 @@ class WorkerSession implements NftSession {
     const ok = await this.ready;
     if (!ok) return this.fallback(args, stdin);
     const child = this.child;
-    if (!child?.stdin) return { code: 1, stdout: '', stderr: 'nft session worker is gone' };
+    if (!child?.stdin || child.exitCode !== null || child.signalCode !== null)
+      return { code: 1, stdout: '', stderr: 'nft session worker is gone' };
     const id = this.nextId++;
     return new Promise<NftResult>((resolve) => {
       const timer = setTimeout(() => {
         // Hung: killed; its exit answers every command in flight and the next one starts anew.
         this.log(`nft: session worker in ${this.netns} gave no answer in ${this.timeoutMs} ms`);
         child.kill('SIGKILL');
+        if (this.pending.delete(id))
+          resolve({ code: 124, stdout: '', stderr: `nft: no answer in ${this.timeoutMs} ms` });
       }, this.timeoutMs);
       this.pending.set(id, { resolve, timer });
       this.hold(true);
