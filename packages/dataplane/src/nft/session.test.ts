@@ -71,7 +71,7 @@ describe('the long-lived nft session', { skip, timeout: 120_000 }, () => {
   });
 
   test('a script is one atomic batch and a failure names the failing line', async () => {
-    const s = openSession({ netns: ns });
+    const s = openSession({ netns: ns, listingsInSession: true });
     try {
       const ok = await s.run(
         ['-f', '-'],

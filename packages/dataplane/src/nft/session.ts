@@ -13,6 +13,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { DataplaneError } from '../errors.js';
 import { DEFAULT_LIBNFT, LibNft, libraryRequest } from './libnft.js';
+import type { LibraryRequest } from './libnft.js';
 import { FrameReader, encodeFrame } from './frames.js';
 
 export interface NftResult {
@@ -85,6 +86,8 @@ export interface SessionOptions {
   readonly library?: string | false;
   /** Where the fallback and restart lines go (default: standard error, once per reason). */
   readonly log?: (line: string) => void;
+  /** Listings through the worker too (tests of that path); default: a separate `nft` process. */
+  readonly listingsInSession?: boolean;
 }
 
 const said = new Set<string>();
@@ -114,7 +117,24 @@ export function openSession(options: SessionOptions = {}): NftSession {
   const path = options.library ?? DEFAULT_LIBNFT;
   return options.netns === undefined
     ? new LibrarySession(path, fallback, log, options.timeoutMs ?? 30_000)
-    : new WorkerSession(options.netns, path, fallback, log, options.timeoutMs ?? 30_000);
+    : new WorkerSession(
+        options.netns,
+        path,
+        fallback,
+        log,
+        options.timeoutMs ?? 30_000,
+        options.listingsInSession === true,
+      );
+}
+
+/**
+ * Listings (`list table`, the driver's read-back and resync) go to a separate `nft` process, not
+ * into the session: one context runs one command at a time, and listing a 10k-policy table takes
+ * seconds to tens of seconds under load — an apply queued behind it would wait that long. Off the
+ * apply path a process start does not matter.
+ */
+function isListing(req: LibraryRequest): boolean {
+  return req.script === undefined;
 }
 
 function unsupported(args: readonly string[]): NftResult {
@@ -160,10 +180,12 @@ class LibrarySession implements NftSession {
   }
 
   readonly run: NftRunner = async (args, stdin) => {
-    const lib = await this.open();
-    if (!lib) return this.fallback(args, stdin);
     const req = libraryRequest(args, stdin);
     if (!req) return unsupported(args);
+    // A listing runs beside the session, never in its queue (see isListing).
+    if (isListing(req)) return this.fallback(args, stdin);
+    const lib = await this.open();
+    if (!lib) return this.fallback(args, stdin);
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<NftResult>((resolve) => {
       timer = setTimeout(() => {
@@ -213,6 +235,7 @@ class WorkerSession implements NftSession {
     private readonly fallback: NftRunner,
     private readonly log: (line: string) => void,
     private readonly timeoutMs: number,
+    private readonly listingsInSession: boolean,
   ) {}
 
   generation(): number {
@@ -340,7 +363,9 @@ class WorkerSession implements NftSession {
 
   readonly run: NftRunner = async (args, stdin) => {
     if (this.fellBack) return this.fallback(args, stdin);
-    if (!libraryRequest(args, stdin)) return unsupported(args);
+    const req = libraryRequest(args, stdin);
+    if (!req) return unsupported(args);
+    if (isListing(req) && !this.listingsInSession) return this.fallback(args, stdin);
     this.ready ??= this.start();
     this.hold(true);
     const ok = await this.ready;
