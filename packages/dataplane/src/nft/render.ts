@@ -475,17 +475,12 @@ function setDecl(s: NamedSet, f: Family): string[] {
   ];
 }
 
-function baseChain(
+function baseChainText(
   name: string,
   hook: string,
   priority: number,
   body: readonly string[],
-  parts?: Map<string, readonly string[]>,
 ): string[] {
-  parts?.set(name, [
-    `type filter hook ${hook} priority ${priority}; policy accept;`,
-    ...body.map((l) => l.trim()),
-  ]);
   return [
     `\tchain ${name} {`,
     `\t\ttype filter hook ${hook} priority ${priority}; policy accept;`,
@@ -594,6 +589,13 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   const pMaps = new Map<string, { readonly type: string; readonly entries: readonly string[] }>();
   const pBase = new Map<string, readonly string[]>();
   const pChains = new Map<string, readonly string[]>();
+  const baseChain = (name: string, hook: string, priority: number, body: readonly string[]) => {
+    pBase.set(name, [
+      `type filter hook ${hook} priority ${priority}; policy accept;`,
+      ...body.map((l) => l.trim()),
+    ]);
+    return baseChainText(name, hook, priority, body);
+  };
   const vmap = (name: string, entries: string[]) => {
     const sorted = [...entries].sort();
     pMaps.set(name, { type: 'type ifname : verdict', entries: sorted });
@@ -652,120 +654,66 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   if (hasRaw) lines.push(...vmap('host_raw_in', rawIn), ...vmap('host_raw_out', rawOut));
   if (hasRaw)
     lines.push(
-      ...baseChain(
-        'raw_prerouting',
-        'prerouting',
-        -300,
-        [
-          `counter iifname vmap @host_raw_in ${comment('untracked policy of a host endpoint, ingress')}`,
-          ...starRule(
-            'iifname',
-            star.rawIn,
-            'untracked policy of the all-interfaces host endpoint',
-          ),
-        ],
-        pBase,
-      ),
-      ...baseChain(
-        'raw_output',
-        'output',
-        -300,
-        [
-          `counter oifname vmap @host_raw_out ${comment('untracked policy of a host endpoint, egress')}`,
-          ...starRule(
-            'oifname',
-            star.rawOut,
-            'untracked policy of the all-interfaces host endpoint',
-          ),
-        ],
-        pBase,
-      ),
+      ...baseChain('raw_prerouting', 'prerouting', -300, [
+        `counter iifname vmap @host_raw_in ${comment('untracked policy of a host endpoint, ingress')}`,
+        ...starRule('iifname', star.rawIn, 'untracked policy of the all-interfaces host endpoint'),
+      ]),
+      ...baseChain('raw_output', 'output', -300, [
+        `counter oifname vmap @host_raw_out ${comment('untracked policy of a host endpoint, egress')}`,
+        ...starRule('oifname', star.rawOut, 'untracked policy of the all-interfaces host endpoint'),
+      ]),
     );
   if (hasPre)
     lines.push(
-      ...baseChain(
-        'prerouting_predn',
-        'prerouting',
-        -110,
-        [
-          fastPath[0] ?? '',
-          `counter iifname vmap @host_predn_in ${comment('pre-DNAT policy of a host endpoint')}`,
-          ...starRule('iifname', star.preIn, 'pre-DNAT policy of the all-interfaces host endpoint'),
-        ],
-        pBase,
-      ),
+      ...baseChain('prerouting_predn', 'prerouting', -110, [
+        fastPath[0] ?? '',
+        `counter iifname vmap @host_predn_in ${comment('pre-DNAT policy of a host endpoint')}`,
+        ...starRule('iifname', star.preIn, 'pre-DNAT policy of the all-interfaces host endpoint'),
+      ]),
     );
   lines.push(
-    ...baseChain(
-      'forward_egress',
-      'forward',
-      -1,
-      [
-        ...fastPath,
-        `counter iifname vmap @workload_from ${comment('egress of the sending workload')}`,
-        ...unknownIf('iifname'),
-        ...(hasForward
-          ? [
-              `counter iifname vmap @host_fwd_in ${comment('forwarded in via a host endpoint (applyOnForward)')}`,
-              ...starRule(
-                'iifname',
-                star.fwdIn,
-                'forwarded in via the all-interfaces host endpoint',
-              ),
-            ]
-          : []),
-      ],
-      pBase,
-    ),
-    ...baseChain(
-      'forward_ingress',
-      'forward',
-      0,
-      [
-        ...fastPath,
-        `counter oifname vmap @workload_to ${comment('ingress of the receiving workload')}`,
-        ...unknownIf('oifname'),
-        ...(hasForward
-          ? [
-              `counter oifname vmap @host_fwd_out ${comment('forwarded out via a host endpoint (applyOnForward)')}`,
-              ...starRule(
-                'oifname',
-                star.fwdOut,
-                'forwarded out via the all-interfaces host endpoint',
-              ),
-            ]
-          : []),
-      ],
-      pBase,
-    ),
-    ...baseChain(
-      'input',
-      'input',
-      0,
-      [
-        ...fastPath,
-        nd,
-        `counter iifname vmap @workload_from ${comment('egress of a workload talking to this host')}`,
-        ...unknownIf('iifname'),
-        `counter iifname vmap @host_in ${comment('ingress of a host endpoint')}`,
-        ...starRule('iifname', star.in, 'ingress of the all-interfaces host endpoint'),
-      ],
-      pBase,
-    ),
-    ...baseChain(
-      'output',
-      'output',
-      0,
-      [
-        ...fastPath,
-        nd,
-        `counter oifname vmap @workload_to ${comment('ingress of a workload from this host')}`,
-        ...unknownIf('oifname'),
-        `counter oifname vmap @host_out ${comment('egress of a host endpoint')}`,
-        ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
-      ],
-      pBase,
-    ),
+    ...baseChain('forward_egress', 'forward', -1, [
+      ...fastPath,
+      `counter iifname vmap @workload_from ${comment('egress of the sending workload')}`,
+      ...unknownIf('iifname'),
+      ...(hasForward
+        ? [
+            `counter iifname vmap @host_fwd_in ${comment('forwarded in via a host endpoint (applyOnForward)')}`,
+            ...starRule('iifname', star.fwdIn, 'forwarded in via the all-interfaces host endpoint'),
+          ]
+        : []),
+    ]),
+    ...baseChain('forward_ingress', 'forward', 0, [
+      ...fastPath,
+      `counter oifname vmap @workload_to ${comment('ingress of the receiving workload')}`,
+      ...unknownIf('oifname'),
+      ...(hasForward
+        ? [
+            `counter oifname vmap @host_fwd_out ${comment('forwarded out via a host endpoint (applyOnForward)')}`,
+            ...starRule(
+              'oifname',
+              star.fwdOut,
+              'forwarded out via the all-interfaces host endpoint',
+            ),
+          ]
+        : []),
+    ]),
+    ...baseChain('input', 'input', 0, [
+      ...fastPath,
+      nd,
+      `counter iifname vmap @workload_from ${comment('egress of a workload talking to this host')}`,
+      ...unknownIf('iifname'),
+      `counter iifname vmap @host_in ${comment('ingress of a host endpoint')}`,
+      ...starRule('iifname', star.in, 'ingress of the all-interfaces host endpoint'),
+    ]),
+    ...baseChain('output', 'output', 0, [
+      ...fastPath,
+      nd,
+      `counter oifname vmap @workload_to ${comment('ingress of a workload from this host')}`,
+      ...unknownIf('oifname'),
+      `counter oifname vmap @host_out ${comment('egress of a host endpoint')}`,
+      ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
+    ]),
   );
   const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
   for (const c of chains) {
