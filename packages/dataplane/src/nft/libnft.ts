@@ -6,9 +6,9 @@
 // Owns: the binding. Must never: build nft commands (driver.ts does), or be used concurrently
 // (calls are queued here: one context, one command at a time).
 
-import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { NftResult } from './session.js';
 
 /** Debian's libnftables (package libnftables1, installed with nftables). */
@@ -83,7 +83,6 @@ async function bind(path: string): Promise<Bound> {
 /** One libnftables context (its cache lives as long as it does). */
 export class LibNft {
   private ctx: Ctx | undefined;
-  private dir: string | undefined;
   private queue: Promise<unknown> = Promise.resolve();
 
   private constructor(
@@ -129,8 +128,9 @@ export class LibNft {
    */
   private scriptFile(script: string): string | undefined {
     try {
-      this.dir ??= mkdtempSync(join(tmpdir(), 'palisade-nft-'));
-      const file = join(this.dir, 'batch');
+      // A directory per call, removed right after it: nothing is left when the process ends.
+      const dir = mkdtempSync(join(tmpdir(), 'palisade-nft-'));
+      const file = join(dir, 'batch');
       writeFileSync(file, script, { mode: 0o600 });
       return file;
     } catch {
@@ -145,11 +145,7 @@ export class LibNft {
     let stderr = this.b.getError(ctx) ?? '';
     if (file !== undefined) {
       stderr = stderr.split(file).join('batch');
-      try {
-        unlinkSync(file);
-      } catch {
-        // already gone
-      }
+      rmSync(dirname(file), { recursive: true, force: true });
     }
     return { code: rc === 0 ? 0 : 1, stdout, stderr };
   }
@@ -187,8 +183,6 @@ export class LibNft {
     void this.queue.then(() => {
       if (this.ctx) this.b.ctxFree(this.ctx);
       this.ctx = undefined;
-      if (this.dir) rmSync(this.dir, { recursive: true, force: true });
-      this.dir = undefined;
     });
   }
 }
