@@ -59,7 +59,7 @@ export async function latency(
   samples: number,
   ns: string | undefined,
   log: (s: string) => void,
-): Promise<Record<string, number>> {
+): Promise<Record<string, number | string>> {
   const dir = mkdtempSync(join(tmpdir(), `palisade-bench-agent-${process.pid}-`));
   const server = await runServer({
     listen: '127.0.0.1:0',
@@ -114,7 +114,8 @@ export async function latency(
     const rv0 = Number(
       (first.body as { metadata: { resourceVersion: string } }).metadata.resourceVersion,
     );
-    await applied(rv0);
+    // The first ruleset: a full calculation and apply (minutes at 10k on a loaded machine).
+    await applied(rv0, policies >= 10_000 ? 900_000 : 120_000);
     const startMs = performance.now() - t;
     const status = agent.status();
     const write = async (r: Resource): Promise<number> => {
@@ -164,9 +165,18 @@ export async function latency(
       );
       mem.push(performance.now() - t);
     }
-    const kinds = lines
-      .filter((l) => l.startsWith('applied revision'))
-      .map((l) => /\((\w+),/.exec(l)?.[1]);
+    const appliedLines = lines.filter((l) => l.startsWith('applied revision'));
+    const kinds = appliedLines.map((l) => /\((\w+),/.exec(l)?.[1]);
+    // The agent's own breakdown of every apply after the first: calculation, render, kernel.
+    const part = (re: RegExp) =>
+      appliedLines
+        .slice(1)
+        .map((l) => Number(re.exec(l)?.[1] ?? NaN))
+        .filter((x) => Number.isFinite(x));
+    const calcMs = part(/calc (\d+) ms/);
+    const renderMs = part(/render (\d+) ms/);
+    const kernelMs = part(/kernel (\d+) ms/);
+    const via = /via (\w+)/.exec(appliedLines.at(-1) ?? '')?.[1] ?? 'unknown';
     const out = {
       policies,
       rules: status.ruleCount,
@@ -176,9 +186,15 @@ export async function latency(
       membership_to_kernel_p50_ms: round(quantile(mem, 0.5)),
       membership_to_kernel_p99_ms: round(quantile(mem, 0.99)),
       samples: lat.length,
+      apply_calc_p50_ms: quantile(calcMs, 0.5),
+      apply_render_p50_ms: quantile(renderMs, 0.5),
+      apply_kernel_p50_ms: quantile(kernelMs, 0.5),
+      apply_kernel_p99_ms: quantile(kernelMs, 0.99),
+      load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+      session: via,
     };
     log(
-      `${String(policies).padStart(5)} policies, ${out.rules} rules: start→kernel ${out.agent_start_to_kernel_ms} ms; policy edit→kernel p50 ${out.policy_to_kernel_p50_ms} ms p99 ${out.policy_to_kernel_p99_ms} ms (${lat.length} samples); membership→kernel p50 ${out.membership_to_kernel_p50_ms} ms p99 ${out.membership_to_kernel_p99_ms} ms; apply kinds ${[...new Set(kinds)].join('/')}`,
+      `${String(policies).padStart(5)} policies, ${out.rules} rules: start→kernel ${out.agent_start_to_kernel_ms} ms; policy edit→kernel p50 ${out.policy_to_kernel_p50_ms} ms p99 ${out.policy_to_kernel_p99_ms} ms (${lat.length} samples); membership→kernel p50 ${out.membership_to_kernel_p50_ms} ms p99 ${out.membership_to_kernel_p99_ms} ms; apply kinds ${[...new Set(kinds)].join('/')}; nft via ${via}; per apply p50 calc ${out.apply_calc_p50_ms} ms, render ${out.apply_render_p50_ms} ms, kernel ${out.apply_kernel_p50_ms} ms (p99 ${out.apply_kernel_p99_ms}); load ${out.load}`,
     );
     if (process.env['BENCH_VERBOSE']) for (const l of lines.slice(-12)) log(`  ${l}`);
     return out;
@@ -213,18 +229,25 @@ export async function runAgentBench(
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     // PALISADE_BENCH_PART=traffic|latency runs one half.
     const part = process.env['PALISADE_BENCH_PART'];
-    const s100: Record<string, number> =
+    const s100: Record<string, number | string> =
       part === 'traffic' ? {} : inNamespace(ns, 100, quick ? 10 : 50, log);
-    const s1k: Record<string, number> =
+    const s1k: Record<string, number | string> =
       part === 'traffic' ? {} : inNamespace(ns, 1000, quick ? 10 : 100, log);
+    // PALISADE_BENCH_AGENT_10K=1 adds 10k policies (minutes to start on a loaded machine).
+    const s10k: Record<string, number | string> =
+      part !== 'traffic' && process.env['PALISADE_BENCH_AGENT_10K'] === '1'
+        ? inNamespace(ns, 10_000, quick ? 5 : 20, log)
+        : {};
     const traffic = part === 'latency' ? {} : await trafficBench(quick, log);
     return {
       policy_to_kernel_p50_ms_100: s100['policy_to_kernel_p50_ms'],
       policy_to_kernel_p99_ms_100: s100['policy_to_kernel_p99_ms'],
       policy_to_kernel_p50_ms_1k: s1k['policy_to_kernel_p50_ms'],
       policy_to_kernel_p99_ms_1k: s1k['policy_to_kernel_p99_ms'],
+      policy_to_kernel_p50_ms_10k: s10k['policy_to_kernel_p50_ms'] ?? null,
+      policy_to_kernel_p99_ms_10k: s10k['policy_to_kernel_p99_ms'] ?? null,
       ...traffic,
-      detail: { '100': s100, '1k': s1k },
+      detail: { '100': s100, '1k': s1k, ...(s10k['policies'] ? { '10k': s10k } : {}) },
     };
   } finally {
     execFileSync('ip', ['netns', 'del', ns]);
@@ -236,7 +259,7 @@ function inNamespace(
   policies: number,
   samples: number,
   log: (s: string) => void,
-): Record<string, number> {
+): Record<string, number | string> {
   const child = fileURLToPath(new URL('./agent-child.ts', import.meta.url));
   const r = spawnSync(
     'ip',
@@ -251,12 +274,12 @@ function inNamespace(
       String(policies),
       String(samples),
     ],
-    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 900_000 },
+    { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, timeout: 1_800_000 },
   );
   for (const l of (r.stdout ?? '').split('\n')) if (l && !l.startsWith('CHILD ')) log(l);
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('CHILD '));
   if (!line) throw new Error(`agent bench child failed: ${(r.stderr ?? '').slice(-2000)}`);
-  return JSON.parse(line.slice(6)) as Record<string, number>;
+  return JSON.parse(line.slice(6)) as Record<string, number | string>;
 }
 
 // ------------------------------------------------------------------ traffic
@@ -334,11 +357,14 @@ function cps(t: { a: string }, seconds: number): number {
   return Math.round(j.n / seconds);
 }
 
-/** The Palisade table for 1k policies, with an allow A → B after B's ten bench policies. */
-async function palisadeTable(t: { node: string; ifA: string; ifB: string }): Promise<number> {
+/** The Palisade table for N policies, with an allow A → B after B's own bench policies. */
+async function palisadeTable(
+  t: { node: string; ifA: string; ifB: string },
+  policies: number,
+): Promise<{ rules: number; apply: () => Promise<void>; remove: () => Promise<void> }> {
   const { Calculation, NftDriver, render } = await import('@palisade/dataplane');
   const calc = new Calculation();
-  for (const r of benchResources(1000)) calc.upsert(r);
+  for (const r of benchResources(policies)) calc.upsert(r);
   calc.upsert({
     apiVersion: 'projectcalico.org/v3',
     kind: 'NetworkPolicy',
@@ -375,8 +401,17 @@ async function palisadeTable(t: { node: string; ifA: string; ifB: string }): Pro
     })),
   );
   const r = render(calc.desired(), { table: 'palisade_bench' });
-  await new NftDriver({ table: 'palisade_bench', netns: t.node, timeoutMs: 600_000 }).apply(r);
-  return r.skeleton.split('\n').filter((l) => l.includes(' counter ')).length;
+  const driver = new NftDriver({ table: 'palisade_bench', netns: t.node, timeoutMs: 600_000 });
+  return {
+    rules: r.skeleton.split('\n').filter((l) => l.includes(' counter ')).length,
+    apply: async () => {
+      await driver.apply(r);
+    },
+    remove: async () => {
+      await driver.removeTable();
+      driver.close();
+    },
+  };
 }
 
 /**
@@ -384,10 +419,10 @@ async function palisadeTable(t: { node: string; ifA: string; ifB: string }): Pro
  * writes it: conntrack first, then for each policy rule of each local endpoint one rule per peer
  * address and port, in order; the A → B allow comes last.
  */
-function iptablesRules(t: { ifA: string; ifB: string }): string {
+function iptablesRules(t: { ifA: string; ifB: string }, policies: number): string {
   const lines = ['*filter', ':FORWARD ACCEPT [0:0]'];
   lines.push('-A FORWARD -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT');
-  const all = benchResources(1000);
+  const all = benchResources(policies);
   const peers = new Map<string, string[]>();
   for (const r of all)
     if (r.kind === 'Pod' && r.metadata.labels?.['role']) {
@@ -423,17 +458,27 @@ function iptablesRules(t: { ifA: string; ifB: string }): string {
   return lines.join('\n');
 }
 
-async function trafficBench(
+const median = (xs: number[]): number => quantile(xs, 0.5);
+
+/**
+ * Traffic through the node namespace with no table, with only a conntrack fast path (what any
+ * stateful table costs), with Palisade's table for N policies and with the linear iptables-nft
+ * ruleset for the same policies. Rounds alternate no table and Palisade's table (the machine's
+ * load drifts; the medians of interleaved rounds compare like with like).
+ */
+export async function trafficBench(
   quick: boolean,
   log: (s: string) => void,
+  policies = 1000,
 ): Promise<Record<string, number | null>> {
-  const none = {
+  const tag = policies >= 1000 && policies % 1000 === 0 ? `${policies / 1000}k` : String(policies);
+  const none: Record<string, number | null> = {
     gbps_none: null,
-    gbps_palisade_1k: null,
-    gbps_iptables_1k: null,
+    [`gbps_palisade_${tag}`]: null,
+    [`gbps_iptables_${tag}`]: null,
     cps_none: null,
-    cps_palisade_1k: null,
-    cps_iptables_1k: null,
+    [`cps_palisade_${tag}`]: null,
+    [`cps_iptables_${tag}`]: null,
   };
   if (!has('iperf3')) {
     log('traffic: iperf3 is not installed (apt-get install iperf3); figures left out');
@@ -460,24 +505,50 @@ async function trafficBench(
     await new Promise((r) => setTimeout(r, 1500));
     const secs = quick ? 3 : 10;
     const cpsSecs = quick ? 3 : 5;
+    const rounds = quick ? 1 : 3;
     const out: Record<string, number | null> = { ...none };
-    out['gbps_none'] = gbps(t, secs);
-    out['cps_none'] = cps(t, cpsSecs);
-    log(`no rules:          ${out['gbps_none']} Gbit/s, ${out['cps_none']} connections/s`);
-    const rules = await palisadeTable(t);
-    out['gbps_palisade_1k'] = gbps(t, secs);
-    out['cps_palisade_1k'] = cps(t, cpsSecs);
-    log(
-      `Palisade, 1k:      ${out['gbps_palisade_1k']} Gbit/s, ${out['cps_palisade_1k']} connections/s (${rules} rules)`,
-    );
-    inNs(t.node, ['nft', 'delete', 'table', 'inet', 'palisade_bench']);
-    if (has('iptables-nft-restore')) {
-      const text = iptablesRules(t);
-      inNs(t.node, ['iptables-nft-restore'], text);
-      out['gbps_iptables_1k'] = gbps(t, secs);
-      out['cps_iptables_1k'] = cps(t, cpsSecs);
+    const load = () => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+    const table = await palisadeTable(t, policies);
+    const g: Record<'none' | 'ct' | 'pal', number[]> = { none: [], ct: [], pal: [] };
+    const c: Record<'none' | 'ct' | 'pal', number[]> = { none: [], ct: [], pal: [] };
+    const ctOnly = `table inet palisade_ct {\n\tchain ctonly {\n\t\ttype filter hook forward priority 0; policy accept;\n\t\tct state established,related accept\n\t}\n}\n`;
+    for (let round = 0; round < rounds; round++) {
+      g.none.push(gbps(t, secs));
+      c.none.push(cps(t, cpsSecs));
+      inNs(t.node, ['nft', '-f', '-'], ctOnly);
+      g.ct.push(gbps(t, secs));
+      c.ct.push(cps(t, cpsSecs));
+      inNs(t.node, ['nft', 'delete', 'table', 'inet', 'palisade_ct']);
+      await table.apply();
+      g.pal.push(gbps(t, secs));
+      c.pal.push(cps(t, cpsSecs));
+      await table.remove();
       log(
-        `iptables-nft, 1k:  ${out['gbps_iptables_1k']} Gbit/s, ${out['cps_iptables_1k']} connections/s (${text.split('\n').filter((l) => l.startsWith('-A')).length} linear rules)`,
+        `round ${round + 1}/${rounds} (load ${load()}): no table ${g.none.at(-1)} Gbit/s ${c.none.at(-1)} conn/s; conntrack only ${g.ct.at(-1)} / ${c.ct.at(-1)}; Palisade ${tag} ${g.pal.at(-1)} / ${c.pal.at(-1)}`,
+      );
+    }
+    out['gbps_none'] = median(g.none);
+    out['cps_none'] = median(c.none);
+    out['gbps_conntrack_only'] = median(g.ct);
+    out['cps_conntrack_only'] = median(c.ct);
+    out[`gbps_palisade_${tag}`] = median(g.pal);
+    out[`cps_palisade_${tag}`] = median(c.pal);
+    const loss = (1 - median(g.pal) / median(g.none)) * 100;
+    out[`throughput_loss_pct_${tag}`] = Math.round(loss * 10) / 10;
+    log(`no rules:          ${out['gbps_none']} Gbit/s, ${out['cps_none']} connections/s (median)`);
+    log(
+      `conntrack only:    ${out['gbps_conntrack_only']} Gbit/s, ${out['cps_conntrack_only']} connections/s`,
+    );
+    log(
+      `Palisade, ${tag}:${' '.repeat(Math.max(1, 8 - tag.length))}${out[`gbps_palisade_${tag}`]} Gbit/s, ${out[`cps_palisade_${tag}`]} connections/s (${table.rules} rules); throughput loss ${out[`throughput_loss_pct_${tag}`]} %`,
+    );
+    if (has('iptables-nft-restore')) {
+      const text = iptablesRules(t, policies);
+      inNs(t.node, ['iptables-nft-restore'], text);
+      out[`gbps_iptables_${tag}`] = gbps(t, secs);
+      out[`cps_iptables_${tag}`] = cps(t, cpsSecs);
+      log(
+        `iptables-nft, ${tag} (load ${load()}): ${out[`gbps_iptables_${tag}`]} Gbit/s, ${out[`cps_iptables_${tag}`]} connections/s (${text.split('\n').filter((l) => l.startsWith('-A')).length} linear rules)`,
       );
     } else log('iptables-nft-restore is not installed: the iptables comparison is left out');
     return out;

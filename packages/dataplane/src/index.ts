@@ -11,6 +11,8 @@ export {
 } from './nft/render.js';
 export type { FailsafePort, RenderOptions, Rendered } from './nft/render.js';
 export { NftDriver, processRunner, readTable } from './nft/driver.js';
+export { openSession } from './nft/session.js';
+export type { NftSession, SessionKind, SessionOptions } from './nft/session.js';
 export type {
   ApplyKind,
   ApplyReport,

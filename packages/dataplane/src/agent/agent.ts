@@ -181,6 +181,7 @@ export class Agent {
       ...(options.table !== undefined ? { table: options.table } : {}),
       ...(options.netns !== undefined ? { netns: options.netns } : {}),
       ...(options.runner !== undefined ? { runner: options.runner } : {}),
+      log: (line) => this.say(line),
     });
     this.say = options.say ?? (() => undefined);
     this.readInterfaces = options.hostInterfaces ?? ipHostInterfaces(options.netns);
@@ -384,6 +385,7 @@ export class Agent {
     await this.loop;
     await this.applying;
     await this.driver.settled();
+    this.driver.close();
   }
 
   private async run(): Promise<void> {
@@ -694,7 +696,7 @@ export class Agent {
       this.appliedRendered = rendered;
       this.appliedLocals = this.calc.localEndpoints();
       this.say(
-        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints; calc ${Math.round(tCalc - t0)} ms, render ${Math.round(tRender - tCalc)} ms, kernel ${Math.round(r.ms)} ms)`,
+        `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints; calc ${Math.round(tCalc - t0)} ms, render ${Math.round(tRender - tCalc)} ms, kernel ${Math.round(r.ms)} ms via ${this.driver.sessionKind()})`,
       );
     } catch (e) {
       this.report(

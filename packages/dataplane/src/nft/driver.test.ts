@@ -183,6 +183,37 @@ describe('nftables driver in a network namespace', { skip, timeout: 60_000 }, ()
     await full.removeTable();
   });
 
+  test('a selector set of single addresses is a hash set; one that gains a prefix becomes an interval set', async () => {
+    const before = foreign();
+    /** The v4 set of the selector `app == 'a'`, as nft lists it (declaration part). */
+    const selectorSet = () => {
+      const m = /set s_\w+_v4 \{[^}]*?comment "selector app == 'a'"/.exec(
+        node.nft(['list', 'table', 'inet', table]),
+      );
+      assert.ok(m, 'the selector set is in the table');
+      return m[0];
+    };
+    assert.doesNotMatch(selectorSet(), /flags interval/, 'pods only: a plain hash set');
+    const [o1, o2, o3, o4] = c.ip.split('.').map(Number);
+    const net = {
+      apiVersion: 'projectcalico.org/v3',
+      kind: 'NetworkSet',
+      metadata: { name: 'c-net', namespace: 'demo', labels: { app: 'a' } },
+      spec: { nets: [`${o1}.${o2}.${o3}.${(o4 ?? 0) & ~1}/31`] },
+    } as const;
+    calc.upsert(net);
+    assert.equal((await driver.apply(state())).kind, 'full', 'a new declaration: full replacement');
+    assert.match(selectorSet(), /flags interval/, 'a prefix member: an interval set');
+    assert.equal((await c.tcp(b.ip, 80)).ok, true, 'c is inside the network set');
+    calc.remove('NetworkSet', 'demo', 'c-net', 'projectcalico.org/v3');
+    assert.equal((await driver.apply(state())).kind, 'full');
+    assert.doesNotMatch(selectorSet(), /flags interval/);
+    assert.equal((await c.tcp(b.ip, 80)).ok, false);
+    assert.equal((await a.tcp(b.ip, 80)).ok, true);
+    assert.deepEqual(await driver.resync(), { drift: false, repaired: false });
+    assert.equal(foreign(), before, 'the foreign table is untouched');
+  });
+
   test('an established stream survives a re-apply and an agent restart; new disallowed connections are refused', async () => {
     const before = foreign();
     const stream = await a.open(b.ip, 80);

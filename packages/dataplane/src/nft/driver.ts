@@ -6,19 +6,14 @@
 // replacing the table keeps established connections.
 // Owns: talking to the kernel. Must never: decide policy, or touch a table it does not own.
 
-import { spawn } from 'node:child_process';
 import { elementCommand, skeletonParts, validTableName } from './render.js';
 import type { Rendered } from './render.js';
 import { DataplaneError } from '../errors.js';
+import { openSession } from './session.js';
+import type { NftResult, NftRunner, NftSession } from './session.js';
 
-export interface NftResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Runs nft with arguments and optional stdin (the port a fake replaces in unit tests). */
-export type NftRunner = (args: readonly string[], stdin?: string) => Promise<NftResult>;
+export { processRunner } from './session.js';
+export type { NftResult, NftRunner } from './session.js';
 
 export interface DriverOptions {
   /** The owned table in family inet (default `palisade`). */
@@ -26,8 +21,15 @@ export interface DriverOptions {
   /** Run every command inside this network namespace (`ip netns exec NS nft ...`). */
   readonly netns?: string;
   readonly nft?: string;
-  /** Replaces the process runner (tests of callers). */
+  /** Replaces the nft session (tests of callers). */
   readonly runner?: NftRunner;
+  /**
+   * The libnftables file for the long-lived session (default: Debian's); false: one `nft`
+   * process per command, as before (also with PALISADE_NFT_SESSION=process).
+   */
+  readonly library?: string | false;
+  /** Where the session's fallback and restart lines go (default: standard error, once). */
+  readonly log?: (line: string) => void;
   /** Rule changes as minimal chain/set deltas in one batch (default true); false: always full. */
   readonly delta?: boolean;
   readonly timeoutMs?: number;
@@ -44,47 +46,13 @@ export type ApplyKind = 'full' | 'delta' | 'elements' | 'unchanged';
 export interface ApplyReport {
   readonly kind: ApplyKind;
   readonly ms: number;
+  /** CPU time of the nft commands of this apply, where the session reports it (the worker). */
+  readonly nftCpuMs?: number;
 }
 
 export interface ResyncReport {
   readonly drift: boolean;
   readonly repaired: boolean;
-}
-
-export function processRunner(options: {
-  netns?: string;
-  nft?: string;
-  timeoutMs?: number;
-}): NftRunner {
-  const nft = options.nft ?? 'nft';
-  if (options.netns !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(options.netns))
-    throw new DataplaneError(
-      'DATAPLANE_ERR_INVALID_NAME',
-      `invalid network namespace name ${JSON.stringify(options.netns)}`,
-    );
-  return (args, stdin) =>
-    new Promise((resolve) => {
-      const [cmd, argv] =
-        options.netns !== undefined
-          ? ['ip', ['netns', 'exec', options.netns, nft, ...args]]
-          : [nft, [...args]];
-      const child = spawn(cmd, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 30_000);
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      child.on('error', (e) => {
-        clearTimeout(timer);
-        resolve({ code: 127, stdout, stderr: stderr + String(e) });
-      });
-      child.on('close', (code) => {
-        clearTimeout(timer);
-        resolve({ code: code ?? 1, stdout, stderr });
-      });
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(stdin ?? '');
-    });
 }
 
 const PROTO_NUMBERS: Readonly<Record<string, string>> = {
@@ -184,7 +152,7 @@ const COMMENT_AT_END = /comment "([^"]*)"$/;
  * comparison only).
  */
 export function listingMatches(rendered: Rendered, listJson: string): boolean {
-  const parts = skeletonParts(rendered.skeleton);
+  const parts = rendered.parts ?? skeletonParts(rendered.skeleton);
   const data = JSON.parse(listJson) as { nftables?: unknown[] };
   const chains = new Map<string, (string | undefined)[]>();
   const sets = new Set<string>();
@@ -221,6 +189,9 @@ export function listingMatches(rendered: Rendered, listJson: string): boolean {
 export class NftDriver {
   readonly table: string;
   private readonly run: NftRunner;
+  private readonly session: NftSession | undefined;
+  /** The session generation the last apply went to (another one: reconcile in full). */
+  private generation = 0;
   private readonly delta: boolean;
   /** What was last applied, and the skeleton nft printed back right after the full apply. */
   private last: { rendered: Rendered; skeleton: string | undefined } | undefined;
@@ -242,13 +213,45 @@ export class NftDriver {
         'DATAPLANE_ERR_INVALID_NAME',
         `invalid table name ${JSON.stringify(this.table)}`,
       );
-    this.run =
-      options.runner ??
-      processRunner({
+    if (options.runner) {
+      this.run = options.runner;
+      this.session = undefined;
+    } else {
+      const session = openSession({
         ...(options.netns !== undefined ? { netns: options.netns } : {}),
         ...(options.nft !== undefined ? { nft: options.nft } : {}),
         ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+        ...(options.library !== undefined ? { library: options.library } : {}),
+        ...(options.log !== undefined ? { log: options.log } : {}),
       });
+      this.session = session;
+      this.run = session.run;
+    }
+  }
+
+  /** What runs nft commands now: `library`, `worker`, `process` (fallback), or `runner`. */
+  sessionKind(): string {
+    return this.session?.kind() ?? 'runner';
+  }
+
+  /** Ends the long-lived nft session (the worker process); a later command starts a new one. */
+  close(): void {
+    this.stopResync();
+    if (this.baselineTimer) clearTimeout(this.baselineTimer);
+    this.session?.close();
+  }
+
+  /**
+   * Forgets what was applied when the session was restarted since (a worker died): the next
+   * apply is a full reconcile, whatever the dead session may or may not have committed.
+   */
+  private checkGeneration(): void {
+    if ((this.session?.generation() ?? 0) !== this.generation) this.last = undefined;
+  }
+
+  /** Records the generation a command just succeeded in. */
+  private seen(): void {
+    this.generation = this.session?.generation() ?? 0;
   }
 
   /** Serialises kernel operations: one transaction at a time. */
@@ -258,8 +261,16 @@ export class NftDriver {
     return p;
   }
 
+  /** CPU time of the current apply's nft commands (undefined: the session does not report it). */
+  private applyCpu: number | undefined;
+
+  private counted(r: NftResult): NftResult {
+    if (r.cpuMs !== undefined) this.applyCpu = (this.applyCpu ?? 0) + r.cpuMs;
+    return r;
+  }
+
   private async nft(args: readonly string[], stdin?: string): Promise<string> {
-    const r = await this.run(args, stdin);
+    const r = this.counted(await this.run(args, stdin));
     if (r.code !== 0)
       throw new DataplaneError(
         'DATAPLANE_ERR_NFT',
@@ -290,16 +301,23 @@ export class NftDriver {
 
   /** The element delta between two renderings with equal skeletons. */
   elementScript(from: Rendered, to: Rendered): string {
-    let out = '';
+    // Most sets are unchanged (often the very same array): only the others are diffed.
+    const changed: [string, readonly string[], readonly string[]][] = [];
     for (const [name, els] of to.elements) {
-      const before = new Set(from.elements.get(name) ?? []);
+      const before = from.elements.get(name) ?? [];
+      if (before === els) continue;
+      if (before.length === els.length && before.every((e, i) => e === els[i])) continue;
+      changed.push([name, before, els]);
+    }
+    let out = '';
+    for (const [name, before, els] of changed) {
       const now = new Set(els);
-      const gone = [...before].filter((e) => !now.has(e));
+      const gone = before.filter((e) => !now.has(e));
       if (gone.length > 0) out += elementCommand('delete', this.table, name, gone);
     }
-    for (const [name, els] of to.elements) {
-      const before = new Set(from.elements.get(name) ?? []);
-      const added = els.filter((e) => !before.has(e));
+    for (const [name, before, els] of changed) {
+      const was = new Set(before);
+      const added = els.filter((e) => !was.has(e));
       if (added.length > 0) out += elementCommand('add', this.table, name, added);
     }
     return out;
@@ -313,10 +331,12 @@ export class NftDriver {
    * the full replacement is used).
    */
   deltaScript(from: Rendered, to: Rendered): string | undefined {
-    const a = skeletonParts(from.skeleton);
-    const b = skeletonParts(to.skeleton);
+    const a = from.parts ?? skeletonParts(from.skeleton);
+    const b = to.parts ?? skeletonParts(to.skeleton);
     const same = (x: readonly string[] | undefined, y: readonly string[] | undefined) =>
-      x !== undefined && y !== undefined && x.length === y.length && x.every((v, i) => v === y[i]);
+      x !== undefined &&
+      y !== undefined &&
+      (x === y || (x.length === y.length && x.every((v, i) => v === y[i])));
     if (a.baseChains.size !== b.baseChains.size) return undefined;
     for (const [n, body] of b.baseChains) if (!same(a.baseChains.get(n), body)) return undefined;
     for (const [n, decl] of b.sets)
@@ -364,29 +384,34 @@ export class NftDriver {
       this.pendingApplies--;
       this.epoch++;
       const t0 = performance.now();
+      this.checkGeneration();
+      this.applyCpu = undefined;
+      const cpu = () => (this.applyCpu !== undefined ? { nftCpuMs: this.applyCpu } : {});
       const last = this.last;
       if (last && last.rendered.skeleton === rendered.skeleton) {
         const delta = this.elementScript(last.rendered, rendered);
         if (delta === '') return { kind: 'unchanged' as const, ms: performance.now() - t0 };
-        const r = await this.run(['-f', '-'], delta);
+        const r = this.counted(await this.run(['-f', '-'], delta));
         if (r.code === 0) {
+          this.seen();
           // Rules are unchanged, so the skeleton read back after the full apply still holds.
           this.last = { rendered, skeleton: last.skeleton };
-          return { kind: 'elements' as const, ms: performance.now() - t0 };
+          return { kind: 'elements' as const, ms: performance.now() - t0, ...cpu() };
         }
       } else if (last && this.delta) {
         const script = this.deltaScript(last.rendered, rendered);
         if (script !== undefined) {
-          const r = await this.run(['-f', '-'], script);
+          const r = this.counted(await this.run(['-f', '-'], script));
           if (r.code === 0) {
+            this.seen();
             this.last = { rendered, skeleton: undefined };
             this.queueBaseline(rendered);
-            return { kind: 'delta' as const, ms: performance.now() - t0 };
+            return { kind: 'delta' as const, ms: performance.now() - t0, ...cpu() };
           }
         }
       }
       await this.full(rendered);
-      return { kind: 'full' as const, ms: performance.now() - t0 };
+      return { kind: 'full' as const, ms: performance.now() - t0, ...cpu() };
     });
     return report;
   }
@@ -394,6 +419,7 @@ export class NftDriver {
   /** One full transaction; the read-back of its skeleton is queued right behind it. */
   private async full(rendered: Rendered): Promise<void> {
     await this.nft(['-f', '-'], this.fullScript(rendered));
+    this.seen();
     this.last = { rendered, skeleton: undefined };
     this.queueBaseline(rendered);
   }
@@ -430,8 +456,10 @@ export class NftDriver {
    */
   resync(desired?: Rendered): Promise<ResyncReport> {
     return this.serial(async () => {
+      const before = this.last;
+      this.checkGeneration();
       const last = this.last;
-      const target = desired ?? last?.rendered;
+      const target = desired ?? before?.rendered;
       if (!target) return { drift: false, repaired: false };
       if (!last || last.rendered.script !== target.script) {
         await this.full(target);

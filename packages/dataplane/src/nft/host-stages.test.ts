@@ -14,7 +14,7 @@ import { HostModes, withHostModes } from '../calc/host-modes.js';
 import { canUseNetns, inNs, TestNode } from '../testing/netns.js';
 import type { TestPod } from '../testing/netns.js';
 import { NftDriver } from './driver.js';
-import { render } from './render.js';
+import { render, skeletonParts } from './render.js';
 
 const skip = canUseNetns() ? false : 'needs root and network namespaces';
 
@@ -68,6 +68,8 @@ describe('host endpoint stages in network namespaces', { skip, timeout: 90_000 }
       table,
       workloadInterfacePrefix: node.ifacePrefix,
     });
+    // The objects recorded while rendering (the driver's deltas) equal the parsed skeleton.
+    assert.deepEqual(r.parts, skeletonParts(r.skeleton));
     await driver.apply(r);
     return r.script;
   }

@@ -15,6 +15,7 @@ import {
   DEFAULT_FAILSAFE_INBOUND,
   DEFAULT_FAILSAFE_OUTBOUND,
   render,
+  skeletonParts,
   type RenderOptions,
 } from './render.js';
 
@@ -225,4 +226,16 @@ spec: {node: n1, interfaceName: eth0, expectedIPs: [192.0.2.10]}
       }
     }
   });
+});
+
+test('the objects recorded while rendering are exactly what the skeleton parses back to', () => {
+  // The driver's deltas use Rendered.parts instead of parsing the text; they must never differ.
+  for (const c of cases) {
+    const calc = new Calculation({ verifySharedSets: true });
+    for (const r of c.resources) calc.upsert(r);
+    calc.setLocalEndpoints(c.locals);
+    const r = render(calc.desired(), c.options);
+    assert.ok(r.parts, c.name);
+    assert.deepEqual(r.parts, skeletonParts(r.skeleton), c.name);
+  }
 });

@@ -52,6 +52,8 @@ export interface Rendered {
   readonly elements: ReadonlyMap<string, readonly string[]>;
   /** The table definition, elements included: the body of a full apply. */
   readonly script: string;
+  /** The skeleton's objects, as skeletonParts would parse them (built while rendering). */
+  readonly parts?: SkeletonParts;
 }
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
@@ -448,6 +450,16 @@ class Builder {
   }
 }
 
+/**
+ * Whether an address set needs an interval set: only when a member is a prefix. A set of single
+ * addresses (a selector's endpoints, as a rule) is a plain hash set, so adding or removing a
+ * member needs no interval merge (nft then reads no elements back before the update). A set that
+ * gains its first prefix changes declaration, which the driver applies as a full replacement.
+ */
+export function needsInterval(members: readonly string[]): boolean {
+  return members.some((m) => m.includes('/') || m.includes('-'));
+}
+
 function setDecl(s: NamedSet, f: Family): string[] {
   const type =
     s.kind === 'address'
@@ -458,13 +470,13 @@ function setDecl(s: NamedSet, f: Family): string[] {
   return [
     `\tset ${s.name}_v${f} {`,
     `\t\ttype ${type}`,
-    ...(s.kind === 'address' ? ['\t\tflags interval'] : []),
+    ...(s.kind === 'address' && needsInterval(f === 4 ? s.v4 : s.v6) ? ['\t\tflags interval'] : []),
     `\t\t${comment(s.describe)}`,
     '\t}',
   ];
 }
 
-function baseChain(
+function baseChainText(
   name: string,
   hook: string,
   priority: number,
@@ -572,8 +584,22 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     wlTo.push(`${ifname(u.iface)} : drop`);
     wlFrom.push(`${ifname(u.iface)} : drop`);
   }
+  // The skeleton's objects, recorded as they are rendered (the driver's deltas need them; parsing
+  // the text back costs tens of milliseconds at 1k policies).
+  const pSets = new Map<string, readonly string[]>();
+  const pMaps = new Map<string, { readonly type: string; readonly entries: readonly string[] }>();
+  const pBase = new Map<string, readonly string[]>();
+  const pChains = new Map<string, readonly string[]>();
+  const baseChain = (name: string, hook: string, priority: number, body: readonly string[]) => {
+    pBase.set(name, [
+      `type filter hook ${hook} priority ${priority}; policy accept;`,
+      ...body.map((l) => l.trim()),
+    ]);
+    return baseChainText(name, hook, priority, body);
+  };
   const vmap = (name: string, entries: string[]) => {
     const sorted = [...entries].sort();
+    pMaps.set(name, { type: 'type ifname : verdict', entries: sorted });
     return [
       `\tmap ${name} {`,
       '\t\ttype ifname : verdict',
@@ -599,7 +625,17 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   const lines: string[] = [`table inet ${table} {`];
   const setLines: string[] = [];
   for (const s of state.sets) {
-    setLines.push(...setDecl(s, 4), ...setDecl(s, 6));
+    const d4 = setDecl(s, 4);
+    const d6 = setDecl(s, 6);
+    pSets.set(
+      `${s.name}_v4`,
+      d4.slice(1, -1).map((l) => l.trim()),
+    );
+    pSets.set(
+      `${s.name}_v6`,
+      d6.slice(1, -1).map((l) => l.trim()),
+    );
+    setLines.push(...d4, ...d6);
   }
   lines.push(...setLines);
   lines.push(...vmap('workload_from', wlFrom), ...vmap('workload_to', wlTo));
@@ -682,6 +718,7 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   );
   const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
   for (const c of chains) {
+    pChains.set(c.name, c.lines);
     lines.push(`\tchain ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`), '\t}');
   }
   lines.push('}');
@@ -704,6 +741,7 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   return {
     table,
     skeleton,
+    parts: { sets: pSets, maps: pMaps, baseChains: pBase, chains: pChains },
     elements,
     get script(): string {
       script ??= skeleton + elementLines.join('');
