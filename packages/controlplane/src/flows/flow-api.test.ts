@@ -232,17 +232,31 @@ describe('flow queries', () => {
     assert.deepEqual(await ids('?policy=db/allow-web&point=kernel'), [2]);
     assert.deepEqual(await ids('?verdict=deny&since=1h'), [1, 3, 4]);
     assert.deepEqual(await ids(`?until=${new Date(NOW - 3600_000).toISOString()}`), [5]);
-    // Pages: newest first, `next` continues below.
+    // Pages: newest window first (ties by id), `next` continues below; record 5 ended 2 h ago.
     const p1 = await f.get('?limit=2');
     assert.deepEqual(
       p1.body.records.map((r) => r.id),
-      [5, 4],
+      [4, 3],
     );
     const p2 = await f.get(`?limit=2&before=${p1.body.next}`);
     assert.deepEqual(
       p2.body.records.map((r) => r.id),
-      [3, 2],
+      [2, 1],
     );
+    const p3 = await f.get(`?limit=2&before=${p2.body.next}`);
+    assert.deepEqual(
+      p3.body.records.map((r) => r.id),
+      [5],
+    );
+    assert.equal(p3.body.next, undefined);
+    // A bare id (the cursor of earlier versions) still pages by id.
+    const legacy = await f.get('?limit=2&before=5');
+    assert.deepEqual(
+      legacy.body.records.map((r) => r.id),
+      [4, 3],
+    );
+    assert.equal(legacy.body.next, '3');
+    assert.equal((await f.get('?before=1.2.3')).status, 400);
     for (const q of [
       '?verdict=maybe',
       '?endpoint=a/b/c',

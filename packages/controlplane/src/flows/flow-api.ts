@@ -60,6 +60,18 @@ export function parseFlowTime(s: string, what: string, nowMs: number): number {
   return t;
 }
 
+/**
+ * A page cursor: `END.ID` (the `next` of a page, newest window first) or a bare id (the cursor
+ * of earlier versions: smaller ids, newest id first).
+ */
+function parseBefore(v: string | null): number | { endMs: number; id: number } | undefined {
+  if (v === null) return undefined;
+  if (/^\d{1,15}$/.test(v)) return Number(v);
+  const m = /^(-?\d{1,15})\.(\d{1,15})$/.exec(v);
+  if (m) return { endMs: Number(m[1]), id: Number(m[2]) };
+  throw new ApiError('API_ERR_BAD_REQUEST', 'before must be the next cursor of a page (or an id)');
+}
+
 const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 
 export class FlowService {
@@ -241,21 +253,26 @@ export class FlowService {
     const f = await this.filter(ctx);
     const limit = this.intParam(ctx, 'limit', 10_000) ?? 500;
     if (limit < 1) throw new ApiError('API_ERR_BAD_REQUEST', 'limit must be at least 1');
-    const before = this.intParam(ctx, 'before', Number.MAX_SAFE_INTEGER);
+    const before = parseBefore(ctx.url.searchParams.get('before'));
     const after = this.intParam(ctx, 'after', Number.MAX_SAFE_INTEGER);
     const follow = ['1', 'true'].includes(ctx.url.searchParams.get('follow') ?? '');
     if (follow) return this.follow(ctx, f, after, limit);
     const records = this.store.query({
       ...f,
       limit,
-      ...(before !== undefined ? { beforeId: before } : {}),
+      ...(typeof before === 'number' ? { beforeId: before } : {}),
+      ...(typeof before === 'object' ? { beforeKey: before } : {}),
       ...(after !== undefined ? { afterId: after } : {}),
     });
     const last = records[records.length - 1];
-    return json(200, {
-      records,
-      ...(records.length === limit && last && after === undefined ? { next: String(last.id) } : {}),
-    });
+    // `next` continues the page's order: a legacy id cursor gives an id, else the (end, id) key.
+    const next =
+      records.length === limit && last && after === undefined
+        ? typeof before === 'number'
+          ? String(last.id)
+          : `${Date.parse(last.end)}.${last.id}`
+        : undefined;
+    return json(200, { records, ...(next !== undefined ? { next } : {}) });
   }
 
   /** NDJSON: matching records as they are stored (from `after`, else from now), heartbeats. */
