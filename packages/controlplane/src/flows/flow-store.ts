@@ -465,9 +465,10 @@ export class FlowStore {
 
   /**
    * Loads many records into a store nobody else uses yet (a benchmark's database, an import):
-   * the secondary indexes and rollups are dropped, `fill` adds records in transactions of
-   * `chunk`, then the indexes and rollups are built in bulk (a sort each, not a B-tree insert per
-   * row) and the retention bounds applied. Returns the records added.
+   * the secondary indexes are dropped, `fill` adds records in transactions of `chunk` (the
+   * rollups folded in memory and merged into their tables every `chunk` records, in the same
+   * transaction as those records), then the indexes are built in bulk (a sort each, not a B-tree
+   * insert per row) and the retention bounds applied. Returns the records added.
    */
   bulkLoad(fill: (add: BulkAdd) => void, chunk = 200_000): number {
     const db = this.db;
@@ -475,32 +476,35 @@ export class FlowStore {
     let added = 0;
     let inTx = 0;
     let span = 0;
+    let edges = new Map<string, EdgeAgg>();
+    let policies = new Map<string, PolicyAgg>();
+    const commit = () => {
+      this.upsertRollups(edges, policies);
+      this.rows = (this.metaAdd.get('rows', inTx) as { value: number }).value;
+      this.metaMax.run('max_span', span);
+      db.exec('COMMIT');
+      edges = new Map();
+      policies = new Map();
+      inTx = 0;
+    };
     db.exec('BEGIN IMMEDIATE');
     try {
       fill((node, r) => {
         const values = rowValues(node, r);
         this.insertStmt.run(...values);
         span = Math.max(span, (values[1] as number) - (values[0] as number));
+        foldRecord(values, edges, policies);
         added++;
         if (++inTx >= chunk) {
-          db.exec('COMMIT');
+          commit();
           db.exec('BEGIN IMMEDIATE');
-          inTx = 0;
         }
       });
-      db.exec('COMMIT');
-    } catch (e) {
+      commit();
+    } finally {
       if (db.inTransaction) db.exec('ROLLBACK');
       db.exec(INDEXES);
-      this.db.transaction(() => this.rebuildRollups()).immediate();
-      throw e;
     }
-    db.transaction(() => {
-      db.exec(INDEXES);
-      this.rebuildRollups();
-      this.rows = (this.metaAdd.get('rows', added) as { value: number }).value;
-      this.metaMax.run('max_span', span);
-    }).immediate();
     if (this.rows > this.retention.maxRecords) this.prune();
     return added;
   }
@@ -904,6 +908,13 @@ export class FlowStore {
       shedTotal: totals.reduce((a, s) => a + s.count, 0),
       retention: this.retention,
     };
+  }
+
+  /** Rows in the rollup tables (how much an aggregation reads instead of the records). */
+  rollupSizes(): { edges: number; policies: number } {
+    const n = (t: string) =>
+      (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
+    return { edges: n('flow_rollup'), policies: n('flow_policy_rollup') };
   }
 
   /** The newest id (0 when empty), where a follow stream starts. */
