@@ -302,6 +302,63 @@ describe('flow queries', () => {
     f.flows.close();
   });
 
+  test('the graph with allowed=1 adds what policy allows, recomputed when the policies change', async () => {
+    const f = await fixture();
+    const yaml = `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pg, namespace: db, labels: {app: pg}}
+spec: {containers: [{name: c, ports: [{containerPort: 5432}]}]}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: db}
+spec:
+  selector: app == 'pg'
+  ingress: [{action: Allow, protocol: TCP, source: {selector: app == 'web', namespaceSelector: all()}, destination: {ports: [5432]}}]
+`;
+    const applied = await f.api.inject({
+      method: 'POST',
+      url: '/api/v1/apply',
+      token: f.admin,
+      body: yaml,
+      headers: { 'content-type': 'application/yaml' },
+    });
+    assert.equal(applied.status, 200, applied.body);
+    await f.post({ records: [rec()] });
+    type G = {
+      edges: unknown[];
+      allowed?: { edges: { ports: string[]; decision: { policy?: string } }[]; pairs: number };
+    };
+    const graph = async (q: string) =>
+      (
+        await f.api.inject({ method: 'GET', url: `/api/v1/flows/graph${q}`, token: f.admin })
+      ).json() as G;
+    const plain = await graph('');
+    assert.equal(plain.allowed, undefined, 'without allowed=1 the answer is as before');
+    const g = await graph('?allowed=1');
+    assert.equal(g.edges.length, 1);
+    assert.deepEqual(
+      g.allowed?.edges.map((e) => [e.ports, e.decision.policy]),
+      [[['TCP/5432'], 'db/allow-web']],
+    );
+    const del = await f.api.inject({
+      method: 'DELETE',
+      url: '/api/v1/projectcalico.org/NetworkPolicy/db/allow-web',
+      token: f.admin,
+    });
+    assert.ok(del.status < 300, del.body);
+    // No policy selects anything now: every pair is unrestricted, none is listed.
+    assert.equal((await graph('?allowed=1')).allowed?.edges.length, 0);
+    f.flows.close();
+  });
+
   test('readers need the FlowRecord permission: a user without a role is refused, nodes may not read', async () => {
     const f = await fixture();
     assert.equal((await f.get('', f.user)).status, 403);

@@ -11,6 +11,7 @@ import type { FlowBatch } from './flow-record.js';
 import { FLOW_LIMITS, validateFlowBatch } from './flow-record.js';
 import type { FlowMetrics } from './flow-metrics.js';
 import type { FlowQuery, FlowStore } from './flow-store.js';
+import type { PolicyGraph } from './policy-graph.js';
 
 export interface FlowRouteContext {
   readonly method: string;
@@ -22,6 +23,8 @@ export interface FlowRouteContext {
   readonly authorizeRead: (namespace: string | undefined) => Promise<void>;
   /** Refuses (403, audited) with this reason. */
   readonly refuse: (reason: string) => Promise<never>;
+  /** What policy allows between the stored endpoints (absent: the graph has no policy edges). */
+  readonly policyGraph?: (namespace: string | undefined) => Promise<PolicyGraph>;
 }
 
 export interface FlowServiceOptions {
@@ -181,6 +184,7 @@ export class FlowService {
       'before',
       'after',
       'follow',
+      'allowed',
     ]);
     for (const k of q.keys())
       if (!known.has(k))
@@ -320,10 +324,14 @@ export class FlowService {
   private async graph(ctx: FlowRouteContext): Promise<ApiResponse> {
     const f = await this.filter(ctx);
     const limit = this.intParam(ctx, 'limit', 100_000) ?? 20_000;
-    return json(
-      200,
-      this.store.graph({ sinceMs: this.now() - 3600_000, ...f }, Math.max(1, limit)),
-    );
+    const observed = this.store.graph({ sinceMs: this.now() - 3600_000, ...f }, Math.max(1, limit));
+    // `allowed=1`: also the edges policy allows (what the engine decides over the stored policies
+    // and endpoints), beside the observed ones.
+    const allowed = ['1', 'true'].includes(ctx.url.searchParams.get('allowed') ?? '');
+    if (!allowed) return json(200, observed);
+    if (!ctx.policyGraph)
+      throw new ApiError('API_ERR_NOT_FOUND', 'this server computes no policy graph');
+    return json(200, { ...observed, allowed: await ctx.policyGraph(f.namespace) });
   }
 
   private async policies(ctx: FlowRouteContext): Promise<ApiResponse> {
