@@ -307,7 +307,12 @@ describe('the web console in a real browser', { skip, timeout: 180_000 }, () => 
         .locator(sel)
         .first()
         .evaluate((el) => {
-          const c = getComputedStyle(el);
+          // (The test's types have no DOM: the browser's function, typed here.)
+          const c = (
+            globalThis as unknown as {
+              getComputedStyle: (e: unknown) => { stroke: string; strokeDasharray: string };
+            }
+          ).getComputedStyle(el);
           return `${c.stroke} ${c.strokeDasharray}`;
         });
     const looks = new Set([

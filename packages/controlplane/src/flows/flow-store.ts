@@ -272,6 +272,13 @@ interface PolicyAgg {
 /** Adds records one at a time; see `FlowStore.bulkLoad`. */
 export type BulkAdd = (node: string, record: FlowRecordInput) => void;
 
+/**
+ * One record as the columns of the `flows` table, in order (start_ms, end_ms, node, src_ns,
+ * src_name, src_ip, src_port, src_identity, src_labels (sorted-key JSON), dst_ns, ... count),
+ * for generators that write rows directly (`rowValues` makes one from a record).
+ */
+export type FlowRow = (string | number | null)[];
+
 export class FlowStore {
   readonly file: string;
   readonly retention: FlowRetention;
@@ -470,7 +477,7 @@ export class FlowStore {
    * transaction as those records), then the indexes are built in bulk (a sort each, not a B-tree
    * insert per row) and the retention bounds applied. Returns the records added.
    */
-  bulkLoad(fill: (add: BulkAdd) => void, chunk = 200_000): number {
+  bulkLoad(fill: (add: BulkAdd, addRow: (row: FlowRow) => void) => void, chunk = 200_000): number {
     const db = this.db;
     for (const i of INDEX_NAMES) db.exec(`DROP INDEX IF EXISTS ${i}`);
     let added = 0;
@@ -489,8 +496,8 @@ export class FlowStore {
     };
     db.exec('BEGIN IMMEDIATE');
     try {
-      fill((node, r) => {
-        const values = rowValues(node, r);
+      const addRow = (values: FlowRow) => {
+        if (values.length !== 31) throw new Error('a flow row has 31 columns');
         this.insertStmt.run(...values);
         span = Math.max(span, (values[1] as number) - (values[0] as number));
         foldRecord(values, edges, policies);
@@ -499,7 +506,8 @@ export class FlowStore {
           commit();
           db.exec('BEGIN IMMEDIATE');
         }
-      });
+      };
+      fill((node, r) => addRow(rowValues(node, r)), addRow);
       commit();
     } finally {
       if (db.inTransaction) db.exec('ROLLBACK');
@@ -1058,7 +1066,8 @@ function parseLabels(s: string): Record<string, string> {
   }
 }
 
-function rowValues(node: string, r: FlowRecordInput): (string | number | null)[] {
+/** The `flows` columns of a validated record. */
+export function rowValues(node: string, r: FlowRecordInput): FlowRow {
   const p = r.provenance;
   return [
     Date.parse(r.start),
