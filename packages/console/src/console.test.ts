@@ -264,7 +264,7 @@ describe('the web console in a real browser', { skip, timeout: 180_000 }, () => 
     await ready('graph');
     const text = await page.innerText('main');
     assert.match(text, /Service graph/);
-    assert.match(text, /4 endpoints · 4 edges/);
+    assert.match(text, /4 endpoints · 4 observed edges · 1 allowed by policy/);
     assert.match(text, /evil · <img src=x onerror=alert\(1\)>/);
     assert.equal(await page.locator('main img').count(), 0);
     assert.match(text, /shop · other, web/);
@@ -283,6 +283,64 @@ describe('the web console in a real browser', { skip, timeout: 180_000 }, () => 
     assert.match(d, /refused/);
     assert.match(d, /default deny of tier security/);
     await shot('graph-edge');
+  });
+
+  test('what policy allows is drawn apart from observed flows, with a legend; a policy edge opens the rule that allows it and the flows on that pair', async () => {
+    await page.click('nav a[href="#/graph"]');
+    await ready('graph');
+    // One pair is allowed by a rule (web → pg on 5432); the pairs no policy restricts are only
+    // counted; web and other are selected by no ingress policy and drawn hollow.
+    assert.equal(await page.locator('#graph line.edge.policy').count(), 1);
+    assert.equal(await page.locator('g.node.open').count(), 2);
+    const legend = await page.innerText('#graph-legend');
+    for (const t of [
+      /observed flows, allowed/,
+      /observed flows, refused/,
+      /allowed by policy/,
+      /no ingress policy: any source may connect/,
+      /4 pair\(s\) no policy restricts are not drawn/,
+    ])
+      assert.match(legend, t);
+    // Three kinds of edge, three colours a person can tell apart (and dashes for two of them).
+    const style = (sel: string) =>
+      page
+        .locator(sel)
+        .first()
+        .evaluate((el) => {
+          // (The test's types have no DOM: the browser's function, typed here.)
+          const c = (
+            globalThis as unknown as {
+              getComputedStyle: (e: unknown) => { stroke: string; strokeDasharray: string };
+            }
+          ).getComputedStyle(el);
+          return `${c.stroke} ${c.strokeDasharray}`;
+        });
+    const looks = new Set([
+      await style('#graph path.edge.allow'),
+      await style('#graph path.edge.deny'),
+      await style('#graph line.edge.policy'),
+    ]);
+    assert.equal(looks.size, 3, [...looks].join(' | '));
+    assert.match(
+      await page.innerText('#policy-edges'),
+      /shop\/web\s+db\/pg\s+TCP\/5432\s+db\/allow-web rule 0/,
+    );
+    await page.locator('rect.edge-handle.policy[aria-label^="shop/web → db/pg"]').click();
+    await page.waitForSelector('#policy-decision');
+    const d = await page.innerText('#edge-detail');
+    assert.match(d, /shop\/web → db\/pg: allowed by policy/);
+    assert.match(
+      d,
+      /Policy allows TCP\/5432; decided at the destination's ingress by db\/allow-web rule 0/,
+    );
+    // The flows seen on that pair, each with its own deciding rule.
+    assert.match(d, /TCP\/5432\s+allowed\s+kernel\s+db\/allow-web rule 0 \(tier default\)\s+12/);
+    assert.match(d, /DELETE \/admin\s+refused\s+l7\s+db\/allow-web rule 1/);
+    await shot('graph-policy-edge');
+    // The rule is a link to the policy board, focused on that policy.
+    await page.locator('#policy-decision a').click();
+    await ready('board');
+    assert.match(page.url(), /#\/policies\?focus=db%2Fallow-web/);
   });
 
   test('the policy board lists tiers and policies in evaluation order with hits, staged policies marked', async () => {

@@ -1,8 +1,10 @@
 // The service graph: endpoints grouped by namespace and app, edges for the flows observed in the
-// window, coloured by verdict (refused red and dashed, allowed green), their width by volume.
-// Every node and edge is focusable and clickable: a node opens its endpoint page, an edge the
-// flows behind it with the rule that decided each. An edge list below the picture says the
-// same in text (and is what a screen reader reads).
+// window, coloured by verdict (refused red and dashed, allowed green), their width by volume, and
+// beneath them, in blue dots, the pairs the policy allows (the engine over the stored policies
+// and endpoints). Every node and edge is focusable and clickable: a node opens its endpoint page,
+// an observed edge the flows behind it with the rule that decided each, a policy edge the rule
+// that allows it and the flows seen on that pair. Lists below the picture say the same in text
+// (and are what a screen reader reads).
 
 import type { Flow } from './api.js';
 import { api, decidedBy, endpointName } from './api.js';
@@ -26,15 +28,62 @@ interface GEdge {
   lastMs: number;
 }
 
+interface PEdge {
+  source: { namespace: string; name: string };
+  destination: { namespace: string; name: string };
+  ports: string[];
+  decision: {
+    direction: 'ingress' | 'egress';
+    kind: string;
+    tier?: string;
+    policy?: string;
+    rule?: number;
+    reason: string;
+  };
+}
+
+interface PolicyGraph {
+  edges: PEdge[];
+  endpoints: (GNode & { namespace: string; name: string; openIngress: boolean })[];
+  pairs: number;
+  unrestricted: number;
+  truncated: boolean;
+}
+
 const CELL = 34;
 
-function key(e: { namespace: string | null; name: string | null; ip: string }): string {
-  return e.name === null ? `ip:${e.ip}` : `${e.namespace ?? ''}/${e.name}`;
+function key(e: { namespace: string | null; name: string | null; ip?: string }): string {
+  return e.name === null ? `ip:${e.ip ?? ''}` : `${e.namespace ?? ''}/${e.name}`;
+}
+
+/** `namespace/name` of a policy edge's end. */
+function pname(e: { namespace: string; name: string }): string {
+  return `${e.namespace}/${e.name}`;
 }
 
 export async function graphView(root: HTMLElement, window: string): Promise<void> {
   const since = ['15m', '1h', '6h', '24h'].includes(window) ? window : '1h';
-  const g = await api<{ nodes: GNode[]; edges: GEdge[] }>(`/api/v1/flows/graph?since=${since}`);
+  const g = await api<{ nodes: GNode[]; edges: GEdge[]; allowed?: PolicyGraph }>(
+    `/api/v1/flows/graph?since=${since}&allowed=1`,
+  );
+  const pg: PolicyGraph = g.allowed ?? {
+    edges: [],
+    endpoints: [],
+    pairs: 0,
+    unrestricted: 0,
+    truncated: false,
+  };
+  // Endpoints of the policy model join the observed ones (an endpoint nobody talked to yet).
+  const openIngress = new Set<string>();
+  const seen = new Set(g.nodes.map(key));
+  const nodes: GNode[] = [...g.nodes];
+  for (const e of pg.endpoints) {
+    if (e.openIngress) openIngress.add(key(e));
+    if (!seen.has(key(e))) {
+      seen.add(key(e));
+      nodes.push({ namespace: e.namespace, name: e.name, ip: e.ip, labels: e.labels });
+    }
+  }
   const detail = h('section', { class: 'detail', 'aria-live': 'polite', id: 'edge-detail' });
   const picker = h(
     'label',
@@ -56,7 +105,7 @@ export async function graphView(root: HTMLElement, window: string): Promise<void
   );
   // Groups: namespace (outside addresses last), then app label, then name.
   const groups = new Map<string, GNode[]>();
-  for (const n of g.nodes) {
+  for (const n of nodes) {
     const ns = n.namespace ?? (n.name === null ? '(outside)' : '(cluster)');
     const list = groups.get(ns) ?? [];
     list.push(n);
@@ -102,11 +151,12 @@ export async function graphView(root: HTMLElement, window: string): Promise<void
   const width = Math.max(400, ...boxes.map((b) => b.x + b.w + 10));
   const height = y + rowH + 20;
   const svg = s('svg', {
-    viewBox: `0 0 ${width} ${height}`,
+    // A margin above and below: curves between boxes on one row bend outside the boxes.
+    viewBox: `0 -60 ${width} ${height + 120}`,
     width,
-    height,
+    height: height + 120,
     role: 'group',
-    'aria-label': `service graph: ${g.nodes.length} endpoints, ${g.edges.length} observed flow edges`,
+    'aria-label': `service graph: ${nodes.length} endpoints, ${g.edges.length} observed flow edges, ${pg.edges.length} edges policy allows`,
     id: 'graph',
   });
   for (const b of boxes) {
@@ -116,6 +166,47 @@ export async function graphView(root: HTMLElement, window: string): Promise<void
     );
   }
   const showEdge = (e: GEdge) => void edgeDetail(detail, e);
+  const showPolicy = (e: PEdge) => void policyDetail(detail, e);
+  // What policy allows: straight blue dotted lines under the observed curves, each with a square
+  // handle a third of the way along.
+  const policyHandles: SVGElement[] = [];
+  for (const e of pg.edges) {
+    const a = pos.get(key(e.source));
+    const b = pos.get(key(e.destination));
+    if (!a || !b) continue;
+    const label = `${pname(e.source)} → ${pname(e.destination)}: policy allows ${e.ports.join(', ')} (${decidedBy(e.decision)})`;
+    const line = s('line', {
+      x1: a.x,
+      y1: a.y,
+      x2: b.x,
+      y2: b.y,
+      class: 'edge policy',
+      'aria-hidden': 'true',
+    });
+    line.addEventListener('click', () => showPolicy(e));
+    svg.append(line);
+    const hx = a.x + (b.x - a.x) / 3;
+    const hy = a.y + (b.y - a.y) / 3;
+    const handle = s(
+      'rect',
+      {
+        x: hx - 4,
+        y: hy - 4,
+        width: 8,
+        height: 8,
+        class: 'edge-handle policy',
+        tabindex: 0,
+        role: 'button',
+        'aria-label': label,
+      },
+      s('title', {}, label),
+    );
+    handle.addEventListener('click', () => showPolicy(e));
+    handle.addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter') showPolicy(e);
+    });
+    policyHandles.push(handle);
+  }
   const sorted = [...g.edges].sort((a, b) =>
     a.verdict === b.verdict ? b.count - a.count : a.verdict === 'allow' ? -1 : 1,
   );
@@ -160,21 +251,22 @@ export async function graphView(root: HTMLElement, window: string): Promise<void
     });
     handles.push(handle);
   }
-  for (const n of g.nodes) {
+  for (const n of nodes) {
     const c = pos.get(key(n));
     if (!c) continue;
     const name = endpointName(n);
+    const isOpen = openIngress.has(key(n));
     const gEl = s('g', {
-      class: 'node',
+      class: isOpen ? 'node open' : 'node',
       tabindex: 0,
       role: 'link',
-      'aria-label': `endpoint ${name}${n.labels['app'] ? ` (app ${n.labels['app']})` : ''}`,
+      'aria-label': `endpoint ${name}${n.labels['app'] ? ` (app ${n.labels['app']})` : ''}${isOpen ? ', no ingress policy: any source may connect' : ''}`,
     });
     gEl.append(
       s('circle', { cx: c.x, cy: c.y, r: 9 }),
       s('title', {}, `${name}${n.name ? ` ${n.ip}` : ''}`),
     );
-    if (g.nodes.length <= 200)
+    if (nodes.length <= 200)
       gEl.append(s('text', { x: c.x, y: c.y + 20, class: 'node-label' }, n.name ?? n.ip));
     const open = () => {
       if (n.name) location.hash = `#/endpoint/${n.namespace ?? ''}/${n.name}`;
@@ -186,14 +278,28 @@ export async function graphView(root: HTMLElement, window: string): Promise<void
     svg.append(gEl);
   }
   // Handles above the nodes, so every edge can be reached.
-  svg.append(...handles);
+  svg.append(...policyHandles, ...handles);
+  const swatch = (cls: string) => {
+    const el = s('svg', { width: 28, height: 10, class: 'swatch-svg', 'aria-hidden': 'true' });
+    el.append(
+      cls === 'open'
+        ? s('circle', { cx: 14, cy: 5, r: 4, class: 'legend-node open' })
+        : s('line', { x1: 1, y1: 5, x2: 27, y2: 5, class: `edge ${cls}` }),
+    );
+    return el;
+  };
   const legend = h(
-    'p',
-    { class: 'legend' },
-    h('span', { class: 'swatch allow' }),
-    ' allowed  ',
-    h('span', { class: 'swatch deny' }),
-    ' refused — click an edge for its flows and the rule that decided them',
+    'ul',
+    { class: 'legend', 'aria-label': 'legend', id: 'graph-legend' },
+    h('li', {}, swatch('allow'), ' observed flows, allowed'),
+    h('li', {}, swatch('deny'), ' observed flows, refused'),
+    h('li', {}, swatch('policy'), ' allowed by policy (not necessarily seen)'),
+    h('li', {}, swatch('open'), ' no ingress policy: any source may connect'),
+    h(
+      'li',
+      { class: 'muted' },
+      `Click an edge for its flows and the rule that decided. ${pg.unrestricted} pair(s) no policy restricts are not drawn${pg.truncated ? `; policy edges truncated (${pg.edges.length} of ${pg.pairs} shown)` : ''}.`,
+    ),
   );
   const top = [...g.edges].sort((a, b) => b.count - a.count).slice(0, 50);
   const list = table(
@@ -209,18 +315,37 @@ export async function graphView(root: HTMLElement, window: string): Promise<void
     ]),
     `Busiest edges (${top.length} of ${g.edges.length})`,
   );
+  const plist = table(
+    ['From', 'To', 'Ports', 'Decided by', ''],
+    pg.edges
+      .slice(0, 50)
+      .map((e) => [
+        pname(e.source),
+        pname(e.destination),
+        e.ports.join(', '),
+        ruleLink({ provenance: e.decision }),
+        h('button', { type: 'button', onclick: () => showPolicy(e) }, 'details'),
+      ]),
+    `Allowed by policy (${Math.min(50, pg.edges.length)} of ${pg.pairs} pair(s))`,
+  );
+  plist.id = 'policy-edges';
   root.replaceChildren(
     h('h1', {}, 'Service graph'),
     h(
       'div',
       { class: 'toolbar' },
       picker,
-      h('span', { class: 'muted' }, ` ${g.nodes.length} endpoints · ${g.edges.length} edges`),
+      h(
+        'span',
+        { class: 'muted', id: 'graph-counts' },
+        ` ${nodes.length} endpoints · ${g.edges.length} observed edges · ${pg.edges.length} allowed by policy`,
+      ),
     ),
     legend,
     h('div', { class: 'graph-wrap' }, svg),
     detail,
     list,
+    plist,
   );
   root.dataset['ready'] = 'graph';
 }
@@ -260,10 +385,73 @@ async function edgeDetail(detail: HTMLElement, e: GEdge): Promise<void> {
         ]),
       `${mine.length} flow record(s)`,
     ),
+    ...(e.destination.name
+      ? [
+          h(
+            'p',
+            {},
+            h(
+              'a',
+              {
+                href: `#/flows?endpoint=${encodeURIComponent(`${e.destination.namespace ?? ''}/${e.destination.name}`)}&verdict=${e.verdict}`,
+              },
+              `Flow log of ${endpointName(e.destination)}`,
+            ),
+          ),
+        ]
+      : []),
   );
 }
 
-export function ruleLink(f: Flow): Node {
+/** A policy edge: the rule that allows it, and the flows observed on that pair. */
+async function policyDetail(detail: HTMLElement, e: PEdge): Promise<void> {
+  detail.replaceChildren(h('p', {}, 'Loading…'));
+  const dst = `${e.destination.namespace}/${e.destination.name}`;
+  const r = await api<{ records: Flow[] }>(
+    `/api/v1/flows?endpoint=${encodeURIComponent(dst)}&limit=500`,
+  );
+  const mine = r.records.filter(
+    (f) => endpointName(f.source) === pname(e.source) && endpointName(f.destination) === dst,
+  );
+  detail.replaceChildren(
+    h('h2', {}, `${pname(e.source)} → ${dst}: allowed by policy`),
+    h(
+      'p',
+      { id: 'policy-decision' },
+      `Policy allows ${e.ports.join(', ')}; decided at the ${e.decision.direction === 'ingress' ? "destination's ingress" : "source's egress"} by `,
+      ruleLink({ provenance: e.decision }),
+      e.decision.reason ? ` — ${e.decision.reason}` : '',
+    ),
+    mine.length === 0
+      ? h('p', { class: 'muted' }, 'No flows observed on this pair.')
+      : table(
+          ['Time', 'Port', 'L7', 'Verdict', 'Point', 'Decided by', 'Count'],
+          mine
+            .slice(0, 50)
+            .map((f) => [
+              when(f.end),
+              `${f.protocol}/${f.destination.port ?? ''}`,
+              f.method ? `${f.method} ${f.path ?? ''}` : '',
+              h(
+                'span',
+                { class: `verdict ${f.verdict}` },
+                f.verdict === 'deny' ? 'refused' : 'allowed',
+              ),
+              f.point,
+              ruleLink(f),
+              String(f.count),
+            ]),
+          `${mine.length} observed flow record(s) on this pair`,
+        ),
+    h(
+      'p',
+      {},
+      h('a', { href: `#/flows?endpoint=${encodeURIComponent(dst)}` }, `Flow log of ${dst}`),
+    ),
+  );
+}
+
+export function ruleLink(f: Pick<Flow, 'provenance'>): Node {
   const text = decidedBy(f.provenance);
   if (!f.provenance.policy) return document.createTextNode(text);
   return h('a', { href: `#/policies?focus=${encodeURIComponent(f.provenance.policy)}` }, text);

@@ -232,17 +232,31 @@ describe('flow queries', () => {
     assert.deepEqual(await ids('?policy=db/allow-web&point=kernel'), [2]);
     assert.deepEqual(await ids('?verdict=deny&since=1h'), [1, 3, 4]);
     assert.deepEqual(await ids(`?until=${new Date(NOW - 3600_000).toISOString()}`), [5]);
-    // Pages: newest first, `next` continues below.
+    // Pages: newest window first (ties by id), `next` continues below; record 5 ended 2 h ago.
     const p1 = await f.get('?limit=2');
     assert.deepEqual(
       p1.body.records.map((r) => r.id),
-      [5, 4],
+      [4, 3],
     );
     const p2 = await f.get(`?limit=2&before=${p1.body.next}`);
     assert.deepEqual(
       p2.body.records.map((r) => r.id),
-      [3, 2],
+      [2, 1],
     );
+    const p3 = await f.get(`?limit=2&before=${p2.body.next}`);
+    assert.deepEqual(
+      p3.body.records.map((r) => r.id),
+      [5],
+    );
+    assert.equal(p3.body.next, undefined);
+    // A bare id (the cursor of earlier versions) still pages by id.
+    const legacy = await f.get('?limit=2&before=5');
+    assert.deepEqual(
+      legacy.body.records.map((r) => r.id),
+      [4, 3],
+    );
+    assert.equal(legacy.body.next, '3');
+    assert.equal((await f.get('?before=1.2.3')).status, 400);
     for (const q of [
       '?verdict=maybe',
       '?endpoint=a/b/c',
@@ -285,6 +299,63 @@ describe('flow queries', () => {
       hits: { policy: string | null; count: number }[];
     };
     assert.equal(h.hits.find((x) => x.policy === 'db/allow-web')?.count, 5);
+    f.flows.close();
+  });
+
+  test('the graph with allowed=1 adds what policy allows, recomputed when the policies change', async () => {
+    const f = await fixture();
+    const yaml = `apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pg, namespace: db, labels: {app: pg}}
+spec: {containers: [{name: c, ports: [{containerPort: 5432}]}]}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: allow-web, namespace: db}
+spec:
+  selector: app == 'pg'
+  ingress: [{action: Allow, protocol: TCP, source: {selector: app == 'web', namespaceSelector: all()}, destination: {ports: [5432]}}]
+`;
+    const applied = await f.api.inject({
+      method: 'POST',
+      url: '/api/v1/apply',
+      token: f.admin,
+      body: yaml,
+      headers: { 'content-type': 'application/yaml' },
+    });
+    assert.equal(applied.status, 200, applied.body);
+    await f.post({ records: [rec()] });
+    type G = {
+      edges: unknown[];
+      allowed?: { edges: { ports: string[]; decision: { policy?: string } }[]; pairs: number };
+    };
+    const graph = async (q: string) =>
+      (
+        await f.api.inject({ method: 'GET', url: `/api/v1/flows/graph${q}`, token: f.admin })
+      ).json() as G;
+    const plain = await graph('');
+    assert.equal(plain.allowed, undefined, 'without allowed=1 the answer is as before');
+    const g = await graph('?allowed=1');
+    assert.equal(g.edges.length, 1);
+    assert.deepEqual(
+      g.allowed?.edges.map((e) => [e.ports, e.decision.policy]),
+      [[['TCP/5432'], 'db/allow-web']],
+    );
+    const del = await f.api.inject({
+      method: 'DELETE',
+      url: '/api/v1/projectcalico.org/NetworkPolicy/db/allow-web',
+      token: f.admin,
+    });
+    assert.ok(del.status < 300, del.body);
+    // No policy selects anything now: every pair is unrestricted, none is listed.
+    assert.equal((await graph('?allowed=1')).allowed?.edges.length, 0);
     f.flows.close();
   });
 

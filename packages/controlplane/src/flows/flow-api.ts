@@ -11,6 +11,7 @@ import type { FlowBatch } from './flow-record.js';
 import { FLOW_LIMITS, validateFlowBatch } from './flow-record.js';
 import type { FlowMetrics } from './flow-metrics.js';
 import type { FlowQuery, FlowStore } from './flow-store.js';
+import type { PolicyGraph } from './policy-graph.js';
 
 export interface FlowRouteContext {
   readonly method: string;
@@ -22,6 +23,8 @@ export interface FlowRouteContext {
   readonly authorizeRead: (namespace: string | undefined) => Promise<void>;
   /** Refuses (403, audited) with this reason. */
   readonly refuse: (reason: string) => Promise<never>;
+  /** What policy allows between the stored endpoints (absent: the graph has no policy edges). */
+  readonly policyGraph?: (namespace: string | undefined) => Promise<PolicyGraph>;
 }
 
 export interface FlowServiceOptions {
@@ -58,6 +61,18 @@ export function parseFlowTime(s: string, what: string, nowMs: number): number {
       },
     );
   return t;
+}
+
+/**
+ * A page cursor: `END.ID` (the `next` of a page, newest window first) or a bare id (the cursor
+ * of earlier versions: smaller ids, newest id first).
+ */
+function parseBefore(v: string | null): number | { endMs: number; id: number } | undefined {
+  if (v === null) return undefined;
+  if (/^\d{1,15}$/.test(v)) return Number(v);
+  const m = /^(-?\d{1,15})\.(\d{1,15})$/.exec(v);
+  if (m) return { endMs: Number(m[1]), id: Number(m[2]) };
+  throw new ApiError('API_ERR_BAD_REQUEST', 'before must be the next cursor of a page (or an id)');
 }
 
 const NAME_RE = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
@@ -169,6 +184,7 @@ export class FlowService {
       'before',
       'after',
       'follow',
+      'allowed',
     ]);
     for (const k of q.keys())
       if (!known.has(k))
@@ -241,21 +257,26 @@ export class FlowService {
     const f = await this.filter(ctx);
     const limit = this.intParam(ctx, 'limit', 10_000) ?? 500;
     if (limit < 1) throw new ApiError('API_ERR_BAD_REQUEST', 'limit must be at least 1');
-    const before = this.intParam(ctx, 'before', Number.MAX_SAFE_INTEGER);
+    const before = parseBefore(ctx.url.searchParams.get('before'));
     const after = this.intParam(ctx, 'after', Number.MAX_SAFE_INTEGER);
     const follow = ['1', 'true'].includes(ctx.url.searchParams.get('follow') ?? '');
     if (follow) return this.follow(ctx, f, after, limit);
     const records = this.store.query({
       ...f,
       limit,
-      ...(before !== undefined ? { beforeId: before } : {}),
+      ...(typeof before === 'number' ? { beforeId: before } : {}),
+      ...(typeof before === 'object' ? { beforeKey: before } : {}),
       ...(after !== undefined ? { afterId: after } : {}),
     });
     const last = records[records.length - 1];
-    return json(200, {
-      records,
-      ...(records.length === limit && last && after === undefined ? { next: String(last.id) } : {}),
-    });
+    // `next` continues the page's order: a legacy id cursor gives an id, else the (end, id) key.
+    const next =
+      records.length === limit && last && after === undefined
+        ? typeof before === 'number'
+          ? String(last.id)
+          : `${Date.parse(last.end)}.${last.id}`
+        : undefined;
+    return json(200, { records, ...(next !== undefined ? { next } : {}) });
   }
 
   /** NDJSON: matching records as they are stored (from `after`, else from now), heartbeats. */
@@ -303,10 +324,14 @@ export class FlowService {
   private async graph(ctx: FlowRouteContext): Promise<ApiResponse> {
     const f = await this.filter(ctx);
     const limit = this.intParam(ctx, 'limit', 100_000) ?? 20_000;
-    return json(
-      200,
-      this.store.graph({ sinceMs: this.now() - 3600_000, ...f }, Math.max(1, limit)),
-    );
+    const observed = this.store.graph({ sinceMs: this.now() - 3600_000, ...f }, Math.max(1, limit));
+    // `allowed=1`: also the edges policy allows (what the engine decides over the stored policies
+    // and endpoints), beside the observed ones.
+    const allowed = ['1', 'true'].includes(ctx.url.searchParams.get('allowed') ?? '');
+    if (!allowed) return json(200, observed);
+    if (!ctx.policyGraph)
+      throw new ApiError('API_ERR_NOT_FOUND', 'this server computes no policy graph');
+    return json(200, { ...observed, allowed: await ctx.policyGraph(f.namespace) });
   }
 
   private async policies(ctx: FlowRouteContext): Promise<ApiResponse> {

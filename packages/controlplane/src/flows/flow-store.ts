@@ -1,7 +1,9 @@
 // The flow store: flow records in their own SQLite file (`<data-dir>/flows.db`), kept apart from
 // the policy store so high-volume writes never contend with policy transactions or grow its
 // revision history. Bounded by age, by record count and by file size; indexed for the console's
-// and the CLI's queries. Owns: the schema, retention, queries and the shed ledger.
+// and the CLI's queries; per-minute rollups (kept in the insert's and the deletion's transaction)
+// answer the graph and policy-hit aggregations. Owns: the schema, retention, queries, rollups and
+// the shed ledger.
 // Must never: grow without bound, or lose a shed count (what nodes could not send is recorded
 // and summed here beside the records).
 
@@ -49,8 +51,10 @@ export interface FlowQuery {
   readonly node?: string;
   /** Records with a larger id, oldest first (follow). */
   readonly afterId?: number;
-  /** Records with a smaller id, newest first (pages). */
+  /** Records with a smaller id, newest id first (the page cursor of earlier versions). */
   readonly beforeId?: number;
+  /** Records below this `(end_ms, id)` key, newest window first (pages). */
+  readonly beforeKey?: { readonly endMs: number; readonly id: number };
   readonly limit: number;
 }
 
@@ -152,17 +156,67 @@ CREATE TABLE IF NOT EXISTS flows (
   prov_kind TEXT NOT NULL, tier TEXT, policy TEXT, rule INTEGER, profile TEXT, reason TEXT,
   staged TEXT, packets INTEGER NOT NULL, bytes INTEGER NOT NULL, count INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS flows_end ON flows(end_ms);
-CREATE INDEX IF NOT EXISTS flows_src ON flows(src_ns, src_name, end_ms);
-CREATE INDEX IF NOT EXISTS flows_dst ON flows(dst_ns, dst_name, end_ms);
-CREATE INDEX IF NOT EXISTS flows_policy ON flows(policy, end_ms);
-CREATE INDEX IF NOT EXISTS flows_verdict ON flows(verdict, end_ms);
 CREATE TABLE IF NOT EXISTS flow_shed (
   time_ms INTEGER NOT NULL, node TEXT NOT NULL, point TEXT NOT NULL, reason TEXT NOT NULL,
   count INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS flow_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS flow_rollup (
+  bucket INTEGER NOT NULL, node TEXT NOT NULL,
+  src_ns TEXT NOT NULL, src_name TEXT NOT NULL, src_key TEXT NOT NULL,
+  dst_ns TEXT NOT NULL, dst_name TEXT NOT NULL, dst_key TEXT NOT NULL,
+  verdict TEXT NOT NULL, point TEXT NOT NULL, policy TEXT NOT NULL, tier TEXT NOT NULL,
+  prov_kind TEXT NOT NULL,
+  src_ip TEXT NOT NULL, dst_ip TEXT NOT NULL, last_ms INTEGER NOT NULL,
+  src_labels TEXT NOT NULL, dst_labels TEXT NOT NULL, count INTEGER NOT NULL, records INTEGER NOT NULL,
+  PRIMARY KEY (bucket, node, src_ns, src_name, src_key, dst_ns, dst_name, dst_key, verdict, point,
+               policy, tier, prov_kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_policy_rollup (
+  bucket INTEGER NOT NULL, node TEXT NOT NULL, policy TEXT NOT NULL, tier TEXT NOT NULL,
+  prov_kind TEXT NOT NULL, point TEXT NOT NULL, verdict TEXT NOT NULL,
+  count INTEGER NOT NULL, records INTEGER NOT NULL,
+  PRIMARY KEY (bucket, node, policy, tier, prov_kind, point, verdict)
+) WITHOUT ROWID;
 `;
+
+/**
+ * The secondary indexes. `flows_end` is `(end_ms, id)` (SQLite keeps the rowid at the end of
+ * every index): time windows and pages read it in order, newest window first.
+ */
+const INDEXES = `
+CREATE INDEX IF NOT EXISTS flows_end ON flows(end_ms);
+CREATE INDEX IF NOT EXISTS flows_src ON flows(src_ns, src_name, end_ms);
+CREATE INDEX IF NOT EXISTS flows_dst ON flows(dst_ns, dst_name, end_ms);
+CREATE INDEX IF NOT EXISTS flows_policy ON flows(policy, end_ms);
+CREATE INDEX IF NOT EXISTS flows_verdict ON flows(verdict, end_ms);
+`;
+const INDEX_NAMES = ['flows_end', 'flows_src', 'flows_dst', 'flows_policy', 'flows_verdict'];
+
+/** Width of a rollup bucket: one minute of window ends. */
+export const ROLLUP_BUCKET_MS = 60_000;
+/** Version of the rollup tables' contents; a store opened with an older one rebuilds them. */
+const ROLLUP_VERSION = 1;
+
+/** `floor(end_ms / bucket)` in SQL (integer division truncates toward zero). */
+const BUCKET_SQL = `(end_ms / ${ROLLUP_BUCKET_MS} - (end_ms % ${ROLLUP_BUCKET_MS} < 0))`;
+
+const bucketOf = (endMs: number): number => Math.floor(endMs / ROLLUP_BUCKET_MS);
+
+/** The edge rollup's grouping over raw records (in primary-key order) and its aggregates. */
+const EDGE_ROLLUP_SELECT = `SELECT ${BUCKET_SQL} AS bucket, node,
+    coalesce(src_ns, '') AS src_ns, coalesce(src_name, '') AS src_name,
+    CASE WHEN src_name IS NULL THEN src_ip ELSE '' END AS src_key,
+    coalesce(dst_ns, '') AS dst_ns, coalesce(dst_name, '') AS dst_name,
+    CASE WHEN dst_name IS NULL THEN dst_ip ELSE '' END AS dst_key,
+    verdict, point, coalesce(policy, '') AS policy, coalesce(tier, '') AS tier, prov_kind,
+    min(src_ip), min(dst_ip), max(end_ms), coalesce(max(src_labels), ''),
+    coalesce(max(dst_labels), ''), sum(count), count(*)
+  FROM flows`;
+const EDGE_ROLLUP_GROUP = `GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13`;
+const POLICY_ROLLUP_SELECT = `SELECT ${BUCKET_SQL} AS bucket, node, coalesce(policy, '') AS policy,
+    coalesce(tier, '') AS tier, prov_kind, point, verdict, sum(count), count(*) FROM flows`;
+const POLICY_ROLLUP_GROUP = `GROUP BY 1, 2, 3, 4, 5, 6, 7`;
 
 const APPLICATION_ID = 0x50464c57; // "PFLW"
 
@@ -171,7 +225,59 @@ export interface FlowStoreOptions {
   readonly now?: () => number;
   /** `OFF` for benchmarks that build a database; default `NORMAL` (WAL: durable to the last checkpoint). */
   readonly synchronous?: 'OFF' | 'NORMAL' | 'FULL';
+  /** How long a writer waits for another connection's transaction (default 10 s). */
+  readonly busyTimeoutMs?: number;
 }
+
+/** Where an aggregation reads from: the rollups (and raw records at the edges), or raw only. */
+export type AggregateSource = 'rollup' | 'raw';
+
+type TimeFilter = Omit<FlowQuery, 'limit' | 'afterId' | 'beforeId' | 'beforeKey'>;
+
+interface EdgeAgg {
+  bucket: number;
+  node: string;
+  srcNs: string;
+  srcName: string;
+  srcKey: string;
+  dstNs: string;
+  dstName: string;
+  dstKey: string;
+  verdict: string;
+  point: string;
+  policy: string;
+  tier: string;
+  kind: string;
+  srcIp: string;
+  dstIp: string;
+  last: number;
+  srcLabels: string;
+  dstLabels: string;
+  count: number;
+  records: number;
+}
+
+interface PolicyAgg {
+  bucket: number;
+  node: string;
+  policy: string;
+  tier: string;
+  kind: string;
+  point: string;
+  verdict: string;
+  count: number;
+  records: number;
+}
+
+/** Adds records one at a time; see `FlowStore.bulkLoad`. */
+export type BulkAdd = (node: string, record: FlowRecordInput) => void;
+
+/**
+ * One record as the columns of the `flows` table, in order (start_ms, end_ms, node, src_ns,
+ * src_name, src_ip, src_port, src_identity, src_labels (sorted-key JSON), dst_ns, ... count),
+ * for generators that write rows directly (`rowValues` makes one from a record).
+ */
+export type FlowRow = (string | number | null)[];
 
 export class FlowStore {
   readonly file: string;
@@ -183,6 +289,11 @@ export class FlowStore {
   private rows: number;
   private readonly insertStmt: Database.Statement;
   private readonly shedStmt: Database.Statement;
+  private readonly edgeUpsert: Database.Statement;
+  private readonly policyUpsert: Database.Statement;
+  private readonly metaAdd: Database.Statement;
+  private readonly metaMax: Database.Statement;
+  private readonly metaGet: Database.Statement;
 
   constructor(file: string, options: FlowStoreOptions = {}) {
     this.file = resolve(file);
@@ -194,6 +305,7 @@ export class FlowStore {
     this.db = db;
     try {
       chmodSync(this.file, 0o600);
+      db.pragma(`busy_timeout = ${Math.max(0, Math.floor(options.busyTimeoutMs ?? 10_000))}`);
       db.pragma('journal_mode = WAL');
       db.pragma(`synchronous = ${options.synchronous ?? 'NORMAL'}`);
       // Index pages of a large store are touched at random on insert: a 64 MiB page cache keeps
@@ -203,13 +315,16 @@ export class FlowStore {
       const appId = db.pragma('application_id', { simple: true }) as number;
       if (appId !== 0 && appId !== APPLICATION_ID)
         throw new Error(`${this.file} is not a Palisade flow database`);
-      db.exec(SCHEMA);
-      db.pragma(`application_id = ${APPLICATION_ID}`);
+      db.transaction(() => {
+        db.exec(SCHEMA);
+        db.exec(INDEXES);
+        db.pragma(`application_id = ${APPLICATION_ID}`);
+        this.upgrade();
+      }).immediate();
     } catch (e) {
       db.close();
       throw e;
     }
-    this.rows = (db.prepare('SELECT count(*) AS n FROM flows').get() as { n: number }).n;
     this.insertStmt = db.prepare(
       `INSERT INTO flows (start_ms, end_ms, node, src_ns, src_name, src_ip, src_port, src_identity,
         src_labels, dst_ns, dst_name, dst_ip, dst_port, dst_identity, dst_labels, protocol, method,
@@ -220,8 +335,68 @@ export class FlowStore {
     this.shedStmt = db.prepare(
       'INSERT INTO flow_shed (time_ms, node, point, reason, count) VALUES (?,?,?,?,?)',
     );
+    this.edgeUpsert = db.prepare(
+      `INSERT INTO flow_rollup VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+       ON CONFLICT DO UPDATE SET src_ip = min(src_ip, excluded.src_ip),
+         dst_ip = min(dst_ip, excluded.dst_ip), last_ms = max(last_ms, excluded.last_ms),
+         src_labels = max(src_labels, excluded.src_labels),
+         dst_labels = max(dst_labels, excluded.dst_labels), count = count + excluded.count,
+         records = records + excluded.records`,
+    );
+    this.policyUpsert = db.prepare(
+      `INSERT INTO flow_policy_rollup VALUES (?,?,?,?,?,?,?,?,?)
+       ON CONFLICT DO UPDATE SET count = count + excluded.count, records = records + excluded.records`,
+    );
+    this.metaAdd = db.prepare(
+      `INSERT INTO flow_meta (key, value) VALUES (?, ?)
+       ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value`,
+    );
+    this.metaMax = db.prepare(
+      `INSERT INTO flow_meta (key, value) VALUES (?, ?)
+       ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)`,
+    );
+    this.metaGet = db.prepare('SELECT value FROM flow_meta WHERE key = ?');
+    this.rows = this.meta('rows');
   }
 
+  /**
+   * A store written before the rollups (or the row and span counters) existed gets them, built
+   * from its records once, in the opening transaction.
+   */
+  private upgrade(): void {
+    const get = (k: string) =>
+      (
+        this.db.prepare('SELECT value FROM flow_meta WHERE key = ?').get(k) as
+          { value: number } | undefined
+      )?.value;
+    const set = (k: string, v: number) =>
+      this.db
+        .prepare(
+          'INSERT INTO flow_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+        )
+        .run(k, v);
+    if (get('rows') === undefined)
+      set('rows', (this.db.prepare('SELECT count(*) AS n FROM flows').get() as { n: number }).n);
+    if (get('max_span') === undefined)
+      set(
+        'max_span',
+        (
+          this.db.prepare('SELECT coalesce(max(end_ms - start_ms), 0) AS m FROM flows').get() as {
+            m: number;
+          }
+        ).m,
+      );
+    if (get('rollup_version') !== ROLLUP_VERSION) {
+      this.rebuildRollups();
+      set('rollup_version', ROLLUP_VERSION);
+    }
+  }
+
+  private meta(key: string): number {
+    return (this.metaGet.get(key) as { value: number } | undefined)?.value ?? 0;
+  }
+
+  /** Records in the store (kept in the database, so several connections agree). */
   get count(): number {
     return this.rows;
   }
@@ -231,36 +406,172 @@ export class FlowStore {
     let first = 0;
     let last = 0;
     const tx = this.db.transaction(() => {
+      const edges = new Map<string, EdgeAgg>();
+      const policies = new Map<string, PolicyAgg>();
+      let span = 0;
       for (const r of batch.records) {
-        const info = this.insertStmt.run(...rowValues(node, r));
+        const values = rowValues(node, r);
+        const info = this.insertStmt.run(...values);
         last = Number(info.lastInsertRowid);
         if (first === 0) first = last;
+        span = Math.max(span, (values[1] as number) - (values[0] as number));
+        foldRecord(values, edges, policies);
       }
+      this.upsertRollups(edges, policies);
+      if (batch.records.length > 0) {
+        this.rows = (this.metaAdd.get('rows', batch.records.length) as { value: number }).value;
+        this.metaMax.run('max_span', span);
+      } else this.rows = this.meta('rows');
       const t = this.now();
       for (const s of batch.shed ?? [])
         if (s.count > 0) this.shedStmt.run(t, node, s.point, s.reason, s.count);
     });
-    tx();
-    this.rows += batch.records.length;
+    tx.immediate();
     if (this.rows > this.retention.maxRecords) this.prune();
     if (last > 0) this.events.emit('records', last);
     return { first, last };
+  }
+
+  private upsertRollups(edges: Map<string, EdgeAgg>, policies: Map<string, PolicyAgg>): void {
+    for (const e of edges.values())
+      this.edgeUpsert.run(
+        e.bucket,
+        e.node,
+        e.srcNs,
+        e.srcName,
+        e.srcKey,
+        e.dstNs,
+        e.dstName,
+        e.dstKey,
+        e.verdict,
+        e.point,
+        e.policy,
+        e.tier,
+        e.kind,
+        e.srcIp,
+        e.dstIp,
+        e.last,
+        e.srcLabels,
+        e.dstLabels,
+        e.count,
+        e.records,
+      );
+    for (const p of policies.values())
+      this.policyUpsert.run(
+        p.bucket,
+        p.node,
+        p.policy,
+        p.tier,
+        p.kind,
+        p.point,
+        p.verdict,
+        p.count,
+        p.records,
+      );
+  }
+
+  /**
+   * Loads many records into a store nobody else uses yet (a benchmark's database, an import):
+   * the secondary indexes are dropped, `fill` adds records in transactions of `chunk` (the
+   * rollups folded in memory and merged into their tables every `chunk` records, in the same
+   * transaction as those records), then the indexes are built in bulk (a sort each, not a B-tree
+   * insert per row) and the retention bounds applied. Returns the records added.
+   */
+  bulkLoad(fill: (add: BulkAdd, addRow: (row: FlowRow) => void) => void, chunk = 200_000): number {
+    const db = this.db;
+    for (const i of INDEX_NAMES) db.exec(`DROP INDEX IF EXISTS ${i}`);
+    let added = 0;
+    let inTx = 0;
+    let span = 0;
+    let edges = new Map<string, EdgeAgg>();
+    let policies = new Map<string, PolicyAgg>();
+    const commit = () => {
+      this.upsertRollups(edges, policies);
+      this.rows = (this.metaAdd.get('rows', inTx) as { value: number }).value;
+      this.metaMax.run('max_span', span);
+      db.exec('COMMIT');
+      edges = new Map();
+      policies = new Map();
+      inTx = 0;
+    };
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const addRow = (values: FlowRow) => {
+        if (values.length !== 31) throw new Error('a flow row has 31 columns');
+        this.insertStmt.run(...values);
+        span = Math.max(span, (values[1] as number) - (values[0] as number));
+        foldRecord(values, edges, policies);
+        added++;
+        if (++inTx >= chunk) {
+          commit();
+          db.exec('BEGIN IMMEDIATE');
+        }
+      };
+      fill((node, r) => addRow(rowValues(node, r)), addRow);
+      commit();
+    } finally {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      db.exec(INDEXES);
+    }
+    if (this.rows > this.retention.maxRecords) this.prune();
+    return added;
+  }
+
+  /** Rebuilds both rollup tables from the records (inside the caller's transaction). */
+  private rebuildRollups(): void {
+    this.db.exec('DELETE FROM flow_rollup; DELETE FROM flow_policy_rollup;');
+    this.db.exec(`INSERT INTO flow_rollup ${EDGE_ROLLUP_SELECT} ${EDGE_ROLLUP_GROUP}`);
+    this.db.exec(`INSERT INTO flow_policy_rollup ${POLICY_ROLLUP_SELECT} ${POLICY_ROLLUP_GROUP}`);
+  }
+
+  /** Recomputes one bucket of both rollups from the records left in it. */
+  private rebuildBucket(bucket: number): void {
+    const lo = bucket * ROLLUP_BUCKET_MS;
+    const hi = lo + ROLLUP_BUCKET_MS;
+    this.db.prepare('DELETE FROM flow_rollup WHERE bucket = ?').run(bucket);
+    this.db.prepare('DELETE FROM flow_policy_rollup WHERE bucket = ?').run(bucket);
+    this.db
+      .prepare(
+        `INSERT INTO flow_rollup ${EDGE_ROLLUP_SELECT} WHERE end_ms >= ? AND end_ms < ? ${EDGE_ROLLUP_GROUP}`,
+      )
+      .run(lo, hi);
+    this.db
+      .prepare(
+        `INSERT INTO flow_policy_rollup ${POLICY_ROLLUP_SELECT} WHERE end_ms >= ? AND end_ms < ? ${POLICY_ROLLUP_GROUP}`,
+      )
+      .run(lo, hi);
+  }
+
+  /**
+   * Rollup rows that differ from a recomputation over the records (0 when consistent): for
+   * tests and `palisade flows stats` checks; reads both tables in full.
+   */
+  verifyRollups(): number {
+    const diff = (table: string, select: string, group: string) =>
+      (
+        this.db
+          .prepare(
+            `SELECT (SELECT count(*) FROM (SELECT * FROM (${select} ${group})
+                                            EXCEPT SELECT * FROM ${table}))
+                  + (SELECT count(*) FROM (SELECT * FROM ${table}
+                                            EXCEPT SELECT * FROM (${select} ${group}))) AS n`,
+          )
+          .get() as { n: number }
+      ).n;
+    return this.db.transaction(
+      () =>
+        diff('flow_rollup', EDGE_ROLLUP_SELECT, EDGE_ROLLUP_GROUP) +
+        diff('flow_policy_rollup', POLICY_ROLLUP_SELECT, POLICY_ROLLUP_GROUP),
+    )();
   }
 
   /** Applies the retention bounds; returns how many records were deleted. */
   prune(): number {
     let deleted = 0;
     const cutoff = this.now() - this.retention.maxAgeMs;
-    for (;;) {
-      const r = this.db
-        .prepare(
-          'DELETE FROM flows WHERE id IN (SELECT id FROM flows WHERE end_ms < ? LIMIT 50000)',
-        )
-        .run(cutoff);
-      deleted += r.changes;
-      if (r.changes < 50000) break;
-    }
-    this.rows -= deleted;
+    // Age: every record whose window ended before the cutoff.
+    deleted += this.deleteThrough(cutoff - 1, Number.MAX_SAFE_INTEGER);
+    this.rows = this.meta('rows');
     const excess = this.rows - this.retention.maxRecords;
     if (excess > 0) deleted += this.deleteOldest(excess);
     const pageSize = this.db.pragma('page_size', { simple: true }) as number;
@@ -271,63 +582,206 @@ export class FlowStore {
     // Size bound: drop the oldest 5% at a time until the used pages fit (freed pages are reused).
     for (let i = 0; i < 20 && this.rows > 0 && used() > this.retention.maxBytes; i++)
       deleted += this.deleteOldest(Math.max(1, Math.ceil(this.rows * 0.05)));
-    if (deleted > 0)
-      this.db
-        .prepare(
-          `INSERT INTO flow_meta (key, value) VALUES ('evicted', ?)
-           ON CONFLICT(key) DO UPDATE SET value = value + excluded.value`,
-        )
-        .run(deleted);
+    if (deleted > 0) this.metaAdd.get('evicted', deleted);
     // The shed ledger keeps the same age bound.
     this.db.prepare('DELETE FROM flow_shed WHERE time_ms < ?').run(cutoff);
     return deleted;
   }
 
+  /** Deletes the `n` records whose windows ended first (ties: the lower id first). */
   private deleteOldest(n: number): number {
-    const r = this.db
-      .prepare('DELETE FROM flows WHERE id IN (SELECT id FROM flows ORDER BY id LIMIT ?)')
-      .run(n);
-    this.rows -= r.changes;
-    return r.changes;
+    let deleted = 0;
+    while (deleted < n) {
+      const edge = this.db
+        .prepare('SELECT end_ms AS e, id FROM flows ORDER BY end_ms, id LIMIT 1 OFFSET ?')
+        .get(Math.min(n - deleted, 50_000) - 1) as { e: number; id: number } | undefined;
+      const last =
+        edge ??
+        (this.db
+          .prepare('SELECT end_ms AS e, id FROM flows ORDER BY end_ms DESC, id DESC LIMIT 1')
+          .get() as { e: number; id: number } | undefined);
+      if (!last) break;
+      const d = this.deleteThrough(last.e, last.id);
+      if (d === 0) break;
+      deleted += d;
+    }
+    return deleted;
   }
 
+  /**
+   * Deletes the records at or before `(endMs, id)` in `(end_ms, id)` order, 50 000 a
+   * transaction, keeping the rollups equal to the records: buckets wholly before `endMs`'s are
+   * dropped, and `endMs`'s bucket is recomputed from what is left in it.
+   */
+  private deleteThrough(endMs: number, id: number): number {
+    let deleted = 0;
+    for (;;) {
+      const d = this.db
+        .transaction(() => {
+          const chunk = this.db
+            .prepare(
+              `SELECT end_ms AS e, id FROM flows WHERE end_ms <= ? AND (end_ms < ? OR id <= ?)
+             ORDER BY end_ms, id LIMIT 1 OFFSET 49999`,
+            )
+            .get(endMs, endMs, id) as { e: number; id: number } | undefined;
+          const [e, i] = chunk ? [chunk.e, chunk.id] : [endMs, id];
+          const r = this.db
+            .prepare('DELETE FROM flows WHERE end_ms <= ? AND (end_ms < ? OR id <= ?)')
+            .run(e, e, i);
+          if (r.changes === 0) return 0;
+          const b = bucketOf(e);
+          this.db.prepare('DELETE FROM flow_rollup WHERE bucket < ?').run(b);
+          this.db.prepare('DELETE FROM flow_policy_rollup WHERE bucket < ?').run(b);
+          this.rebuildBucket(b);
+          this.rows = (this.metaAdd.get('rows', -r.changes) as { value: number }).value;
+          return r.changes;
+        })
+        .immediate();
+      deleted += d;
+      if (d < 50_000) break;
+    }
+    return deleted;
+  }
+
+  /**
+   * A page of records. `afterId`: larger ids, oldest first (follow). `beforeId`: smaller ids,
+   * newest id first (the cursor of earlier versions). Otherwise newest window first, in
+   * `(end_ms, id)` order, continuing below `beforeKey`.
+   */
   query(q: FlowQuery): FlowRecord[] {
-    const { where, args } = whereOf(q);
+    const { sql, args } = this.querySql(q);
+    return (this.db.prepare(sql).all(...args) as Row[]).map(recordOf);
+  }
+
+  /** SQLite's plan for `query(q)` (which index a page reads), for tests and diagnosis. */
+  explain(q: FlowQuery): string[] {
+    const { sql, args } = this.querySql(q);
+    return (this.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as { detail: string }[]).map(
+      (r) => r.detail,
+    );
+  }
+
+  private querySql(q: FlowQuery): { sql: string; args: (string | number)[] } {
+    const { where, args } = whereOf(q, this.maxSpan());
+    let order = 'end_ms DESC, id DESC';
     if (q.afterId !== undefined) {
       where.push('id > ?');
       args.push(q.afterId);
-    }
-    if (q.beforeId !== undefined) {
+      order = 'id ASC';
+    } else if (q.beforeId !== undefined) {
       where.push('id < ?');
       args.push(q.beforeId);
+      order = 'id DESC';
+    } else if (q.beforeKey !== undefined) {
+      where.push('end_ms <= ? AND (end_ms < ? OR id < ?)');
+      args.push(q.beforeKey.endMs, q.beforeKey.endMs, q.beforeKey.id);
     }
-    const order = q.afterId !== undefined ? 'ASC' : 'DESC';
-    const sql = `SELECT * FROM flows ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id ${order} LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, q.limit) as Row[]).map(recordOf);
+    const sql = `SELECT * FROM flows ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ${order} LIMIT ?`;
+    return { sql, args: [...args, q.limit] };
+  }
+
+  /** The longest window of any record ever stored (bounds `until` on the end-time index). */
+  private maxSpan(): number {
+    return this.meta('max_span');
+  }
+
+  /**
+   * The rollup buckets wholly inside a time filter (`[lo, hi]`, either open), and the raw
+   * records' condition for the rest of the window.
+   */
+  private split(q: TimeFilter): {
+    lo: number | undefined;
+    hi: number | undefined;
+    empty: boolean;
+    rawOutside: { sql: string; args: number[] } | undefined;
+  } {
+    const lo = q.sinceMs !== undefined ? Math.ceil(q.sinceMs / ROLLUP_BUCKET_MS) : undefined;
+    // A bucket's records all satisfy `start_ms <= until` when its last millisecond is <= until.
+    const hi =
+      q.untilMs !== undefined ? Math.floor((q.untilMs + 1) / ROLLUP_BUCKET_MS) - 1 : undefined;
+    const empty = lo !== undefined && hi !== undefined && lo > hi;
+    if (empty) return { lo, hi, empty, rawOutside: { sql: '1', args: [] } };
+    const parts: string[] = [];
+    const args: number[] = [];
+    if (lo !== undefined) {
+      parts.push('end_ms < ?');
+      args.push(lo * ROLLUP_BUCKET_MS);
+    }
+    if (hi !== undefined) {
+      parts.push('end_ms >= ?');
+      args.push((hi + 1) * ROLLUP_BUCKET_MS);
+    }
+    return {
+      lo,
+      hi,
+      empty,
+      rawOutside: parts.length ? { sql: `(${parts.join(' OR ')})`, args } : undefined,
+    };
   }
 
   /** Edges of the service graph over a window (at most `limit` groups, the busiest first). */
   graph(
-    q: Omit<FlowQuery, 'limit' | 'afterId' | 'beforeId'>,
+    q: TimeFilter,
     limit = 20000,
+    source: AggregateSource = 'rollup',
   ): {
     edges: GraphEdge[];
     nodes: GraphNode[];
   } {
-    const { where, args } = whereOf(q);
-    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const { where, args } = whereOf(q, this.maxSpan());
+    const keys = `src_ns, src_name, src_key, dst_ns, dst_name, dst_key, verdict, point, policy, prov_kind`;
+    const raw = (extra: { sql: string; args: number[] } | undefined) => {
+      const w = [...where, ...(extra ? [extra.sql] : [])];
+      return {
+        sql: `SELECT src_ns, src_name, CASE WHEN src_name IS NULL THEN src_ip ELSE '' END AS src_key,
+                src_ip, dst_ns, dst_name, CASE WHEN dst_name IS NULL THEN dst_ip ELSE '' END AS dst_key,
+                dst_ip, verdict, point, policy, prov_kind, count AS n, end_ms AS last,
+                src_labels AS sl, dst_labels AS dl
+              FROM flows ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
+        args: [...args, ...(extra?.args ?? [])],
+      };
+    };
+    const parts: { sql: string; args: (string | number)[] }[] = [];
+    if (source === 'raw') parts.push(raw(undefined));
+    else {
+      const s = this.split(q);
+      if (!s.empty) {
+        const f = whereOf(q, 0, false);
+        const w = [...f.where];
+        const a: (string | number)[] = [...f.args];
+        if (s.lo !== undefined) {
+          w.push('bucket >= ?');
+          a.push(s.lo);
+        }
+        if (s.hi !== undefined) {
+          w.push('bucket <= ?');
+          a.push(s.hi);
+        }
+        parts.push({
+          sql: `SELECT nullif(src_ns, '') AS src_ns, nullif(src_name, '') AS src_name, src_key, src_ip,
+                  nullif(dst_ns, '') AS dst_ns, nullif(dst_name, '') AS dst_name, dst_key, dst_ip,
+                  verdict, point, nullif(policy, '') AS policy, prov_kind, count AS n, last_ms AS last,
+                  nullif(src_labels, '') AS sl, nullif(dst_labels, '') AS dl
+                FROM flow_rollup ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
+          args: a,
+        });
+      }
+      if (s.rawOutside) parts.push(raw(s.rawOutside));
+    }
     const rows = this.db
-      .prepare(
-        `SELECT src_ns, src_name, min(src_ip) AS src_ip, dst_ns, dst_name, min(dst_ip) AS dst_ip,
-           verdict, point, policy, prov_kind, sum(count) AS n, max(end_ms) AS last,
-           max(src_labels) AS sl, max(dst_labels) AS dl
-         FROM flows ${w}
-         GROUP BY src_ns, src_name, CASE WHEN src_name IS NULL THEN src_ip END,
-                  dst_ns, dst_name, CASE WHEN dst_name IS NULL THEN dst_ip END,
-                  verdict, point, policy, prov_kind
-         ORDER BY n DESC LIMIT ?`,
+      .transaction(() =>
+        this.db
+          .prepare(
+            `SELECT src_ns, src_name, min(src_ip) AS src_ip, dst_ns, dst_name, min(dst_ip) AS dst_ip,
+               verdict, point, policy, prov_kind, sum(n) AS n, max(last) AS last,
+               max(sl) AS sl, max(dl) AS dl
+             FROM (${parts.map((p) => p.sql).join(' UNION ALL ')})
+             GROUP BY ${keys}
+             ORDER BY n DESC, ${keys} LIMIT ?`,
+          )
+          .all(...parts.flatMap((p) => p.args), limit),
       )
-      .all(...args, limit) as {
+      .deferred() as {
       src_ns: string | null;
       src_name: string | null;
       src_ip: string;
@@ -367,24 +821,65 @@ export class FlowStore {
   }
 
   /** Hits per deciding policy (or provenance kind) over a window, for the policy board. */
-  policyHits(q: Omit<FlowQuery, 'limit' | 'afterId' | 'beforeId'>): PolicyHits[] {
-    const { where, args } = whereOf(q);
-    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
-    return (
-      this.db
-        .prepare(
-          `SELECT policy, tier, prov_kind, point, verdict, sum(count) AS n FROM flows ${w}
-           GROUP BY policy, tier, prov_kind, point, verdict ORDER BY n DESC LIMIT 10000`,
-        )
-        .all(...args) as {
-        policy: string | null;
-        tier: string | null;
-        prov_kind: string;
-        point: FlowPoint;
-        verdict: FlowVerdict;
-        n: number;
-      }[]
-    ).map((r) => ({
+  policyHits(q: TimeFilter, source: AggregateSource = 'rollup'): PolicyHits[] {
+    const { where, args } = whereOf(q, this.maxSpan());
+    const raw = (extra: { sql: string; args: number[] } | undefined) => {
+      const w = [...where, ...(extra ? [extra.sql] : [])];
+      return {
+        sql: `SELECT policy, tier, prov_kind, point, verdict, count AS n FROM flows
+              ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
+        args: [...args, ...(extra?.args ?? [])],
+      };
+    };
+    const parts: { sql: string; args: (string | number)[] }[] = [];
+    if (source === 'raw') parts.push(raw(undefined));
+    else {
+      const s = this.split(q);
+      if (!s.empty) {
+        // The policy rollup answers filters on policy, verdict, point and node; an endpoint or
+        // namespace filter needs the edge rollup.
+        const table =
+          q.endpoint === undefined && q.namespace === undefined
+            ? 'flow_policy_rollup'
+            : 'flow_rollup';
+        const f = whereOf(q, 0, false);
+        const w = [...f.where];
+        const a: (string | number)[] = [...f.args];
+        if (s.lo !== undefined) {
+          w.push('bucket >= ?');
+          a.push(s.lo);
+        }
+        if (s.hi !== undefined) {
+          w.push('bucket <= ?');
+          a.push(s.hi);
+        }
+        parts.push({
+          sql: `SELECT nullif(policy, '') AS policy, nullif(tier, '') AS tier, prov_kind, point,
+                  verdict, count AS n FROM ${table} ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
+          args: a,
+        });
+      }
+      if (s.rawOutside) parts.push(raw(s.rawOutside));
+    }
+    const keys = 'policy, tier, prov_kind, point, verdict';
+    const rows = this.db
+      .transaction(() =>
+        this.db
+          .prepare(
+            `SELECT ${keys}, sum(n) AS n FROM (${parts.map((p) => p.sql).join(' UNION ALL ')})
+             GROUP BY ${keys} ORDER BY n DESC, ${keys} LIMIT 10000`,
+          )
+          .all(...parts.flatMap((p) => p.args)),
+      )
+      .deferred() as {
+      policy: string | null;
+      tier: string | null;
+      prov_kind: string;
+      point: FlowPoint;
+      verdict: FlowVerdict;
+      n: number;
+    }[];
+    return rows.map((r) => ({
       policy: r.policy,
       tier: r.tier,
       provenanceKind: r.prov_kind,
@@ -404,11 +899,8 @@ export class FlowStore {
         'SELECT node, point, reason, sum(count) AS n FROM flow_shed GROUP BY node, point, reason ORDER BY node, point, reason',
       )
       .all() as { node: string; point: FlowPoint; reason: string; n: number }[];
-    const evicted =
-      (
-        this.db.prepare("SELECT value FROM flow_meta WHERE key = 'evicted'").get() as
-          { value: number } | undefined
-      )?.value ?? 0;
+    const evicted = this.meta('evicted');
+    this.rows = this.meta('rows');
     const totals = shed.map((s) => ({
       node: s.node,
       point: s.point,
@@ -426,6 +918,13 @@ export class FlowStore {
     };
   }
 
+  /** Rows in the rollup tables (how much an aggregation reads instead of the records). */
+  rollupSizes(): { edges: number; policies: number } {
+    const n = (t: string) =>
+      (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
+    return { edges: n('flow_rollup'), policies: n('flow_policy_rollup') };
+  }
+
   /** The newest id (0 when empty), where a follow stream starts. */
   lastId(): number {
     return (this.db.prepare('SELECT max(id) AS m FROM flows').get() as { m: number | null }).m ?? 0;
@@ -437,16 +936,93 @@ export class FlowStore {
   }
 }
 
-function whereOf(q: Omit<FlowQuery, 'limit'>): { where: string[]; args: (string | number)[] } {
+/** Folds one record's row values into the batch's rollup groups. */
+function foldRecord(
+  v: (string | number | null)[],
+  edges: Map<string, EdgeAgg>,
+  policies: Map<string, PolicyAgg>,
+): void {
+  const str = (i: number) => (v[i] as string | null) ?? '';
+  const endMs = v[1] as number;
+  const bucket = bucketOf(endMs);
+  const node = v[2] as string;
+  const srcName = str(4);
+  const dstName = str(10);
+  const srcIp = v[5] as string;
+  const dstIp = v[11] as string;
+  const srcKey = v[4] === null ? srcIp : '';
+  const dstKey = v[10] === null ? dstIp : '';
+  const verdict = v[18] as string;
+  const point = v[19] as string;
+  const kind = v[21] as string;
+  const tier = str(22);
+  const policy = str(23);
+  const count = v[30] as number;
+  const srcLabels = str(8);
+  const dstLabels = str(14);
+  const ek = [bucket, node, str(3), srcName, srcKey, str(9), dstName, dstKey, verdict, point]
+    .concat([policy, tier, kind])
+    .join('\u0000');
+  const e = edges.get(ek);
+  if (e) {
+    if (srcIp < e.srcIp) e.srcIp = srcIp;
+    if (dstIp < e.dstIp) e.dstIp = dstIp;
+    if (endMs > e.last) e.last = endMs;
+    if (srcLabels > e.srcLabels) e.srcLabels = srcLabels;
+    if (dstLabels > e.dstLabels) e.dstLabels = dstLabels;
+    e.count += count;
+    e.records++;
+  } else
+    edges.set(ek, {
+      bucket,
+      node,
+      srcNs: str(3),
+      srcName,
+      srcKey,
+      dstNs: str(9),
+      dstName,
+      dstKey,
+      verdict,
+      point,
+      policy,
+      tier,
+      kind,
+      srcIp,
+      dstIp,
+      last: endMs,
+      srcLabels,
+      dstLabels,
+      count,
+      records: 1,
+    });
+  const pk = [bucket, node, policy, tier, kind, point, verdict].join('\u0000');
+  const p = policies.get(pk);
+  if (p) {
+    p.count += count;
+    p.records++;
+  } else policies.set(pk, { bucket, node, policy, tier, kind, point, verdict, count, records: 1 });
+}
+
+/**
+ * The filter's conditions. A window is `end_ms >= since AND start_ms <= until` (records that
+ * overlap it); `end_ms <= until + maxSpan` says the same for any stored record (none is longer
+ * than `maxSpan`) and lets the end-time index bound the scan. `withTime: false` leaves the time
+ * out (for the rollups, whose buckets are chosen separately); their columns share the names.
+ */
+function whereOf(
+  q: Omit<FlowQuery, 'limit'>,
+  maxSpan: number,
+  withTime = true,
+): { where: string[]; args: (string | number)[] } {
   const where: string[] = [];
   const args: (string | number)[] = [];
-  if (q.sinceMs !== undefined) {
+  if (withTime && q.sinceMs !== undefined) {
     where.push('end_ms >= ?');
     args.push(q.sinceMs);
   }
-  if (q.untilMs !== undefined) {
-    where.push('start_ms <= ?');
-    args.push(q.untilMs);
+  if (withTime && q.untilMs !== undefined) {
+    where.push('start_ms <= ? AND end_ms <= ?');
+    args.push(q.untilMs, q.untilMs + Math.max(0, maxSpan));
   }
   if (q.endpoint) {
     where.push('((src_ns = ? AND src_name = ?) OR (dst_ns = ? AND dst_name = ?))');
@@ -490,7 +1066,8 @@ function parseLabels(s: string): Record<string, string> {
   }
 }
 
-function rowValues(node: string, r: FlowRecordInput): (string | number | null)[] {
+/** The `flows` columns of a validated record. */
+export function rowValues(node: string, r: FlowRecordInput): FlowRow {
   const p = r.provenance;
   return [
     Date.parse(r.start),

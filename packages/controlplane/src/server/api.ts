@@ -59,6 +59,8 @@ import type { IssuanceAudit } from '../ca/server-ca.js';
 import { CERTIFICATE_KIND, storeAuthorizer } from '../ca/server-ca.js';
 import type { ValidObject } from './validate-body.js';
 import type { FlowService } from '../flows/flow-api.js';
+import { policyGraph } from '../flows/policy-graph.js';
+import type { PolicyGraph } from '../flows/policy-graph.js';
 
 export interface ApiServerOptions {
   readonly store: Store;
@@ -198,6 +200,8 @@ export class ApiServer {
   private readonly heartbeatMs: number;
   private readonly ca: ApiServerOptions['ca'];
   readonly flows: FlowService | undefined;
+  private policyGraphCache:
+    { revision: number; byScope: Map<string, Promise<PolicyGraph>> } | undefined;
   private readonly staticRoute: StaticRoute | undefined;
 
   constructor(options: ApiServerOptions) {
@@ -1800,6 +1804,7 @@ export class ApiServer {
             verb: 'flows.read',
             namespace,
           }),
+        policyGraph: (namespace) => this.policyGraphOf(namespace),
         refuse: async (reason) => {
           this.metrics.refused();
           await this.auditRefusal(ctx, p, 'flows.report', what, 403, 'AUTH_ERR_FORBIDDEN', reason);
@@ -1810,6 +1815,35 @@ export class ApiServer {
       },
       rest,
     );
+  }
+
+  /**
+   * What policy allows between the stored endpoints, computed once per store revision and
+   * namespace scope (concurrent readers share one computation).
+   */
+  private async policyGraphOf(namespace: string | undefined): Promise<PolicyGraph> {
+    const revision = (await this.store.status()).revision;
+    const key = namespace ?? '';
+    if (this.policyGraphCache?.revision !== revision)
+      this.policyGraphCache = { revision, byScope: new Map() };
+    const cache = this.policyGraphCache;
+    let g = cache.byScope.get(key);
+    if (!g) {
+      g = (async () => {
+        const all = await this.store.list(RESOURCES_PREFIX);
+        const resources: Resource[] = [];
+        for (const kv of all.items) {
+          const ref = parseObjectKey(kv.key);
+          if (!ref || ref.kind.access) continue;
+          resources.push(decodeObject(kv) as unknown as Resource);
+        }
+        return policyGraph(resources, namespace !== undefined ? { namespace } : {});
+      })();
+      cache.byScope.set(key, g);
+      // A failed computation is not kept.
+      g.catch(() => cache.byScope.delete(key));
+    }
+    return g;
   }
 
   private async auditVerify(ctx: Ctx): Promise<ApiResponse> {
