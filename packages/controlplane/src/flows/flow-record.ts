@@ -23,8 +23,11 @@ export const PROVENANCE_KINDS = [
   'istio-allow',
   'istio-no-allow-match',
   'istio-no-policy',
+  'istio-rbac-allow',
+  'istio-rbac-deny',
   'peer-authentication',
   'identity-mismatch',
+  'untracked-reply',
   'not-reached',
   'no-l7-point',
   /** The kernel refused a packet before any policy (spoofed source, unprogrammed interface). */

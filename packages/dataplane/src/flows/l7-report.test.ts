@@ -131,7 +131,7 @@ test("the agent fills in the endpoint's own side and the records pass the server
   assert.equal(egress?.provenance.kind, 'unmanaged');
   assert.match(egress?.provenance.reason ?? '', /^something-new:/);
   const rbac = batch.records.find((r) => r.provenance.reason?.includes('ServiceRoleBinding'));
-  assert.equal(rbac?.provenance.kind, 'istio-deny');
+  assert.equal(rbac?.provenance.kind, 'istio-rbac-deny');
 });
 
 test('provenance texts are bounded, printable and never empty', () => {

@@ -65,18 +65,18 @@ const STORE_KINDS: ReadonlySet<string> = new Set([
   'istio-allow',
   'istio-no-allow-match',
   'istio-no-policy',
+  'istio-rbac-allow',
+  'istio-rbac-deny',
   'peer-authentication',
   'identity-mismatch',
+  'untracked-reply',
   'not-reached',
   'no-l7-point',
   'guard',
 ]);
 
 /** Engine kinds the store has no name for, mapped to the nearest it has (the reason says which). */
-const KIND_ALIASES: Readonly<Record<string, string>> = {
-  'istio-rbac-allow': 'istio-allow',
-  'istio-rbac-deny': 'istio-deny',
-};
+const KIND_ALIASES: Readonly<Record<string, string>> = {};
 
 /** Printable ASCII of at most `max` characters (others become `?`); undefined when empty. */
 export function flowText(s: unknown, max: number): string | undefined {
