@@ -231,8 +231,9 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
     }
     if (o.json) {
       io.stdout.write(`${JSON.stringify({ console: access ?? null })}\n`);
-      io.stderr.write(explore(t, access));
-    } else io.stdout.write(explore(t, access));
+      // The token travels on stdout only (the JSON line); the human text names where it is.
+      io.stderr.write(explore(t, access, true));
+    } else io.stdout.write(explore(t, access, false));
     await new Promise<void>(() => undefined); // until a signal: onSignal cleans up and exits
   }
   await finish(crashed ? 'the demo failed' : 'done');
@@ -241,7 +242,7 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
-function explore(t: Topology, access: ConsoleAccess | undefined): string {
+function explore(t: Topology, access: ConsoleAccess | undefined, tokenElsewhere: boolean): string {
   const url = t.server?.url ?? '?';
   const p = (n: string) => t.pods.find((x) => x.spec.name === n);
   const att = p('attacker');
@@ -252,7 +253,7 @@ The control plane keeps running, with the seeds' policies applied again:
 ${
   access
     ? `  console  ${access.url}
-  sign in  ${access.token}   (read-only; the admin token for the editor: ${t.adminTokenFile})
+  sign in  ${tokenElsewhere ? 'the token of the {"console"} line on stdout' : access.token}   (read-only; the admin token for the editor: ${t.adminTokenFile})
 `
     : ''
 }  log in   palisade login --server ${url} --token-file ${t.adminTokenFile} --ca-file ${t.caFile}

@@ -56,7 +56,7 @@ export async function browseConsole(url: string, token: string, shots: string): 
     await ready('graph');
     const graph = await page.innerText('main');
     assert.match(graph, /Service graph/);
-    assert.match(graph, /\d+ endpoints · \d+ edges/);
+    assert.match(graph, /\d+ endpoints · \d+ observed edges/);
     // The demo's namespaces, titled with their apps.
     assert.match(graph, /default · [^\n]*productpage/);
     assert.match(graph, /payments · /);
