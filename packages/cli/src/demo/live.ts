@@ -20,7 +20,14 @@ import { playScenario, POLICY_FILES } from './scenario.js';
 import type { Check } from './scenario.js';
 import { requestSvid, SIDECAR_UID, sidecarReady, spawnSidecar } from './sidecars.js';
 import type { Sidecar } from './sidecars.js';
-import { demoPods, NODE, POD_PORT, readExample, Topology } from './topology.js';
+import {
+  demoPods,
+  NODE,
+  POD_PORT,
+  readExample,
+  settleRunningProcesses,
+  Topology,
+} from './topology.js';
 import type { Pod } from './topology.js';
 
 export interface LiveOptions {
@@ -84,8 +91,10 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       await Promise.race([settledMain, new Promise((r) => setTimeout(r, 15_000))]);
       const late = await cleanup.drain();
       if (late.length > 0) say(`could not remove: ${late.join(', ')}`);
-      // A plugin process that was running when the signal came may have written into the work
-      // directory after it was removed (its IPAM file): remove it again, now that all is quiet.
+      // A plugin process that was running when the signal came may write into the work
+      // directory after it was removed (its IPAM file): wait for (or kill) every such process,
+      // then remove the directory again, now that nothing can write into it.
+      await settleRunningProcesses();
       if (topo) rmSync(topo.dir, { recursive: true, force: true });
       process.exit(sig === 'SIGINT' ? 130 : 143);
     })();

@@ -5,6 +5,7 @@
 // host's interfaces or tables (the node is a namespace; the agent's table lives inside it).
 
 import { execFile, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,6 +31,24 @@ export function readExample(rel: string): string {
   return readFileSync(join(EXAMPLES, rel), 'utf8');
 }
 
+/** The short-lived processes `run` started that have not exited yet (CNI plugin runs, …). */
+const running = new Set<ChildProcess>();
+
+/**
+ * Waits (at most `ms`) for every process `run` started to exit, then kills what is left and
+ * waits for it: after this nothing the demo started can still write into its work directory.
+ */
+export async function settleRunningProcesses(ms = 10_000): Promise<void> {
+  const exited = (c: ChildProcess) =>
+    c.exitCode !== null || c.signalCode !== null
+      ? Promise.resolve()
+      : new Promise<void>((r) => c.once('exit', () => r()));
+  const all = () => Promise.all([...running].map(exited));
+  await Promise.race([all(), new Promise((r) => setTimeout(r, ms).unref())]);
+  for (const c of running) c.kill('SIGKILL');
+  await Promise.race([all(), new Promise((r) => setTimeout(r, 2_000).unref())]);
+}
+
 function run(
   cmd: string,
   args: readonly string[],
@@ -37,7 +56,7 @@ function run(
   env?: NodeJS.ProcessEnv,
 ): Promise<string> {
   return new Promise((resolve, reject) => {
-    const c = execFile(
+    const c: ChildProcess = execFile(
       cmd,
       args,
       { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, ...(env ? { env } : {}) },
@@ -51,6 +70,8 @@ function run(
         else resolve(stdout);
       },
     );
+    running.add(c);
+    c.once('exit', () => running.delete(c));
     if (input !== undefined) c.stdin?.end(input);
   });
 }
