@@ -49,6 +49,9 @@ function runNft(netns: string | undefined, args: string[], input?: string): Prom
         ? resolve(out)
         : reject(new Error(`nft ${args.join(' ')}: ${err.trim().slice(0, 500)}`)),
     );
+    // A process that exits before reading its input (a namespace that is gone) breaks the pipe:
+    // its exit status reports the failure, the write error must not escape as unhandled.
+    c.stdin.on('error', () => undefined);
     c.stdin.end(input ?? '');
   });
 }
