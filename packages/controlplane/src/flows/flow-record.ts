@@ -5,34 +5,13 @@
 // node is not the authenticated node (the server stamps `node` itself).
 
 import { isIP } from 'node:net';
+import { FLOW_PROVENANCE_KINDS } from '@palisade/core';
 
 export type FlowVerdict = 'allow' | 'deny';
 export type FlowPoint = 'kernel' | 'l7';
 export type FlowDirection = 'ingress' | 'egress';
 
-export const PROVENANCE_KINDS = [
-  'rule',
-  'tier-default',
-  'profile',
-  'profile-default',
-  'no-policy',
-  'failsafe',
-  'loopback',
-  'unmanaged',
-  'istio-deny',
-  'istio-allow',
-  'istio-no-allow-match',
-  'istio-no-policy',
-  'istio-rbac-allow',
-  'istio-rbac-deny',
-  'peer-authentication',
-  'identity-mismatch',
-  'untracked-reply',
-  'not-reached',
-  'no-l7-point',
-  /** The kernel refused a packet before any policy (spoofed source, unprogrammed interface). */
-  'guard',
-] as const;
+export const PROVENANCE_KINDS = FLOW_PROVENANCE_KINDS;
 export type FlowProvenanceKind = (typeof PROVENANCE_KINDS)[number];
 
 export interface FlowEndpoint {

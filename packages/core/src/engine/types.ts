@@ -81,6 +81,34 @@ export type ProvenanceKind =
   | 'no-l7-point';
 
 /**
+ * The provenance kinds a flow record may carry: every engine kind, and `guard` (the kernel
+ * refused a packet before any policy: spoofed source, unprogrammed interface). The node and the
+ * flow store both validate against this one list.
+ */
+export const FLOW_PROVENANCE_KINDS = [
+  'rule',
+  'tier-default',
+  'profile',
+  'profile-default',
+  'no-policy',
+  'failsafe',
+  'loopback',
+  'unmanaged',
+  'istio-deny',
+  'istio-allow',
+  'istio-no-allow-match',
+  'istio-no-policy',
+  'istio-rbac-allow',
+  'istio-rbac-deny',
+  'peer-authentication',
+  'identity-mismatch',
+  'untracked-reply',
+  'not-reached',
+  'no-l7-point',
+  'guard',
+] as const satisfies readonly (ProvenanceKind | 'guard')[];
+
+/**
  * Calico's host endpoint policy stages, in the order a packet meets them: untracked
  * (`doNotTrack`, before connection tracking), pre-DNAT (`preDNAT`, ingress only), normal (traffic
  * to and from the host itself) and forward (`applyOnForward`, traffic through the host).

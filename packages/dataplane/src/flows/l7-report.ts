@@ -9,6 +9,7 @@
 // the node's whole batch).
 
 import { isIP } from 'node:net';
+import { FLOW_PROVENANCE_KINDS } from '@palisade/core';
 import type { AccessRecord } from '../sidecar/access-log.js';
 import type { FlowObservation, ObservedProvenance, StagedObservation } from './observation.js';
 import { flowPath } from './l7.js';
@@ -52,28 +53,7 @@ export interface L7Report {
 }
 
 /** Provenance kinds the flow store accepts (controlplane/src/flows/flow-record.ts). */
-const STORE_KINDS: ReadonlySet<string> = new Set([
-  'rule',
-  'tier-default',
-  'profile',
-  'profile-default',
-  'no-policy',
-  'failsafe',
-  'loopback',
-  'unmanaged',
-  'istio-deny',
-  'istio-allow',
-  'istio-no-allow-match',
-  'istio-no-policy',
-  'istio-rbac-allow',
-  'istio-rbac-deny',
-  'peer-authentication',
-  'identity-mismatch',
-  'untracked-reply',
-  'not-reached',
-  'no-l7-point',
-  'guard',
-]);
+const STORE_KINDS: ReadonlySet<string> = new Set(FLOW_PROVENANCE_KINDS);
 
 /** Engine kinds the store has no name for, mapped to the nearest it has (the reason says which). */
 const KIND_ALIASES: Readonly<Record<string, string>> = {};
