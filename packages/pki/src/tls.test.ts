@@ -118,24 +118,39 @@ async function handshake(
   }
 }
 
+type Expect = PeerCheckOptions['expect'];
+
+/**
+ * handshake() between two SVID holders that both trust `bundle`: the client expects the server
+ * to be `clientExpects` and the server the client to be `serverExpects` (any identity of the
+ * trust domain where not given).
+ */
+function svidHandshake(
+  server: SvidMaterial,
+  client: SvidMaterial,
+  bundle: string,
+  expects: { readonly clientExpects?: Expect; readonly serverExpects?: Expect } = {},
+): Promise<Handshake> {
+  const check = (expect: Expect = { kind: 'any-in-trust-domain' }): PeerCheckOptions => ({
+    trustBundlePem: bundle,
+    trustDomain: TD,
+    expect,
+  });
+  return handshake(
+    svidServerOptions(server, bundle),
+    svidClientOptions(client, check(expects.clientExpects)),
+    check(expects.serverExpects),
+  );
+}
+
 test('mutual TLS: a Node server and client holding SVIDs complete the handshake and each reads the other SPIFFE ID', async () => {
   const s = await svid(ca, SERVER_ID);
   const c = await svid(ca, CLIENT_ID);
   const bundle = ca.bundle();
-  const serverCheck: PeerCheckOptions = {
-    trustBundlePem: bundle,
-    trustDomain: TD,
-    expect: { kind: 'exact', ids: [CLIENT_ID] },
-  };
-  const h = await handshake(
-    svidServerOptions(s, bundle),
-    svidClientOptions(c, {
-      trustBundlePem: bundle,
-      trustDomain: TD,
-      expect: { kind: 'exact', ids: [SERVER_ID] },
-    }),
-    serverCheck,
-  );
+  const h = await svidHandshake(s, c, bundle, {
+    clientExpects: { kind: 'exact', ids: [SERVER_ID] },
+    serverExpects: { kind: 'exact', ids: [CLIENT_ID] },
+  });
   assert.equal(h.clientError, undefined);
   assert.ok(h.serverSaw?.ok);
   assert.equal(h.serverSaw.spiffeId, CLIENT_ID);
@@ -157,15 +172,9 @@ test('mutual TLS with an imported intermediate: the chain travels in the handsha
     const c = await svid(ica, CLIENT_ID);
     const bundle = ica.bundle();
     assert.equal(pemCertificates(bundle).length, 1);
-    const h = await handshake(
-      svidServerOptions(s, bundle),
-      svidClientOptions(c, {
-        trustBundlePem: bundle,
-        trustDomain: TD,
-        expect: { kind: 'exact', ids: [SERVER_ID] },
-      }),
-      { trustBundlePem: bundle, trustDomain: TD, expect: { kind: 'any-in-trust-domain' } },
-    );
+    const h = await svidHandshake(s, c, bundle, {
+      clientExpects: { kind: 'exact', ids: [SERVER_ID] },
+    });
     assert.equal(h.clientError, undefined);
     assert.equal(h.serverSaw?.ok && h.serverSaw.spiffeId, CLIENT_ID);
   } finally {
@@ -182,15 +191,10 @@ test('mutual TLS during a rotation: a peer signed by the old root and one signed
     const newSvid = await svid(rca, CLIENT_ID);
     assert.notEqual(oldSvid.chainPem, newSvid.chainPem, 'signed by different roots');
     const bundle = rca.bundle();
-    const h = await handshake(
-      svidServerOptions(oldSvid, bundle),
-      svidClientOptions(newSvid, {
-        trustBundlePem: bundle,
-        trustDomain: TD,
-        expect: { kind: 'exact', ids: [SERVER_ID] },
-      }),
-      { trustBundlePem: bundle, trustDomain: TD, expect: { kind: 'exact', ids: [CLIENT_ID] } },
-    );
+    const h = await svidHandshake(oldSvid, newSvid, bundle, {
+      clientExpects: { kind: 'exact', ids: [SERVER_ID] },
+      serverExpects: { kind: 'exact', ids: [CLIENT_ID] },
+    });
     assert.equal(h.clientError, undefined);
     assert.equal(h.serverSaw?.ok && h.serverSaw.spiffeId, CLIENT_ID);
   } finally {
@@ -202,15 +206,7 @@ test('TLS refusal: a client certificate from a foreign CA fails the handshake', 
   const s = await svid(ca, SERVER_ID);
   const c = await svid(foreign, CLIENT_ID);
   const bundle = ca.bundle();
-  const h = await handshake(
-    svidServerOptions(s, bundle),
-    svidClientOptions(c, {
-      trustBundlePem: bundle,
-      trustDomain: TD,
-      expect: { kind: 'any-in-trust-domain' },
-    }),
-    { trustBundlePem: bundle, trustDomain: TD, expect: { kind: 'any-in-trust-domain' } },
-  );
+  const h = await svidHandshake(s, c, bundle);
   // OpenSSL on the server refuses the client certificate; with TLS 1.3 the client may already
   // have finished its side, so the refusal shows as a server-side error and no data.
   assert.equal(h.serverSaw, undefined, 'the server never accepted the connection');
@@ -263,15 +259,9 @@ test('TLS refusal: a valid SVID for an identity the client did not expect is PKI
   const s = await svid(ca, 'spiffe://cluster.local/ns/prod/sa/impostor');
   const c = await svid(ca, CLIENT_ID);
   const bundle = ca.bundle();
-  const h = await handshake(
-    svidServerOptions(s, bundle),
-    svidClientOptions(c, {
-      trustBundlePem: bundle,
-      trustDomain: TD,
-      expect: { kind: 'exact', ids: [SERVER_ID] },
-    }),
-    { trustBundlePem: bundle, trustDomain: TD, expect: { kind: 'any-in-trust-domain' } },
-  );
+  const h = await svidHandshake(s, c, bundle, {
+    clientExpects: { kind: 'exact', ids: [SERVER_ID] },
+  });
   assert.equal(h.clientError?.code, 'PKI_ERR_PEER_MISMATCH');
 });
 
@@ -279,15 +269,7 @@ test('TLS refusal: an expired client certificate fails the handshake', async () 
   const s = await svid(ca, SERVER_ID);
   const c = await svid(ca, CLIENT_ID, { now: new Date(Date.now() - 3 * HOUR), ttl: '1h' });
   const bundle = ca.bundle();
-  const h = await handshake(
-    svidServerOptions(s, bundle),
-    svidClientOptions(c, {
-      trustBundlePem: bundle,
-      trustDomain: TD,
-      expect: { kind: 'any-in-trust-domain' },
-    }),
-    { trustBundlePem: bundle, trustDomain: TD, expect: { kind: 'any-in-trust-domain' } },
-  );
+  const h = await svidHandshake(s, c, bundle);
   assert.equal(h.serverSaw, undefined, 'the server never accepted the connection');
   assert.ok(h.serverError ?? h.clientError, 'a handshake error was reported');
   assert.ok(!h.greeting, 'no application data was exchanged');
