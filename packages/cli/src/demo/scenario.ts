@@ -93,7 +93,7 @@ export async function playScenario(c: ScenarioContext, record: (k: Check) => voi
   const settle = async (kernel: boolean) => {
     const rv = await topo.revision();
     if (kernel) await topo.kernelAt(rv);
-    await viewsQuiet(c.sidecars);
+    await viewsQuiet(c.sidecars, topo.viewsSent);
     return rv;
   };
 
@@ -277,23 +277,18 @@ export async function playScenario(c: ScenarioContext, record: (k: Check) => voi
       afterKill,
     ),
   );
-  const killedPage = async (): Promise<Check> =>
-    pageCheck(
-      'with the agent killed, the product page still renders',
-      await probes.http(p('istio-ingress'), p('productpage-v1'), {
-        path: '/productpage',
-        timeoutMs: 20_000,
-      }),
-    );
-  let afterKillPage = await killedPage();
-  if (!afterKillPage.pass) {
-    // Seen once in CI: one hop refused (403) right after the SIGKILL, not reproduced since. The
-    // page is asked again after a second, and the first refusal stays in the check's detail.
-    const first = afterKillPage.detail;
-    await new Promise((r) => setTimeout(r, 1_000));
-    const again = await killedPage();
-    afterKillPage = { ...again, detail: `${again.detail} (first attempt: ${first})` };
-  }
+  // Once seen in CI as a 403 from ratings: the platform team's policy (then without its Pass
+  // rule) ended in its tier's implicit deny for every caller of the restricted zone, and the agent
+  // was killed before the view without it reached ratings' sidecar, which rightly kept enforcing
+  // the view it had. The example now passes other traffic on, and the wait before the kill
+  // (settle) checks that every sidecar runs the last view the agent sent it.
+  const afterKillPage = pageCheck(
+    'with the agent killed, the product page still renders',
+    await probes.http(p('istio-ingress'), p('productpage-v1'), {
+      path: '/productpage',
+      timeoutMs: 20_000,
+    }),
+  );
   record(afterKillPage);
   await c.restartAgent();
   await topo.until(

@@ -171,16 +171,21 @@ export async function sidecarReady(s: Sidecar, timeoutMs: number): Promise<void>
  */
 export async function viewsQuiet(
   sidecars: readonly Sidecar[],
+  sent: ReadonlyMap<string, number> = new Map(),
   quietMs = 300,
   timeoutMs = 15_000,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const last = Math.max(0, ...sidecars.map((s) => s.lastInstall));
-    // Each sidecar's redirects follow its view (it announced the view's listeners, and the agent
-    // installed them) only once its latest view is the one the agent answered for.
+    // Each sidecar runs the last view the agent sent it (a view still in flight when the agent
+    // is killed would be lost, and the sidecar would rightly keep enforcing the one before), and
+    // its redirects follow that view (it announced the view's listeners, and the agent installed
+    // them) only once its latest view is the one the agent answered for.
     const following = sidecars.every(
-      (s) => !s.child.running || s.interceptedVersion >= s.appliedVersion,
+      (s) =>
+        !s.child.running ||
+        (s.appliedVersion >= (sent.get(s.pod) ?? -1) && s.interceptedVersion >= s.appliedVersion),
     );
     if (following && Date.now() - last >= quietMs) return;
     if (Date.now() > deadline) throw new Error("the sidecars' views kept changing");

@@ -144,6 +144,8 @@ export class Topology {
   agentMetrics: string | undefined;
   /** The revision the agent's interception rules in the pods follow. */
   interceptRevision = -1;
+  /** The last policy view version the agent sent each L7 point (`namespace/name`). */
+  readonly viewsSent = new Map<string, number>();
   readonly pods: Pod[] = [];
 
   constructor(
@@ -267,6 +269,7 @@ export class Topology {
     this.agent = child;
     this.agentRevision = -1;
     this.interceptRevision = -1;
+    this.viewsSent.clear();
     if (process.env['PALISADE_DEMO_AGENT_LOG'] === '1')
       void child.exited.then((c) => this.say(`agent exited ${c}: ${child.stderrTail}`));
     child.onText((line) => {
@@ -277,6 +280,12 @@ export class Topology {
       if (m) this.agentRevision = Math.max(this.agentRevision, Number(m[1]));
       const i = /^interception reconciled \(revision (\d+)/.exec(line);
       if (i) this.interceptRevision = Math.max(this.interceptRevision, Number(i[1]));
+      const v = /^policy views of revision \d+ sent to \d+ L7 point\(s\): (.*)$/.exec(line);
+      for (const sent of v?.[1]?.split(', ') ?? []) {
+        const at = /^(\S+)@(\d+)/.exec(sent);
+        if (at?.[1] && at[2])
+          this.viewsSent.set(at[1], Math.max(this.viewsSent.get(at[1]) ?? -1, Number(at[2])));
+      }
     });
     if (!this.#agentCleanupRecorded) {
       this.#agentCleanupRecorded = true;

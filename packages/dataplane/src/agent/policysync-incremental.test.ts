@@ -391,3 +391,41 @@ test('incremental policy sync skips what a change cannot affect (pod churn, Isti
     'the former way recomputes everything',
   );
 });
+
+test('policy sync says, once a revision, which view version each L7 point was sent (and only those whose view changed)', () => {
+  const m = new MirrorOnly();
+  const lines: string[] = [];
+  const sync = new PolicySync(asAgent(m), {
+    bundleRefreshMs: 0,
+    debounceMs: 60_000,
+    say: (l) => lines.push(l),
+  });
+  try {
+    m.reset(initial());
+    const versions = new Map<string, number>();
+    for (const s of SUBS)
+      sync.subscribe(s.endpoint, s.ports, (msg: PolicySyncMessage) => {
+        if (msg.type === 'snapshot' || msg.type === 'update') versions.set(s.endpoint, msg.version);
+      });
+    sync.flush();
+    lines.length = 0;
+    // A policy selecting a/p0 only: its view changes, the others' do not.
+    m.upsert({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: { name: 'only-p0', namespace: 'a' },
+      spec: { podSelector: { matchLabels: { app: 'web' } }, ingress: [{}] },
+    });
+    sync.flush();
+    const sent = lines.filter((l) => l.startsWith('policy views of revision '));
+    assert.equal(sent.length, 1, lines.join('\n'));
+    const v = versions.get('a/p0');
+    assert.ok(v !== undefined);
+    assert.match(sent[0] ?? '', new RegExp(`sent to 1 L7 point\\(s\\): a/p0@${v}$`));
+    // A flush with nothing new says nothing.
+    sync.flush();
+    assert.equal(lines.filter((l) => l.startsWith('policy views of revision ')).length, 1);
+  } finally {
+    sync.close();
+  }
+});

@@ -103,12 +103,17 @@ function istioSelects(r: Resource, labels: Readonly<Record<string, string>>): bo
   return Object.entries(m).every(([k, v]) => labels[k] === v);
 }
 
+/** How many `endpoint@version` pairs a publish line names before "and N more". */
+const SENT_LISTED = 50;
+
 export class PolicySync {
   private engine: Engine;
   /** The mirror as this service sees it, by kind/namespace/name (both NetworkPolicy flavours). */
   private readonly byKey = new Map<string, Resource[]>();
   private readonly workloadsById = new Map<string, Resource[]>();
   private revision: string | undefined;
+  /** The revision the last publish line named. */
+  private published: string | undefined;
   private synced = false;
   private readonly subs = new Set<Subscription>();
   private timer: NodeJS.Timeout | undefined;
@@ -255,10 +260,15 @@ export class PolicySync {
     this.dirtyWorkloads.clear();
     this.dirtyRbacNamespaces = new Set();
     this.dirtyRbacMode = false;
+    const sent: string[] = [];
+    const send = (s: Subscription): void => {
+      const v = this.push(s);
+      if (v !== undefined) sent.push(`${s.endpoint}@${v}`);
+    };
     for (const s of this.subs) {
       if (all || s.peers === undefined || workloads.includes(s.endpoint)) {
         s.peers = undefined;
-        this.push(s);
+        send(s);
         continue;
       }
       let affected = rbacMode;
@@ -282,8 +292,22 @@ export class PolicySync {
               istioSelects(r, ep.ownLabels),
           );
       }
-      if (affected) this.push(s);
+      if (affected) send(s);
       else this.work.skipped++;
+    }
+    // One line a revision published: which view version each L7 point was sent, so an operator
+    // (or the demo, before it kills the agent) can tell when every point runs the current view.
+    if (
+      this.synced &&
+      this.revision !== undefined &&
+      (sent.length > 0 || this.revision !== this.published)
+    ) {
+      this.published = this.revision;
+      const shown = sent.slice(0, SENT_LISTED).join(', ');
+      const more = sent.length > SENT_LISTED ? ` and ${sent.length - SENT_LISTED} more` : '';
+      this.options.say?.(
+        `policy views of revision ${this.revision} sent to ${sent.length} L7 point(s)${shown ? `: ${shown}` : ''}${more}`,
+      );
     }
   }
 
@@ -470,18 +494,19 @@ export class PolicySync {
     return this.subs.size;
   }
 
-  private push(s: Subscription): void {
-    if (!this.synced || this.revision === undefined) return;
+  /** Sends the subscriber its view if it changed; returns the version sent. */
+  private push(s: Subscription): number | undefined {
+    if (!this.synced || this.revision === undefined) return undefined;
     const version = Number(this.revision);
-    if (!Number.isSafeInteger(version)) return;
+    if (!Number.isSafeInteger(version)) return undefined;
     if (s.peers === undefined) {
       s.peers = this.peersOf(s.endpoint, s.ports);
       this.work.full++;
     } else this.work.assembled++;
     const view = this.assemble(s.endpoint, s.ports, s.peers);
-    if (!view) return;
+    if (!view) return undefined;
     const text = JSON.stringify(view);
-    if (text === s.lastText) return;
+    if (text === s.lastText) return undefined;
     const isFirst = s.lastText === undefined;
     // Versions only move forward on a stream, even if a relist went back in revision.
     const v = s.lastVersion !== undefined && version <= s.lastVersion ? s.lastVersion + 1 : version;
@@ -489,6 +514,7 @@ export class PolicySync {
     s.lastVersion = v;
     s.send({ type: isFirst ? 'snapshot' : 'update', version: v, view });
     if (isFirst && this.bundle !== undefined) s.send({ type: 'bundle', bundlePem: this.bundle });
+    return v;
   }
 
   // ------------------------------------------------------------------ trust bundle and SVIDs
