@@ -1415,31 +1415,54 @@ export class ApiServer {
     };
   }
 
-  // ------------------------------------------------------------------ tokens
-
-  private async createToken(ctx: Ctx): Promise<ApiResponse> {
-    const p = this.principal(ctx);
+  /**
+   * A small JSON object body: at most `maxBytes`, an object, no field but `fields` (the first
+   * unknown one named, cut to 40 characters).
+   */
+  private jsonObjectBody(
+    ctx: Ctx,
+    o: {
+      readonly maxBytes: number;
+      readonly what: string;
+      readonly shape: string;
+      readonly fields: readonly string[];
+      readonly hint: string;
+    },
+  ): Record<string, unknown> {
+    if (ctx.req.body.length > o.maxBytes)
+      throw new ApiError('API_ERR_TOO_LARGE', `${o.what} is at most ${o.maxBytes / 1024} KiB`);
     let body: Record<string, unknown>;
-    if (ctx.req.body.length > 64 * 1024)
-      throw new ApiError('API_ERR_TOO_LARGE', 'a token request is at most 64 KiB');
     try {
       const v = JSON.parse(this.bodyText(ctx)) as unknown;
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
       body = v as Record<string, unknown>;
     } catch (e) {
       if (e instanceof ApiError) throw e;
+      throw new ApiError('API_ERR_BAD_REQUEST', `the body must be a JSON object ${o.shape}`);
+    }
+    const unknown = Object.keys(body).find((x) => !o.fields.includes(x));
+    if (unknown !== undefined)
       throw new ApiError(
         'API_ERR_BAD_REQUEST',
-        'the body must be a JSON object {"user"|"node", "groups"?, "ttlSeconds"?}',
+        `unknown field ${JSON.stringify(unknown.slice(0, 40))}`,
+        {
+          hint: o.hint,
+        },
       );
-    }
-    const unknown = Object.keys(body).filter(
-      (x) => !['user', 'node', 'groups', 'ttlSeconds'].includes(x),
-    );
-    if (unknown.length > 0)
-      throw new ApiError('API_ERR_BAD_REQUEST', `unknown field ${JSON.stringify(unknown[0])}`, {
-        hint: 'fields: user or node, groups, ttlSeconds',
-      });
+    return body;
+  }
+
+  // ------------------------------------------------------------------ tokens
+
+  private async createToken(ctx: Ctx): Promise<ApiResponse> {
+    const p = this.principal(ctx);
+    const body = this.jsonObjectBody(ctx, {
+      maxBytes: 64 * 1024,
+      what: 'a token request',
+      shape: '{"user"|"node", "groups"?, "ttlSeconds"?}',
+      fields: ['user', 'node', 'groups', 'ttlSeconds'],
+      hint: 'fields: user or node, groups, ttlSeconds',
+    });
     const user = body.user;
     const node = body.node;
     if ((user === undefined) === (node === undefined))
@@ -1612,29 +1635,13 @@ export class ApiServer {
     spiffeId: string;
     ttlSeconds: number | undefined;
   } {
-    if (ctx.req.body.length > MAX_CERT_REQUEST_BYTES)
-      throw new ApiError('API_ERR_TOO_LARGE', 'a certificate request is at most 80 KiB');
-    let body: Record<string, unknown>;
-    try {
-      const v = JSON.parse(this.bodyText(ctx)) as unknown;
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
-      body = v as Record<string, unknown>;
-    } catch (e) {
-      if (e instanceof ApiError) throw e;
-      throw new ApiError(
-        'API_ERR_BAD_REQUEST',
-        'the body must be a JSON object {"csr": PEM, "spiffeId": "spiffe://…", "ttlSeconds"?}',
-      );
-    }
-    const unknown = Object.keys(body).filter((x) => !['csr', 'spiffeId', 'ttlSeconds'].includes(x));
-    if (unknown.length > 0)
-      throw new ApiError(
-        'API_ERR_BAD_REQUEST',
-        `unknown field ${JSON.stringify(unknown[0]?.slice(0, 40))}`,
-        {
-          hint: 'fields: csr, spiffeId, ttlSeconds',
-        },
-      );
+    const body = this.jsonObjectBody(ctx, {
+      maxBytes: MAX_CERT_REQUEST_BYTES,
+      what: 'a certificate request',
+      shape: '{"csr": PEM, "spiffeId": "spiffe://…", "ttlSeconds"?}',
+      fields: ['csr', 'spiffeId', 'ttlSeconds'],
+      hint: 'fields: csr, spiffeId, ttlSeconds',
+    });
     const { csr, spiffeId, ttlSeconds } = body;
     if (typeof csr !== 'string' || typeof spiffeId !== 'string')
       throw new ApiError('API_ERR_BAD_REQUEST', 'csr and spiffeId must be strings');
