@@ -418,30 +418,24 @@ function calicoPolicySpec(global: boolean, staged: boolean): Schema {
           message:
             "preDNAT policies cannot have the 'Egress' type (pre-DNAT policy is ingress only)",
         });
-      if (
-        Array.isArray(v.ingress) &&
-        Array.isArray(v.types) &&
-        !v.types.includes('Ingress') &&
-        v.ingress.length > 0
-      )
-        report({
-          code: 'POLICY_ERR_INVALID_VALUE',
-          path: [...path, 'ingress'],
-          atKey: true,
-          message: 'ingress rules are given but types does not include Ingress',
-        });
-      if (
-        Array.isArray(v.egress) &&
-        Array.isArray(v.types) &&
-        !v.types.includes('Egress') &&
-        v.egress.length > 0
-      )
-        report({
-          code: 'POLICY_ERR_INVALID_VALUE',
-          path: [...path, 'egress'],
-          atKey: true,
-          message: 'egress rules are given but types does not include Egress',
-        });
+      for (const [field, type] of [
+        ['ingress', 'Ingress'],
+        ['egress', 'Egress'],
+      ] as const) {
+        const rules = v[field];
+        if (
+          Array.isArray(rules) &&
+          rules.length > 0 &&
+          Array.isArray(v.types) &&
+          !v.types.includes(type)
+        )
+          report({
+            code: 'POLICY_ERR_INVALID_VALUE',
+            path: [...path, field],
+            atKey: true,
+            message: `${field} rules are given but types does not include ${type}`,
+          });
+      }
     },
   };
 }
