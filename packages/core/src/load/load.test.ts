@@ -208,6 +208,19 @@ test('calico validation: a global policy must not have a namespace', () => {
   );
 });
 
+test('calico validation: rules of a direction that types leaves out are refused at their key (both directions)', () => {
+  const doc = (types: string, rules: string): string =>
+    `apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: a}\nspec:\n  types: [${types}]\n  ${rules}\n`;
+  assert.deepEqual(codes(doc('Egress', 'ingress: [{action: Allow}]')), [
+    '6:3 POLICY_ERR_INVALID_VALUE',
+  ]);
+  assert.deepEqual(codes(doc('Ingress', 'egress: [{action: Allow}]')), [
+    '6:3 POLICY_ERR_INVALID_VALUE',
+  ]);
+  assert.deepEqual(codes(doc('Ingress', 'ingress: [{action: Allow}]')), []);
+  assert.deepEqual(codes(doc('Ingress', 'egress: []')), []);
+});
+
 test('kubernetes validation: ipBlock except must lie inside the cidr', () => {
   const got = codes(
     'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a}\nspec:\n  podSelector: {}\n  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.1.0.0/24]}}]}]\n',
