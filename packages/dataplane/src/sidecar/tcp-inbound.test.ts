@@ -464,6 +464,63 @@ describe(
       }
     });
 
+    test('hostile and broken inputs: a bogus TLS record, a client that resets at once, and the application down — nothing is relayed, each refusal or failure is one record', async () => {
+      const yaml = world(IPS, PERMISSIVE, CALICO);
+      const holder = new PolicyViewHolder(viewOf(yaml, `${NS}/db`, 1));
+      const gone = await lineApp();
+      await new Promise<void>((r) => gone.server.close(() => r()));
+      const records: AccessRecord[] = [];
+      const log = new AccessLog(undefined);
+      log.onRecord((r) => records.push(r));
+      const sidecar = new TcpInboundSidecar({
+        listenHost: IPS.db,
+        listenPort: 0,
+        appPort: gone.port,
+        podPort: DB_PORT,
+        svid: svid('db'),
+        trustBundlePem: bundle,
+        policy: holder,
+        log,
+        plaintextDetectMs: 100,
+        handshakeTimeoutMs: 2_000,
+      });
+      const { port } = await sidecar.start();
+      const raw = (bytes: Buffer | null): Promise<string> =>
+        new Promise((resolve) => {
+          const s = netConnect({ host: IPS.db, port, localAddress: IPS.api }, () => {
+            if (bytes) s.write(bytes);
+            // Reset: gone for good (a FIN alone is a half-close, after which a server-first
+            // protocol's client may still read the banner).
+            else s.resetAndDestroy();
+          });
+          let data = '';
+          s.on('data', (d: Buffer) => (data += d.toString('latin1')));
+          s.on('error', () => undefined);
+          s.on('close', () => resolve(data));
+          s.setTimeout(5_000, () => s.destroy());
+        });
+      try {
+        // A TLS handshake record type with garbage after it.
+        await raw(Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5, 6, 7, 8]));
+        await waitFor(() => records.length >= 1);
+        assert.equal(records[0]?.verdict, 'deny');
+        assert.equal(records[0]?.provenance.kind, 'identity-mismatch');
+        assert.match(records[0]?.provenance.reason ?? '', /TLS handshake refused/);
+        // Reset before a byte: nothing to decide, nothing recorded.
+        await raw(null);
+        await new Promise((r) => setTimeout(r, 300));
+        assert.equal(records.length, 1);
+        // Allowed (api's certificate), but the application is down: an error, not an allow.
+        const got = await talk(port, IPS.api, svid('api'), bundle);
+        assert.equal(got.data, '');
+        await waitFor(() => records.length >= 2);
+        assert.equal(records[1]?.verdict, 'error', records[1]?.provenance.reason);
+        assert.equal(sidecar.counters().errors, 1);
+      } finally {
+        await sidecar.close();
+      }
+    });
+
     test('outbound L4: the application connection is judged once against its own egress rules, relayed over mTLS to the destination sidecar (secure naming), and reaches the application', async () => {
       const yaml = world(IPS, CALICO);
       const dbHolder = new PolicyViewHolder(viewOf(yaml, `${NS}/db`, 1));
@@ -518,6 +575,38 @@ describe(
         await out.close();
         await sidecar.close();
         app.server.close();
+      }
+    });
+
+    test('outbound L4 with the destination sidecar down: the connection is recorded as an error (not an allow) and closed at once', async () => {
+      const yaml = world(IPS, CALICO);
+      const apiHolder = new PolicyViewHolder(viewOf(yaml, `${NS}/api`, 1));
+      const records: AccessRecord[] = [];
+      const log = new AccessLog(undefined);
+      log.onRecord((r) => records.push(r));
+      // A port nothing listens on: bound, then closed.
+      const gone = await lineApp(IPS.db);
+      await new Promise<void>((r) => gone.server.close(() => r()));
+      const out = new TcpOutbound({
+        svid: svid('api'),
+        trustBundlePem: bundle,
+        policy: apiHolder,
+        sourceAddress: IPS.api,
+        upstream: () => ({ host: IPS.db, port: gone.port }),
+        log,
+        connectTimeoutMs: 8_000,
+      });
+      const a = await out.addDestination({ ip: IPS.db, port: DB_PORT, listenPort: 0 });
+      try {
+        const t0 = Date.now();
+        const got = await talk(a.port, '127.0.0.1', undefined, bundle, '127.0.0.1');
+        assert.equal(got.data, '');
+        assert.ok(Date.now() - t0 < 4_000, `closed after ${Date.now() - t0} ms`);
+        await waitFor(() => records.length > 0);
+        assert.equal(records[0]?.verdict, 'error');
+        assert.match(records[0]?.provenance.reason ?? '', /ECONNREFUSED/);
+      } finally {
+        await out.close();
       }
     });
 

@@ -306,7 +306,10 @@ export class TcpInboundSidecar {
       if (notAfter) {
         const ms = notAfter.getTime() - this.#now().getTime();
         if (ms <= 0) down.destroy();
-        else if (ms < 2 ** 31 - 1) setTimeout(() => down.destroy(), ms).unref();
+        else if (ms < 2 ** 31 - 1) {
+          const t = setTimeout(() => down.destroy(), ms).unref();
+          down.once('close', () => clearTimeout(t));
+        }
       }
     });
     up.once('error', (e: Error & { code?: string }) => {

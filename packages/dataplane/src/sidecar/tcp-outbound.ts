@@ -203,9 +203,10 @@ export class TcpOutbound {
       ...(this.#opts.sourceAddress ? { localAddress: this.#opts.sourceAddress } : {}),
       allowHalfOpen: true,
     });
-    raw.on('error', () => undefined);
     this.#track(raw);
     const server = tlsConnect({ ...tls, socket: raw });
+    // A refused or reset connection fails the TLS socket with the cause (recorded below).
+    raw.on('error', (e) => server.destroy(e));
     this.#track(server);
     let settled = false;
     const timer = setTimeout(
