@@ -42,7 +42,7 @@ export const SIDECAR_FLAGS: Flags = {
   'app-protocol': {
     kind: 'list',
     value: 'PORT=PROTO',
-    help: 'what the application speaks on an app port: http (default), http2 or grpc (h2c); tcp is refused for now (repeatable)',
+    help: 'what the application speaks on an app port: http (default), http2 or grpc (h2c), or tcp (any other protocol: one L4 decision per connection, bytes relayed) (repeatable)',
   },
   'no-intercept': {
     kind: 'boolean',
@@ -62,7 +62,7 @@ export const SIDECAR_FLAGS: Flags = {
 };
 
 export const SIDECAR_USAGE =
-  'palisade sidecar --endpoint NS/NAME --app-port N[,N] [--app-protocol N=http|http2|grpc]... [--agent-socket PATH] [--inbound-port 15006] [--outbound-port 15001] [--admin-port 15000] [--no-intercept]';
+  'palisade sidecar --endpoint NS/NAME --app-port N[,N] [--app-protocol N=http|http2|grpc|tcp]... [--agent-socket PATH] [--inbound-port 15006] [--outbound-port 15001] [--admin-port 15000] [--no-intercept]';
 
 /** `--app-protocol 9090=grpc` values → port → protocol, or a usage problem. */
 export function parseAppProtocols(

@@ -12,8 +12,24 @@ import type { AddressMsg, CheckRequestMsg } from './proto.js';
 export const MAX_HEADERS = 256;
 export const MAX_HEADER_BYTES = 64 * 1024;
 
-/** What one Check asks, ready for `PolicyView.decideInbound`. */
-export interface CheckAttributes {
+/**
+ * What one Check asks: an HTTP request for `PolicyView.decideInbound`, or — from Envoy's network
+ * ext_authz filter, whose CheckRequest has no HTTP attributes — one TCP connection for
+ * `PolicyView.decideInboundConnection` (judged at L4, as the sidecar judges its tcp ports).
+ */
+export type CheckAttributes = ConnectionAttributes &
+  (
+    | {
+        readonly kind: 'http';
+        readonly method: string;
+        readonly path: string;
+        readonly host: string | undefined;
+        readonly headers: Readonly<Record<string, string>>;
+      }
+    | { readonly kind: 'l4' }
+  );
+
+interface ConnectionAttributes {
   readonly requestId: string;
   readonly sourceIp: string;
   /** The peer certificate's identity as Envoy reports it; null for a plaintext downstream. */
@@ -22,10 +38,6 @@ export interface CheckAttributes {
   readonly port: number;
   /** The identity Envoy itself presented to the downstream (empty when it did not say). */
   readonly destinationPrincipal: string;
-  readonly method: string;
-  readonly path: string;
-  readonly host: string | undefined;
-  readonly headers: Readonly<Record<string, string>>;
 }
 
 export type AttributesResult =
@@ -92,7 +104,19 @@ export function checkAttributes(req: CheckRequestMsg | null | undefined): Attrib
   if (typeof src === 'string') return refuse(403, `source: ${src}`);
   const dst = socketOf(a.destination?.address);
   if (typeof dst === 'string') return refuse(403, `destination: ${dst}`);
-  if (!http) return refuse(403, 'the CheckRequest has no HTTP request attributes');
+  if (!http)
+    return {
+      ok: true,
+      attrs: {
+        kind: 'l4',
+        requestId,
+        sourceIp: src.ip,
+        principal,
+        destinationIp: dst.ip,
+        port: dst.port,
+        destinationPrincipal: str(a.destination?.principal) ?? '',
+      },
+    };
   if (method === null || !METHOD.test(method)) return refuse(400, 'missing or malformed method');
   const target = checkRequestPath(rawPath ?? undefined);
   if (!target.ok) return refuse(400, `request refused: ${target.reason}`);
@@ -119,6 +143,7 @@ export function checkAttributes(req: CheckRequestMsg | null | undefined): Attrib
   return {
     ok: true,
     attrs: {
+      kind: 'http',
       requestId,
       sourceIp: src.ip,
       principal,

@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadMany } from '@palisade/core';
 import type { Resource } from '@palisade/core';
+import { loadText } from '@palisade/core';
 import { PolicyView } from '../sidecar/policy-view.js';
+import { CALICO, DB_PORT, ISTIO_ALLOW, NS, spiffe, world } from '../sidecar/tcp-world.js';
 import { AuthzServer } from './server.js';
 import { FileSource, PushSource } from './source.js';
 import { RPC_CODE } from './proto.js';
@@ -265,7 +267,6 @@ describe('authz-server over a real gRPC connection (bookinfo, by destination add
         },
         status: 403,
       },
-      { name: 'no http', req: { attributes: { ...good.attributes, request: {} } }, status: 403 },
       {
         name: 'dot segment',
         req: {
@@ -462,5 +463,79 @@ describe('authz-server on a unix socket', () => {
       await server.close(1000);
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("authz-server: Checks of Envoy's network filter (no HTTP attributes) are judged once at L4", () => {
+  const ips = {
+    db: '10.245.0.10',
+    api: '10.245.0.11',
+    web: '10.245.0.12',
+    intruder: '10.245.0.13',
+  };
+  let server: AuthzServer;
+  let client: CheckClient;
+  const source = new PushSource();
+  const resources = (yaml: string): Resource[] => {
+    const r = loadText(yaml, 'tcp-world.yaml');
+    assert.deepEqual(
+      r.diagnostics.filter((d) => d.severity === 'error'),
+      [],
+    );
+    return r.resources;
+  };
+  const network = (sourceIp: string, principal: string): Parameters<CheckClient['check']>[0] => ({
+    attributes: {
+      source: { address: { socket_address: { address: sourceIp, port_value: 40000 } }, principal },
+      destination: { address: { socket_address: { address: ips.db, port_value: DB_PORT } } },
+    },
+  });
+
+  before(async () => {
+    source.push({ version: 1, resources: resources(world(ips, CALICO)) });
+    server = new AuthzServer({ source, listener: { kind: 'plaintext' } });
+    const port = await server.start('127.0.0.1:0');
+    client = checkClient(`127.0.0.1:${port}`);
+  });
+  after(async () => {
+    client.close();
+    await server.close(1000);
+  });
+
+  test('Calico (DESIGN §4.6): the serviceAccounts rule admits api; the Allow rule with an http match cannot match a TCP connection (web: default deny of the tier); a stolen certificate is identity-mismatch; each exactly PolicyView.decideInboundConnection', async () => {
+    const view = PolicyView.fromResources(resources(world(ips, CALICO)), `${NS}/db`, 1);
+    assert.ok(view.ok);
+    const cases = [
+      { src: ips.api, p: spiffe('api'), ok: true, kind: 'rule' },
+      { src: ips.web, p: spiffe('web'), ok: false, kind: 'tier-default' },
+      { src: ips.intruder, p: spiffe('api'), ok: false, kind: 'identity-mismatch' },
+    ];
+    for (const c of cases) {
+      const expected = view.view.decideInboundConnection({
+        sourceIp: c.src,
+        principal: c.p,
+        port: DB_PORT,
+      });
+      assert.equal(expected.verdict, c.ok ? 'allow' : 'deny');
+      assert.equal(expected.provenance.kind, c.kind);
+      const res = await client.check(network(c.src, c.p));
+      assert.equal(res.status.code, c.ok ? RPC_CODE.OK : RPC_CODE.PERMISSION_DENIED, c.src);
+      assert.equal(
+        metadataField(res, 'kind'),
+        c.kind,
+        `${c.src}: ${String(metadataField(res, 'reason'))}`,
+      );
+    }
+  });
+
+  test('Istio "Authorization policy for TCP traffic": an ALLOW rule with an HTTP-only field (methods) is ignored for a network Check, the L4-only rule allows', async () => {
+    source.push({ version: 2, resources: resources(world(ips, ISTIO_ALLOW)) });
+    await waitFor(() => server.stats().views.lastSnapshot === 2, 'view 2');
+    const api = await client.check(network(ips.api, spiffe('api')));
+    assert.equal(api.status.code, RPC_CODE.OK);
+    assert.equal(metadataField(api, 'kind'), 'istio-allow');
+    const web = await client.check(network(ips.web, spiffe('web')));
+    assert.equal(web.status.code, RPC_CODE.PERMISSION_DENIED);
+    assert.equal(metadataField(web, 'kind'), 'istio-no-allow-match');
   });
 });

@@ -1,7 +1,9 @@
 // `palisade authz-server`: Envoy's external authorization API v3 over gRPC
 // (`envoy.service.auth.v3.Authorization/Check`). Each Check is judged by the destination's policy
 // view with `PolicyView.decideInbound` — the sidecar's own decision, identity ↔ address binding
-// included — and answered OK or PERMISSION_DENIED with a 403 for the downstream.
+// included — and answered OK or PERMISSION_DENIED with a 403 for the downstream. Checks of
+// Envoy's network filter (no HTTP attributes: a TCP connection) are judged once at L4 with
+// `PolicyView.decideInboundConnection`, as the sidecar's tcp ports are.
 // Owns: the Check handler, its access log lines and counters, listening and draining. Must
 // never: answer a Check with a gRPC error (Envoy's `failure_mode_allow` would turn it into an
 // allow): every failure is a CheckResponse with a non-OK status and a denied response.
@@ -195,8 +197,8 @@ export class AuthzServer {
     const base = {
       requestId: at.requestId,
       source: { ip: at.sourceIp, identity: at.principal },
-      method: at.method,
-      path: at.path,
+      method: at.kind === 'http' ? at.method : null,
+      path: at.kind === 'http' ? at.path : null,
       started,
     };
     const sel = this.views.select(at.destinationIp);
@@ -231,15 +233,24 @@ export class AuthzServer {
     }
     let d: SidecarDecision;
     try {
-      d = view.decideInbound({
-        sourceIp: at.sourceIp,
-        principal: at.principal,
-        port: at.port,
-        method: at.method,
-        path: at.path,
-        host: at.host,
-        headers: at.headers,
-      });
+      // A network-filter Check (a TCP connection) is judged once at L4, as the sidecar's tcp
+      // ports are: no HTTP attributes, so no rule that needs them can match.
+      d =
+        at.kind === 'http'
+          ? view.decideInbound({
+              sourceIp: at.sourceIp,
+              principal: at.principal,
+              port: at.port,
+              method: at.method,
+              path: at.path,
+              host: at.host,
+              headers: at.headers,
+            })
+          : view.decideInboundConnection({
+              sourceIp: at.sourceIp,
+              principal: at.principal,
+              port: at.port,
+            });
     } catch (e) {
       const p = l7('unmanaged', `decision failed: ${(e as Error).message}`);
       this.#record({

@@ -1,6 +1,7 @@
 // The application protocols `palisade sidecar --app-protocol PORT=NAME` accepts, and what the
-// inbound listener speaks to the application for each. Owns: that mapping. Must never: accept a
-// protocol the inbound listener would handle as something else.
+// inbound listener speaks to the application for each (`tcp`: the L4 listener of tcp-inbound.ts).
+// Owns: that mapping. Must never: hand a port to a listener that would handle its protocol as
+// something else.
 
 import { DataplaneError } from '../errors.js';
 import type { AppProtocol } from './h2.js';
@@ -11,7 +12,13 @@ export type AppProtocolName = (typeof APP_PROTOCOL_NAMES)[number];
 export const isAppProtocolName = (s: string): s is AppProtocolName =>
   (APP_PROTOCOL_NAMES as readonly string[]).includes(s);
 
-/** The inbound listener's protocol to the application on `port`. */
+/** Whether the port is relayed at L4 (one decision per connection, no HTTP parsing). */
+export const isL4Protocol = (name: AppProtocolName): boolean => name === 'tcp';
+
+/**
+ * The inbound listener's protocol to the application on an HTTP port. L4 ports (`tcp`) have
+ * their own listener (tcp-inbound.ts) and are never handed to the HTTP one.
+ */
 export function inboundAppProtocol(name: AppProtocolName, port: number): AppProtocol {
   switch (name) {
     case 'http':
@@ -20,11 +27,10 @@ export function inboundAppProtocol(name: AppProtocolName, port: number): AppProt
     case 'grpc':
       return 'h2c';
     case 'tcp':
-      // Refused rather than judged as HTTP: an L4 pass-through with the identity check is not
-      // built yet, and parsing a non-HTTP stream as HTTP would only break it.
+      // Parsing a non-HTTP stream as HTTP would only break it: a caller's bug, not user input.
       throw new DataplaneError(
         'DATAPLANE_ERR_SIDECAR_START',
-        `port ${port}: tcp (L4 pass-through) is not supported by this sidecar yet; leave the port out of --app-port so it is not intercepted`,
+        `port ${port}: tcp is relayed at L4 by its own listener, not the HTTP one`,
       );
   }
 }

@@ -31,6 +31,27 @@ export interface InboundRequest {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/** One non-HTTP (L4) connection as the inbound listener saw it: no request attributes. */
+export interface InboundConnection {
+  readonly sourceIp: string;
+  /** The verified SPIFFE ID of the peer certificate; `null` for a plaintext connection. */
+  readonly principal: string | null;
+  readonly port: number;
+}
+
+/** One outgoing non-HTTP connection, for the source's egress rules at L7. */
+export interface OutboundConnection {
+  readonly destinationIp: string;
+  readonly port: number;
+}
+
+/**
+ * Port names that declare a non-HTTP protocol the sidecar relays at L4, as Istio's explicit
+ * protocol selection reads them (`<protocol>[-<suffix>]`): `tcp`, and the database protocols
+ * Istio proxies as TCP.
+ */
+const L4_PORT_NAME = /^(tcp|mongo|mysql|redis)(-.*)?$/i;
+
 /** The attributes of one outgoing request, for the source's egress rules at L7. */
 export interface OutboundRequest {
   readonly destinationIp: string;
@@ -222,6 +243,59 @@ export class PolicyView {
     });
     if (!r.ok) return deny('unmanaged', `cannot judge: ${r.code} ${r.message}`);
     return inboundFrom(r.result);
+  }
+
+  /**
+   * The inbound verdict for one non-HTTP connection, judged once when it opens: the identity
+   * binding, then the same L7 evaluation as a request but with no HTTP attributes, so Calico
+   * rules with `http` cannot match and Istio rules with HTTP-only fields are dropped (ALLOW) or
+   * lose those fields (DENY) — the engine's TCP semantics (DESIGN §4.6). Never throws.
+   */
+  decideInboundConnection(c: InboundConnection): SidecarDecision {
+    if (c.principal !== null) {
+      const bound = this.identityAt(c.sourceIp);
+      if (bound !== c.principal)
+        return deny(
+          'identity-mismatch',
+          `identity ${c.principal} presented from ${c.sourceIp}, which ${bound ? `runs as ${bound}` : 'is not an endpoint running under that identity'}`,
+        );
+    }
+    const r = this.engine.decideL7({
+      from: c.sourceIp,
+      to: this.endpoint,
+      protocol: 'TCP',
+      port: c.port,
+      principal: c.principal,
+    });
+    if (!r.ok) return deny('unmanaged', `cannot judge: ${r.code} ${r.message}`);
+    return inboundFrom(r.result);
+  }
+
+  /** The source side of one outgoing non-HTTP connection: this endpoint's egress rules at L7. */
+  decideOutboundConnection(c: OutboundConnection): SidecarDecision {
+    const r = this.engine.decideL7Egress({
+      from: this.endpoint,
+      to: c.destinationIp,
+      protocol: 'TCP',
+      port: c.port,
+    });
+    if (!r.ok) return { ...deny('unmanaged', `cannot judge: ${r.code} ${r.message}`) };
+    const eg = r.result;
+    if (!eg) return deny('no-l7-point', 'no L7 egress verdict for this endpoint');
+    return { verdict: eg.verdict, provenance: eg.provenance };
+  }
+
+  /**
+   * Whether the endpoint at `ip` declares `port` as a non-HTTP protocol (a named port `tcp`,
+   * `tcp-*`, `mongo*`, `mysql*` or `redis*`): the outbound side relays such connections at L4
+   * instead of parsing HTTP.
+   */
+  speaksL4(ip: string, port: number): boolean {
+    const ep = this.engine.describeEndpoint(ip);
+    if (!ep || ep.kind !== 'workload') return false;
+    return ep.namedPorts.some(
+      (p) => p.port === port && p.protocol === 6 && L4_PORT_NAME.test(p.name),
+    );
   }
 
   /** The source side: this endpoint's egress rules at L7 for an outgoing request. */

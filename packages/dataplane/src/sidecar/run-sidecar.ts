@@ -25,11 +25,13 @@ import type { Credentials } from './credentials.js';
 import { InboundSidecar } from './inbound.js';
 import { InterceptionLink } from './interception.js';
 import type { InterceptionLinkStatus } from './interception.js';
-import { inboundAppProtocol } from './app-protocol.js';
+import { inboundAppProtocol, isL4Protocol } from './app-protocol.js';
 import type { AppProtocolName } from './app-protocol.js';
 import { OutboundProxy } from './outbound.js';
 import type { HolderStatus, PolicyViewHolder } from './policy-view.js';
 import { SvidRotation } from './svid-rotation.js';
+import { TcpInboundSidecar } from './tcp-inbound.js';
+import { TcpOutbound, splitOutbound } from './tcp-outbound.js';
 import type { SvidRotationStatus } from './svid-rotation.js';
 
 export interface SidecarOptions {
@@ -160,8 +162,11 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
   const outboundPort = o.outboundPort ?? 15001;
   const adminPort = o.adminPort ?? 15000;
   o.appPorts.forEach((p) => checkPort(p, 'application port', false));
+  const l4Ports = new Set(o.appPorts.filter((p) => isL4Protocol(o.appProtocols?.[p] ?? 'http')));
   const protocols = new Map(
-    o.appPorts.map((p) => [p, inboundAppProtocol(o.appProtocols?.[p] ?? 'http', p)] as const),
+    o.appPorts
+      .filter((p) => !l4Ports.has(p))
+      .map((p) => [p, inboundAppProtocol(o.appProtocols?.[p] ?? 'http', p)] as const),
   );
   for (const p of Object.keys(o.appProtocols ?? {}))
     if (!o.appPorts.includes(Number(p)))
@@ -180,15 +185,16 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
 
   const link = new AgentLink({ socketPath, endpoint: o.endpoint, ports: o.appPorts, say });
   const started: { close(): Promise<void> }[] = [];
-  const inbound: InboundSidecar[] = [];
+  const inbound: (InboundSidecar | TcpInboundSidecar)[] = [];
   let outbound: OutboundProxy | undefined;
+  let tcpOut: TcpOutbound | undefined;
   const install = (c: Credentials): string | undefined => {
     // Checked once up front, so the listeners never end up with different credentials.
     const view = link.holder?.current;
     if (!view) return 'no policy view yet';
     const problem = credentialProblem(c, view.identity, view.trustDomain, new Date());
     if (problem) return problem;
-    for (const s of [...inbound, ...(outbound ? [outbound] : [])]) {
+    for (const s of [...inbound, ...(outbound ? [outbound] : []), ...(tcpOut ? [tcpOut] : [])]) {
       const p = s.updateCredentials(c);
       if (p) return p;
     }
@@ -245,24 +251,26 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
     started.push({ close: () => reporter.stop() });
     const ports: { appPort: number; port: number }[] = [];
     for (const [i, appPort] of o.appPorts.entries()) {
-      const s = new InboundSidecar({
+      const common = {
         listenHost: o.inboundHost ?? '0.0.0.0',
         listenPort: inboundPort === 0 ? 0 : inboundPort + i,
         appPort,
         ...(o.appHost !== undefined ? { appHost: o.appHost } : {}),
         podPort: appPort,
-        appProtocol: protocols.get(appPort) ?? 'http/1.1',
         svid: creds.svid,
         trustBundlePem: creds.trustBundlePem,
         policy: holder,
         log: inLog,
-      });
+      };
+      const s = l4Ports.has(appPort)
+        ? new TcpInboundSidecar(common)
+        : new InboundSidecar({ ...common, appProtocol: protocols.get(appPort) ?? 'http/1.1' });
       const a = await s.start();
       inbound.push(s);
       started.push(s);
       ports.push({ appPort, port: a.port });
       say(
-        `inbound ${o.inboundHost ?? '0.0.0.0'}:${a.port} → ${o.appHost ?? '127.0.0.1'}:${appPort}`,
+        `inbound ${o.inboundHost ?? '0.0.0.0'}:${a.port} → ${o.appHost ?? '127.0.0.1'}:${appPort}${l4Ports.has(appPort) ? ' (tcp, L4)' : ''}`,
       );
     }
     const ob = new OutboundProxy({
@@ -281,6 +289,19 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
     const oa = await ob.start();
     outbound = ob;
     started.push(ob);
+    // Destinations whose port is declared non-HTTP are relayed at L4 (tcp-outbound.ts).
+    const tob = new TcpOutbound({
+      svid: creds.svid,
+      trustBundlePem: creds.trustBundlePem,
+      policy: holder,
+      ...(o.sourceAddress !== undefined ? { sourceAddress: o.sourceAddress } : {}),
+      upstream:
+        o.upstream ??
+        (intercept ? (ip, port) => ({ host: ip, port }) : (ip) => ({ host: ip, port: 15006 })),
+      log: outLog,
+    });
+    tcpOut = tob;
+    started.push(tob);
     say(`outbound ${o.outboundHost ?? '127.0.0.1'}:${oa.port}`);
     link.onBundle((pem) => rotation.setBundle(pem));
     link.onConnected(() => say('policy sync: connected to the agent'));
@@ -311,7 +332,7 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
         say('warning: running as root: the agent will not install interception for uid 0');
       il = new InterceptionLink({
         link,
-        proxy: ob,
+        proxy: splitOutbound(ob, tob, holder),
         holder,
         inbound: ports.map((p) => ({ appPort: p.appPort, sidecarPort: p.port })),
         uid,
@@ -340,7 +361,11 @@ export async function runSidecar(o: SidecarOptions): Promise<RunningSidecar> {
         closing ??= (async () => {
           rotation.stop();
           await il?.stop();
-          await Promise.all([...inbound.map((s) => s.drain(drainMs)), ob.drain(drainMs)]);
+          await Promise.all([
+            ...inbound.map((s) => s.drain(drainMs)),
+            ob.drain(drainMs),
+            tob.drain(drainMs),
+          ]);
           await admin.close();
           // The last decisions go to the agent before the link closes.
           await reporter.stop();
