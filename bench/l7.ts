@@ -300,7 +300,11 @@ export async function runL7Bench(
     const prof = process.env['PALISADE_L7_PROF'];
     const sidecarCmd = [
       process.execPath,
-      ...(process.env['PALISADE_L7_NODE_FLAGS']?.split(' ').filter((x) => x) ?? []),
+      // As the demo starts `palisade sidecar` (docs/design/sidecar.md, "Memory");
+      // PALISADE_L7_NODE_FLAGS replaces these Node flags.
+      ...(process.env['PALISADE_L7_NODE_FLAGS'] ?? '--max-semi-space-size=1')
+        .split(' ')
+        .filter((x) => x),
       ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []),
       ...(fromSource ? tsx.slice(1) : [childJs]),
     ];
@@ -355,7 +359,9 @@ export async function runL7Bench(
       await new Promise((r) => setTimeout(r, quick ? 2000 : 5000));
       const used = pids.map((p, i) => (cpuMs(p) - (c0[i] ?? 0)) / (quick ? 2 : 5));
       results['sidecar_idle_cpu_ms_per_s'] = used;
-      log(`sidecars idle: ${used.map((u) => u.toFixed(1)).join(' / ')} ms CPU per s   (load ${loadavg()})`);
+      log(
+        `sidecars idle: ${used.map((u) => u.toFixed(1)).join(' / ')} ms CPU per s   (load ${loadavg()})`,
+      );
     }
     results['rss_idle'] = {
       ratings_sidecar_mb: rssMb(Number(ratingsSc.ready['pid'])),

