@@ -63,6 +63,8 @@ if (mode === 'app') {
     sourceAddress: cfg.sourceAddress,
     upstream: (ip) => ({ host: ip, port: cfg.upstreamPort }),
     accessLog: false,
+    // PALISADE_L7_NO_FLOWS=1: no flow records to the agent (isolates their cost).
+    flows: process.env['PALISADE_L7_NO_FLOWS'] !== '1',
     say: () => undefined,
   });
   out({
