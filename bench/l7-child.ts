@@ -1,9 +1,12 @@
 // Processes of `npm run bench -- l7`, each on its own event loop: `app` (the application: a small
 // JSON answer on HOST:PORT) and `sidecar` (`runSidecar` for one endpoint, fed by the bench's
-// agent over its endpoint socket). Configuration as JSON in argv[3]; prints one JSON line
+// agent over its endpoint socket). Configuration as JSON in argv[3] (argv[4]: where SIGUSR2
+// writes the memory figures); prints one JSON line
 // `{"ready":...}` when serving; exits when stdin closes.
 
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { runSidecar } from '../packages/dataplane/src/sidecar/run-sidecar.js';
 
 interface AppConfig {
@@ -60,6 +63,8 @@ if (mode === 'app') {
     sourceAddress: cfg.sourceAddress,
     upstream: (ip) => ({ host: ip, port: cfg.upstreamPort }),
     accessLog: false,
+    // PALISADE_L7_NO_FLOWS=1: no flow records to the agent (isolates their cost).
+    flows: process.env['PALISADE_L7_NO_FLOWS'] !== '1',
     say: () => undefined,
   });
   out({
@@ -75,5 +80,29 @@ if (mode === 'app') {
   throw new Error(`mode ${String(mode)}: expected app or sidecar`);
 }
 
+let stopping: Promise<void> | undefined;
+const quit = (): void => {
+  // process.exit (not the signal's default) so that --cpu-prof writes its profile.
+  stopping ??= stop().then(() => process.exit(0));
+};
+// SIGUSR2: write this process's memory figures to MEMFILE (the bench reads them after load).
+process.on('SIGUSR2', () => {
+  const m = process.memoryUsage();
+  const mb = (x: number): number => Math.round(x / 104857.6) / 10;
+  writeFileSync(
+    `${process.argv[4] ?? '/dev/null'}`,
+    JSON.stringify({
+      rss: mb(m.rss),
+      heapTotal: mb(m.heapTotal),
+      heapUsed: mb(m.heapUsed),
+      external: mb(m.external),
+      arrayBuffers: mb(m.arrayBuffers),
+      spaces: Object.fromEntries(
+        getHeapSpaceStatistics().map((x) => [x.space_name, mb(x.space_size)]),
+      ),
+    }),
+  );
+});
 process.stdin.resume();
-process.stdin.on('end', () => void stop().then(() => process.exit(0)));
+process.stdin.on('end', quit);
+process.on('SIGTERM', quit);

@@ -14,7 +14,7 @@
 
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compile } from '@palisade/core';
 import type { Engine, Resource } from '@palisade/core';
@@ -30,6 +30,7 @@ import {
   tempDir,
 } from '../packages/dataplane/src/sidecar/test-fixtures.js';
 import { SyncWorld, until } from '../packages/dataplane/src/sidecar/test-sync-fixture.js';
+import { bundleEntry } from '../scripts/sidecar-bundle.mjs';
 import { runAuthzBench } from './authz.js';
 import { closedLoop, openLoop } from './l7-load.js';
 import { runPolicySyncMeasure } from './l7-policysync.js';
@@ -139,6 +140,35 @@ function cpuMs(pid: number): number {
   }
 }
 
+/** CPU ms per thread kind of a process (user and system apart), e.g. `node user` → 120. */
+function threadCpuMs(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tasks: string[] = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    try {
+      const f = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      // Thread names: the main thread is the command, then "libuv-worker", "V8 Worker", ...
+      const name = t === String(pid) ? 'main' : f.slice(f.indexOf('(') + 1, f.lastIndexOf(')'));
+      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      for (const [kind, v] of [
+        ['user', rest[11]],
+        ['sys', rest[12]],
+      ] as const) {
+        const k = `${name} ${kind}`;
+        out.set(k, (out.get(k) ?? 0) + Number(v) * 10);
+      }
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
 const loadavg = (): string =>
   readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 
@@ -203,6 +233,9 @@ export async function runL7Bench(
   log: (s: string) => void,
 ): Promise<Record<string, unknown>> {
   const MS = quick ? 2500 : 8000;
+  // PALISADE_L7_ONLY=palisade,haproxy: measure only these targets (add ext_authz for that part),
+  // a shorter run while tuning.
+  const only = process.env['PALISADE_L7_ONLY']?.split(',');
   const CONNS = 16;
   const P = loopbackPrefix();
   const REVIEWS = `${P}.22`;
@@ -233,7 +266,7 @@ export async function runL7Bench(
       `outbound decision, CPU µs: full check ${micro.check_us}, decideL7Egress ${micro.decideL7Egress_us}, PolicyView.decideOutbound ${micro.decideOutbound_us}   (load ${loadavg()})`,
     );
 
-    results['policysync'] = runPolicySyncMeasure(quick, log);
+    if (!only) results['policysync'] = runPolicySyncMeasure(quick, log);
 
     // ---------------------------------------------------------------- control plane and agent
     await world.startServer();
@@ -252,11 +285,35 @@ export async function runL7Bench(
     );
 
     const tsx = [process.execPath, '--import', 'tsx', join(import.meta.dirname, 'l7-child.ts')];
+    // The sidecars run as `palisade sidecar` does: from a bundle of plain JavaScript (the same
+    // esbuild options, scripts/sidecar-bundle.mjs), not through tsx. PALISADE_L7_FROM_SOURCE=1:
+    // through tsx, as before the bundle.
+    const fromSource = process.env['PALISADE_L7_FROM_SOURCE'] === '1';
+    const childJs = join(dir.path, 'l7-child.mjs');
+    if (!fromSource) {
+      const built = await bundleEntry(join(import.meta.dirname, 'l7-child.ts'), childJs);
+      const js = built.outputFiles.find((f) => f.path.endsWith('.mjs'));
+      if (!js) throw new Error('the bench child did not bundle');
+      writeFileSync(childJs, js.text);
+    }
+    // PALISADE_L7_PROF=DIR: each sidecar writes a CPU profile into DIR when it stops.
+    const prof = process.env['PALISADE_L7_PROF'];
+    const sidecarCmd = [
+      process.execPath,
+      // As the demo starts `palisade sidecar` (docs/design/sidecar.md, "Memory");
+      // PALISADE_L7_NODE_FLAGS replaces these Node flags.
+      ...(process.env['PALISADE_L7_NODE_FLAGS'] ?? '--max-semi-space-size=1')
+        .split(' ')
+        .filter((x) => x),
+      ...(prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : []),
+      ...(fromSource ? tsx.slice(1) : [childJs]),
+    ];
+    results['sidecar_runs_from'] = fromSource ? 'sources through tsx' : 'bundle';
     const app = await child([...tsx, 'app', JSON.stringify({ host: APP, port: APP_PORT })], 'app');
     children.push(app);
     const ratingsSc = await child(
       [
-        ...tsx,
+        ...sidecarCmd,
         'sidecar',
         JSON.stringify({
           endpoint: 'default/ratings-v1',
@@ -269,13 +326,14 @@ export async function runL7Bench(
           sourceAddress: RATINGS,
           upstreamPort: 9080,
         }),
+        join(dir.path, 'mem-ratings.json'),
       ],
       'ratings sidecar',
     );
     children.push(ratingsSc);
     const reviewsSc = await child(
       [
-        ...tsx,
+        ...sidecarCmd,
         'sidecar',
         JSON.stringify({
           endpoint: 'default/reviews-v2',
@@ -288,11 +346,23 @@ export async function runL7Bench(
           sourceAddress: REVIEWS,
           upstreamPort: 9080,
         }),
+        join(dir.path, 'mem-reviews.json'),
       ],
       'reviews sidecar',
     );
     children.push(reviewsSc);
     const outboundPort = Number(reviewsSc.ready['outboundPort']);
+    {
+      // What the sidecars use with no traffic (policy sync, flow reports, timers): CPU ms per s.
+      const pids = [Number(ratingsSc.ready['pid']), Number(reviewsSc.ready['pid'])];
+      const c0 = pids.map(cpuMs);
+      await new Promise((r) => setTimeout(r, quick ? 2000 : 5000));
+      const used = pids.map((p, i) => (cpuMs(p) - (c0[i] ?? 0)) / (quick ? 2 : 5));
+      results['sidecar_idle_cpu_ms_per_s'] = used;
+      log(
+        `sidecars idle: ${used.map((u) => u.toFixed(1)).join(' / ')} ms CPU per s   (load ${loadavg()})`,
+      );
+    }
     results['rss_idle'] = {
       ratings_sidecar_mb: rssMb(Number(ratingsSc.ready['pid'])),
       reviews_sidecar_mb: rssMb(Number(reviewsSc.ready['pid'])),
@@ -401,7 +471,12 @@ backend ratings
     }
 
     // ---------------------------------------------------------------- measurements
-    type Cell = LoadStats & { loadavg: string; proxy_cpu_us_per_request: number | null };
+    type Cell = LoadStats & {
+      loadavg: string;
+      proxy_cpu_us_per_request: number | null;
+      /** Palisade only: the same CPU split by thread and user/system time, µs per request. */
+      proxy_cpu_by_thread?: Record<string, number>;
+    };
     const table: Record<string, Record<string, Cell>> = {};
     // The CPU the proxies of a target used per request (both sidecars, or both HAProxies): a
     // figure a busy machine distorts far less than throughput or latency.
@@ -412,18 +487,35 @@ backend ratings
     };
     const proxyCpu = (name: string): number =>
       (proxyPids[name] ?? []).reduce((a, pid) => a + cpuMs(pid), 0);
-    const put = (mode: string, name: string, s: LoadStats, cpu0: number): void => {
+    const threads = (name: string): Map<string, number> => {
+      const sum = new Map<string, number>();
+      for (const pid of name === 'palisade' ? (proxyPids[name] ?? []) : [])
+        for (const [k, v] of threadCpuMs(pid)) sum.set(k, (sum.get(k) ?? 0) + v);
+      return sum;
+    };
+    const put = (
+      mode: string,
+      name: string,
+      s: LoadStats,
+      cpu0: number,
+      th0: Map<string, number>,
+    ): void => {
       const used = proxyCpu(name) - cpu0;
+      const n = s.requests + s.errors;
+      const byThread: Record<string, number> = {};
+      for (const [k, v] of threads(name)) {
+        const d = v - (th0.get(k) ?? 0);
+        if (d > 0 && n > 0) byThread[k] = Math.round((d * 1000) / n);
+      }
       (table[mode] ??= {})[name] = {
         ...s,
         loadavg: loadavg(),
         proxy_cpu_us_per_request:
-          name === 'direct' || s.requests === 0
-            ? null
-            : Math.round((used * 1000) / (s.requests + s.errors)),
+          name === 'direct' || s.requests === 0 ? null : Math.round((used * 1000) / n),
+        ...(name === 'palisade' ? { proxy_cpu_by_thread: byThread } : {}),
       };
     };
-    const names = Object.keys(targets);
+    const names = Object.keys(targets).filter((n) => !only || only.includes(n));
     for (const [mode, run] of [
       ['keep-alive, max (16 conns)', (t: Target) => closedLoop(t, CONNS, MS, true)],
       [
@@ -437,7 +529,8 @@ backend ratings
         const t = targets[name] as Target;
         await closedLoop(t, 4, quick ? 300 : 1000, mode.startsWith('keep')); // warm-up
         const cpu0 = proxyCpu(name);
-        put(mode, name, await run(t), cpu0);
+        const th0 = threads(name);
+        put(mode, name, await run(t), cpu0, th0);
       }
     }
     const rss = {
@@ -447,6 +540,24 @@ backend ratings
       app_mb: rssMb(Number(app.ready['pid'])),
     };
     results['rss_after_load'] = rss;
+    // Where the sidecars' memory is (V8 heap spaces, buffers), from the processes themselves.
+    const mem: Record<string, unknown> = {};
+    for (const [n, c] of [
+      ['ratings', ratingsSc],
+      ['reviews', reviewsSc],
+    ] as const) {
+      const f = join(dir.path, `mem-${n}.json`);
+      c.proc.kill('SIGUSR2');
+      await until(`${n} memory figures`, () => existsSync(f), 10_000).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 50));
+      try {
+        mem[n] = JSON.parse(readFileSync(f, 'utf8')) as unknown;
+      } catch {
+        mem[n] = 'not reported';
+      }
+    }
+    results['sidecar_memory_after_load_mb'] = mem;
+    log(`sidecar memory after load, MB: ${JSON.stringify(mem)}`);
     results['l7'] = table;
 
     log('');
@@ -459,6 +570,13 @@ backend ratings
       for (const [name, s] of Object.entries(row))
         log(
           `  ${name.padEnd(10)}${String(s.rps).padStart(9)}${f1(s.p50).padStart(9)}${f1(s.p90).padStart(9)}${f1(s.p99).padStart(9)}${String(s.errors).padStart(8)}${String(s.connections).padStart(7)}${String(s.proxy_cpu_us_per_request ?? '-').padStart(18)}   ${s.loadavg}`,
+        );
+      const pal = row['palisade']?.proxy_cpu_by_thread;
+      if (pal)
+        log(
+          `    palisade CPU by thread, µs/req: ${Object.entries(pal)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}`,
         );
     }
     const fixed = table['keep-alive, fixed 1000 req/s'] ?? {};
@@ -497,6 +615,7 @@ backend ratings
   }
 
   // ---------------------------------------------------------------- ext_authz
+  if (only && !only.includes('ext_authz')) return results;
   log('');
   log(
     `ext_authz (bench/authz.ts: the Palisade server and a no-op server on the same proto and gRPC stack), load ${loadavg()}`,

@@ -29,6 +29,7 @@ import {
   Topology,
 } from './topology.js';
 import type { Pod } from './topology.js';
+import { sidecarBundle } from '../../../../scripts/sidecar-bundle.mjs';
 
 export interface LiveOptions {
   readonly json: boolean;
@@ -144,7 +145,10 @@ export async function runLive(o: LiveOptions, io: Io): Promise<number> {
       `the agent programmed ${t.pods.length} workload endpoints (${await kernel.ruleCount()} rules)`,
     );
 
-    // Sidecars: each gets its view and its SVID from the agent's socket for its endpoint.
+    // Sidecars: each gets its view and its SVID from the agent's socket for its endpoint. They
+    // run from the bundled build, made here (the sidecar uid cannot write its cache).
+    const bundle = await sidecarBundle();
+    if (!bundle.path) say(`the sidecars run from the TypeScript sources: ${bundle.reason}`);
     const sidecars = new Map<string, Sidecar>();
     for (const p of t.pods) {
       if (NO_SIDECAR.has(p.spec.name)) continue;

@@ -137,6 +137,8 @@ export function spawnSidecar(o: {
     `--regid=${SIDECAR_UID}`,
     '--clear-groups',
     process.execPath,
+    // A small young generation: the sidecar's garbage is short-lived (docs/design/sidecar.md).
+    '--max-semi-space-size=1',
     BIN,
     'sidecar',
     '--endpoint',

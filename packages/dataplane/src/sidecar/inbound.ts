@@ -178,7 +178,9 @@ export class InboundSidecar {
       );
       s.destroy();
     });
-    this.#net = createNetServer({ pauseOnConnect: true }, (s) =>
+    // Nagle off from the accept on (TCP_NODELAY stays with the socket under TLS and HTTP): a
+    // response written in two segments would otherwise wait for the peer's delayed ACK.
+    this.#net = createNetServer({ pauseOnConnect: true, noDelay: true }, (s) =>
       this.#onConnection(s, handshakeTimeout),
     );
   }

@@ -21,6 +21,8 @@ import type {
 import type { OutgoingHttpHeaders } from 'node:http';
 import { connect as netConnect, createServer as createNetServer, isIP } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
+import { createSecureContext } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import { svidClientOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
@@ -159,6 +161,12 @@ export class OutboundProxy {
   readonly #h2Sessions = new Map<string, ClientHttp2Session>();
   readonly #now: () => Date;
   #creds: Credentials;
+  /**
+   * The TLS options per (trust domain, expected identity), built once per credentials: one
+   * OpenSSL context (key, chain and bundle parsed once, not per request or per connection) and
+   * the secure-naming check of that expectation.
+   */
+  readonly #tlsOptions = new Map<string, ConnectionOptions>();
 
   /** Throws when the SVID is not usable by the endpoint of the policy view (a setup error). */
   constructor(opts: OutboundOptions) {
@@ -228,7 +236,7 @@ export class OutboundProxy {
     if (this.#listeners.has(d.listenPort))
       throw new Error(`port ${d.listenPort} already serves a destination`);
     const dest: FixedDestination = { ip: d.ip, port: d.port, listenPort: d.listenPort };
-    const server = createNetServer({ pauseOnConnect: true }, (s) => {
+    const server = createNetServer({ pauseOnConnect: true, noDelay: true }, (s) => {
       s.on('error', () => s.destroy());
       sniffProtocol(s, 20_000, (kind) => {
         if (kind === 'h2c') {
@@ -352,6 +360,7 @@ export class OutboundProxy {
     const problem = credentialProblem(c, view.identity, view.trustDomain, this.#now());
     if (problem) return problem;
     this.#creds = c;
+    this.#tlsOptions.clear();
     // HTTP/2 sessions made with the old credentials take no new streams; open ones finish.
     for (const x of this.#h2Sessions.values()) x.close();
     this.#h2Sessions.clear();
@@ -368,6 +377,37 @@ export class OutboundProxy {
 
   counters(): ReturnType<AccessLog['snapshot']> {
     return this.log.snapshot();
+  }
+
+  /**
+   * The client TLS options for a destination that must present `expected`: the SVID's options
+   * with the key, chain and bundle in one secure context made once per credentials (Node would
+   * otherwise parse them again for every connection), and the secure-naming check.
+   */
+  #tls(trustDomain: string, expected: string): ConnectionOptions {
+    const key = `${trustDomain}\u0000${expected}`;
+    let o = this.#tlsOptions.get(key);
+    if (!o) {
+      const {
+        key: k,
+        cert,
+        ca,
+        minVersion,
+        ...rest
+      } = svidClientOptions(this.#creds.svid, {
+        trustBundlePem: this.#creds.trustBundlePem,
+        trustDomain,
+        expect: { kind: 'exact', ids: [expected] },
+        ...(this.#opts.now ? { now: this.#opts.now } : {}),
+      });
+      o = {
+        ...rest,
+        minVersion,
+        secureContext: createSecureContext({ key: k, cert, ca, minVersion }),
+      };
+      this.#tlsOptions.set(key, o);
+    }
+    return o;
   }
 
   /** One pool per (expected identity, upstream): a socket is only reused for what it was checked against. */
@@ -495,12 +535,7 @@ export class OutboundProxy {
       'x-palisade-peer-identity',
     ]);
     headers['x-request-id'] = id;
-    const tls = svidClientOptions(this.#creds.svid, {
-      trustBundlePem: this.#creds.trustBundlePem,
-      trustDomain: view.trustDomain,
-      expect: { kind: 'exact', ids: [expected] },
-      ...(this.#opts.now ? { now: this.#opts.now } : {}),
-    });
+    const tls = this.#tls(view.trustDomain, expected);
     const ureq = httpsRequest({
       ...tls,
       host: up.host,
@@ -511,6 +546,9 @@ export class OutboundProxy {
       headers,
       agent: this.#agent(expected, up.host, up.port),
     });
+    // Nagle off on the mTLS connection: a response written in two segments (headers, then the
+    // last chunk) would otherwise wait for the peer's delayed ACK (≈ 40 ms on Linux).
+    ureq.once('socket', (sock: Socket) => sock.setNoDelay(true));
     let settled = false;
     ureq.on('response', (ures) => {
       settled = true;
@@ -550,13 +588,7 @@ export class OutboundProxy {
     const key = `${expected}\u0000${host}\u0000${port}`;
     const have = this.#h2Sessions.get(key);
     if (have && !have.closed && !have.destroyed) return have;
-    const view = this.#opts.policy.current;
-    const tls = svidClientOptions(this.#creds.svid, {
-      trustBundlePem: this.#creds.trustBundlePem,
-      trustDomain: view.trustDomain,
-      expect: { kind: 'exact', ids: [expected] },
-      ...(this.#opts.now ? { now: this.#opts.now } : {}),
-    });
+    const tls = this.#tls(this.#opts.policy.current.trustDomain, expected);
     const url = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
     const session = http2Connect(url, {
       ...tls,

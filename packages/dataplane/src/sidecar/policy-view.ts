@@ -170,11 +170,37 @@ export class PolicyView {
 
   /** The SPIFFE ID of the workload endpoint registered at `ip`, if any (network identity). */
   identityAt(ip: string): string | undefined {
-    const ep = this.engine.describeEndpoint(ip);
-    if (!ep || ep.kind !== 'workload' || ep.namespace === undefined || !ep.serviceAccount)
-      return undefined;
-    return spiffeIdOf(this.trustDomain, ep.namespace, ep.serviceAccount);
+    return this.#at(ip).identity;
   }
+
+  /**
+   * What the view says about one address, looked up once (a view never changes; the same few
+   * peers call on every request). At most 4 096 addresses are kept, then the memo starts again.
+   */
+  #at(ip: string): {
+    readonly identity: string | undefined;
+    readonly endpoint: string | undefined;
+  } {
+    let a = this.#addresses.get(ip);
+    if (!a) {
+      const ep = this.engine.describeEndpoint(ip);
+      a = {
+        endpoint: ep?.id,
+        identity:
+          !ep || ep.kind !== 'workload' || ep.namespace === undefined || !ep.serviceAccount
+            ? undefined
+            : spiffeIdOf(this.trustDomain, ep.namespace, ep.serviceAccount),
+      };
+      if (this.#addresses.size >= 4096) this.#addresses.clear();
+      this.#addresses.set(ip, a);
+    }
+    return a;
+  }
+
+  readonly #addresses = new Map<
+    string,
+    { readonly identity: string | undefined; readonly endpoint: string | undefined }
+  >();
 
   #destinations: readonly InterceptDestination[] | undefined;
 
@@ -190,7 +216,7 @@ export class PolicyView {
 
   /** `namespace/name` of the endpoint at `ip`, if any. */
   endpointAt(ip: string): string | undefined {
-    return this.engine.describeEndpoint(ip)?.id;
+    return this.#at(ip).endpoint;
   }
 
   /**
