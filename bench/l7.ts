@@ -30,7 +30,7 @@ import {
   tempDir,
 } from '../packages/dataplane/src/sidecar/test-fixtures.js';
 import { SyncWorld, until } from '../packages/dataplane/src/sidecar/test-sync-fixture.js';
-import { bundleEntry } from '../scripts/sidecar-bundle.mjs';
+import { bundleEntry } from '../scripts/command-bundle.mjs';
 import { runAuthzBench } from './authz.js';
 import { closedLoop, openLoop } from './l7-load.js';
 import { runPolicySyncMeasure } from './l7-policysync.js';
@@ -286,7 +286,7 @@ export async function runL7Bench(
 
     const tsx = [process.execPath, '--import', 'tsx', join(import.meta.dirname, 'l7-child.ts')];
     // The sidecars run as `palisade sidecar` does: from a bundle of plain JavaScript (the same
-    // esbuild options, scripts/sidecar-bundle.mjs), not through tsx. PALISADE_L7_FROM_SOURCE=1:
+    // esbuild options, scripts/command-bundle.mjs), not through tsx. PALISADE_L7_FROM_SOURCE=1:
     // through tsx, as before the bundle.
     const fromSource = process.env['PALISADE_L7_FROM_SOURCE'] === '1';
     const childJs = join(dir.path, 'l7-child.mjs');

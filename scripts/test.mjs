@@ -34,6 +34,20 @@ if (!onlyTests && filters.length === 0) {
   run('format check', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']);
 }
 
+// The bundled commands (sidecar, CNI plugin) are built once here rather than by the first of
+// many concurrent plugin runs; a failure only means those runs fall back to the sources.
+{
+  const b = spawnSync(process.execPath, [join(root, 'scripts', 'command-bundle.mjs')], {
+    cwd: root,
+    encoding: 'utf8',
+  });
+  console.log(
+    b.status === 0
+      ? `bundles: ${b.stdout.trim().split('\n').join('; ')}`
+      : `bundles not built (commands run from the sources): ${b.stderr.trim()}`,
+  );
+}
+
 function findTests(dir, out) {
   for (const name of readdirSync(dir)) {
     if (name === 'node_modules' || name.startsWith('.')) continue;

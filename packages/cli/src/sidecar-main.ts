@@ -1,4 +1,4 @@
-// `palisade sidecar` on its own: the entry point of the bundled sidecar (scripts/sidecar-bundle.mjs
+// `palisade sidecar` on its own: the entry point of the bundled sidecar (scripts/command-bundle.mjs
 // builds it into plain JavaScript, bin/palisade.js runs it), so a sidecar process loads neither
 // tsx nor the rest of the CLI (docs/design/sidecar.md, "Running from a bundle"). Parses the same
 // flag table as `main` does for the command and reports usage errors the same way; help goes

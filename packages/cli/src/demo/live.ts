@@ -29,7 +29,7 @@ import {
   Topology,
 } from './topology.js';
 import type { Pod } from './topology.js';
-import { sidecarBundle } from '../../../../scripts/sidecar-bundle.mjs';
+import { sidecarBundle } from '../../../../scripts/command-bundle.mjs';
 
 export interface LiveOptions {
   readonly json: boolean;
