@@ -74,7 +74,11 @@ export interface AgentOptions extends ApiClientOptions {
   readonly netns?: string;
   /** Interfaces with this prefix are workload interfaces (unprogrammed ones are dropped). */
   readonly workloadInterfacePrefix?: string;
-  /** Debounce between a change and the apply (default 20 ms). */
+  /**
+   * Debounce between a change and the apply (default 2 ms: events of one watch chunk or one
+   * multi-document apply land together; changes arriving during an apply are folded into the
+   * next one, which is queued at most once).
+   */
   readonly debounceMs?: number;
   /** Drift check interval (default 30 s; 0 disables). */
   readonly resyncMs?: number;
@@ -149,6 +153,7 @@ function objectKey(o: { apiVersion: string; kind: string; metadata: ApiObject['m
 
 /** Rule lines of a rendered table (everything inside chains but their headers). */
 export function countRules(r: Rendered): number {
+  if (r.ruleCount !== undefined) return r.ruleCount;
   let n = 0;
   let inChain = false;
   for (const raw of r.skeleton.split('\n')) {
@@ -184,6 +189,8 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private applying: Promise<void> = Promise.resolve();
+  /** An apply is queued behind the running one and has not started yet. */
+  private queued = false;
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
@@ -699,8 +706,14 @@ export class Agent {
     if (this.timer || this.stopper.signal.aborted) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.applying = this.applying.then(() => this.applyNow());
-    }, this.options.debounceMs ?? 20);
+      // An apply already queued (not started) will see this change too.
+      if (this.queued) return;
+      this.queued = true;
+      this.applying = this.applying.then(() => {
+        this.queued = false;
+        return this.applyNow();
+      });
+    }, this.options.debounceMs ?? 2);
   }
 
   private async applyNow(): Promise<void> {

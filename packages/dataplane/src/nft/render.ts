@@ -46,7 +46,10 @@ export interface RenderOptions {
 
 export interface Rendered {
   readonly table: string;
-  /** Everything but set elements: equal skeletons mean only memberships changed. */
+  /**
+   * Everything but set elements: equal skeletons mean only memberships changed. Assembled on
+   * first use (a change applied as a delta never needs the whole text).
+   */
   readonly skeleton: string;
   /** Kernel set name → elements (already formatted). */
   readonly elements: ReadonlyMap<string, readonly string[]>;
@@ -54,6 +57,8 @@ export interface Rendered {
   readonly script: string;
   /** The skeleton's objects, as skeletonParts would parse them (built while rendering). */
   readonly parts?: SkeletonParts;
+  /** Rules in the table (base chains included), counted while rendering. */
+  readonly ruleCount?: number;
 }
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
@@ -460,6 +465,34 @@ export function needsInterval(members: readonly string[]): boolean {
   return members.some((m) => m.includes('/') || m.includes('-'));
 }
 
+/** Declarations of a set (the calculation keeps a set the same object while it holds). */
+const declCache = new WeakMap<NamedSet, readonly [readonly string[], readonly string[]]>();
+
+function setDecls(s: NamedSet): readonly [readonly string[], readonly string[]] {
+  let d = declCache.get(s);
+  if (!d) {
+    d = [setDecl(s, 4), setDecl(s, 6)];
+    declCache.set(s, d);
+  }
+  return d;
+}
+
+/** The kernel sets (`name_v4`, `name_v6`) the rules of a chain reference, kept per chain body. */
+const refsCache = new WeakMap<readonly string[], readonly string[]>();
+const SET_REF = /@([A-Za-z0-9_]+)/g;
+
+function chainRefs(lines: readonly string[]): readonly string[] {
+  let r = refsCache.get(lines);
+  if (!r) {
+    const out = new Set<string>();
+    for (const l of lines)
+      if (l.includes('@')) for (const m of l.matchAll(SET_REF)) out.add(m[1] ?? '');
+    r = [...out];
+    refsCache.set(lines, r);
+  }
+  return r;
+}
+
 function setDecl(s: NamedSet, f: Family): string[] {
   const type =
     s.kind === 'address'
@@ -623,19 +656,28 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   ];
   const nd = `icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } counter accept ${comment('IPv6 neighbour discovery with the host')}`;
   const lines: string[] = [`table inet ${table} {`];
+  // A set family no rule references and without elements is not declared (a single-stack
+  // cluster has no rule of the other family, so half the sets would be empty and unused):
+  // fewer objects for nft to parse and to list into its cache at every change.
+  const chainList = [...b.chains.values()];
+  const referenced = new Set<string>();
+  for (const c of chainList) for (const r of chainRefs(c.lines)) referenced.add(r);
+  const declared: NamedSet[] = [];
   const setLines: string[] = [];
   for (const s of state.sets) {
-    const d4 = setDecl(s, 4);
-    const d6 = setDecl(s, 6);
-    pSets.set(
-      `${s.name}_v4`,
-      d4.slice(1, -1).map((l) => l.trim()),
-    );
-    pSets.set(
-      `${s.name}_v6`,
-      d6.slice(1, -1).map((l) => l.trim()),
-    );
-    setLines.push(...d4, ...d6);
+    const [d4, d6] = setDecls(s);
+    const in4 = s.v4.length > 0 || referenced.has(`${s.name}_v4`);
+    const in6 = s.v6.length > 0 || referenced.has(`${s.name}_v6`);
+    if (!in4 && !in6) continue;
+    declared.push(s);
+    if (in4) {
+      pSets.set(`${s.name}_v4`, declBody(d4));
+      setLines.push(...d4);
+    }
+    if (in6) {
+      pSets.set(`${s.name}_v6`, declBody(d6));
+      setLines.push(...d6);
+    }
   }
   lines.push(...setLines);
   lines.push(...vmap('workload_from', wlFrom), ...vmap('workload_to', wlTo));
@@ -716,17 +758,27 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
       ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
     ]),
   );
-  const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
+  let ruleCount = 0;
+  for (const body of pBase.values()) ruleCount += body.length - 1;
+  const chains = chainList.sort((x, y) => (x.name < y.name ? -1 : 1));
   for (const c of chains) {
     pChains.set(c.name, c.lines);
-    lines.push(`\tchain ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`), '\t}');
+    ruleCount += c.lines.length;
   }
-  lines.push('}');
-  const skeleton = lines.join('\n') + '\n';
+  // The text of the skeleton, on first use (a delta needs only the objects above).
+  let skeletonText: string | undefined;
+  const skeletonOf = (): string => {
+    if (skeletonText !== undefined) return skeletonText;
+    const out: string[] = [lines.join('\n') + '\n'];
+    for (const c of chains) out.push(chainText(c));
+    out.push('}\n');
+    skeletonText = out.join('');
+    return skeletonText;
+  };
   const elements = new Map<string, readonly string[]>();
-  for (const s of state.sets) {
-    elements.set(`${s.name}_v4`, s.v4);
-    elements.set(`${s.name}_v6`, s.v6);
+  for (const s of declared) {
+    if (pSets.has(`${s.name}_v4`)) elements.set(`${s.name}_v4`, s.v4);
+    if (pSets.has(`${s.name}_v6`)) elements.set(`${s.name}_v6`, s.v6);
   }
   const elementLines = {
     join: (sep: string): string => {
@@ -740,14 +792,37 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   let script: string | undefined;
   return {
     table,
-    skeleton,
+    get skeleton(): string {
+      return skeletonOf();
+    },
     parts: { sets: pSets, maps: pMaps, baseChains: pBase, chains: pChains },
+    ruleCount,
     elements,
     get script(): string {
-      script ??= skeleton + elementLines.join('');
+      script ??= skeletonOf() + elementLines.join('');
       return script;
     },
   };
+}
+
+function declBody(d: readonly string[]): readonly string[] {
+  let b = bodyCache.get(d);
+  if (!b) {
+    b = d.slice(1, -1).map((l) => l.trim());
+    bodyCache.set(d, b);
+  }
+  return b;
+}
+const bodyCache = new WeakMap<readonly string[], readonly string[]>();
+
+/** A regular chain's text, kept per chain body (unchanged chains are the same arrays). */
+const chainTextCache = new WeakMap<readonly string[], { name: string; text: string }>();
+function chainText(c: ChainDef): string {
+  const t = chainTextCache.get(c.lines);
+  if (t?.name === c.name) return t.text;
+  const text = `\tchain ${c.name} {\n${c.lines.map((l) => `\t\t${l}\n`).join('')}\t}\n`;
+  chainTextCache.set(c.lines, { name: c.name, text });
+  return text;
 }
 
 /** `add element` / `delete element` for one set, in chunks nft parses quickly. */
