@@ -160,7 +160,10 @@ export class Calculation {
     apiVersion: string,
   ): void {
     const ns = NAMESPACED.has(kind) ? (namespace ?? 'default') : undefined;
-    this.track({ kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource, true);
+    this.track(
+      { apiVersion, kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource,
+      true,
+    );
     this.engine.remove(kind, namespace, name, apiVersion);
   }
 
