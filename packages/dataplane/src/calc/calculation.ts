@@ -448,7 +448,8 @@ export class Calculation {
       for (const [k, v] of e.services) services.set(k, v);
       for (const [k, v] of e.selectors) {
         const known = selectors.get(k);
-        if (!known) selectors.set(k, { ...v, alternates: [...v.alternates] });
+        // Copied only to collect alternates (verifySharedSets); otherwise read as is.
+        if (!known) selectors.set(k, this.verify ? { ...v, alternates: [...v.alternates] } : v);
         else if (this.verify) known.alternates.push(v.matcher, ...v.alternates);
       }
       for (const [k, v] of e.nets) if (!nets.has(k)) nets.set(k, v);
@@ -732,12 +733,76 @@ function share(ctx: RuleCtx, key: string, matcher: EntityMatcher, describe: stri
   else if (ctx.verify && known.matcher !== matcher) known.alternates.push(matcher);
 }
 
+/** What converting one policy's rules for one direction produced, to replay for the next endpoint. */
+interface Converted {
+  readonly rules: RuleProgram[];
+  readonly shares: (readonly [string, EntityMatcher, string])[];
+  readonly nets: (readonly [string, readonly CompiledEntity['nets'][]])[];
+  readonly namedPorts: string[];
+  readonly services: (readonly [string, ServiceRef])[];
+  readonly notes: string[];
+}
+
+/**
+ * Converted rules by the engine's compiled rule list (the same array while the policy or profile
+ * is unchanged) and everything else the conversion reads: a policy selecting many endpoints, or
+ * an endpoint rebuilt after an edit of one of its hundred policies, converts each policy once.
+ */
+const convertedCache = new WeakMap<readonly CompiledRule[], Map<string, Converted>>();
+
 function convertRules(
   ctx: RuleCtx,
   rules: readonly CompiledRule[],
   dir: Direction,
   prov: { tier?: string; policy?: string; profile?: string },
   ownerKey: string,
+): RuleProgram[] {
+  // The conversion depends on the endpoint only through its L7 point (http rules).
+  const key = `${dir}\u0000${ownerKey}\u0000${ctx.ep.l7 ? 1 : 0}\u0000${ctx.verify ? 1 : 0}\u0000${prov.tier ?? ''}\u0000${prov.policy ?? ''}\u0000${prov.profile ?? ''}`;
+  let byKey = convertedCache.get(rules);
+  let c = byKey?.get(key);
+  if (!c) {
+    const rec: RuleCtx = {
+      ...ctx,
+      selectors: new Map(),
+      nets: new Map(),
+      namedPorts: new Set(),
+      services: new Map(),
+      notes: [],
+    };
+    const shares: (readonly [string, EntityMatcher, string])[] = [];
+    const out = convertRulesNow(rec, rules, dir, prov, ownerKey, (k, m, d) =>
+      shares.push([k, m, d]),
+    );
+    c = {
+      rules: out,
+      shares,
+      nets: [...rec.nets],
+      namedPorts: [...rec.namedPorts],
+      services: [...rec.services],
+      notes: rec.notes.map((n) => n.message),
+    };
+    if (!byKey) {
+      byKey = new Map();
+      convertedCache.set(rules, byKey);
+    }
+    byKey.set(key, c);
+  }
+  for (const [k, m, d] of c.shares) share(ctx, k, m, d);
+  for (const [k, v] of c.nets) ctx.nets.set(k, v);
+  for (const n of c.namedPorts) ctx.namedPorts.add(n);
+  for (const [k, v] of c.services) ctx.services.set(k, v);
+  for (const message of c.notes) ctx.notes.push({ endpoint: ctx.ep.id, message });
+  return c.rules;
+}
+
+function convertRulesNow(
+  ctx: RuleCtx,
+  rules: readonly CompiledRule[],
+  dir: Direction,
+  prov: { tier?: string; policy?: string; profile?: string },
+  ownerKey: string,
+  shared: (key: string, matcher: EntityMatcher, describe: string) => void,
 ): RuleProgram[] {
   const out: RuleProgram[] = [];
   const groupPos = new Map<number, number>();
@@ -767,13 +832,13 @@ function convertRules(
       } = {};
       if (ce.selector) {
         const key = rs.selectorKey ?? positional;
-        share(ctx, key, ce.selector, rs.describe || where);
+        shared(key, ce.selector, rs.describe || where);
         s.selectorSet = setName('s_', key);
       }
       if (ce.notSelector) {
         const key = rs.notSelectorKey ?? `${positional}!`;
         const m = ce.notSelector;
-        share(ctx, key, m, `not ${where}`);
+        shared(key, m, `not ${where}`);
         s.notSelectorSet = setName('s_', key);
       }
       const netsKey = (list: NonNullable<CompiledEntity['nets']>) =>
