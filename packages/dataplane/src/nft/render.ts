@@ -42,6 +42,13 @@ export interface RenderOptions {
   readonly workloadInterfacePrefix?: string;
   /** The mark bit of untracked and pre-DNAT Allow (default DEFAULT_ACCEPT_MARK). */
   readonly acceptMark?: number;
+  /**
+   * A tier holding more policies than this for one endpoint is split into part chains of this
+   * many policies each, jumped to in order (default 16; 0: never split). An edit of one policy
+   * then rewrites one part, not the whole tier chain. Tiers with a Pass rule are never split
+   * (its `return` must leave the tier, not the part).
+   */
+  readonly tierPartPolicies?: number;
 }
 
 export interface Rendered {
@@ -333,6 +340,7 @@ class Builder {
     private readonly hasFamily: (f: Family) => boolean,
     /** Part of the cache key: the family flags and set-emptiness the rule text depends on. */
     private readonly context: string,
+    private readonly partSize: number,
   ) {}
 
   /** Adds a chain named from its content (equal content is shared), returns its name. */
@@ -415,8 +423,38 @@ class Builder {
     }
     for (const t of p.tiers) {
       const body: string[] = [];
-      for (const r of t.rules)
-        body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
+      // The rules of consecutive policies, grouped by policy (provenance), in order.
+      const groups: RuleProgram[][] = [];
+      let last: string | undefined;
+      for (const r of t.rules) {
+        const who = r.provenance.policy ?? '';
+        if (groups.length === 0 || who !== last) groups.push([]);
+        groups[groups.length - 1]?.push(r);
+        last = who;
+      }
+      const split =
+        this.partSize > 0 &&
+        groups.length > this.partSize &&
+        !t.rules.some((r) => r.action === 'Pass');
+      if (split) {
+        // Allow and Deny are final in a part chain as in the tier chain, Log goes on, and a part
+        // without a match returns to the tier chain, which jumps to the next part.
+        for (let i = 0; i < groups.length; i += this.partSize) {
+          const part = groups.slice(i, i + this.partSize);
+          const lines: string[] = [];
+          for (const g of part)
+            for (const r of g)
+              lines.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
+          const first = part[0]?.[0]?.provenance.policy ?? '';
+          const end = part[part.length - 1]?.[0]?.provenance.policy ?? '';
+          const pc = this.shared(`t${d}`, `${t.name}.${i / this.partSize + 1}`, lines);
+          body.push(
+            `counter jump ${pc} ${comment(`tier ${t.name} part ${i / this.partSize + 1}: ${first} .. ${end}`)}`,
+          );
+        }
+      } else
+        for (const r of t.rules)
+          body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
       if (t.defaultAction === 'Deny')
         body.push(`counter drop ${comment(`default deny of tier ${t.name}`)}`);
       const tc = this.shared(`t${d}`, t.name, body);
@@ -523,6 +561,9 @@ function baseChainText(
   ];
 }
 
+/** Policies per part chain of a large tier (RenderOptions.tierPartPolicies). */
+export const DEFAULT_TIER_PART = 16;
+
 /** Renders the whole owned table. Deterministic: the same state gives the same text. */
 export function render(state: DesiredState, options: RenderOptions = {}): Rendered {
   const table = options.table ?? 'palisade';
@@ -544,10 +585,14 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     .filter((x) => x.kind === 'address' && x.name.startsWith('n_'))
     .map((x) => `${x.name}:${x.v4.length > 0 ? 1 : 0}${x.v6.length > 0 ? 1 : 0}`)
     .join(',');
+  const part = options.tierPartPolicies ?? DEFAULT_TIER_PART;
+  if (!Number.isInteger(part) || part < 0)
+    throw new DataplaneError('DATAPLANE_ERR_INVALID_NAME', `invalid tierPartPolicies ${part}`);
   const b = new Builder(
     staticEmpty,
     (f) => (f === 4 ? families.v4 : families.v6),
-    `${families.v4 ? 1 : 0}${families.v6 ? 1 : 0}|${emptyKey}`,
+    `${families.v4 ? 1 : 0}${families.v6 ? 1 : 0}|${emptyKey}|${part}`,
+    part,
   );
   const wlFrom: string[] = [];
   const wlTo: string[] = [];
