@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url';
 import type { Resource } from '@palisade/core';
 import { runServer } from '@palisade/controlplane';
 import { Agent, ApiClient } from '@palisade/dataplane/agent';
+import type { ApplyTrace } from '@palisade/dataplane/agent';
 import { benchResources } from './dataplane.js';
 
 const NODE = 'bench-node';
@@ -59,7 +60,7 @@ export async function latency(
   samples: number,
   ns: string | undefined,
   log: (s: string) => void,
-): Promise<Record<string, number | string>> {
+): Promise<Record<string, unknown>> {
   const dir = mkdtempSync(join(tmpdir(), `palisade-bench-agent-${process.pid}-`));
   const server = await runServer({
     listen: '127.0.0.1:0',
@@ -82,7 +83,10 @@ export async function latency(
       await applyAll(server.url, adminToken, pols.slice(i, i + 500));
     const tok = await admin.call('POST', '/api/v1/tokens', { node: NODE });
     const lines: string[] = [];
+    const traces: ApplyTrace[] = [];
+    let notifiedAt = 0;
     agent = new Agent({
+      trace: (x) => traces.push(x),
       server: server.url,
       token: (tok.body as { token: string }).token,
       node: NODE,
@@ -105,6 +109,7 @@ export async function latency(
         }, ms);
         const off = agent?.onApplied(() => {
           if (!done()) return;
+          notifiedAt = performance.now();
           clearTimeout(timer);
           off?.();
           resolve();
@@ -132,6 +137,29 @@ export async function latency(
       );
     };
     const lat: number[] = [];
+    // Per sample, where the time went: stage → [wall ms, cpu ms].
+    const stages: Record<string, { wall: number[]; cpu: number[] }> = {};
+    const stage = (name: string, wall: number, cpu = NaN) => {
+      const s = (stages[name] ??= { wall: [], cpu: [] });
+      s.wall.push(wall);
+      if (Number.isFinite(cpu)) s.cpu.push(cpu);
+    };
+    const sampleBreakdown = (t0: number, tPut: number, rv: number) => {
+      // The apply that brought this revision into the kernel (possibly folding other events).
+      const tr = traces.find((x) => Number(x.revision ?? -1) >= rv && x.doneAt >= t0);
+      if (!tr) return;
+      stage('api write (PUT returned)', tPut - t0);
+      if (tr.firstEventAt !== undefined && tr.lastEventAt !== undefined) {
+        stage('write → watch event at agent', tr.firstEventAt - t0);
+        stage('event handling (loader, engine upsert)', tr.feedMs, tr.feedCpuMs);
+        stage('debounce and queue', tr.startedAt - tr.lastEventAt - tr.feedMs / tr.events);
+      }
+      stage('calculation', tr.calcMs, tr.calcCpuMs);
+      stage('render', tr.renderMs, tr.renderCpuMs);
+      stage('kernel (nft commit)', tr.kernelMs, tr.kernelCpuMs);
+      stage('applied → seen by the writer', notifiedAt - tr.doneAt);
+    };
+    const c0 = process.cpuUsage();
     for (let k = 0; k < samples; k++) {
       const p = pols[(k * 37) % pols.length] as Resource & {
         spec: { ingress: { destination: { ports: unknown[] } }[] };
@@ -143,9 +171,14 @@ export async function latency(
       ];
       await new Promise((r) => setTimeout(r, 30)); // let the previous apply's tail settle
       t = performance.now();
-      await applied(await write(edited));
+      const rv = await write(edited);
+      const tPut = performance.now();
+      await applied(rv);
       lat.push(performance.now() - t);
+      sampleBreakdown(t, tPut, rv);
     }
+    const cTotal = process.cpuUsage(c0);
+    const cpuPerEdit = (cTotal.user + cTotal.system) / 1000 / Math.max(1, samples);
     const mem: number[] = [];
     for (let k = 0; k < Math.max(5, Math.floor(samples / 2)); k++) {
       await new Promise((r) => setTimeout(r, 30));
@@ -192,9 +225,30 @@ export async function latency(
       apply_kernel_p99_ms: quantile(kernelMs, 0.99),
       load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
       session: via,
+      process_cpu_per_edit_ms: round(cpuPerEdit),
+      breakdown: Object.fromEntries(
+        Object.entries(stages).map(([n, v]) => [
+          n,
+          {
+            wall_p50: round(quantile(v.wall, 0.5)),
+            wall_p99: round(quantile(v.wall, 0.99)),
+            ...(v.cpu.length > 0
+              ? { cpu_p50: round(quantile(v.cpu, 0.5)), cpu_p99: round(quantile(v.cpu, 0.99)) }
+              : {}),
+          },
+        ]),
+      ),
     };
     log(
       `${String(policies).padStart(5)} policies, ${out.rules} rules: start→kernel ${out.agent_start_to_kernel_ms} ms; policy edit→kernel p50 ${out.policy_to_kernel_p50_ms} ms p99 ${out.policy_to_kernel_p99_ms} ms (${lat.length} samples); membership→kernel p50 ${out.membership_to_kernel_p50_ms} ms p99 ${out.membership_to_kernel_p99_ms} ms; apply kinds ${[...new Set(kinds)].join('/')}; nft via ${via}; per apply p50 calc ${out.apply_calc_p50_ms} ms, render ${out.apply_render_p50_ms} ms, kernel ${out.apply_kernel_p50_ms} ms (p99 ${out.apply_kernel_p99_ms}); load ${out.load}`,
+    );
+    log(`  where a policy edit's time goes (wall p50 / p99; CPU p50 / p99), load ${out.load}:`);
+    for (const [n, v] of Object.entries(stages))
+      log(
+        `    ${n.padEnd(42)} ${String(round(quantile(v.wall, 0.5))).padStart(7)} / ${String(round(quantile(v.wall, 0.99))).padStart(7)} ms${v.cpu.length > 0 ? `;  CPU ${round(quantile(v.cpu, 0.5))} / ${round(quantile(v.cpu, 0.99))} ms` : ''}`,
+      );
+    log(
+      `    process CPU per edit (server + agent, all threads): ${out.process_cpu_per_edit_ms} ms`,
     );
     if (process.env['BENCH_VERBOSE']) for (const l of lines.slice(-12)) log(`  ${l}`);
     return out;
@@ -229,15 +283,26 @@ export async function runAgentBench(
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     // PALISADE_BENCH_PART=traffic|latency runs one half.
     const part = process.env['PALISADE_BENCH_PART'];
-    const s100: Record<string, number | string> =
-      part === 'traffic' ? {} : inNamespace(ns, 100, quick ? 10 : 50, log);
-    const s1k: Record<string, number | string> =
-      part === 'traffic' ? {} : inNamespace(ns, 1000, quick ? 10 : 100, log);
-    // PALISADE_BENCH_AGENT_10K=1 adds 10k policies (minutes to start on a loaded machine).
-    const s10k: Record<string, number | string> =
-      part !== 'traffic' && process.env['PALISADE_BENCH_AGENT_10K'] === '1'
-        ? inNamespace(ns, 10_000, quick ? 5 : 20, log)
-        : {};
+    // PALISADE_BENCH_AGENT_SIZES=1000,10000 picks the policy counts (default 100 and 1k; 10k
+    // also with PALISADE_BENCH_AGENT_10K=1 — minutes to start on a loaded machine).
+    const sizes = (process.env['PALISADE_BENCH_AGENT_SIZES'] ?? '')
+      .split(',')
+      .filter((x) => x !== '')
+      .map(Number);
+    const want = (n: number) =>
+      part !== 'traffic' &&
+      (sizes.length > 0
+        ? sizes.includes(n)
+        : n !== 10_000 || process.env['PALISADE_BENCH_AGENT_10K'] === '1');
+    const s100: Record<string, unknown> = want(100)
+      ? inNamespace(ns, 100, quick ? 10 : 50, log)
+      : {};
+    const s1k: Record<string, unknown> = want(1000)
+      ? inNamespace(ns, 1000, quick ? 10 : 100, log)
+      : {};
+    const s10k: Record<string, unknown> = want(10_000)
+      ? inNamespace(ns, 10_000, quick ? 5 : 50, log)
+      : {};
     const traffic = part === 'latency' ? {} : await trafficBench(quick, log);
     return {
       policy_to_kernel_p50_ms_100: s100['policy_to_kernel_p50_ms'],
@@ -259,7 +324,7 @@ function inNamespace(
   policies: number,
   samples: number,
   log: (s: string) => void,
-): Record<string, number | string> {
+): Record<string, unknown> {
   const child = fileURLToPath(new URL('./agent-child.ts', import.meta.url));
   const r = spawnSync(
     'ip',
@@ -279,7 +344,7 @@ function inNamespace(
   for (const l of (r.stdout ?? '').split('\n')) if (l && !l.startsWith('CHILD ')) log(l);
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('CHILD '));
   if (!line) throw new Error(`agent bench child failed: ${(r.stderr ?? '').slice(-2000)}`);
-  return JSON.parse(line.slice(6)) as Record<string, number | string>;
+  return JSON.parse(line.slice(6)) as Record<string, unknown>;
 }
 
 // ------------------------------------------------------------------ traffic

@@ -248,7 +248,8 @@ async function size(
   const out = {
     policies,
     local_endpoints: LOCAL,
-    sets: desired.sets.length * 2,
+    // Kernel sets declared (a family no rule references and without elements is left out).
+    sets: rendered.parts?.sets.size ?? desired.sets.length * 2,
     interval_sets: intervalSets,
     rules,
     script_kb: Math.round(rendered.script.length / 1024),

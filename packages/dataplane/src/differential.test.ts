@@ -353,8 +353,14 @@ describe(
         calc.setLocalEndpoints(
           specs.map((s, i) => ({ ref: `${s.ns}/${s.name}`, iface: pods[i]?.hostIface ?? '' })),
         );
+        // Round 2 splits every tier of two or more policies into part chains (as a large tier
+        // is split), so the part chains meet real traffic too.
         await driver.apply(
-          render(calc.desired(), { table, workloadInterfacePrefix: node.ifacePrefix }),
+          render(calc.desired(), {
+            table,
+            workloadInterfacePrefix: node.ifacePrefix,
+            ...(round === 1 ? { tierPartPolicies: 1 } : {}),
+          }),
         );
         const attempts: Promise<void>[] = [];
         for (let i = 0; i < specs.length; i++) {

@@ -74,7 +74,11 @@ export interface AgentOptions extends ApiClientOptions {
   readonly netns?: string;
   /** Interfaces with this prefix are workload interfaces (unprogrammed ones are dropped). */
   readonly workloadInterfacePrefix?: string;
-  /** Debounce between a change and the apply (default 20 ms). */
+  /**
+   * Debounce between a change and the apply (default 2 ms: events of one watch chunk or one
+   * multi-document apply land together; changes arriving during an apply are folded into the
+   * next one, which is queued at most once).
+   */
   readonly debounceMs?: number;
   /** Drift check interval (default 30 s; 0 disables). */
   readonly resyncMs?: number;
@@ -94,6 +98,35 @@ export interface AgentOptions extends ApiClientOptions {
   readonly interfacePollMs?: number;
   /** Progress lines for people (default: nothing). */
   readonly say?: (line: string) => void;
+  /** Called after every successful apply with where its time went (benchmarks, metrics). */
+  readonly trace?: (t: ApplyTrace) => void;
+}
+
+/**
+ * Where one apply's time went, wall and CPU (`process.cpuUsage`, the whole process: in the agent
+ * only the stage itself runs meanwhile, except during the kernel step, which waits on a libuv
+ * thread). Times are `performance.now()` values of this process.
+ */
+export interface ApplyTrace {
+  readonly revision: string | undefined;
+  readonly kind: string;
+  /** The first and last watch event folded into this apply (undefined: none, e.g. a retry). */
+  readonly firstEventAt: number | undefined;
+  readonly lastEventAt: number | undefined;
+  readonly events: number;
+  /** Handling the events: validation by the core loader, the calculations' upsert/remove. */
+  readonly feedMs: number;
+  readonly feedCpuMs: number;
+  readonly startedAt: number;
+  readonly calcMs: number;
+  readonly calcCpuMs: number;
+  readonly renderMs: number;
+  readonly renderCpuMs: number;
+  readonly kernelMs: number;
+  readonly kernelCpuMs: number;
+  /** nft's own CPU time, where the session reports it (the worker). */
+  readonly nftCpuMs: number | undefined;
+  readonly doneAt: number;
 }
 
 export interface AgentStatus {
@@ -120,6 +153,7 @@ function objectKey(o: { apiVersion: string; kind: string; metadata: ApiObject['m
 
 /** Rule lines of a rendered table (everything inside chains but their headers). */
 export function countRules(r: Rendered): number {
+  if (r.ruleCount !== undefined) return r.ruleCount;
   let n = 0;
   let inChain = false;
   for (const raw of r.skeleton.split('\n')) {
@@ -155,6 +189,8 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private applying: Promise<void> = Promise.resolve();
+  /** An apply is queued behind the running one and has not started yet. */
+  private queued = false;
   private readonly stopper = new AbortController();
   private loop: Promise<void> | undefined;
   private readonly listeners = new Set<() => void>();
@@ -174,6 +210,8 @@ export class Agent {
   private ifaceTimer: NodeJS.Timeout | undefined;
   private readonly readInterfaces: HostInterfaceReader;
   private inactiveKey = '';
+  /** Events folded into the next apply, for its trace. */
+  private pending = { first: undefined as number | undefined, last: 0, n: 0, ms: 0, cpu: 0 };
 
   constructor(private readonly options: AgentOptions) {
     this.client = new ApiClient(options);
@@ -490,6 +528,19 @@ export class Agent {
   }
 
   private event(type: ObjectEventType, o: ApiObject, rv: string): void {
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    this.eventNow(type, o, rv);
+    const p = this.pending;
+    p.first ??= t0;
+    p.last = t0;
+    p.n++;
+    p.ms += performance.now() - t0;
+    const c = process.cpuUsage(c0);
+    p.cpu += (c.user + c.system) / 1000;
+  }
+
+  private eventNow(type: ObjectEventType, o: ApiObject, rv: string): void {
     this.revision = rv;
     this.lastSync = new Date();
     if (!isMirrored(o.kind)) return;
@@ -655,23 +706,34 @@ export class Agent {
     if (this.timer || this.stopper.signal.aborted) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.applying = this.applying.then(() => this.applyNow());
-    }, this.options.debounceMs ?? 20);
+      // An apply already queued (not started) will see this change too.
+      if (this.queued) return;
+      this.queued = true;
+      this.applying = this.applying.then(() => {
+        this.queued = false;
+        return this.applyNow();
+      });
+    }, this.options.debounceMs ?? 2);
   }
 
   private async applyNow(): Promise<void> {
     if (!this.synced) return;
     const rv = this.revision;
+    const events = this.pending;
+    this.pending = { first: undefined, last: 0, n: 0, ms: 0, cpu: 0 };
     let rendered: Rendered;
-    const t0 = performance.now();
-    let tCalc = t0;
     if (this.ifaces === undefined && this.needsInterfaces()) await this.refreshInterfaces();
+    const t0 = performance.now();
+    const c0 = process.cpuUsage();
+    let tCalc = t0;
+    let cCalc = c0;
     try {
       const locals = this.localEndpoints();
       this.calc.setLocalEndpoints(locals);
       this.hostModes.setLocalHostEndpoints(this.localHostEndpoints());
       const desired = withHostModes(this.calc.desired(), this.hostModes.desired());
       tCalc = performance.now();
+      cCalc = process.cpuUsage();
       rendered = render(desired, {
         table: this.driver.table,
         ...(this.options.workloadInterfacePrefix !== undefined
@@ -687,8 +749,11 @@ export class Agent {
       return;
     }
     const tRender = performance.now();
+    const cRender = process.cpuUsage();
     try {
       const r = await this.driver.apply(rendered);
+      const tKernel = performance.now();
+      const cKernel = process.cpuUsage();
       this.applies++;
       this.appliedRevision = rv;
       this.lastApply = new Date();
@@ -698,6 +763,26 @@ export class Agent {
       this.say(
         `applied revision ${rv ?? '-'} (${r.kind}, ${this.ruleCount} rules, ${this.localCount} local endpoints; calc ${Math.round(tCalc - t0)} ms, render ${Math.round(tRender - tCalc)} ms, kernel ${Math.round(r.ms)} ms via ${this.driver.sessionKind()})`,
       );
+      const cpuMs = (a: NodeJS.CpuUsage, b: NodeJS.CpuUsage) =>
+        (b.user - a.user + b.system - a.system) / 1000;
+      this.options.trace?.({
+        revision: rv,
+        kind: r.kind,
+        firstEventAt: events.first,
+        lastEventAt: events.first === undefined ? undefined : events.last,
+        events: events.n,
+        feedMs: events.ms,
+        feedCpuMs: events.cpu,
+        startedAt: t0,
+        calcMs: tCalc - t0,
+        calcCpuMs: cpuMs(c0, cCalc),
+        renderMs: tRender - tCalc,
+        renderCpuMs: cpuMs(cCalc, cRender),
+        kernelMs: tKernel - tRender,
+        kernelCpuMs: cpuMs(cRender, cKernel),
+        nftCpuMs: r.nftCpuMs,
+        doneAt: tKernel,
+      });
     } catch (e) {
       this.report(
         `apply failed at revision ${rv ?? '-'} (kernel unchanged; retrying): ${e instanceof Error ? e.message : String(e)}`,

@@ -1,7 +1,7 @@
 // Public surface of the node agent: the API mirror and apply loop, its client, and the CNI ports
 // backed by the API.
 export { Agent, countRules } from './agent.js';
-export type { AgentOptions, AgentStatus } from './agent.js';
+export type { AgentOptions, AgentStatus, ApplyTrace } from './agent.js';
 export { ApiClient, ApiRequestError } from './api-client.js';
 export type { ApiClientOptions, ApiObject, ApiReply, ObjectEventType } from './api-client.js';
 export { AgentPodSource, ApiEndpointRegistry } from './api-registry.js';

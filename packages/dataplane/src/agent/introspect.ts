@@ -233,7 +233,7 @@ export async function endpointReport(
   const chains: ChainRow[] = [];
   const rendered = view.applied();
   if (rendered) {
-    const parts = skeletonParts(rendered.skeleton);
+    const parts = rendered.parts ?? skeletonParts(rendered.skeleton);
     const kernel = kernelRules(await view.readBack());
     const seen = new Set<string>();
     for (const dir of ['ingress', 'egress'] as const) {
@@ -247,7 +247,18 @@ export async function endpointReport(
         const target = m[1] ?? '';
         seen.add(target);
         const tb = parts.chains.get(target);
-        if (tb) chains.push(chainRows(target, `${m[2] ?? ''} ${m[3] ?? ''} (${dir})`, tb, kernel));
+        if (!tb) continue;
+        chains.push(chainRows(target, `${m[2] ?? ''} ${m[3] ?? ''} (${dir})`, tb, kernel));
+        // A large tier's part chains (render.ts: tierPartPolicies), in the order it jumps to them.
+        for (const pr of tb) {
+          const pm = /\bjump (\S+) comment "tier ([^:"]*) part (\d+)/.exec(pr);
+          const pb = pm ? parts.chains.get(pm[1] ?? '') : undefined;
+          if (!pm || !pb || seen.has(pm[1] ?? '')) continue;
+          seen.add(pm[1] ?? '');
+          chains.push(
+            chainRows(pm[1] ?? '', `tier ${pm[2] ?? ''} part ${pm[3] ?? ''} (${dir})`, pb, kernel),
+          );
+        }
       }
     }
   }

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadText } from '@palisade/core';
 import type { Resource } from '@palisade/core';
+import { render } from '../nft/render.js';
 import { Calculation } from './calculation.js';
 import type { DesiredState, LocalEndpoint } from './types.js';
 
@@ -256,4 +257,166 @@ describe('the calculation updates only what a change touches', () => {
     c.setLocalEndpoints([...LOCALS, { ref: 'shop/not-there', iface: 'vnone' }]);
     assert.deepEqual(c.desired().unknown, [{ ref: 'shop/not-there', iface: 'vnone' }]);
   });
+});
+
+describe('a policy edit that keeps its selection re-derives only the programs it is in', () => {
+  const pol = ALL.find((r) => r.metadata.name === 'api-from-frontend');
+  assert.ok(pol?.kind === 'NetworkPolicy');
+  const edited = {
+    ...pol,
+    spec: {
+      ...pol.spec,
+      ingress: [{ action: 'Allow', protocol: 'TCP', destination: { ports: [4444] } }],
+    },
+  } as Resource;
+
+  test('a rules-only edit rebuilds the selected endpoint alone and equals from scratch', () => {
+    const c = new Calculation({ verifySharedSets: true });
+    c.setLocalEndpoints(LOCALS);
+    for (const r of ALL) c.upsert(r);
+    const before = c.desired();
+    c.upsert(edited);
+    const after = c.desired();
+    for (let i = 0; i < before.endpoints.length; i++) {
+      const b = before.endpoints[i];
+      if (b?.ref === 'shop/api') assert.notEqual(after.endpoints[i], b);
+      else assert.equal(after.endpoints[i], b, `${b?.ref ?? ''} keeps its program`);
+    }
+    assert.deepEqual(after, fromScratch([...ALL.filter((r) => r !== pol), edited]));
+    // Unchanged sets are handed out as the same objects (the renderer caches by identity).
+    const kept = new Map(before.sets.map((x) => [x.name, x]));
+    for (const x of after.sets)
+      if (kept.has(x.name) && JSON.stringify(kept.get(x.name)) === JSON.stringify(x))
+        assert.equal(x, kept.get(x.name), `set ${x.name} is the same object`);
+  });
+
+  test('removing the policy and adding it back equals from scratch at every step', () => {
+    const c = new Calculation({ verifySharedSets: true });
+    c.setLocalEndpoints(LOCALS);
+    for (const r of ALL) c.upsert(r);
+    c.desired();
+    c.remove('NetworkPolicy', 'shop', 'api-from-frontend', 'projectcalico.org/v3');
+    assert.deepEqual(c.desired(), fromScratch(ALL.filter((r) => r !== pol)));
+    c.upsert(edited);
+    assert.deepEqual(c.desired(), fromScratch([...ALL.filter((r) => r !== pol), edited]));
+  });
+});
+
+/** One random change of the current resources (policy rules, selectors, order, labels...). */
+function randomEdit(
+  cur: Map<string, Resource>,
+  r: () => number,
+): { upsert?: Resource; remove?: Resource } {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
+  const policies = [...cur.values()].filter(
+    (x) => x.kind === 'NetworkPolicy' || x.kind === 'GlobalNetworkPolicy',
+  );
+  const pods = [...cur.values()].filter((x) => x.kind === 'Pod');
+  const labels = ['frontend', 'api', 'db', 'x'];
+  const op = Math.floor(r() * 7);
+  if (policies.length === 0)
+    return {
+      upsert: pick(
+        BASE.filter((x) => x.kind === 'NetworkPolicy' || x.kind === 'GlobalNetworkPolicy'),
+      ),
+    };
+  const p = pick(policies);
+  const spec = (p as unknown as { spec: Record<string, unknown> }).spec;
+  const calico = p.apiVersion === 'projectcalico.org/v3';
+  switch (op) {
+    case 0:
+    case 1: {
+      // Rules only: a port, an action, a rule added or all rules dropped.
+      const port = 1000 + Math.floor(r() * 50);
+      const rules = calico
+        ? pick([
+            [{ action: 'Allow', protocol: 'TCP', destination: { ports: [port, 'http'] } }],
+            [
+              { action: 'Deny', protocol: 'UDP', source: { selector: `app == '${pick(labels)}'` } },
+              { action: 'Allow', protocol: 'TCP', destination: { ports: [port] } },
+            ],
+            [{ action: 'Pass', source: { nets: [`10.${port % 250}.0.0/16`] } }],
+            [],
+          ])
+        : pick([
+            [
+              {
+                from: [{ podSelector: { matchLabels: { app: pick(labels) } } }],
+                ports: [{ port }],
+              },
+            ],
+            [{ ports: [{ port: 'http' }] }],
+            [],
+          ]);
+      const dir = calico && r() < 0.5 ? 'egress' : 'ingress';
+      return { upsert: { ...p, spec: { ...spec, [dir]: rules } } as Resource };
+    }
+    case 2:
+      // The selection changes.
+      return {
+        upsert: {
+          ...p,
+          spec: calico
+            ? { ...spec, selector: `app == '${pick(labels)}'` }
+            : { ...spec, podSelector: { matchLabels: { app: pick(labels) } } },
+        } as Resource,
+      };
+    case 3:
+      return calico
+        ? { upsert: { ...p, spec: { ...spec, order: Math.floor(r() * 300) } } }
+        : { remove: p };
+    case 4:
+      return { remove: p };
+    case 5: {
+      const base = BASE.find((x) => x.kind === p.kind && x.metadata.name === p.metadata.name);
+      return base ? { upsert: base } : { remove: p };
+    }
+    default: {
+      const pod = pick(pods);
+      return {
+        upsert: {
+          ...pod,
+          metadata: { ...pod.metadata, labels: { app: pick(labels) } },
+        },
+      };
+    }
+  }
+}
+
+describe('incremental calculation and rendering after random edits equal a full computation', () => {
+  const key = (x: Resource) =>
+    `${x.apiVersion}/${x.kind}/${x.metadata.namespace ?? ''}/${x.metadata.name}`;
+  for (const seed of [1, 2, 3, 4, 5, 6]) {
+    test(`seed ${seed}: 40 random edits, checked after each`, () => {
+      const r = rng(seed);
+      const cur = new Map(ALL.map((x) => [key(x), x]));
+      const c = new Calculation({ verifySharedSets: true });
+      for (const x of ALL) c.upsert(x);
+      c.setLocalEndpoints(LOCALS);
+      c.desired();
+      for (let step = 0; step < 40; step++) {
+        const e = randomEdit(cur, r);
+        if (e.upsert) {
+          cur.set(key(e.upsert), e.upsert);
+          c.upsert(e.upsert);
+        }
+        if (e.remove) {
+          cur.delete(key(e.remove));
+          c.remove(e.remove.kind, ns(e.remove), e.remove.metadata.name, e.remove.apiVersion);
+        }
+        // Sometimes two edits fold into one read, as the agent's debounce does.
+        if (r() < 0.3) continue;
+        const got = c.desired();
+        const full = fromScratch(shuffled([...cur.values()], r));
+        assert.deepEqual(got, full, `seed ${seed} step ${step}`);
+        // The cached render of the incremental state is the render of fresh objects.
+        const opts = { table: 't', workloadInterfacePrefix: 'v' };
+        assert.equal(
+          render(got, opts).script,
+          render(structuredClone(full), opts).script,
+          `seed ${seed} step ${step}: render`,
+        );
+      }
+    });
+  }
 });

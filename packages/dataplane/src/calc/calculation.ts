@@ -70,6 +70,8 @@ interface ProgramEntry {
   /** Service sets the program references, by set name. */
   readonly services: ReadonlyMap<string, ServiceRef>;
   readonly notes: readonly CalcNote[];
+  /** Keys of the policies (enforced and staged) the program was derived from. */
+  readonly policyKeys: readonly string[];
 }
 
 /** A Kubernetes Service a rule matches: its endpoint addresses, or addresses with ports. */
@@ -117,8 +119,21 @@ export class Calculation {
       ids: Set<string>;
       /** The set's elements while neither membership nor a member's addresses changed. */
       el?: { v4: string[]; v6: string[] } | undefined;
+      /** The set as handed out, kept (same object) while `el` holds. */
+      set?: NamedSet | undefined;
     }
   >();
+  /** CIDR-list and named-port sets as handed out, kept while their inputs hold. */
+  private readonly netSets = new Map<string, NamedSet>();
+  private readonly namedPortSets = new Map<string, NamedSet>();
+  /**
+   * Which local programs each policy (by compiled key) went into, and each policy's selection
+   * signature (everything but its rules): an edit of a policy's rules alone re-derives only the
+   * programs of the endpoints it selects (selection cannot have changed), not every local one.
+   */
+  private readonly policyLocals = new Map<string, Set<string>>();
+  private readonly policySignatures = new Map<string, string>();
+  private readonly touchedPolicies = new Set<string>();
   private readonly namedPortMembers = new Map<string, Set<string>>();
   private dirtyAll = true;
   private dirtyPrograms = true;
@@ -145,7 +160,10 @@ export class Calculation {
     apiVersion: string,
   ): void {
     const ns = NAMESPACED.has(kind) ? (namespace ?? 'default') : undefined;
-    this.track({ kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource, true);
+    this.track(
+      { apiVersion, kind, metadata: { name, ...(ns ? { namespace: ns } : {}) } } as Resource,
+      true,
+    );
     this.engine.remove(kind, namespace, name, apiVersion);
   }
 
@@ -153,8 +171,30 @@ export class Calculation {
     const before = new Map(this.locals.map((l) => [l.ref, l.iface]));
     this.locals = [...list].sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
     const now = new Set(this.locals.map((l) => l.ref));
-    for (const ref of before.keys()) if (!now.has(ref)) this.programs.delete(ref);
-    for (const l of this.locals) if (before.get(l.ref) !== l.iface) this.programs.delete(l.ref);
+    for (const ref of before.keys()) if (!now.has(ref)) this.dropProgram(ref);
+    for (const l of this.locals) if (before.get(l.ref) !== l.iface) this.dropProgram(l.ref);
+  }
+
+  private dropProgram(ref: string): void {
+    const e = this.programs.get(ref);
+    if (e) this.unindex(ref, e);
+    this.programs.delete(ref);
+  }
+
+  private unindex(ref: string, e: ProgramEntry): void {
+    for (const k of e.policyKeys) this.policyLocals.get(k)?.delete(ref);
+  }
+
+  private setProgram(ref: string, e: ProgramEntry): void {
+    const old = this.programs.get(ref);
+    if (old === e) return;
+    if (old) this.unindex(ref, old);
+    for (const k of e.policyKeys) {
+      let refs = this.policyLocals.get(k);
+      if (!refs) this.policyLocals.set(k, (refs = new Set()));
+      refs.add(ref);
+    }
+    this.programs.set(ref, e);
   }
 
   /** The local endpoints last set, sorted by ref. */
@@ -211,7 +251,19 @@ export class Calculation {
         const key = `${r.kind}/${ns ?? ''}/${r.metadata.name}`;
         if (raw) this.rawPolicies.set(raw.key, raw.rules);
         else this.rawPolicies.delete(key);
-        this.dirtyPrograms = true;
+        if (r.kind === 'Tier') {
+          this.dirtyPrograms = true;
+          break;
+        }
+        // Same selection (selector, namespace, order, tier, types, flags): only the programs
+        // the policy is in can change. A new policy or another selection: every program.
+        const sigKey = `${r.apiVersion}|${key}`;
+        const before = this.policySignatures.get(sigKey);
+        const sig = removing ? undefined : selectionSignature(r);
+        if (sig === undefined) this.policySignatures.delete(sigKey);
+        else this.policySignatures.set(sigKey, sig);
+        if (before !== undefined && (removing || before === sig)) this.touchedPolicies.add(key);
+        else this.dirtyPrograms = true;
         break;
       }
       case 'AuthorizationPolicy':
@@ -264,13 +316,27 @@ export class Calculation {
     const active = this.engine.activeTiers(local.ref);
     const profiles = this.engine.dataplaneInputs(local.ref).profiles;
     if (!ep || !active || !profiles) {
-      return { program: undefined, inputs: [], selectors, nets, namedPorts, services, notes };
+      return {
+        program: undefined,
+        inputs: [],
+        selectors,
+        nets,
+        namedPorts,
+        services,
+        notes,
+        policyKeys: [],
+      };
     }
     // The engine keeps compiled policies, profiles and endpoints as the same objects while they
     // do not change: an endpoint whose inputs are all identical keeps its program.
     const inputs: unknown[] = [ep];
+    const policyKeys = new Set<string>();
     for (const dir of ['ingress', 'egress'] as const) {
-      for (const t of active[dir]) inputs.push(t.name, t.defaultAction, ...t.policies, '|');
+      for (const t of active[dir]) {
+        inputs.push(t.name, t.defaultAction, ...t.policies, '|');
+        for (const p of t.policies) policyKeys.add(p.key);
+        for (const p of t.staged) policyKeys.add(p.key);
+      }
       for (const pr of profiles[dir]) inputs.push(pr.profile, pr.rules);
       inputs.push('/');
     }
@@ -334,7 +400,16 @@ export class Calculation {
       ingress: direction('ingress'),
       egress: direction('egress'),
     };
-    return { program, inputs, selectors, nets, namedPorts, services, notes };
+    return {
+      program,
+      inputs,
+      selectors,
+      nets,
+      namedPorts,
+      services,
+      notes,
+      policyKeys: [...policyKeys],
+    };
   }
 
   // ------------------------------------------------------------------ the output
@@ -343,13 +418,20 @@ export class Calculation {
   desired(): DesiredState {
     this.refreshEntities();
     const programsAll = this.dirtyAll || this.dirtyPrograms;
+    // Rules-only policy edits: the programs those policies are in (nothing else can change).
+    const touched = new Set<string>();
+    if (!programsAll)
+      for (const k of this.touchedPolicies)
+        for (const ref of this.policyLocals.get(k) ?? []) touched.add(ref);
+    this.touchedPolicies.clear();
     for (const l of this.locals) {
-      if (programsAll || this.dirtyEndpoints.has(l.ref) || !this.programs.has(l.ref))
-        this.programs.set(
+      const dirty = this.dirtyEndpoints.has(l.ref);
+      if (programsAll || dirty || touched.has(l.ref) || !this.programs.has(l.ref))
+        this.setProgram(
           l.ref,
           this.program(
             l,
-            programsAll && !this.dirtyAll && !this.dirtyEndpoints.has(l.ref)
+            !this.dirtyAll && !dirty && (programsAll || touched.has(l.ref))
               ? this.programs.get(l.ref)
               : undefined,
           ),
@@ -366,7 +448,8 @@ export class Calculation {
       for (const [k, v] of e.services) services.set(k, v);
       for (const [k, v] of e.selectors) {
         const known = selectors.get(k);
-        if (!known) selectors.set(k, { ...v, alternates: [...v.alternates] });
+        // Copied only to collect alternates (verifySharedSets); otherwise read as is.
+        if (!known) selectors.set(k, this.verify ? { ...v, alternates: [...v.alternates] } : v);
         else if (this.verify) known.alternates.push(v.matcher, ...v.alternates);
       }
       for (const [k, v] of e.nets) if (!nets.has(k)) nets.set(k, v);
@@ -422,6 +505,7 @@ export class Calculation {
               throw new Error(`bug: selectors sharing set key ${k} disagree on ${id}`);
       }
     }
+    const endpointsChanged = this.dirtyAll || this.dirtyEndpoints.size > 0;
     this.dirtyAll = false;
     this.dirtyPrograms = false;
     this.dirtyNetsets = false;
@@ -429,6 +513,10 @@ export class Calculation {
 
     const sets: NamedSet[] = [];
     for (const [k, m] of this.members) {
+      if (m.el && m.set) {
+        sets.push(m.set);
+        continue;
+      }
       if (!m.el) {
         const ips = [];
         const cidrs = [];
@@ -441,18 +529,35 @@ export class Calculation {
         m.el = addressElements(ips, cidrs);
       }
       const el = m.el;
-      sets.push({ kind: 'address', name: setName('s_', k), describe: m.ref.describe, ...el });
+      m.set = { kind: 'address', name: setName('s_', k), describe: m.ref.describe, ...el };
+      sets.push(m.set);
     }
+    // A CIDR-list set is named by its sorted content: the same key, the same set.
+    for (const k of [...this.netSets.keys()]) if (!nets.has(k)) this.netSets.delete(k);
     for (const [k, lists] of nets) {
-      const cidrs = lists.flatMap((l) => l ?? []);
-      sets.push({
-        kind: 'address',
-        name: setName('n_', k),
-        describe: `nets ${cidrs.map(cidrText).join(', ')}`,
-        ...addressElements([], cidrs),
-      });
+      let set = this.netSets.get(k);
+      if (!set) {
+        const cidrs = lists.flatMap((l) => l ?? []);
+        set = {
+          kind: 'address',
+          name: setName('n_', k),
+          describe: `nets ${cidrs.map(cidrText).join(', ')}`,
+          ...addressElements([], cidrs),
+        };
+        this.netSets.set(k, set);
+      }
+      sets.push(set);
     }
+    // Named-port sets depend on the members' addresses and ports: rebuilt when an endpoint changed.
+    if (endpointsChanged) this.namedPortSets.clear();
+    for (const n of [...this.namedPortSets.keys()])
+      if (!this.namedPortMembers.has(n)) this.namedPortSets.delete(n);
     for (const [n, ids] of this.namedPortMembers) {
+      const known = this.namedPortSets.get(n);
+      if (known) {
+        sets.push(known);
+        continue;
+      }
       const v4 = new Set<string>();
       const v6 = new Set<string>();
       for (const id of ids) {
@@ -464,13 +569,15 @@ export class Calculation {
             (ip.family === 4 ? v4 : v6).add(`${formatIp(ip)} . ${p.protocol} . ${p.port}`);
         }
       }
-      sets.push({
+      const set: NamedSet = {
         kind: 'named-port',
         name: setName('p_', n),
         describe: `named port ${n}`,
         v4: [...v4].sort(),
         v6: [...v6].sort(),
-      });
+      };
+      this.namedPortSets.set(n, set);
+      sets.push(set);
     }
     let svcV4 = false;
     let svcV6 = false;
@@ -525,6 +632,26 @@ export class Calculation {
   notes(): CalcNote[] {
     return this.locals.flatMap((l) => this.programs.get(l.ref)?.notes ?? []);
   }
+}
+
+/**
+ * What decides which endpoints a policy selects and where it sits: the resource without its
+ * rules (only whether each rule list is present and empty, which Kubernetes' policyTypes default
+ * reads). Two versions with the same signature select the same endpoints in the same place.
+ */
+function selectionSignature(r: Resource): string {
+  const spec = { ...((r as { spec?: Record<string, unknown> }).spec ?? {}) };
+  for (const dir of ['ingress', 'egress'] as const) {
+    const rules = spec[dir];
+    spec[dir] = rules === undefined ? null : Array.isArray(rules) ? rules.length > 0 : rules;
+  }
+  return JSON.stringify([
+    r.apiVersion,
+    r.kind,
+    r.metadata.namespace ?? null,
+    r.metadata.name,
+    spec,
+  ]);
 }
 
 // ------------------------------------------------------------------ rule conversion
@@ -606,12 +733,76 @@ function share(ctx: RuleCtx, key: string, matcher: EntityMatcher, describe: stri
   else if (ctx.verify && known.matcher !== matcher) known.alternates.push(matcher);
 }
 
+/** What converting one policy's rules for one direction produced, to replay for the next endpoint. */
+interface Converted {
+  readonly rules: RuleProgram[];
+  readonly shares: (readonly [string, EntityMatcher, string])[];
+  readonly nets: (readonly [string, readonly CompiledEntity['nets'][]])[];
+  readonly namedPorts: string[];
+  readonly services: (readonly [string, ServiceRef])[];
+  readonly notes: string[];
+}
+
+/**
+ * Converted rules by the engine's compiled rule list (the same array while the policy or profile
+ * is unchanged) and everything else the conversion reads: a policy selecting many endpoints, or
+ * an endpoint rebuilt after an edit of one of its hundred policies, converts each policy once.
+ */
+const convertedCache = new WeakMap<readonly CompiledRule[], Map<string, Converted>>();
+
 function convertRules(
   ctx: RuleCtx,
   rules: readonly CompiledRule[],
   dir: Direction,
   prov: { tier?: string; policy?: string; profile?: string },
   ownerKey: string,
+): RuleProgram[] {
+  // The conversion depends on the endpoint only through its L7 point (http rules).
+  const key = `${dir}\u0000${ownerKey}\u0000${ctx.ep.l7 ? 1 : 0}\u0000${ctx.verify ? 1 : 0}\u0000${prov.tier ?? ''}\u0000${prov.policy ?? ''}\u0000${prov.profile ?? ''}`;
+  let byKey = convertedCache.get(rules);
+  let c = byKey?.get(key);
+  if (!c) {
+    const rec: RuleCtx = {
+      ...ctx,
+      selectors: new Map(),
+      nets: new Map(),
+      namedPorts: new Set(),
+      services: new Map(),
+      notes: [],
+    };
+    const shares: (readonly [string, EntityMatcher, string])[] = [];
+    const out = convertRulesNow(rec, rules, dir, prov, ownerKey, (k, m, d) =>
+      shares.push([k, m, d]),
+    );
+    c = {
+      rules: out,
+      shares,
+      nets: [...rec.nets],
+      namedPorts: [...rec.namedPorts],
+      services: [...rec.services],
+      notes: rec.notes.map((n) => n.message),
+    };
+    if (!byKey) {
+      byKey = new Map();
+      convertedCache.set(rules, byKey);
+    }
+    byKey.set(key, c);
+  }
+  for (const [k, m, d] of c.shares) share(ctx, k, m, d);
+  for (const [k, v] of c.nets) ctx.nets.set(k, v);
+  for (const n of c.namedPorts) ctx.namedPorts.add(n);
+  for (const [k, v] of c.services) ctx.services.set(k, v);
+  for (const message of c.notes) ctx.notes.push({ endpoint: ctx.ep.id, message });
+  return c.rules;
+}
+
+function convertRulesNow(
+  ctx: RuleCtx,
+  rules: readonly CompiledRule[],
+  dir: Direction,
+  prov: { tier?: string; policy?: string; profile?: string },
+  ownerKey: string,
+  shared: (key: string, matcher: EntityMatcher, describe: string) => void,
 ): RuleProgram[] {
   const out: RuleProgram[] = [];
   const groupPos = new Map<number, number>();
@@ -641,13 +832,13 @@ function convertRules(
       } = {};
       if (ce.selector) {
         const key = rs.selectorKey ?? positional;
-        share(ctx, key, ce.selector, rs.describe || where);
+        shared(key, ce.selector, rs.describe || where);
         s.selectorSet = setName('s_', key);
       }
       if (ce.notSelector) {
         const key = rs.notSelectorKey ?? `${positional}!`;
         const m = ce.notSelector;
-        share(ctx, key, m, `not ${where}`);
+        shared(key, m, `not ${where}`);
         s.notSelectorSet = setName('s_', key);
       }
       const netsKey = (list: NonNullable<CompiledEntity['nets']>) =>

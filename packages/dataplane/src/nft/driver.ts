@@ -300,7 +300,7 @@ export class NftDriver {
   }
 
   /** The element delta between two renderings with equal skeletons. */
-  elementScript(from: Rendered, to: Rendered): string {
+  elementScript(from: Pick<Rendered, 'elements'>, to: Pick<Rendered, 'elements'>): string {
     // Most sets are unchanged (often the very same array): only the others are diffed.
     const changed: [string, readonly string[], readonly string[]][] = [];
     for (const [name, els] of to.elements) {
@@ -331,6 +331,12 @@ export class NftDriver {
    * the full replacement is used).
    */
   deltaScript(from: Rendered, to: Rendered): string | undefined {
+    const d = this.delta_(from, to);
+    return d === undefined ? undefined : d.rules + d.elements;
+  }
+
+  /** The delta split into its rule part (empty: same skeleton) and its element part. */
+  private delta_(from: Rendered, to: Rendered): { rules: string; elements: string } | undefined {
     const a = from.parts ?? skeletonParts(from.skeleton);
     const b = to.parts ?? skeletonParts(to.skeleton);
     const same = (x: readonly string[] | undefined, y: readonly string[] | undefined) =>
@@ -363,14 +369,12 @@ export class NftDriver {
     for (const n of goneChains) out.push(`flush chain ${T} ${n}`);
     for (const n of goneChains) out.push(`delete chain ${T} ${n}`);
     for (const n of a.sets.keys()) if (!b.sets.has(n)) out.push(`delete set ${T} ${n}`);
-    let script = out.length > 0 ? out.join('\n') + '\n' : '';
+    const rules = out.length > 0 ? out.join('\n') + '\n' : '';
     // Elements: deltas for kept sets, everything for new ones.
-    const kept: Rendered = {
-      ...from,
+    const kept: Pick<Rendered, 'elements'> = {
       elements: new Map([...from.elements].filter(([n]) => b.sets.has(n))),
     };
-    script += this.elementScript(kept, to);
-    return script;
+    return { rules, elements: this.elementScript(kept, to) };
   }
 
   /**
@@ -388,8 +392,17 @@ export class NftDriver {
       this.applyCpu = undefined;
       const cpu = () => (this.applyCpu !== undefined ? { nftCpuMs: this.applyCpu } : {});
       const last = this.last;
-      if (last && last.rendered.skeleton === rendered.skeleton) {
-        const delta = this.elementScript(last.rendered, rendered);
+      // With both renderings' objects at hand the delta says whether the skeleton is the same
+      // (no rule part) without comparing the whole text.
+      const d =
+        last && this.delta && last.rendered.parts && rendered.parts
+          ? this.delta_(last.rendered, rendered)
+          : undefined;
+      const sameSkeleton =
+        last !== undefined &&
+        (d !== undefined ? d.rules === '' : last.rendered.skeleton === rendered.skeleton);
+      if (last && sameSkeleton) {
+        const delta = d?.elements ?? this.elementScript(last.rendered, rendered);
         if (delta === '') return { kind: 'unchanged' as const, ms: performance.now() - t0 };
         const r = this.counted(await this.run(['-f', '-'], delta));
         if (r.code === 0) {
@@ -399,7 +412,8 @@ export class NftDriver {
           return { kind: 'elements' as const, ms: performance.now() - t0, ...cpu() };
         }
       } else if (last && this.delta) {
-        const script = this.deltaScript(last.rendered, rendered);
+        const script =
+          d !== undefined ? d.rules + d.elements : this.deltaScript(last.rendered, rendered);
         if (script !== undefined) {
           const r = this.counted(await this.run(['-f', '-'], script));
           if (r.code === 0) {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { compile, loadText } from '@palisade/core';
 import type { Resource } from '@palisade/core';
 import { Calculation } from '../calc/calculation.js';
-import type { LocalEndpoint } from '../calc/types.js';
+import type { DesiredState, LocalEndpoint } from '../calc/types.js';
 import { canUseNetns } from '../testing/netns.js';
 import {
   commentText,
@@ -238,4 +238,62 @@ test('the objects recorded while rendering are exactly what the skeleton parses 
     assert.ok(r.parts, c.name);
     assert.deepEqual(r.parts, skeletonParts(r.skeleton), c.name);
   }
+});
+
+test('a large tier is split into part chains of N policies, jumped to in order; a tier with Pass is not', () => {
+  const pols = (n: number, pass: boolean): DesiredState['endpoints'][number]['ingress'] => ({
+    tiers: [
+      {
+        name: 'default',
+        defaultAction: 'Deny',
+        policies: Array.from({ length: n }, (_, i) => `ns/p${i}`),
+        rules: Array.from({ length: n }, (_, i) => ({
+          provenance: { tier: 'default', policy: `ns/p${i}`, rule: 0 },
+          action: pass && i === 1 ? ('Pass' as const) : ('Allow' as const),
+          protocol: 6,
+          src: {},
+          dst: { ports: [{ from: 1000 + i, to: 1000 + i }] },
+        })),
+      },
+    ],
+    profiles: [],
+    fallback: 'accept',
+  });
+  const state = (pass: boolean): DesiredState => ({
+    endpoints: [
+      {
+        ref: 'ns/a',
+        kind: 'workload',
+        iface: 'va',
+        ipv4: ['10.0.0.1'],
+        ipv6: [],
+        ingress: pols(5, pass),
+        egress: { tiers: [], profiles: [], fallback: 'accept' },
+      },
+    ],
+    sets: [],
+    unknown: [],
+  });
+  const r = render(state(false), { tierPartPolicies: 2 });
+  const parts = [...(r.parts?.chains.keys() ?? [])].filter((n) => /^tin-default\.\d-/.test(n));
+  assert.equal(parts.length, 3, r.skeleton);
+  const tier = [...(r.parts?.chains ?? [])].find(([n]) => /^tin-default-/.test(n))?.[1] ?? [];
+  assert.deepEqual(
+    tier.map((l) => /jump (\S+)/.exec(l)?.[1] ?? l.split(' comment')[0]),
+    [
+      ...parts.sort((a, b) => Number(/\.(\d)-/.exec(a)?.[1]) - Number(/\.(\d)-/.exec(b)?.[1])),
+      'counter drop',
+    ],
+  );
+  // Every policy rule is in exactly one part, in order.
+  const ports = parts.flatMap((p) =>
+    (r.parts?.chains.get(p) ?? []).map((l) => Number(/dport \{ (\d+) \}/.exec(l)?.[1])),
+  );
+  assert.deepEqual(ports, [1000, 1001, 1002, 1003, 1004]);
+  const withPass = render(state(true), { tierPartPolicies: 2 });
+  assert.ok(![...(withPass.parts?.chains.keys() ?? [])].some((n) => /^tin-default\.\d-/.test(n)));
+  assert.equal(render(state(false)).skeleton.includes('tin-default.1-'), false, 'default: 16');
+  assert.throws(() => render(state(false), { tierPartPolicies: -1 }), {
+    code: 'DATAPLANE_ERR_INVALID_NAME',
+  });
 });

@@ -42,11 +42,21 @@ export interface RenderOptions {
   readonly workloadInterfacePrefix?: string;
   /** The mark bit of untracked and pre-DNAT Allow (default DEFAULT_ACCEPT_MARK). */
   readonly acceptMark?: number;
+  /**
+   * A tier holding more policies than this for one endpoint is split into part chains of this
+   * many policies each, jumped to in order (default 16; 0: never split). An edit of one policy
+   * then rewrites one part, not the whole tier chain. Tiers with a Pass rule are never split
+   * (its `return` must leave the tier, not the part).
+   */
+  readonly tierPartPolicies?: number;
 }
 
 export interface Rendered {
   readonly table: string;
-  /** Everything but set elements: equal skeletons mean only memberships changed. */
+  /**
+   * Everything but set elements: equal skeletons mean only memberships changed. Assembled on
+   * first use (a change applied as a delta never needs the whole text).
+   */
   readonly skeleton: string;
   /** Kernel set name → elements (already formatted). */
   readonly elements: ReadonlyMap<string, readonly string[]>;
@@ -54,6 +64,8 @@ export interface Rendered {
   readonly script: string;
   /** The skeleton's objects, as skeletonParts would parse them (built while rendering). */
   readonly parts?: SkeletonParts;
+  /** Rules in the table (base chains included), counted while rendering. */
+  readonly ruleCount?: number;
 }
 
 const NAME_RE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
@@ -328,6 +340,7 @@ class Builder {
     private readonly hasFamily: (f: Family) => boolean,
     /** Part of the cache key: the family flags and set-emptiness the rule text depends on. */
     private readonly context: string,
+    private readonly partSize: number,
   ) {}
 
   /** Adds a chain named from its content (equal content is shared), returns its name. */
@@ -410,8 +423,38 @@ class Builder {
     }
     for (const t of p.tiers) {
       const body: string[] = [];
-      for (const r of t.rules)
-        body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
+      // The rules of consecutive policies, grouped by policy (provenance), in order.
+      const groups: RuleProgram[][] = [];
+      let last: string | undefined;
+      for (const r of t.rules) {
+        const who = r.provenance.policy ?? '';
+        if (groups.length === 0 || who !== last) groups.push([]);
+        groups[groups.length - 1]?.push(r);
+        last = who;
+      }
+      const split =
+        this.partSize > 0 &&
+        groups.length > this.partSize &&
+        !t.rules.some((r) => r.action === 'Pass');
+      if (split) {
+        // Allow and Deny are final in a part chain as in the tier chain, Log goes on, and a part
+        // without a match returns to the tier chain, which jumps to the next part.
+        for (let i = 0; i < groups.length; i += this.partSize) {
+          const part = groups.slice(i, i + this.partSize);
+          const lines: string[] = [];
+          for (const g of part)
+            for (const r of g)
+              lines.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
+          const first = part[0]?.[0]?.provenance.policy ?? '';
+          const end = part[part.length - 1]?.[0]?.provenance.policy ?? '';
+          const pc = this.shared(`t${d}`, `${t.name}.${i / this.partSize + 1}`, lines);
+          body.push(
+            `counter jump ${pc} ${comment(`tier ${t.name} part ${i / this.partSize + 1}: ${first} .. ${end}`)}`,
+          );
+        }
+      } else
+        for (const r of t.rules)
+          body.push(...renderRule(r, dir, this.staticEmpty, this.hasFamily, allow));
       if (t.defaultAction === 'Deny')
         body.push(`counter drop ${comment(`default deny of tier ${t.name}`)}`);
       const tc = this.shared(`t${d}`, t.name, body);
@@ -460,6 +503,34 @@ export function needsInterval(members: readonly string[]): boolean {
   return members.some((m) => m.includes('/') || m.includes('-'));
 }
 
+/** Declarations of a set (the calculation keeps a set the same object while it holds). */
+const declCache = new WeakMap<NamedSet, readonly [readonly string[], readonly string[]]>();
+
+function setDecls(s: NamedSet): readonly [readonly string[], readonly string[]] {
+  let d = declCache.get(s);
+  if (!d) {
+    d = [setDecl(s, 4), setDecl(s, 6)];
+    declCache.set(s, d);
+  }
+  return d;
+}
+
+/** The kernel sets (`name_v4`, `name_v6`) the rules of a chain reference, kept per chain body. */
+const refsCache = new WeakMap<readonly string[], readonly string[]>();
+const SET_REF = /@([A-Za-z0-9_]+)/g;
+
+function chainRefs(lines: readonly string[]): readonly string[] {
+  let r = refsCache.get(lines);
+  if (!r) {
+    const out = new Set<string>();
+    for (const l of lines)
+      if (l.includes('@')) for (const m of l.matchAll(SET_REF)) out.add(m[1] ?? '');
+    r = [...out];
+    refsCache.set(lines, r);
+  }
+  return r;
+}
+
 function setDecl(s: NamedSet, f: Family): string[] {
   const type =
     s.kind === 'address'
@@ -490,6 +561,9 @@ function baseChainText(
   ];
 }
 
+/** Policies per part chain of a large tier (RenderOptions.tierPartPolicies). */
+export const DEFAULT_TIER_PART = 16;
+
 /** Renders the whole owned table. Deterministic: the same state gives the same text. */
 export function render(state: DesiredState, options: RenderOptions = {}): Rendered {
   const table = options.table ?? 'palisade';
@@ -511,10 +585,14 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
     .filter((x) => x.kind === 'address' && x.name.startsWith('n_'))
     .map((x) => `${x.name}:${x.v4.length > 0 ? 1 : 0}${x.v6.length > 0 ? 1 : 0}`)
     .join(',');
+  const part = options.tierPartPolicies ?? DEFAULT_TIER_PART;
+  if (!Number.isInteger(part) || part < 0)
+    throw new DataplaneError('DATAPLANE_ERR_INVALID_NAME', `invalid tierPartPolicies ${part}`);
   const b = new Builder(
     staticEmpty,
     (f) => (f === 4 ? families.v4 : families.v6),
-    `${families.v4 ? 1 : 0}${families.v6 ? 1 : 0}|${emptyKey}`,
+    `${families.v4 ? 1 : 0}${families.v6 ? 1 : 0}|${emptyKey}|${part}`,
+    part,
   );
   const wlFrom: string[] = [];
   const wlTo: string[] = [];
@@ -623,19 +701,28 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   ];
   const nd = `icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, nd-router-advert } counter accept ${comment('IPv6 neighbour discovery with the host')}`;
   const lines: string[] = [`table inet ${table} {`];
+  // A set family no rule references and without elements is not declared (a single-stack
+  // cluster has no rule of the other family, so half the sets would be empty and unused):
+  // fewer objects for nft to parse and to list into its cache at every change.
+  const chainList = [...b.chains.values()];
+  const referenced = new Set<string>();
+  for (const c of chainList) for (const r of chainRefs(c.lines)) referenced.add(r);
+  const declared: NamedSet[] = [];
   const setLines: string[] = [];
   for (const s of state.sets) {
-    const d4 = setDecl(s, 4);
-    const d6 = setDecl(s, 6);
-    pSets.set(
-      `${s.name}_v4`,
-      d4.slice(1, -1).map((l) => l.trim()),
-    );
-    pSets.set(
-      `${s.name}_v6`,
-      d6.slice(1, -1).map((l) => l.trim()),
-    );
-    setLines.push(...d4, ...d6);
+    const [d4, d6] = setDecls(s);
+    const in4 = s.v4.length > 0 || referenced.has(`${s.name}_v4`);
+    const in6 = s.v6.length > 0 || referenced.has(`${s.name}_v6`);
+    if (!in4 && !in6) continue;
+    declared.push(s);
+    if (in4) {
+      pSets.set(`${s.name}_v4`, declBody(d4));
+      setLines.push(...d4);
+    }
+    if (in6) {
+      pSets.set(`${s.name}_v6`, declBody(d6));
+      setLines.push(...d6);
+    }
   }
   lines.push(...setLines);
   lines.push(...vmap('workload_from', wlFrom), ...vmap('workload_to', wlTo));
@@ -716,17 +803,27 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
       ...starRule('oifname', star.out, 'egress of the all-interfaces host endpoint'),
     ]),
   );
-  const chains = [...b.chains.values()].sort((x, y) => (x.name < y.name ? -1 : 1));
+  let ruleCount = 0;
+  for (const body of pBase.values()) ruleCount += body.length - 1;
+  const chains = chainList.sort((x, y) => (x.name < y.name ? -1 : 1));
   for (const c of chains) {
     pChains.set(c.name, c.lines);
-    lines.push(`\tchain ${c.name} {`, ...c.lines.map((l) => `\t\t${l}`), '\t}');
+    ruleCount += c.lines.length;
   }
-  lines.push('}');
-  const skeleton = lines.join('\n') + '\n';
+  // The text of the skeleton, on first use (a delta needs only the objects above).
+  let skeletonText: string | undefined;
+  const skeletonOf = (): string => {
+    if (skeletonText !== undefined) return skeletonText;
+    const out: string[] = [lines.join('\n') + '\n'];
+    for (const c of chains) out.push(chainText(c));
+    out.push('}\n');
+    skeletonText = out.join('');
+    return skeletonText;
+  };
   const elements = new Map<string, readonly string[]>();
-  for (const s of state.sets) {
-    elements.set(`${s.name}_v4`, s.v4);
-    elements.set(`${s.name}_v6`, s.v6);
+  for (const s of declared) {
+    if (pSets.has(`${s.name}_v4`)) elements.set(`${s.name}_v4`, s.v4);
+    if (pSets.has(`${s.name}_v6`)) elements.set(`${s.name}_v6`, s.v6);
   }
   const elementLines = {
     join: (sep: string): string => {
@@ -740,14 +837,37 @@ export function render(state: DesiredState, options: RenderOptions = {}): Render
   let script: string | undefined;
   return {
     table,
-    skeleton,
+    get skeleton(): string {
+      return skeletonOf();
+    },
     parts: { sets: pSets, maps: pMaps, baseChains: pBase, chains: pChains },
+    ruleCount,
     elements,
     get script(): string {
-      script ??= skeleton + elementLines.join('');
+      script ??= skeletonOf() + elementLines.join('');
       return script;
     },
   };
+}
+
+function declBody(d: readonly string[]): readonly string[] {
+  let b = bodyCache.get(d);
+  if (!b) {
+    b = d.slice(1, -1).map((l) => l.trim());
+    bodyCache.set(d, b);
+  }
+  return b;
+}
+const bodyCache = new WeakMap<readonly string[], readonly string[]>();
+
+/** A regular chain's text, kept per chain body (unchanged chains are the same arrays). */
+const chainTextCache = new WeakMap<readonly string[], { name: string; text: string }>();
+function chainText(c: ChainDef): string {
+  const t = chainTextCache.get(c.lines);
+  if (t?.name === c.name) return t.text;
+  const text = `\tchain ${c.name} {\n${c.lines.map((l) => `\t\t${l}\n`).join('')}\t}\n`;
+  chainTextCache.set(c.lines, { name: c.name, text });
+  return text;
 }
 
 /** `add element` / `delete element` for one set, in chunks nft parses quickly. */
