@@ -255,9 +255,19 @@ interface EndpointEntry {
  * Reset by every world change (the labels include the namespace's and service account's).
  */
 /** What a namespace and service account give their workloads, and the shares of their pods. */
-type DerivedParts = EndpointParts & { readonly shares: Map<string, PodShare> };
+type DerivedParts = EndpointParts & {
+  readonly shares: Map<string, PodShare>;
+  /** `profilesFor` of its pods (their profiles are these parts' profiles). */
+  profileRules: ProfileRules | undefined;
+};
+
+interface ProfileRules {
+  readonly ingress: CompiledProfileRules[];
+  readonly egress: CompiledProfileRules[];
+}
 
 interface PodShare {
+  readonly parts: DerivedParts;
   readonly labels: Labels;
   active: ActiveSet | undefined;
 }
@@ -642,6 +652,7 @@ export class Engine {
         saView: saLabels(saName, sa),
         profileNames: profiles.map((p) => p.name),
         shares: new Map(),
+        profileRules: undefined,
       };
       bySa.set(saName, parts);
     }
@@ -688,7 +699,7 @@ export class Engine {
           this.derivedProfiles.clear();
           this.podShareCount = 0;
         }
-        share = { labels: ep.labels, active: undefined };
+        share = { parts, labels: ep.labels, active: undefined };
         parts.shares.set(sig, share);
       }
       this.lastShare = share;
@@ -861,10 +872,7 @@ export class Engine {
     return p;
   }
 
-  private profilesFor(ep: Endpoint): {
-    readonly ingress: CompiledProfileRules[];
-    readonly egress: CompiledProfileRules[];
-  } {
+  private profilesFor(ep: Endpoint): ProfileRules {
     const k = ep.profiles.join('\u0000');
     let c = this.profileRulesCache.get(k);
     if (!c) {
@@ -935,6 +943,42 @@ export class Engine {
   private clearTierIntern(): void {
     this.tierIntern.clear();
     this.tierTrieNodes = 0;
+    this.listTrie = newListTrie();
+    this.listTrieNodes = 0;
+  }
+
+  /**
+   * `activeTierLists` of a candidate list, remembered by the list: endpoints whose candidates
+   * were collected as the same policies in the same order (every replica set of an app in one
+   * namespace, and across namespaces the global part) share the ordering. The trie is walked by
+   * the policy objects, and forgotten with the interned tiers (every policy or tier change).
+   */
+  private tierListsOf(candidates: CompiledPolicy[]): {
+    ingress: ActiveTier[];
+    egress: ActiveTier[];
+  } {
+    let node = this.listTrie;
+    for (const p of candidates) {
+      let next = node.key === p ? node.child : node.more?.get(p);
+      if (next === undefined) {
+        if (++this.listTrieNodes > 1_000_000) {
+          // Bounded: start over (this walk goes on in the old trie, which is dropped).
+          this.listTrie = newListTrie();
+          this.listTrieNodes = 0;
+        }
+        next = newListTrie();
+        if (node.child === undefined) {
+          node.key = p;
+          node.child = next;
+        } else {
+          node.more ??= new Map();
+          node.more.set(p, next);
+        }
+      }
+      node = next;
+    }
+    node.lists ??= this.activeTierLists(candidates);
+    return node.lists;
   }
 
   /**
@@ -1029,8 +1073,13 @@ export class Engine {
       }
     }
     if (ep.namespace !== undefined) collect(this.nsGroups.get(ep.namespace), ep, candidates);
-    const build = this.activeTierLists(candidates);
-    const profiles = this.profilesFor(ep);
+    const build = this.tierListsOf(candidates);
+    // A pod's profiles are its parts': their rules are kept there, found without a key.
+    let profiles: ProfileRules;
+    if (share !== undefined) {
+      share.parts.profileRules ??= this.profilesFor(ep);
+      profiles = share.parts.profileRules;
+    } else profiles = this.profilesFor(ep);
     const set: ActiveSet = {
       ep,
       worldGen: this.worldGen,
@@ -1340,21 +1389,20 @@ export class Engine {
    * agent's hot path: no provenance, no strings.
    */
   kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
+    // Names decided before: their entries straight from the name cache (no address checks), then
+    // what `kernelAllowsByHandle` does.
+    const se = this.cachedName(from);
+    const de = se && this.cachedName(to);
+    if (de && !this.mayCrossHost(se, de)) {
+      const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
+      if (proto !== undefined) {
+        const v = this.entriesAllow(se, de, proto, port);
+        if (v !== undefined) return v;
+      }
+    }
     if (this.heps.size > 0) {
       const h = this.hostPathAllows(from, to, protocol, port);
       if (h !== undefined) return h;
-    } else {
-      // Names decided before: their entries straight from the name cache (no address checks,
-      // no Map lookups), then what `kernelAllowsByHandle` does.
-      const se = this.cachedName(from);
-      const de = se && this.cachedName(to);
-      if (de) {
-        const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
-        if (proto !== undefined) {
-          const v = this.entriesAllow(se, de, proto, port);
-          if (v !== undefined) return v;
-        }
-      }
     }
     // The common case, without allocation: two endpoint names whose first addresses share a
     // family (what `pickAddresses` picks then), decided by the endpoints' programs.
@@ -1397,6 +1445,20 @@ export class Engine {
     if (e.ep.id !== ref) return;
     if (this.nameCache.size > 2 * this.endpointCache.size + 1024) this.nameCache.clear();
     this.nameCache.set(ref, e);
+  }
+
+  /**
+   * Whether host endpoint stages may be on the way between two endpoints (what `hostPath` looks
+   * for, over-approximated from what the entries hold): one of them is a host endpoint, or stage
+   * policies exist and one of them is a workload on a known node. When not, the endpoints'
+   * programs decide alone.
+   */
+  private mayCrossHost(se: EndpointEntry, de: EndpointEntry): boolean {
+    if (this.heps.size === 0) return false;
+    const s = se.ep;
+    const d = de.ep;
+    if (s.kind === 'host' || d.kind === 'host') return true;
+    return (s.node !== undefined || d.node !== undefined) && this.anyStagePolicy();
   }
 
   /**
@@ -1470,6 +1532,14 @@ export class Engine {
     const se = this.handleEntry(from);
     const de = this.handleEntry(to);
     if (!se || !de) return false;
+    // Host endpoint stages on the way: what `kernelAllows` decides by the names.
+    if (this.mayCrossHost(se, de))
+      return this.kernelAllows(
+        this.handleIds[from] as string,
+        this.handleIds[to] as string,
+        protocol,
+        port,
+      );
     const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
     if (proto === undefined) return false;
     const v = this.entriesAllow(se, de, proto, port);
@@ -1860,6 +1930,9 @@ export class Engine {
   /** `internTier`'s tries, by direction, default action and tier name, and their node count. */
   private readonly tierIntern = new Map<string, TierTrie>();
   private tierTrieNodes = 0;
+  /** `tierListsOf`'s trie and its node count. */
+  private listTrie = newListTrie();
+  private listTrieNodes = 0;
   private nextSegment = 1;
   /** Kernel programs by their segments (see `buildKernelProgram`); cleared with `tierIntern`. */
   private readonly programIntern = new Map<string, KernelProgram>();
@@ -2447,6 +2520,21 @@ function kernelCtx(
 interface TierTrie {
   next: Map<CompiledPolicy | typeof STAGED_AFTER, TierTrie> | undefined;
   tier: ActiveTier | undefined;
+}
+
+/**
+ * A node of `Engine.tierListsOf`'s trie: the first child by its policy (most nodes have one),
+ * the others in a map, and the tier lists of the candidate list ending here.
+ */
+interface ListTrie {
+  key: CompiledPolicy | undefined;
+  child: ListTrie | undefined;
+  more: Map<CompiledPolicy, ListTrie> | undefined;
+  lists: { ingress: ActiveTier[]; egress: ActiveTier[] } | undefined;
+}
+
+function newListTrie(): ListTrie {
+  return { key: undefined, child: undefined, more: undefined, lists: undefined };
 }
 
 /** In a tier trie path, what separates the enforced policies from the staged ones. */
