@@ -109,7 +109,7 @@ export async function matrixCommand(p: Parsed, io: Io): Promise<number> {
       const cells: string[] = new Array<string>(n);
       for (let j = 0; j < n; j++)
         cells[j] = `${keys[j] as string}:${allows(i, j) ? 'true' : 'false'}`;
-      io.stdout.write(`${i === 0 ? '' : ','}${keys[i] as string}:{${cells.join(',')}}`);
+      await writeRow(io, `${i === 0 ? '' : ','}${keys[i] as string}:{${cells.join(',')}}`);
     }
     io.stdout.write('}}\n');
   } else {
@@ -123,7 +123,8 @@ export async function matrixCommand(p: Parsed, io: Io): Promise<number> {
     for (let i = 0; i < n; i++) {
       let cells = '';
       for (let j = 0; j < n; j++) cells += allows(i, j) ? '   .' : '   X';
-      io.stdout.write(
+      await writeRow(
+        io,
         `${String(i + 1)
           .padStart(4)
           .padEnd(10)}${cells}\n`,
@@ -131,6 +132,18 @@ export async function matrixCommand(p: Parsed, io: Io): Promise<number> {
     }
   }
   return 0;
+}
+
+/**
+ * Writes one row of a matrix, waiting while a stream's buffer is full: a 10k matrix is gigabytes
+ * of text, which a pipe must not hold in memory.
+ */
+async function writeRow(io: Io, s: string): Promise<void> {
+  const out = io.stdout as { write(s: string): unknown; once?: (e: string, f: () => void) => void };
+  if (out.write(s) === false && typeof out.once === 'function') {
+    const once = out.once.bind(out);
+    await new Promise<void>((resolve) => once('drain', resolve));
+  }
 }
 
 // ------------------------------------------------------------------ check / explain
