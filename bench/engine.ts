@@ -135,7 +135,7 @@ export function benchSize(
   const handleRate = (2 * probes.length) / (cpuMs(hc0) / 1000);
   const load = loadavg();
   log(
-    `  kernel, steady state: ${Math.round(steadyRate)} decisions per CPU second by name, ${Math.round(handleRate)} by handle; load ${load}`,
+    `  kernel, steady state: ${Math.round(steadyRate)} decisions per CPU second by name (${round(1e6 / steadyRate, 2)} CPU µs each), ${Math.round(handleRate)} by handle (${round(1e6 / handleRate, 2)} µs); load ${load}`,
   );
 
   // L7 decisions (full check: kernel both sides, L7 both sides, Istio), no trace strings.

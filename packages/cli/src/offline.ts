@@ -79,16 +79,40 @@ export async function matrixCommand(p: Parsed, io: Io): Promise<number> {
   const engine = await loadEngine(p, io);
   if (!engine) return 1;
   const endpoints = engine.workloadEndpoints();
-  const reachability: Record<string, Record<string, boolean>> = {};
-  for (const a of endpoints) {
-    const row: Record<string, boolean> = {};
-    for (const b of endpoints) row[b] = engine.kernelAllows(a, b, protocol, port);
-    reachability[a] = row;
-  }
-  const out = { port, protocol, endpoints, reachability };
-  if (format === 'json') io.stdout.write(`${JSON.stringify(out)}\n`);
-  else if (format === 'yaml') io.stdout.write(toYaml(out));
-  else {
+  // N×N decisions: by endpoint handles (no name lookups), by name where a name has none.
+  const handles = endpoints.map((e) => engine.endpointHandle(e));
+  const allows = (i: number, j: number): boolean => {
+    const a = handles[i];
+    const b = handles[j];
+    return a !== undefined && b !== undefined
+      ? engine.kernelAllowsByHandle(a, b, protocol, port)
+      : engine.kernelAllows(endpoints[i] as string, endpoints[j] as string, protocol, port);
+  };
+  const n = endpoints.length;
+  if (format === 'yaml') {
+    const reachability: Record<string, Record<string, boolean>> = {};
+    for (let i = 0; i < n; i++) {
+      const row: Record<string, boolean> = {};
+      for (let j = 0; j < n; j++) row[endpoints[j] as string] = allows(i, j);
+      reachability[endpoints[i] as string] = row;
+    }
+    io.stdout.write(toYaml({ port, protocol, endpoints, reachability }));
+  } else if (format === 'json') {
+    // Row by row, exactly as `JSON.stringify({ port, protocol, endpoints, reachability })`
+    // (endpoint ids hold a slash, so no key is an array index that the object would reorder):
+    // a 10k-endpoint matrix is larger than the longest string the runtime can build.
+    const keys = endpoints.map((e) => JSON.stringify(e));
+    io.stdout.write(
+      `{"port":${port},"protocol":${JSON.stringify(protocol)},"endpoints":[${keys.join(',')}],"reachability":{`,
+    );
+    for (let i = 0; i < n; i++) {
+      const cells: string[] = new Array<string>(n);
+      for (let j = 0; j < n; j++)
+        cells[j] = `${keys[j] as string}:${allows(i, j) ? 'true' : 'false'}`;
+      await writeRow(io, `${i === 0 ? '' : ','}${keys[i] as string}:{${cells.join(',')}}`);
+    }
+    io.stdout.write('}}\n');
+  } else {
     io.stdout.write(
       `kernel reachability, ${protocol} port ${port} (rows: from, columns: to; . allowed, X denied)\n\n`,
     );
@@ -96,16 +120,30 @@ export async function matrixCommand(p: Parsed, io: Io): Promise<number> {
     io.stdout.write(
       `\n${'from \\ to'.padEnd(10)}${endpoints.map((_, i) => String(i + 1).padStart(4)).join('')}\n`,
     );
-    endpoints.forEach((a, i) => {
-      const cells = endpoints.map((b) => (reachability[a]?.[b] ? '.' : 'X').padStart(4)).join('');
-      io.stdout.write(
+    for (let i = 0; i < n; i++) {
+      let cells = '';
+      for (let j = 0; j < n; j++) cells += allows(i, j) ? '   .' : '   X';
+      await writeRow(
+        io,
         `${String(i + 1)
           .padStart(4)
           .padEnd(10)}${cells}\n`,
       );
-    });
+    }
   }
   return 0;
+}
+
+/**
+ * Writes one row of a matrix, waiting while a stream's buffer is full: a 10k matrix is gigabytes
+ * of text, which a pipe must not hold in memory.
+ */
+async function writeRow(io: Io, s: string): Promise<void> {
+  const out = io.stdout as { write(s: string): unknown; once?: (e: string, f: () => void) => void };
+  if (out.write(s) === false && typeof out.once === 'function') {
+    const once = out.once.bind(out);
+    await new Promise<void>((resolve) => once('drain', resolve));
+  }
 }
 
 // ------------------------------------------------------------------ check / explain

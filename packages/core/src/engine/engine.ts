@@ -205,8 +205,8 @@ interface ActiveSet {
 interface EndpointEntry {
   readonly gen: number;
   readonly ep: Endpoint;
-  /** A signature shorter than the generic one, when the builder knows one. */
-  readonly sig: string | undefined;
+  /** What the pod shares with its replicas (labels, active set), when it is a pod. */
+  readonly share: PodShare | undefined;
   active: ActiveSet | undefined;
   /** What `resolve` answers for the endpoint's name. */
   readonly resolved: Resolved;
@@ -247,6 +247,29 @@ interface EndpointEntry {
   outFlatAt2: number;
   /** Set when the cache no longer holds this entry (its endpoint changed or went away). */
   dropped: boolean;
+}
+
+/**
+ * What replicas share: pods of one namespace and service account with equal own labels (one
+ * signature) have equal full labels and select the same policies. One lookup per pod finds both.
+ * Reset by every world change (the labels include the namespace's and service account's).
+ */
+/** What a namespace and service account give their workloads, and the shares of their pods. */
+type DerivedParts = EndpointParts & {
+  readonly shares: Map<string, PodShare>;
+  /** `profilesFor` of its pods (their profiles are these parts' profiles). */
+  profileRules: ProfileRules | undefined;
+};
+
+interface ProfileRules {
+  readonly ingress: CompiledProfileRules[];
+  readonly egress: CompiledProfileRules[];
+}
+
+interface PodShare {
+  readonly parts: DerivedParts;
+  readonly labels: Labels;
+  active: ActiveSet | undefined;
 }
 
 interface Resolved {
@@ -319,17 +342,18 @@ export class Engine {
   private readonly endpointCache = new Map<string, EndpointEntry>();
   private readonly activeBySignature = new Map<string, ActiveSet>();
   /** Full label sets of pods by signature (the signature fixes them); reset by world changes. */
-  private readonly labelsBySig = new Map<string, Labels>();
+  /** Pod shares held by every `DerivedParts` (bounded: all are forgotten beyond 200k). */
+  private podShareCount = 0;
   private ipIndex: Map<string, string> | undefined;
   private netsetCache:
     | { gen: number; sets: NetSetEntity[]; byIp: WeakMap<IpAddr, readonly NetSetEntity[]> }
     | undefined;
   private serviceCache: Map<string, ServiceInfo> | undefined;
   private readonly nsInfoCache = new Map<string, NamespaceInfo>();
-  private readonly derivedProfiles = new Map<string, EndpointParts & { readonly serial: number }>();
-  private nextPartsSerial = 1;
+  /** `derivedParts` by namespace, then service account name. */
+  private readonly derivedProfiles = new Map<string, Map<string, DerivedParts>>();
   /** Set by `buildEndpoint` for pods: a short signature (see `active`). */
-  private lastSig: string | undefined;
+  private lastShare: PodShare | undefined;
   private userProfileCache = new Map<string, { gen: number; p: CompiledProfileBoth }>();
   /** Compiled profile rules per profile list (`Endpoint.profiles` joined); reset by world changes. */
   private readonly profileRulesCache = new Map<
@@ -453,7 +477,7 @@ export class Engine {
       case 'Tier':
         setOrDelete(this.tiers, name, r, removing);
         this.tierInfoCache.clear();
-        this.tierIntern.clear();
+        this.clearTierIntern();
         this.programIntern.clear();
         this.globalPolicyGen++;
         this.decisionEpoch++;
@@ -496,7 +520,7 @@ export class Engine {
   private applyPolicy(r: Resource, key: Key, ns: string | undefined, removing: boolean): void {
     let compiled: CompiledPolicy | undefined;
     // Interned tiers hold policies: forget them so a replaced policy is not kept alive.
-    this.tierIntern.clear();
+    this.clearTierIntern();
     this.programIntern.clear();
     this.selectorProblems.delete(key);
     if (!removing) {
@@ -577,8 +601,8 @@ export class Engine {
   private worldChanged(): void {
     this.worldGen++;
     this.decisionEpoch++;
-    this.labelsBySig.clear();
     this.derivedProfiles.clear();
+    this.podShareCount = 0;
     this.nsInfoCache.clear();
     this.netsetCache = undefined;
     this.netsetGen++;
@@ -609,9 +633,13 @@ export class Engine {
    * The namespace, service account and derived profiles of a workload, shared by its replicas
    * (reset by every world change, so `sa` is current).
    */
-  private derivedParts(ns: string, saName: string): EndpointParts & { readonly serial: number } {
-    const k = `${ns}\u0000${saName}`;
-    let parts = this.derivedProfiles.get(k);
+  private derivedParts(ns: string, saName: string): DerivedParts {
+    let bySa = this.derivedProfiles.get(ns);
+    if (!bySa) {
+      bySa = new Map();
+      this.derivedProfiles.set(ns, bySa);
+    }
+    let parts = bySa.get(saName);
     if (!parts) {
       const info = this.namespaceInfo(ns);
       const sa = this.serviceAccounts.get(`${ns}/${saName}`);
@@ -623,9 +651,10 @@ export class Engine {
         profiles,
         saView: saLabels(saName, sa),
         profileNames: profiles.map((p) => p.name),
-        serial: this.nextPartsSerial++,
+        shares: new Map(),
+        profileRules: undefined,
       };
-      this.derivedProfiles.set(k, parts);
+      bySa.set(saName, parts);
     }
     return parts;
   }
@@ -659,16 +688,21 @@ export class Engine {
       // A pod's entity (labels, views, service account, profiles) is its own labels over what
       // its namespace and service account give (`parts`, one object per pair and world
       // generation): those two determine it, which is cheaper than printing every label.
-      const sig = `pod\u0000${parts.serial}\u0000${JSON.stringify(pod.metadata.labels ?? {})}`;
-      this.lastSig = sig;
-      // Replicas have equal full label sets: build one, share it (label maps are never mutated).
-      let labels = this.labelsBySig.get(sig);
-      const ep = podEndpoint(pod, parts, labels);
-      if (!labels) {
-        if (this.labelsBySig.size >= 200_000) this.labelsBySig.clear();
-        this.labelsBySig.set(sig, ep.labels);
-        labels = ep.labels;
+      // Replicas (one namespace, service account and own labels) have equal full label sets:
+      // build one, share it (label maps are never mutated), and their active set with it.
+      const sig = JSON.stringify(pod.metadata.labels ?? {});
+      let share = parts.shares.get(sig);
+      const ep = podEndpoint(pod, parts, share?.labels);
+      if (!share) {
+        if (++this.podShareCount > 200_000) {
+          // Forget every share (and the parts holding them); this one goes on with its parts.
+          this.derivedProfiles.clear();
+          this.podShareCount = 0;
+        }
+        share = { parts, labels: ep.labels, active: undefined };
+        parts.shares.set(sig, share);
       }
+      this.lastShare = share;
       return ep;
     }
     if (slash > 0) {
@@ -709,10 +743,16 @@ export class Engine {
   private endpoint(id: string): Endpoint | undefined {
     const c = this.endpointCache.get(id);
     if (c && c.gen === this.worldGen) return c.ep;
-    this.lastSig = undefined;
+    return this.rebuildEntry(id, c)?.ep;
+  }
+
+  /** Builds the cache entry of `id` anew (`c` the stale one, if any); undefined when it is gone. */
+  private rebuildEntry(id: string, c: EndpointEntry | undefined): EndpointEntry | undefined {
+    this.lastShare = undefined;
     const ep = this.buildEndpoint(id);
-    if (ep)
-      this.endpointCache.set(id, {
+    let e: EndpointEntry | undefined;
+    if (ep) {
+      e = {
         // The kernel's hot fields first, so that a decision reads one or two cache lines of
         // an entry (field order is the object's layout).
         gen: this.worldGen,
@@ -733,7 +773,7 @@ export class Engine {
         inFlatAt: -1,
         inFlatKey2: -1,
         inFlatAt2: -1,
-        sig: this.lastSig,
+        share: this.lastShare,
         active: undefined,
         resolved: { endpoint: ep, ip: undefined, label: ep.id },
         ip0: ep.ips[0],
@@ -744,10 +784,11 @@ export class Engine {
         outEpoch: -1,
         outKey: -1,
         outProg: undefined,
-      });
-    else this.endpointCache.delete(id);
+      };
+      this.endpointCache.set(id, e);
+    } else if (c) this.endpointCache.delete(id);
     if (c) c.dropped = true;
-    return ep;
+    return e;
   }
 
   private allEndpointIds(): string[] {
@@ -831,10 +872,7 @@ export class Engine {
     return p;
   }
 
-  private profilesFor(ep: Endpoint): {
-    readonly ingress: CompiledProfileRules[];
-    readonly egress: CompiledProfileRules[];
-  } {
+  private profilesFor(ep: Endpoint): ProfileRules {
     const k = ep.profiles.join('\u0000');
     let c = this.profileRulesCache.get(k);
     if (!c) {
@@ -857,33 +895,90 @@ export class Engine {
     return t;
   }
 
-  private serial(p: CompiledPolicy): number {
-    let n = this.policySerials.get(p);
-    if (n === undefined) {
-      n = this.nextPolicySerial++;
-      this.policySerials.set(p, n);
-    }
-    return n;
-  }
-
-  /** One object per distinct tier content; a changed policy is a new object, so a new key. */
+  /**
+   * One object per distinct tier content; a changed policy is a new object, so a new path. The
+   * intern is a trie per direction, tier name and default action, walked by the policy objects
+   * (enforced ones, a separator, staged ones): no key is built, and a lookup reads one small map
+   * per policy.
+   */
   private internTier(
     dir: Direction,
     t: TierInfo,
     policies: CompiledPolicy[],
     staged: CompiledPolicy[],
   ): ActiveTier {
-    let key = `${dir}\u0000${t.name}\u0000${t.defaultAction}\u0000`;
-    for (const p of policies) key += `${this.serial(p)},`;
-    key += '\u0000';
-    for (const p of staged) key += `${this.serial(p)},`;
-    let tier = this.tierIntern.get(key);
+    const rootKey = `${dir === 'ingress' ? 'i' : 'e'}${t.defaultAction}\u0000${t.name}`;
+    let node = this.tierIntern.get(rootKey);
+    if (!node) {
+      node = { next: undefined, tier: undefined };
+      this.tierIntern.set(rootKey, node);
+    }
+    for (const p of policies) node = this.tierStep(node, p);
+    node = this.tierStep(node, STAGED_AFTER);
+    for (const p of staged) node = this.tierStep(node, p);
+    let tier = node.tier;
     if (!tier) {
       tier = { name: t.name, defaultAction: t.defaultAction, policies, staged };
-      if (this.tierIntern.size >= 200_000) this.tierIntern.clear();
-      this.tierIntern.set(key, tier);
+      node.tier = tier;
     }
     return tier;
+  }
+
+  private tierStep(node: TierTrie, p: CompiledPolicy | typeof STAGED_AFTER): TierTrie {
+    let next = node.next;
+    if (!next) {
+      next = new Map();
+      node.next = next;
+    }
+    let child = next.get(p);
+    if (!child) {
+      // Bounded: beyond the limit every interned tier is forgotten (they are rebuilt on use).
+      if (++this.tierTrieNodes > 400_000) this.clearTierIntern();
+      child = { next: undefined, tier: undefined };
+      next.set(p, child);
+    }
+    return child;
+  }
+
+  private clearTierIntern(): void {
+    this.tierIntern.clear();
+    this.tierTrieNodes = 0;
+    this.listTrie = newListTrie();
+    this.listTrieNodes = 0;
+  }
+
+  /**
+   * `activeTierLists` of a candidate list, remembered by the list: endpoints whose candidates
+   * were collected as the same policies in the same order (every replica set of an app in one
+   * namespace, and across namespaces the global part) share the ordering. The trie is walked by
+   * the policy objects, and forgotten with the interned tiers (every policy or tier change).
+   */
+  private tierListsOf(candidates: CompiledPolicy[]): {
+    ingress: ActiveTier[];
+    egress: ActiveTier[];
+  } {
+    let node = this.listTrie;
+    for (const p of candidates) {
+      let next = node.key === p ? node.child : node.more?.get(p);
+      if (next === undefined) {
+        if (++this.listTrieNodes > 1_000_000) {
+          // Bounded: start over (this walk goes on in the old trie, which is dropped).
+          this.listTrie = newListTrie();
+          this.listTrieNodes = 0;
+        }
+        next = newListTrie();
+        if (node.child === undefined) {
+          node.key = p;
+          node.child = next;
+        } else {
+          node.more ??= new Map();
+          node.more.set(p, next);
+        }
+      }
+      node = next;
+    }
+    node.lists ??= this.activeTierLists(candidates);
+    return node.lists;
   }
 
   /**
@@ -926,10 +1021,11 @@ export class Engine {
   }
 
   /** The tiers (in order) with the policies (in order) that select `ep`, per direction. */
-  private active(ep: Endpoint): ActiveSet {
+  /** `entry`, when the caller has it, must be the cache entry of `ep` (saves a lookup). */
+  private active(ep: Endpoint, entry?: EndpointEntry): ActiveSet {
     const nsGen = ep.namespace === undefined ? 0 : (this.nsPolicyGen.get(ep.namespace) ?? 0);
-    const entry = this.endpointCache.get(ep.id);
-    const own = entry?.ep === ep ? entry : undefined;
+    const e = entry ?? this.endpointCache.get(ep.id);
+    const own = e?.ep === ep ? e : undefined;
     const cached = own?.active;
     if (
       cached &&
@@ -939,11 +1035,14 @@ export class Engine {
     )
       return cached;
     // Endpoints with the same kind, namespace, service account, profiles and labels select the
-    // same policies: share one computation (replicas of a deployment are the common case).
+    // same policies: share one computation (replicas of a deployment are the common case). A
+    // pod's entry holds what it shares with its replicas; other endpoints share by signature.
+    const share = own?.share;
     const sig =
-      own?.sig ??
-      `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
-    const shared = this.activeBySignature.get(sig);
+      share !== undefined
+        ? undefined
+        : `${ep.kind}\u0000${ep.namespace ?? ''}\u0000${ep.serviceAccount ?? ''}\u0000${ep.profiles.join(',')}\u0000${JSON.stringify(ep.labels)}`;
+    const shared = share !== undefined ? share.active : this.activeBySignature.get(sig as string);
     // The world generation guards the profiles: a namespace or profile change keeps labels (and
     // so the signature) but may change the profiles' rules.
     if (
@@ -974,8 +1073,13 @@ export class Engine {
       }
     }
     if (ep.namespace !== undefined) collect(this.nsGroups.get(ep.namespace), ep, candidates);
-    const build = this.activeTierLists(candidates);
-    const profiles = this.profilesFor(ep);
+    const build = this.tierListsOf(candidates);
+    // A pod's profiles are its parts': their rules are kept there, found without a key.
+    let profiles: ProfileRules;
+    if (share !== undefined) {
+      share.parts.profileRules ??= this.profilesFor(ep);
+      profiles = share.parts.profileRules;
+    } else profiles = this.profilesFor(ep);
     const set: ActiveSet = {
       ep,
       worldGen: this.worldGen,
@@ -989,8 +1093,11 @@ export class Engine {
       programsOut: new Map(),
     };
     if (own) own.active = set;
-    if (this.activeBySignature.size > 200_000) this.activeBySignature.clear();
-    this.activeBySignature.set(sig, set);
+    if (share !== undefined) share.active = set;
+    else {
+      if (this.activeBySignature.size > 200_000) this.activeBySignature.clear();
+      this.activeBySignature.set(sig as string, set);
+    }
     return set;
   }
 
@@ -1204,9 +1311,12 @@ export class Engine {
   ):
     | { readonly ingress: readonly ActiveTier[]; readonly egress: readonly ActiveTier[] }
     | undefined {
-    const ep = this.resolve(ref)?.endpoint;
+    const c0 = ref.charCodeAt(0);
+    // A name (the common case): its entry, so that `active` needs no lookup of its own.
+    const e = (c0 >= 48 && c0 <= 57) || ref.includes(':') ? undefined : this.nameEntry(ref);
+    const ep = e?.ep ?? this.resolve(ref)?.endpoint;
     if (!ep) return undefined;
-    const a = this.active(ep);
+    const a = this.active(ep, e);
     return { ingress: a.ingress, egress: a.egress };
   }
 
@@ -1241,8 +1351,7 @@ export class Engine {
   private entry(id: string): EndpointEntry | undefined {
     const c = this.endpointCache.get(id);
     if (c && c.gen === this.worldGen) return c;
-    if (!this.endpoint(id)) return undefined;
-    return this.endpointCache.get(id);
+    return this.rebuildEntry(id, c);
   }
 
   /** The endpoint of an entry as a peer at its first address. */
@@ -1280,6 +1389,17 @@ export class Engine {
    * agent's hot path: no provenance, no strings.
    */
   kernelAllows(from: string, to: string, protocol: string | number, port: number): boolean {
+    // Names decided before: their entries straight from the name cache (no address checks), then
+    // what `kernelAllowsByHandle` does.
+    const se = this.cachedName(from);
+    const de = se && this.cachedName(to);
+    if (de && !this.mayCrossHost(se, de)) {
+      const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
+      if (proto !== undefined) {
+        const v = this.entriesAllow(se, de, proto, port);
+        if (v !== undefined) return v;
+      }
+    }
     if (this.heps.size > 0) {
       const h = this.hostPathAllows(from, to, protocol, port);
       if (h !== undefined) return h;
@@ -1299,10 +1419,46 @@ export class Engine {
       const se = this.nameEntry(from);
       const de = this.nameEntry(to);
       if (!se || !de) return false;
+      this.cacheName(from, se);
+      this.cacheName(to, de);
       const v = this.entriesAllow(se, de, proto, port);
       if (v !== undefined) return v;
     }
     return this.kernelAllowsResolved(from, to, protocol, port);
+  }
+
+  /**
+   * The entry a name refers to, from the name cache; undefined when the cache has none or one
+   * that is no longer current (the caller looks the name up then).
+   */
+  private cachedName(ref: string): EndpointEntry | undefined {
+    const e = this.nameCache.get(ref);
+    return e !== undefined && !e.dropped && e.gen === this.worldGen ? e : undefined;
+  }
+
+  /**
+   * Remembers the entry of a name that is its endpoint's id (a bare name resolved in `default`
+   * is not kept: what it refers to can change without that entry changing). Bounded: starts over
+   * beyond twice the endpoints cached.
+   */
+  private cacheName(ref: string, e: EndpointEntry): void {
+    if (e.ep.id !== ref) return;
+    if (this.nameCache.size > 2 * this.endpointCache.size + 1024) this.nameCache.clear();
+    this.nameCache.set(ref, e);
+  }
+
+  /**
+   * Whether host endpoint stages may be on the way between two endpoints (what `hostPath` looks
+   * for, over-approximated from what the entries hold): one of them is a host endpoint, or stage
+   * policies exist and one of them is a workload on a known node. When not, the endpoints'
+   * programs decide alone.
+   */
+  private mayCrossHost(se: EndpointEntry, de: EndpointEntry): boolean {
+    if (this.heps.size === 0) return false;
+    const s = se.ep;
+    const d = de.ep;
+    if (s.kind === 'host' || d.kind === 'host') return true;
+    return (s.node !== undefined || d.node !== undefined) && this.anyStagePolicy();
   }
 
   /**
@@ -1376,6 +1532,14 @@ export class Engine {
     const se = this.handleEntry(from);
     const de = this.handleEntry(to);
     if (!se || !de) return false;
+    // Host endpoint stages on the way: what `kernelAllows` decides by the names.
+    if (this.mayCrossHost(se, de))
+      return this.kernelAllows(
+        this.handleIds[from] as string,
+        this.handleIds[to] as string,
+        protocol,
+        port,
+      );
     const proto = protocol === 'TCP' ? 6 : protocol === 'UDP' ? 17 : protocolNumber(protocol);
     if (proto === undefined) return false;
     const v = this.entriesAllow(se, de, proto, port);
@@ -1750,18 +1914,28 @@ export class Engine {
   private readonly handleIds: string[] = [];
   private readonly handleEntries: (EndpointEntry | undefined)[] = [];
   private readonly handleOf = new Map<string, number>();
+  /**
+   * `cachedName`: entries by the name strings callers passed. Its keys are the callers' own
+   * string objects, so a caller that passes the same strings again (a probe list, a matrix's
+   * names) is answered by pointer comparison; the endpoint cache's keys are strings the engine
+   * built, which a lookup must compare character by character (three times slower at 100k).
+   */
+  private readonly nameCache = new Map<string, EndpointEntry>();
   /** Kernel segments by the (immutable) tier or profile rules they were built from. */
   private readonly segments = new WeakMap<
     ActiveTier | CompiledProfileRules,
     Map<number, KernelSegment>
   >();
   /** Identical tiers (same name, default action and policies) are one object, so segments are shared. */
-  private readonly tierIntern = new Map<string, ActiveTier>();
-  private readonly policySerials = new WeakMap<CompiledPolicy, number>();
+  /** `internTier`'s tries, by direction, default action and tier name, and their node count. */
+  private readonly tierIntern = new Map<string, TierTrie>();
+  private tierTrieNodes = 0;
+  /** `tierListsOf`'s trie and its node count. */
+  private listTrie = newListTrie();
+  private listTrieNodes = 0;
   private nextSegment = 1;
   /** Kernel programs by their segments (see `buildKernelProgram`); cleared with `tierIntern`. */
   private readonly programIntern = new Map<string, KernelProgram>();
-  private nextPolicySerial = 1;
 
   /** Judges a probe at every enforcement point. `explain` adds the evaluation trace. */
   check(probe: Probe, explain = true, kernelOnly = false): CheckOutcome {
@@ -1879,32 +2053,12 @@ export class Engine {
    * `ingress`, `istio`, `mtls` and `principal` are equal; `l7-decide.test.ts` holds it to that).
    */
   decideL7(probe: Probe, explain = false): L7Outcome {
-    const src = this.resolve(probe.from);
-    if (!src) return this.unknownRef(probe.from);
-    const dst = this.resolve(probe.to);
-    if (!dst) return this.unknownRef(probe.to);
-    const protocol = protocolNumber(probe.protocol ?? 'TCP');
-    if (protocol === undefined)
-      return {
-        ok: false,
-        code: 'ENGINE_ERR_BAD_PROBE',
-        message: `unknown protocol ${JSON.stringify(probe.protocol)} (use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or a number 0-255)`,
-      };
+    const r = this.l7Request(probe);
+    if (!r.ok) return r;
+    const { src, dst } = r;
     if (src.endpoint && src.endpoint === dst.endpoint)
       return { ok: true, result: loopback(src.endpoint).l7 };
-    const { srcIp, dstIp, family } = pickAddresses(src, dst);
-    const srcPeer: Peer = { ip: srcIp, endpoint: src.endpoint, netsets: this.netsetsFor(srcIp) };
-    const dstPeer: Peer = { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) };
-    const base = {
-      protocol,
-      dstPort: probe.port,
-      icmp: probe.icmp,
-      family,
-      src: srcPeer,
-      dst: dstPeer,
-      serviceMatch: this.serviceMatch,
-    };
-    return { ok: true, result: this.judgeL7(probe, src, dst, base, explain, true) };
+    return { ok: true, result: this.judgeL7(probe, src, dst, this.l7Base(r), explain, true) };
   }
 
   /**
@@ -1915,6 +2069,41 @@ export class Engine {
    * point, is no endpoint, or talks to itself (`l7-egress-decide.test.ts` holds it to that).
    */
   decideL7Egress(probe: Probe, explain = false): L7EgressOutcome {
+    const r = this.l7Request(probe);
+    if (!r.ok) return r;
+    const srcEp = r.src.endpoint;
+    if (!srcEp?.l7 || srcEp === r.dst.endpoint) return { ok: true, result: undefined };
+    const act = this.active(srcEp);
+    const result = evaluateDirection(
+      srcEp,
+      'egress',
+      act.egress,
+      act.profilesOut,
+      {
+        ...this.l7Base(r),
+        point: 'l7',
+        l7Available: true,
+        request: httpRequest(probe),
+        srcIdentity: undefined,
+      },
+      explain,
+    );
+    return { ok: true, result };
+  }
+
+  /**
+   * What `decideL7` and `decideL7Egress` start with: both sides resolved and the protocol known,
+   * or the refusal they answer (an unknown endpoint, an unknown protocol).
+   */
+  private l7Request(probe: Probe):
+    | {
+        readonly ok: true;
+        readonly probe: Probe;
+        readonly src: Resolved;
+        readonly dst: Resolved;
+        readonly protocol: number;
+      }
+    | { readonly ok: false; readonly code: string; readonly message: string } {
     const src = this.resolve(probe.from);
     if (!src) return this.unknownRef(probe.from);
     const dst = this.resolve(probe.to);
@@ -1926,31 +2115,29 @@ export class Engine {
         code: 'ENGINE_ERR_BAD_PROBE',
         message: `unknown protocol ${JSON.stringify(probe.protocol)} (use TCP, UDP, SCTP, ICMP, ICMPv6, UDPLite or a number 0-255)`,
       };
-    const srcEp = src.endpoint;
-    if (!srcEp?.l7 || srcEp === dst.endpoint) return { ok: true, result: undefined };
-    const { srcIp, dstIp, family } = pickAddresses(src, dst);
-    const act = this.active(srcEp);
-    const result = evaluateDirection(
-      srcEp,
-      'egress',
-      act.egress,
-      act.profilesOut,
-      {
-        protocol,
-        dstPort: probe.port,
-        icmp: probe.icmp,
-        family,
-        src: { ip: srcIp, endpoint: srcEp, netsets: this.netsetsFor(srcIp) },
-        dst: { ip: dstIp, endpoint: dst.endpoint, netsets: this.netsetsFor(dstIp) },
-        serviceMatch: this.serviceMatch,
-        point: 'l7',
-        l7Available: true,
-        request: httpRequest(probe),
-        srcIdentity: undefined,
-      },
-      explain,
-    );
-    return { ok: true, result };
+    return { ok: true, probe, src, dst, protocol };
+  }
+
+  /** The connection part of an L7 match context: both sides as peers at the picked addresses. */
+  private l7Base(r: {
+    readonly probe: Probe;
+    readonly src: Resolved;
+    readonly dst: Resolved;
+    readonly protocol: number;
+  }): Pick<
+    MatchContext,
+    'protocol' | 'dstPort' | 'icmp' | 'family' | 'src' | 'dst' | 'serviceMatch'
+  > {
+    const { srcIp, dstIp, family } = pickAddresses(r.src, r.dst);
+    return {
+      protocol: r.protocol,
+      dstPort: r.probe.port,
+      icmp: r.probe.icmp,
+      family,
+      src: { ip: srcIp, endpoint: r.src.endpoint, netsets: this.netsetsFor(srcIp) },
+      dst: { ip: dstIp, endpoint: r.dst.endpoint, netsets: this.netsetsFor(dstIp) },
+      serviceMatch: this.serviceMatch,
+    };
   }
 
   /** The AuthorizationPolicies (other than CUSTOM) that select `ep`, per endpoint object. */
@@ -2329,6 +2516,30 @@ function kernelCtx(
   };
 }
 
+/** A node of `Engine.internTier`'s trie: children by policy, and the tier ending here. */
+interface TierTrie {
+  next: Map<CompiledPolicy | typeof STAGED_AFTER, TierTrie> | undefined;
+  tier: ActiveTier | undefined;
+}
+
+/**
+ * A node of `Engine.tierListsOf`'s trie: the first child by its policy (most nodes have one),
+ * the others in a map, and the tier lists of the candidate list ending here.
+ */
+interface ListTrie {
+  key: CompiledPolicy | undefined;
+  child: ListTrie | undefined;
+  more: Map<CompiledPolicy, ListTrie> | undefined;
+  lists: { ingress: ActiveTier[]; egress: ActiveTier[] } | undefined;
+}
+
+function newListTrie(): ListTrie {
+  return { key: undefined, child: undefined, more: undefined, lists: undefined };
+}
+
+/** In a tier trie path, what separates the enforced policies from the staged ones. */
+const STAGED_AFTER: unique symbol = Symbol('staged after');
+
 interface TierInfo {
   readonly name: string;
   readonly order: number | undefined;
@@ -2394,7 +2605,6 @@ function ungroup(groups: PolicyGroups, key: Key, p: CompiledPolicy): void {
 const MAX_PROGRAMS_PER_SET = 256;
 /** Distinct endpoint names `endpointHandle` numbers (beyond, it answers undefined). */
 const MAX_HANDLES = 1 << 24;
-
 /** The bucket of a kernel program: protocol, port (or none), family and L7 point, as a number. */
 function programKey(
   proto: number,

@@ -63,7 +63,14 @@ function check(e: Engine, p: Probe): CheckResult {
       k.ingress.verdict === 'allow' &&
       (k.forward ?? []).every((f) => f.verdict === 'allow') &&
       (k.reply?.verdict ?? 'allow') === 'allow';
-    assert.equal(e.kernelAllows(p.from, p.to, p.protocol ?? 'TCP', p.port), all, 'kernelAllows');
+    const protocol = p.protocol ?? 'TCP';
+    assert.equal(e.kernelAllows(p.from, p.to, protocol, p.port), all, 'kernelAllows');
+    // Again (the names now come from the engine's name cache), and by handles.
+    assert.equal(e.kernelAllows(p.from, p.to, protocol, p.port), all, 'kernelAllows, cached');
+    const a = e.endpointHandle(p.from);
+    const b = e.endpointHandle(p.to);
+    if (a !== undefined && b !== undefined)
+      assert.equal(e.kernelAllowsByHandle(a, b, protocol, p.port), all, 'kernelAllowsByHandle');
   }
   return r.result;
 }

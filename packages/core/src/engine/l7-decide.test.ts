@@ -5,11 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { compile, Engine } from './engine.js';
+import type { Engine } from './engine.js';
+import { compile } from './engine.js';
 import type { L7Verdict, Probe } from './types.js';
 import type { Resource } from '../model/resources.js';
 import { loadText } from '../load/load.js';
-import { loadPolicyCorpus } from '../../../../conformance/policy-corpus.js';
+import { corpusProbes, followEdits, pod, TWO_PODS } from './l7-decide-support.test.js';
 
 /**
  * What the destination decides, out of an L7 verdict: everything but the trace and the source's
@@ -115,23 +116,9 @@ const worldArb: fc.Arbitrary<World> = fc
     for (const ns of [...NS, 'istio-system'])
       resources.push({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
     const pods = w.pods.map((p, i) => {
-      const ip = `10.0.0.${i + 1}`;
-      resources.push({
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: {
-          name: `p${i}`,
-          namespace: p.ns,
-          labels: { app: p.app },
-          ...(p.l7 ? {} : { annotations: { 'palisade.dev/l7': 'false' } }),
-        },
-        spec: {
-          serviceAccountName: p.sa,
-          containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }] }],
-        },
-        status: { podIP: ip },
-      });
-      return { id: `${p.ns}/p${i}`, ip, ns: p.ns, sa: p.sa };
+      const made = pod(i, p.ns, p.app, p.l7, p.sa);
+      resources.push(made.resource);
+      return { id: made.id, ip: made.ip, ns: p.ns, sa: p.sa };
     });
     for (const ns of NS)
       for (const app of APPS)
@@ -287,75 +274,32 @@ function agreeWith(e: Engine, reference: Engine, p: Probe): void {
   );
 }
 
-const idOf = (r: Resource): string =>
-  `${r.apiVersion}/${r.kind}/${r.metadata.namespace ?? ''}/${r.metadata.name}`;
-
 test('decideL7 follows every change: an edited engine agrees with a from-scratch check', () => {
   fc.assert(
     fc.property(
       worldArb,
       worldArb,
       fc.array(fc.nat(50), { minLength: 6, maxLength: 10 }),
-      (w1, w2, pick) => {
-        const e = new Engine();
-        const current = new Map<string, Resource>();
-        for (const r of w1.resources) {
-          e.upsert(r);
-          current.set(idOf(r), r);
-        }
-        const probes = probesOf(w1, pick).slice(0, 3);
-        for (const p of probes) e.decideL7(p); // fill the caches
-        const step = (): void => {
-          const reference = compile([...current.values()]);
-          for (const p of probes) agreeWith(e, reference, p);
-        };
-        // Move to the second world one resource at a time (policies before pods, as they come).
-        const order = [...w2.resources].reverse();
-        for (const r of order) {
-          e.upsert(r);
-          current.set(idOf(r), r);
-          if (r.kind !== 'Namespace' && r.kind !== 'Service') step();
-        }
-        for (const r of w1.resources)
-          if (!w2.resources.some((x) => idOf(x) === idOf(r))) {
-            e.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
-            current.delete(idOf(r));
-            step();
-          }
-      },
+      (w1, w2, pick) =>
+        followEdits(
+          w1.resources,
+          w2.resources,
+          probesOf(w1, pick).slice(0, 3),
+          (e, p) => void e.decideL7(p),
+          agreeWith,
+          (r) => r.kind === 'Namespace' || r.kind === 'Service',
+        ),
     ),
     { numRuns: 25 },
   );
 });
 
 test('decideL7 agrees with check on every probe of the policy conformance corpus', () => {
-  for (const c of loadPolicyCorpus()) {
-    const loaded = loadText(c.resources, c.file);
-    const e = compile(loaded.resources);
-    for (const p of c.probes) {
-      const { expect: _e, kernel: _k, l7: _l, decidedBy: _d, ...probe } = p;
-      void _e;
-      void _k;
-      void _l;
-      void _d;
-      agree(e, probe);
-    }
-  }
+  for (const { engine, probes } of corpusProbes()) for (const p of probes) agree(engine, p);
 });
 
 test('decideL7 answers for the destination only: a source egress denial does not enter it', () => {
-  const text = `apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: a}}
-spec: {serviceAccountName: sa, containers: [{name: c}]}
-status: {podIP: 10.0.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: x, labels: {app: b}}
-spec: {serviceAccountName: sb, containers: [{name: c}]}
-status: {podIP: 10.0.0.2}
----
+  const text = `${TWO_PODS}---
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
 metadata: {name: no-egress, namespace: x}

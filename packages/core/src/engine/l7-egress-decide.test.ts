@@ -5,11 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { compile, Engine } from './engine.js';
+import type { Engine } from './engine.js';
+import { compile } from './engine.js';
 import type { Probe } from './types.js';
 import type { Resource } from '../model/resources.js';
 import { loadText } from '../load/load.js';
-import { loadPolicyCorpus } from '../../../../conformance/policy-corpus.js';
+import { corpusProbes, followEdits, pod, TWO_PODS } from './l7-decide-support.test.js';
 
 function agreeWith(e: Engine, reference: Engine, p: Probe): void {
   const full = reference.check(p, false);
@@ -110,23 +111,9 @@ const worldArb: fc.Arbitrary<World> = fc
         spec: { egress: [{ action: 'Deny', http: { methods: ['DELETE'] } }, { action: 'Allow' }] },
       });
     const pods = w.pods.map((p, i) => {
-      const ip = `10.0.0.${i + 1}`;
-      resources.push({
-        apiVersion: 'v1',
-        kind: 'Pod',
-        metadata: {
-          name: `p${i}`,
-          namespace: p.ns,
-          labels: { app: p.app },
-          ...(p.l7 ? {} : { annotations: { 'palisade.dev/l7': 'false' } }),
-        },
-        spec: {
-          serviceAccountName: 'sa',
-          containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 8080 }] }],
-        },
-        status: { podIP: ip },
-      });
-      return { id: `${p.ns}/p${i}`, ip };
+      const made = pod(i, p.ns, p.app, p.l7, 'sa');
+      resources.push(made.resource);
+      return { id: made.id, ip: made.ip };
     });
     w.calico.forEach((c, i) => {
       const tiered = c.tier === 'security';
@@ -228,40 +215,21 @@ test('decideL7Egress equals check(...).l7.egress: random clusters with egress ru
   assert.ok(judged > 200, `only ${judged} probes reached a source L7 point`);
 });
 
-const idOf = (r: Resource): string =>
-  `${r.apiVersion}/${r.kind}/${r.metadata.namespace ?? ''}/${r.metadata.name}`;
-
 test('decideL7Egress follows every change: an edited engine agrees with a from-scratch check', () => {
   fc.assert(
     fc.property(
       worldArb,
       worldArb,
       fc.array(fc.nat(60), { minLength: 6, maxLength: 12 }),
-      (w1, w2, pick) => {
-        const e = new Engine();
-        const current = new Map<string, Resource>();
-        for (const r of w1.resources) {
-          e.upsert(r);
-          current.set(idOf(r), r);
-        }
-        const probes = probesOf(w1, pick).slice(0, 4);
-        for (const p of probes) e.decideL7Egress(p); // fill the caches
-        const step = (): void => {
-          const reference = compile([...current.values()]);
-          for (const p of probes) agreeWith(e, reference, p);
-        };
-        for (const r of [...w2.resources].reverse()) {
-          e.upsert(r);
-          current.set(idOf(r), r);
-          if (r.kind !== 'Namespace') step();
-        }
-        for (const r of w1.resources)
-          if (!w2.resources.some((x) => idOf(x) === idOf(r))) {
-            e.remove(r.kind, r.metadata.namespace, r.metadata.name, r.apiVersion);
-            current.delete(idOf(r));
-            step();
-          }
-      },
+      (w1, w2, pick) =>
+        followEdits(
+          w1.resources,
+          w2.resources,
+          probesOf(w1, pick).slice(0, 4),
+          (e, p) => void e.decideL7Egress(p),
+          agreeWith,
+          (r) => r.kind === 'Namespace',
+        ),
     ),
     { numRuns: 25 },
   );
@@ -269,37 +237,19 @@ test('decideL7Egress follows every change: an edited engine agrees with a from-s
 
 test('decideL7Egress equals check(...).l7.egress on every probe of the conformance corpus', () => {
   let withEgress = 0;
-  for (const c of loadPolicyCorpus()) {
-    const e = compile(loadText(c.resources, c.file).resources);
-    for (const p of c.probes) {
-      const { expect: _e, kernel: _k, l7: _l, decidedBy: _d, ...probe } = p;
-      void _e;
-      void _k;
-      void _l;
-      void _d;
+  for (const { engine: e, probes } of corpusProbes())
+    for (const probe of probes) {
       agree(e, probe);
       // The reverse direction too: the corpus's destinations as sources.
       agree(e, { ...probe, from: probe.to, to: probe.from });
       const r = e.decideL7Egress(probe);
       if (r.ok && r.result) withEgress++;
     }
-  }
   assert.ok(withEgress > 20, `only ${withEgress} corpus probes have a source L7 point`);
 });
 
 test('decideL7Egress judges the source only: a destination L7 denial does not enter it', () => {
-  const text = `apiVersion: v1
-kind: Pod
-metadata: {name: a, namespace: x, labels: {app: a}}
-spec: {serviceAccountName: sa, containers: [{name: c}]}
-status: {podIP: 10.0.0.1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: b, namespace: x, labels: {app: b}}
-spec: {serviceAccountName: sb, containers: [{name: c}]}
-status: {podIP: 10.0.0.2}
----
+  const text = `${TWO_PODS}---
 apiVersion: projectcalico.org/v3
 kind: NetworkPolicy
 metadata: {name: only-get, namespace: x}

@@ -126,8 +126,13 @@ const PROTOCOL_NAMES: Readonly<Record<number, string>> = {
 export function protocolNumber(p: ProtocolSpec | undefined): number | undefined {
   if (p === undefined) return undefined;
   if (typeof p === 'number') return Number.isInteger(p) && p >= 0 && p <= 255 ? p : undefined;
+  // The spellings almost every port carries, without a regular expression or a new string.
+  if (p === 'TCP') return 6;
+  if (p === 'UDP') return 17;
   if (/^\d+$/.test(p)) return protocolNumber(Number(p));
-  return PROTOCOL_NUMBERS[p.toLowerCase()];
+  const lower = p.toLowerCase();
+  // Own keys only: `constructor` or `__proto__` is no protocol.
+  return Object.hasOwn(PROTOCOL_NUMBERS, lower) ? PROTOCOL_NUMBERS[lower] : undefined;
 }
 
 export function protocolName(n: number): string {

@@ -213,37 +213,54 @@ function fullLabels(own: Labels, system: Labels, profiles: readonly CompiledProf
   return out;
 }
 
-/** `labels`, when given, must be what `fullLabels` gives for this pod (a replica's, shared). */
-export function podEndpoint(pod: Pod, parts: EndpointParts, labels?: Labels): Endpoint {
-  const ns = parts.ns.name;
-  const own = pod.metadata.labels ?? {};
-  const system = {
-    [LABEL_NAMESPACE]: ns,
-    [LABEL_ORCHESTRATOR]: 'k8s',
-    [LABEL_SERVICE_ACCOUNT]: parts.saName,
-  };
-  const ips = parseIps([
-    ...(pod.status?.podIPs ?? []).map((p) => p.ip),
-    ...(pod.status?.podIP ? [pod.status.podIP] : []),
-  ]);
-  const namedPorts: NamedPort[] = [];
-  for (const c of [...(pod.spec.containers ?? []), ...(pod.spec.initContainers ?? [])]) {
-    for (const p of c.ports ?? []) {
+function addNamedPorts(out: NamedPort[], containers: Pod['spec']['containers']): void {
+  if (containers === undefined) return;
+  for (const c of containers) {
+    const ports = c.ports;
+    if (ports === undefined) continue;
+    for (const p of ports)
       if (p.name)
-        namedPorts.push({
+        out.push({
           name: p.name,
           protocol: protocolNumber(p.protocol ?? 'TCP') ?? 6,
           port: p.containerPort,
         });
-    }
   }
+}
+
+/** `labels`, when given, must be what `fullLabels` gives for this pod (a replica's, shared). */
+export function podEndpoint(pod: Pod, parts: EndpointParts, labels?: Labels): Endpoint {
+  const ns = parts.ns.name;
+  const own = pod.metadata.labels ?? {};
+  // Built once per pod of a cluster: no intermediate arrays where the common shapes need none.
+  const status = pod.status;
+  const podIPs = status?.podIPs;
+  const ips =
+    podIPs === undefined || podIPs.length === 0
+      ? status?.podIP
+        ? parseIps([status.podIP])
+        : []
+      : parseIps([...podIPs.map((p) => p.ip), ...(status?.podIP ? [status.podIP] : [])]);
+  const namedPorts: NamedPort[] = [];
+  addNamedPorts(namedPorts, pod.spec.containers);
+  addNamedPorts(namedPorts, pod.spec.initContainers);
   return {
     kind: 'workload',
     id: `${ns}/${pod.metadata.name}`,
     name: pod.metadata.name,
     namespace: ns,
     ownLabels: own,
-    labels: labels ?? fullLabels(own, system, parts.profiles),
+    labels:
+      labels ??
+      fullLabels(
+        own,
+        {
+          [LABEL_NAMESPACE]: ns,
+          [LABEL_ORCHESTRATOR]: 'k8s',
+          [LABEL_SERVICE_ACCOUNT]: parts.saName,
+        },
+        parts.profiles,
+      ),
     nsView: nsView(parts.ns),
     serviceAccount: parts.saName,
     saView: parts.saView ?? saLabels(parts.saName, parts.sa),
