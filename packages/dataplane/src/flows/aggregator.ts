@@ -3,7 +3,9 @@
 // point, direction, verdict, provenance, L7 method and path) per interval; the source port is
 // kept when every folded observation had the same one. Bounded: at most `maxKeys` records per
 // interval and `maxPending` unsent batches; whatever does not fit is counted, by reason, and the
-// counts ride along with the next batch — nothing is dropped silently.
+// counts ride along with the next batch — nothing is dropped silently. Kernel records get the
+// would-be verdicts of staged policies when the interval closes (`staged`, asked once per
+// distinct tuple per interval, at most `maxStagedLookups` times).
 // Owns: aggregation, the shed ledger and the send loop. Must never: block an enforcement point
 // (observe() is O(1) and never waits), or lose a shed count on a failed send.
 
@@ -11,12 +13,15 @@ import type {
   FlowObservation,
   FlowPoint,
   ShedReason,
+  StagedObservation,
   WireBatch,
   WireEndpoint,
   WireFlowRecord,
   WireShed,
 } from './observation.js';
 import { FlowCounters } from './flow-counters.js';
+import type { StagedLookup } from './staged.js';
+import { stagedKey } from './staged.js';
 
 export interface EndpointInfo {
   readonly namespace: string;
@@ -34,6 +39,13 @@ export interface FlowAggregatorOptions {
   readonly intervalMs?: number;
   readonly maxKeys?: number;
   readonly maxPending?: number;
+  /**
+   * The would-be verdicts of staged policies for a kernel observation's tuple (the node's
+   * engine, `engineStagedLookup`); asked when the interval closes, once per distinct tuple.
+   */
+  readonly staged?: StagedLookup;
+  /** Distinct tuples asked per interval (default 5000); records beyond go without, counted. */
+  readonly maxStagedLookups?: number;
   readonly now?: () => number;
   readonly log?: (line: Readonly<Record<string, unknown>>) => void;
 }
@@ -54,6 +66,10 @@ export interface AggregatorCounters {
   batchesSent: number;
   sendFailures: number;
   shed: Record<string, number>;
+  /** Tuples the staged lookup was asked about. */
+  stagedLookups: number;
+  /** Kernel records shipped without staged verdicts: over the lookup budget, or it failed. */
+  stagedSkipped: number;
 }
 
 function keyOf(o: FlowObservation): string {
@@ -85,6 +101,8 @@ export class FlowAggregator {
     batchesSent: 0,
     sendFailures: 0,
     shed: {},
+    stagedLookups: 0,
+    stagedSkipped: 0,
   };
   /** Judged flows by point, verdict and deciding policy (the node's /metrics). */
   readonly flows = new FlowCounters();
@@ -166,7 +184,8 @@ export class FlowAggregator {
   private async doFlush(): Promise<void> {
     const closed = this.current;
     this.current = new Map();
-    const records = [...closed.values()].map((a) => this.record(a));
+    const staged = this.stagedMemo();
+    const records = [...closed.values()].map((a) => this.record(a, staged));
     // Batches stay under the server's limit of 5000 records.
     for (let i = 0; i < records.length; i += 5000) {
       if (this.pending.length >= this.maxPending) {
@@ -221,8 +240,52 @@ export class FlowAggregator {
     };
   }
 
-  private record(a: Agg): WireFlowRecord {
+  /**
+   * One interval's staged lookups: memoised by tuple (records of one tuple with other verdicts,
+   * provenances or source ports share the answer), at most `maxStagedLookups` questions.
+   */
+  private stagedMemo(): (o: FlowObservation) => readonly StagedObservation[] | undefined {
+    const lookup = this.o.staged;
+    if (!lookup) return (o) => o.staged;
+    const memo = new Map<string, readonly StagedObservation[] | undefined | null>();
+    const budget = this.o.maxStagedLookups ?? 5000;
+    let asked = 0;
+    let skipped = 0;
+    return (o) => {
+      // L7 points judge their requests themselves and report the staged verdicts they saw.
+      if (o.point !== 'kernel' || o.staged) return o.staged;
+      const k = stagedKey(o);
+      let v = memo.get(k);
+      if (v === undefined && !memo.has(k)) {
+        if (asked >= budget) v = null;
+        else {
+          asked++;
+          this.counters.stagedLookups++;
+          try {
+            v = lookup(o);
+          } catch {
+            v = null;
+          }
+        }
+        memo.set(k, v);
+      }
+      if (v !== null) return v;
+      this.counters.stagedSkipped++;
+      if (skipped++ === 0)
+        this.o.log?.({
+          msg: 'kernel flow records shipped without staged verdicts (lookup budget spent or failed)',
+          budget,
+        });
+      return undefined;
+    };
+  }
+
+  private record(
+    a: Agg,
+    stagedOf: (o: FlowObservation) => readonly StagedObservation[] | undefined,
+  ): WireFlowRecord {
     const o = a.first;
+    const staged = stagedOf(o);
     const srcPort = a.srcPort === null ? undefined : a.srcPort;
     return {
       start: new Date(a.startMs).toISOString(),
@@ -236,7 +299,7 @@ export class FlowAggregator {
       point: o.point,
       ...(o.direction !== undefined ? { direction: o.direction } : {}),
       provenance: o.provenance,
-      ...(o.staged && o.staged.length > 0 ? { staged: o.staged } : {}),
+      ...(staged && staged.length > 0 ? { staged } : {}),
       packets: a.packets,
       bytes: a.bytes,
       count: a.count,
@@ -259,6 +322,12 @@ export class FlowAggregator {
       `# HELP ${prefix}_flow_send_failures_total Flow batches the server did not take (retried).`,
       `# TYPE ${prefix}_flow_send_failures_total counter`,
       `${prefix}_flow_send_failures_total ${c.sendFailures}`,
+      `# HELP ${prefix}_flow_staged_lookups_total Kernel flow tuples judged for the would-be verdicts of staged policies.`,
+      `# TYPE ${prefix}_flow_staged_lookups_total counter`,
+      `${prefix}_flow_staged_lookups_total ${c.stagedLookups}`,
+      `# HELP ${prefix}_flow_staged_skipped_total Kernel flow records shipped without staged verdicts (lookup budget spent, or the lookup failed).`,
+      `# TYPE ${prefix}_flow_staged_skipped_total counter`,
+      `${prefix}_flow_staged_skipped_total ${c.stagedSkipped}`,
       `# HELP ${prefix}_flows_shed_total Observations not kept or not sent, by point and reason.`,
       `# TYPE ${prefix}_flows_shed_total counter`,
       ...Object.entries(c.shed)
