@@ -17,6 +17,7 @@ import type { EndpointInfo } from '../flows/aggregator.js';
 import { KernelFlowSource } from '../flows/kernel-source.js';
 import { MAX_REPORT_BYTES, observationOf, validateL7Report } from '../flows/l7-report.js';
 import { flowShipper } from '../flows/shipper.js';
+import { FlowSpool } from '../flows/spool.js';
 import { engineStagedLookup } from '../flows/staged.js';
 import type { WireBatch } from '../flows/observation.js';
 import type { Agent } from './agent.js';
@@ -36,6 +37,11 @@ export interface AgentFlowsOptions {
   readonly traceRate?: number;
   /** Distinct kernel tuples judged for staged verdicts per interval (default 5000). */
   readonly stagedLookupsPerInterval?: number;
+  /**
+   * The flow spool (in the agent's state directory): what the agent holds and has not shipped
+   * survives a SIGKILL and is shipped by the next agent. Default: none.
+   */
+  readonly spoolFile?: string;
   readonly trustDomain?: string;
   /** Delay before a kernel source that failed to start is tried again (default 30 s). */
   readonly retryMs?: number;
@@ -78,6 +84,7 @@ export class AgentFlows {
         }),
       resolve: (ip) => this.resolve(ip),
       staged: engineStagedLookup(() => this.agent.view().engine),
+      ...(o.spoolFile !== undefined ? { spool: new FlowSpool(o.spoolFile) } : {}),
       ...(o.stagedLookupsPerInterval !== undefined
         ? { maxStagedLookups: o.stagedLookupsPerInterval }
         : {}),
