@@ -272,7 +272,7 @@ function buildDb(
   file: string,
   n: number,
   log: (s: string) => void,
-): { store: FlowStore; edges: BenchEdge[]; buildS: number; cpuS: number } {
+): { store: FlowStore; edges: BenchEdge[]; buildS: number; cpuS: number; now: number } {
   const store = new FlowStore(file, {
     synchronous: 'OFF',
     retention: { maxRecords: n + 1, maxAgeMs: 30 * 86400_000, maxBytes: 64 * 1024 ** 3 },
@@ -315,7 +315,7 @@ function buildDb(
   log(
     `built ${n} records in ${round(buildS, 1)} s wall, ${round(cpuS, 1)} s CPU (${Math.round(n / buildS)} records/s), load ${loadavg()}`,
   );
-  return { store, edges, buildS, cpuS };
+  return { store, edges, buildS, cpuS, now };
 }
 
 function loadavg(): string {
@@ -324,6 +324,14 @@ function loadavg(): string {
   } catch {
     return '?';
   }
+}
+
+/** How many records (or groups) a query's answer holds, to check that a window is not empty. */
+function size(x: unknown): number {
+  if (Array.isArray(x)) return x.length;
+  if (typeof x === 'object' && x !== null && 'edges' in x)
+    return (x as { edges: unknown[] }).edges.length;
+  return 0;
 }
 
 function timed(q: () => unknown, runs = 7): number {
@@ -337,17 +345,23 @@ function timed(q: () => unknown, runs = 7): number {
   return round(median(times), 2);
 }
 
+/**
+ * The query mix. `now` is the time the database's records were generated against (the build's
+ * start): the build of 10 M records takes many minutes, and windows taken relative to the clock
+ * after it would miss the newest records (an empty "last hour"). Every query must find something.
+ */
 function queries(
   store: FlowStore,
   edges: readonly BenchEdge[],
+  now: number,
   log: (s: string) => void,
 ): Record<string, number> {
-  const now = Date.now();
   const ep = (i: number) => {
     const e = endpoint(i);
     return { namespace: e.namespace, name: e.name };
   };
-  const busy = edges[7] as BenchEdge;
+  // A steady edge decided by a policy rule (a tier default names no policy).
+  const busy = edges.find((e, i) => i >= 7 && !e.tierDefault) as BenchEdge;
   const old = { sinceMs: now - 12 * 3600_000, untilMs: now - 11 * 3600_000 };
   const firstOld = store.query({ ...old, limit: 100 });
   const lastOld = firstOld[firstOld.length - 1];
@@ -387,10 +401,26 @@ function queries(
         }),
     ],
   ];
+  mix.push(
+    [
+      'one-hour window (since and until, 3 h ago)',
+      () => store.query({ sinceMs: now - 3 * 3600_000, untilMs: now - 2 * 3600_000, limit: 100 }),
+    ],
+    [
+      'verdict deny, last hour',
+      () => store.query({ verdict: 'deny', sinceMs: now - 3600_000, limit: 100 }),
+    ],
+    [
+      'point l7, last hour',
+      () => store.query({ point: 'l7', sinceMs: now - 3600_000, limit: 100 }),
+    ],
+  );
   const out: Record<string, number> = {};
   for (const [name, q] of mix) {
+    const found = size(q());
+    if (found === 0) throw new Error(`query ${name} found nothing: its window misses the data`);
     out[name] = timed(q);
-    log(`  query ${name}: ${out[name]} ms`);
+    log(`  query ${name}: ${out[name]} ms (${found} records)`);
   }
   // Side by side in the same run: the id-ordered plan of the previous version for the old window.
   out['old one-hour window, id order (before)'] = timed(
@@ -400,26 +430,38 @@ function queries(
   log(
     `  query old window in id order (before): ${out['old one-hour window, id order (before)']} ms`,
   );
+  // The aggregations, each beside the previous version's plan in the same run: minute rollups
+  // plus raw edges (before the hour level) and, for one hour, the raw scan. Windows end at `now`
+  // and start at an arbitrary millisecond, so every level is read (hours, edge minutes, raw).
   const hour = { sinceMs: now - 3600_000 };
-  let edgesN = 0;
-  out['graph, last hour'] = timed(() => {
-    edgesN = store.graph(hour).edges.length;
-  }, 3);
-  log(`  graph of the last hour (rollups): ${edgesN} edges, ${out['graph, last hour']} ms`);
-  out['graph, last hour, raw scan (before)'] = timed(() => store.graph(hour, 20000, 'raw'), 1);
-  log(
-    `  graph of the last hour (raw scan, before): ${out['graph, last hour, raw scan (before)']} ms`,
-  );
-  out['graph, last 24 h'] = timed(() => store.graph({ sinceMs: now - 86400_000 }), 1);
-  log(`  graph of the last 24 h (rollups): ${out['graph, last 24 h']} ms`);
-  out['policy hits, last hour'] = timed(() => store.policyHits(hour), 3);
-  log(`  policy hits of the last hour (rollups): ${out['policy hits, last hour']} ms`);
-  out['policy hits, last hour, raw scan (before)'] = timed(() => store.policyHits(hour, 'raw'), 1);
-  log(
-    `  policy hits of the last hour (raw, before): ${out['policy hits, last hour, raw scan (before)']} ms`,
-  );
-  out['policy hits, last 24 h'] = timed(() => store.policyHits({ sinceMs: now - 86400_000 }), 1);
-  log(`  policy hits of the last 24 h (rollups): ${out['policy hits, last 24 h']} ms`);
+  const day = { sinceMs: now - 86400_000 };
+  const agg: [string, () => unknown, number][] = [
+    ['graph, last hour', () => store.graph(hour), 3],
+    ['graph, last hour, minute rollups (before)', () => store.graph(hour, 20000, 'minute'), 3],
+    ['graph, last hour, raw scan', () => store.graph(hour, 20000, 'raw'), 1],
+    ['graph, last 24 h', () => store.graph(day), 3],
+    ['graph, last 24 h, minute rollups (before)', () => store.graph(day, 20000, 'minute'), 1],
+    ['policy hits, last hour', () => store.policyHits(hour), 3],
+    ['policy hits, last hour, minute rollups (before)', () => store.policyHits(hour, 'minute'), 3],
+    ['policy hits, last hour, raw scan', () => store.policyHits(hour, 'raw'), 1],
+    ['policy hits, last 24 h', () => store.policyHits(day), 3],
+    ['policy hits, last 24 h, minute rollups (before)', () => store.policyHits(day, 'minute'), 1],
+    [
+      'policy hits of one namespace, last 24 h',
+      () => store.policyHits({ ...day, namespace: 'ns-12' }),
+      3,
+    ],
+  ];
+  for (const [name, q, runs] of agg) {
+    const c0 = process.cpuUsage();
+    const found = size(q());
+    if (found === 0) throw new Error(`${name} found nothing: its window misses the data`);
+    const c = process.cpuUsage(c0);
+    out[name] = timed(q, runs);
+    log(
+      `  ${name}: ${found} groups, ${out[name]} ms (first run ${round((c.user + c.system) / 1000, 0)} ms CPU), load ${loadavg()}`,
+    );
+  }
   log(`  rollup rows: ${JSON.stringify(store.rollupSizes())}, load ${loadavg()}`);
   return out;
 }
@@ -546,7 +588,7 @@ export async function runFlowsBench(
     if (parts.has('queries')) {
       const b = buildDb(join(dir, 'flows.db'), n, log);
       build = { buildS: b.buildS, cpuS: b.cpuS };
-      q = queries(b.store, b.edges, log);
+      q = queries(b.store, b.edges, b.now, log);
       b.store.close();
       rmSync(join(dir, 'flows.db'), { force: true });
     }

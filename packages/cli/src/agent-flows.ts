@@ -4,6 +4,7 @@
 // progress lines. Must never: delay or stop enforcement (everything here starts in the
 // background and its failures are printed, not thrown), or print the token.
 
+import { dirname, join } from 'node:path';
 import type * as AgentModuleNs from '@palisade/dataplane/agent';
 import type { Io } from './input.js';
 import type { AgentFlowFlags } from './node-flows-flags.js';
@@ -27,11 +28,18 @@ export function startAgentFlows(
     readonly table?: string;
     readonly netns?: string;
     readonly trustDomain?: string | undefined;
+    /** The endpoint record's path (the agent's state directory holds the flow spool too). */
+    readonly recordPath?: string;
     readonly flags: AgentFlowFlags;
     readonly io: Io;
   },
 ): AgentFlowsHandle {
   const say = (l: string): void => void o.io.stdout.write(`${l}\n`);
+  const spool =
+    o.flags.spool ??
+    (o.recordPath !== undefined && o.recordPath !== 'none'
+      ? join(dirname(o.recordPath), 'flows-spool.json')
+      : undefined);
   const agentFlows = new dp.AgentFlows(agent, {
     server: o.server,
     token: o.token,
@@ -42,6 +50,7 @@ export function startAgentFlows(
     ...(o.flags.traceRate !== undefined ? { traceRate: o.flags.traceRate } : {}),
     intervalMs: o.flags.intervalMs,
     kernel: o.flags.kernel,
+    ...(spool !== undefined && spool !== 'none' ? { spoolFile: spool } : {}),
     say,
   });
   const started = agentFlows.start().catch((e: unknown) => {

@@ -72,6 +72,7 @@ export async function agentCommand(p: Parsed, io: Io): Promise<number> {
         ...(table !== undefined ? { table } : {}),
         ...(netns !== undefined ? { netns } : {}),
         ...(str('trust-domain') !== undefined ? { trustDomain: str('trust-domain') } : {}),
+        recordPath,
         flags: flowFlags,
         io,
       })

@@ -1,5 +1,5 @@
 // The node commands' flow flags: defaults (flows on, kernel tracing on, 10 s, no metrics
-// listener), each flag's effect, and refusals of values that are not what the flag takes.
+// listener, the spool beside the endpoint record), each flag's effect, and refusals of values that are not what the flag takes.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -15,6 +15,7 @@ test('by default the agent records flows, traces the kernel, ships every 10 s an
     intervalMs: 10_000,
     traceRate: undefined,
     metrics: undefined,
+    spool: undefined,
   });
 });
 
@@ -27,6 +28,8 @@ test('each flow flag of the agent has its effect', () => {
     '500',
     '--metrics',
     '[::1]:9464',
+    '--flow-spool',
+    '/var/lib/x/spool.json',
   ]);
   assert.deepEqual(f, {
     enabled: true,
@@ -34,6 +37,7 @@ test('each flow flag of the agent has its effect', () => {
     intervalMs: 2500,
     traceRate: 500,
     metrics: { host: '::1', port: 9464 },
+    spool: '/var/lib/x/spool.json',
   });
   assert.equal(parse(['--no-flows']).enabled, false);
   assert.equal(parse(['--metrics', 'none']).metrics, undefined);
@@ -42,6 +46,7 @@ test('each flow flag of the agent has its effect', () => {
 test('flow flag values that are not what the flag takes are usage errors', () => {
   for (const argv of [
     ['--flow-interval', '0'],
+    ['--flow-spool', ' '],
     ['--flow-interval', '10s'],
     ['--flow-interval', '99999'],
     ['--flow-trace-rate', '0'],

@@ -30,6 +30,11 @@ export const AGENT_FLOWS_FLAGS: Flags = {
     value: 'HOST:PORT',
     help: 'serve Prometheus /metrics (flow counters per policy and point) here (default: none)',
   },
+  'flow-spool': {
+    kind: 'string',
+    value: 'PATH',
+    help: 'unshipped flow records survive a kill here, shipped by the next agent (default: flows-spool.json beside the endpoint record; none to disable)',
+  },
 };
 
 export const L7_FLOWS_FLAGS: Flags = {
@@ -45,6 +50,8 @@ export interface AgentFlowFlags {
   readonly intervalMs: number;
   readonly traceRate: number | undefined;
   readonly metrics: { readonly host: string; readonly port: number } | undefined;
+  /** `--flow-spool`: a path, `none`, or undefined for the default beside the endpoint record. */
+  readonly spool: string | undefined;
 }
 
 /** host:port (IPv6 in brackets), port 0..65535. */
@@ -70,7 +77,11 @@ export function agentFlowFlags(p: Parsed): AgentFlowFlags {
   if (rate !== undefined && (!/^\d{1,7}$/.test(rate) || Number(rate) < 1))
     throw new UsageError('--flow-trace-rate must be a whole number from 1 to 9999999');
   const metrics = v['metrics'] as string | undefined;
+  const spool = v['flow-spool'] as string | undefined;
+  if (spool !== undefined && spool.trim() === '')
+    throw new UsageError('--flow-spool needs a path (or none)');
   return {
+    spool,
     enabled: v['no-flows'] !== true,
     kernel: v['no-kernel-flows'] !== true,
     intervalMs,

@@ -125,6 +125,8 @@ function flows(now: number) {
         tier: 'security',
         reason: 'default deny of tier security',
       },
+      // As the node's engine reports it for a kernel record (dataplane flows/staged.ts).
+      staged: [{ policy: 'db/lockdown', tier: 'default', verdict: 'deny', rule: 0 }],
       count: 4,
     },
     // A node's text is shown as text: markup in a label or a path must not become markup.
@@ -282,6 +284,8 @@ describe('the web console in a real browser', { skip, timeout: 180_000 }, () => 
     assert.match(d, /TCP\/5432/);
     assert.match(d, /refused/);
     assert.match(d, /default deny of tier security/);
+    // What the staged policy would have done, beside the real verdict.
+    assert.match(d, /db\/lockdown would deny \(rule 0\)/);
     await shot('graph-edge');
   });
 
@@ -334,7 +338,10 @@ describe('the web console in a real browser', { skip, timeout: 180_000 }, () => 
       /Policy allows TCP\/5432; decided at the destination's ingress by db\/allow-web rule 0/,
     );
     // The flows seen on that pair, each with its own deciding rule.
-    assert.match(d, /TCP\/5432\s+allowed\s+kernel\s+db\/allow-web rule 0 \(tier default\)\s+12/);
+    assert.match(
+      d,
+      /TCP\/5432\s+allowed\s+kernel\s+db\/allow-web rule 0 \(tier default\)\s+db\/lockdown would deny\s+12/,
+    );
     assert.match(d, /DELETE \/admin\s+refused\s+l7\s+db\/allow-web rule 1/);
     await shot('graph-policy-edge');
     // The rule is a link to the policy board, focused on that policy.
@@ -428,6 +435,8 @@ spec:
     await page.click('form.filters button[type=submit]');
     await ready('flows');
     assert.equal(await page.locator('#flow-table tbody tr').count(), 1);
+    const [kernelRow] = await page.locator('#flow-table tbody tr').allInnerTexts();
+    assert.match(kernelRow ?? '', /shop\/other[\s\S]*db\/lockdown would deny \(rule 0\)/);
     await shot('flow-log');
   });
 

@@ -93,7 +93,8 @@ export interface Flow {
     profile?: string;
     reason?: string;
   };
-  staged?: { policy: string; verdict: string }[];
+  /** The would-be verdicts of staged policies (kernel records: from the node's engine). */
+  staged?: { policy: string; tier?: string; verdict: string; rule?: number }[];
   packets: number;
   bytes: number;
   count: number;

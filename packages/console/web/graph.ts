@@ -366,7 +366,7 @@ async function edgeDetail(detail: HTMLElement, e: GEdge): Promise<void> {
   detail.replaceChildren(
     h('h2', {}, `${endpointName(e.source)} → ${endpointName(e.destination)}`),
     table(
-      ['Time', 'Port', 'L7', 'Verdict', 'Point', 'Direction', 'Decided by', 'Count'],
+      ['Time', 'Port', 'L7', 'Verdict', 'Point', 'Direction', 'Decided by', 'Staged', 'Count'],
       mine
         .slice(0, 50)
         .map((f) => [
@@ -381,6 +381,7 @@ async function edgeDetail(detail: HTMLElement, e: GEdge): Promise<void> {
           f.point,
           f.direction ?? '',
           ruleLink(f),
+          stagedCell(f),
           String(f.count),
         ]),
       `${mine.length} flow record(s)`,
@@ -425,7 +426,7 @@ async function policyDetail(detail: HTMLElement, e: PEdge): Promise<void> {
     mine.length === 0
       ? h('p', { class: 'muted' }, 'No flows observed on this pair.')
       : table(
-          ['Time', 'Port', 'L7', 'Verdict', 'Point', 'Decided by', 'Count'],
+          ['Time', 'Port', 'L7', 'Verdict', 'Point', 'Decided by', 'Staged', 'Count'],
           mine
             .slice(0, 50)
             .map((f) => [
@@ -439,6 +440,7 @@ async function policyDetail(detail: HTMLElement, e: PEdge): Promise<void> {
               ),
               f.point,
               ruleLink(f),
+              stagedCell(f),
               String(f.count),
             ]),
           `${mine.length} observed flow record(s) on this pair`,
@@ -447,6 +449,32 @@ async function policyDetail(detail: HTMLElement, e: PEdge): Promise<void> {
       'p',
       {},
       h('a', { href: `#/flows?endpoint=${encodeURIComponent(dst)}` }, `Flow log of ${dst}`),
+    ),
+  );
+}
+
+/**
+ * What the staged policies would have done with a flow (never enforced): `db/lockdown would
+ * deny (rule 0)`, one line per staged policy, each linked to the policy board.
+ */
+export function stagedCell(f: Pick<Flow, 'staged'>): Node {
+  const list = f.staged ?? [];
+  if (list.length === 0) return document.createTextNode('');
+  const what = (v: string) =>
+    v === 'allow' || v === 'deny' ? `would ${v}` : v === 'pass' ? 'would pass' : 'no rule matches';
+  return h(
+    'span',
+    { class: 'staged-verdicts' },
+    ...list.map((s) =>
+      h(
+        'span',
+        {
+          class: `staged-verdict ${s.verdict}`,
+          title: 'staged: evaluated and reported, never enforced',
+        },
+        h('a', { href: `#/policies?focus=${encodeURIComponent(s.policy)}` }, s.policy),
+        ` ${what(s.verdict)}${s.rule !== undefined ? ` (rule ${s.rule})` : ''}`,
+      ),
     ),
   );
 }

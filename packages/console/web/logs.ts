@@ -3,7 +3,7 @@
 import type { Flow } from './api.js';
 import { api, endpointName } from './api.js';
 import { h, table, when } from './dom.js';
-import { ruleLink } from './graph.js';
+import { ruleLink, stagedCell } from './graph.js';
 
 function field(
   label: string,
@@ -36,7 +36,7 @@ function flowRow(f: Flow): (Node | string)[] {
     f.point,
     h('span', { class: `verdict ${f.verdict}` }, f.verdict === 'deny' ? 'refused' : 'allowed'),
     ruleLink(f),
-    f.staged?.map((x) => `${x.policy}: ${x.verdict}`).join(', ') ?? '',
+    stagedCell(f),
     String(f.count),
   ];
 }

@@ -40,13 +40,16 @@ export function randomEndpoint(r: () => number): FlowRecordInput['source'] {
   };
 }
 
-/** One random record whose window ends within 10 minutes before `now`. */
-export function randomRecord(r: () => number, now: number): FlowRecordInput {
-  // Ends on a minute boundary now and then, to test the bucket edges.
+/** One random record whose window ends within `spreadMs` (default 10 minutes) before `now`. */
+export function randomRecord(r: () => number, now: number, spreadMs = 600_000): FlowRecordInput {
+  // Ends on a minute or an hour boundary now and then, to test the bucket edges.
+  const edge = r();
   const endMs =
-    r() < 0.15
-      ? Math.floor((now - r() * 600_000) / 60_000) * 60_000
-      : now - Math.floor(r() * 600_000);
+    edge < 0.1
+      ? Math.floor((now - r() * spreadMs) / 60_000) * 60_000
+      : edge < 0.15
+        ? Math.floor((now - r() * spreadMs) / 3_600_000) * 3_600_000
+        : now - Math.floor(r() * spreadMs);
   const spanMs = r() < 0.05 ? Math.floor(r() * 300_000) : Math.floor(r() * 10_000);
   const deny = r() < 0.4;
   const kind = pick(r, ['rule', 'rule', 'tier-default', 'no-policy'] as const);
@@ -71,6 +74,11 @@ export function randomRecord(r: () => number, now: number): FlowRecordInput {
   };
 }
 
-export function randomBatch(r: () => number, now: number, n: number): FlowRecordInput[] {
-  return Array.from({ length: n }, () => randomRecord(r, now));
+export function randomBatch(
+  r: () => number,
+  now: number,
+  n: number,
+  spreadMs?: number,
+): FlowRecordInput[] {
+  return Array.from({ length: n }, () => randomRecord(r, now, spreadMs));
 }

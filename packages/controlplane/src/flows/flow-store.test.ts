@@ -1,8 +1,9 @@
-// The flow store's rollups and pages over real SQLite files: the per-minute rollups always equal
-// a scan of the raw records (random batches, retention by age, count and size, several writers
-// on one file at once, a store from before the rollups), the graph and policy hits read from
-// them agree with the raw aggregation for any window and filter, and pages in (end, id) order
-// return every record exactly once, also while records are added.
+// The flow store's rollups and pages over real SQLite files: the per-minute and per-hour rollups
+// always equal a scan of the raw records (random batches over minutes and over hours, retention
+// by age, count and size, several writers on one file at once, a store from before the rollups
+// or before the hour level), the graph and policy hits read from them agree with the raw
+// aggregation for any window and filter, and pages in (end, id) order return every record
+// exactly once, also while records are added.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -32,18 +33,28 @@ const NOW = Date.parse('2026-03-01T12:00:30.123Z');
 
 type Filter = Omit<FlowQuery, 'limit' | 'afterId' | 'beforeId' | 'beforeKey'>;
 
-/** A random window and filter (each part present or not). */
-function randomFilter(r: () => number, now: number): Filter {
+/** A random window within `spanMs` before `now` and filter (each part present or not). */
+function randomFilter(r: () => number, now: number, spanMs = 900_000): Filter {
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
   const f: {
     -readonly [K in keyof Filter]: Filter[K];
   } = {};
-  const a = now - Math.floor(r() * 900_000);
-  const b = now - Math.floor(r() * 900_000);
-  if (r() < 0.7)
-    f.sinceMs = r() < 0.2 ? Math.floor(Math.min(a, b) / 60_000) * 60_000 : Math.min(a, b);
-  if (r() < 0.4)
-    f.untilMs = r() < 0.2 ? Math.floor(Math.max(a, b) / 60_000) * 60_000 - 1 : Math.max(a, b);
+  const a = now - Math.floor(r() * spanMs);
+  const b = now - Math.floor(r() * spanMs);
+  // Edges on a minute or an hour boundary now and then (the rollups' bucket edges).
+  const align = (x: number) => {
+    const u = r();
+    return u < 0.15
+      ? Math.floor(x / 60_000) * 60_000
+      : u < 0.3
+        ? Math.floor(x / 3_600_000) * 3_600_000
+        : x;
+  };
+  if (r() < 0.7) f.sinceMs = align(Math.min(a, b));
+  if (r() < 0.4) {
+    const u = align(Math.max(a, b));
+    f.untilMs = u !== Math.max(a, b) && r() < 0.7 ? u - 1 : u;
+  }
   const scope = r();
   if (scope < 0.15) f.endpoint = { namespace: pick(POOL.namespaces), name: pick(POOL.names) };
   else if (scope < 0.3) f.namespace = pick(POOL.namespaces);
@@ -54,13 +65,26 @@ function randomFilter(r: () => number, now: number): Filter {
   return f;
 }
 
-/** The rollups are consistent, and rollup-backed aggregations equal the raw scan. */
-function assertAgrees(store: FlowStore, r: () => number, now: number, queries = 6): void {
+/**
+ * The rollups of both levels are consistent, and the aggregations read through hours, minutes
+ * and raw edges (and through minutes only) equal the raw scan.
+ */
+function assertAgrees(
+  store: FlowStore,
+  r: () => number,
+  now: number,
+  queries = 6,
+  spanMs?: number,
+): void {
   assert.equal(store.verifyRollups(), 0, 'rollup rows differ from the records');
   for (let i = 0; i < queries; i++) {
-    const f = i === 0 ? {} : randomFilter(r, now);
-    assert.deepEqual(store.graph(f, 100_000), store.graph(f, 100_000, 'raw'), JSON.stringify(f));
-    assert.deepEqual(store.policyHits(f), store.policyHits(f, 'raw'), JSON.stringify(f));
+    const f = i === 0 ? {} : randomFilter(r, now, spanMs);
+    const raw = store.graph(f, 100_000, 'raw');
+    assert.deepEqual(store.graph(f, 100_000), raw, JSON.stringify(f));
+    assert.deepEqual(store.graph(f, 100_000, 'minute'), raw, JSON.stringify(f));
+    const hits = store.policyHits(f, 'raw');
+    assert.deepEqual(store.policyHits(f), hits, JSON.stringify(f));
+    assert.deepEqual(store.policyHits(f, 'minute'), hits, JSON.stringify(f));
   }
 }
 
@@ -102,6 +126,50 @@ describe('rollups', () => {
         },
       ),
       { numRuns: 40 },
+    );
+  });
+
+  test('over hours of records, hour rollups stay equal to the records through age and count deletions, and windows of any hours agree with the raw scan', () => {
+    const op = fc.oneof(
+      fc.record({
+        kind: fc.constant('ingest' as const),
+        seed: fc.integer({ min: 1, max: 2 ** 30 }),
+        n: fc.integer({ min: 0, max: 60 }),
+        node: fc.constantFrom(...POOL.nodes),
+      }),
+      fc.record({
+        kind: fc.constant('tick' as const),
+        ms: fc.integer({ min: 0, max: 3 * 3_600_000 }),
+      }),
+      fc.record({ kind: fc.constant('prune' as const) }),
+    );
+    fc.assert(
+      fc.property(
+        fc.array(op, { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 30, max: 400 }),
+        fc.integer({ min: 1, max: 2 ** 30 }),
+        (ops, maxRecords, qseed) => {
+          let now = NOW;
+          const store = new FlowStore(tempDb(), {
+            now: () => now,
+            retention: { maxRecords, maxAgeMs: 5 * 3_600_000 },
+          });
+          try {
+            for (const o of ops) {
+              if (o.kind === 'ingest')
+                store.ingest(o.node, {
+                  records: randomBatch(rng(o.seed), now, o.n, 4 * 3_600_000),
+                });
+              else if (o.kind === 'tick') now += o.ms;
+              else store.prune();
+            }
+            assertAgrees(store, rng(qseed), now, 8, 6 * 3_600_000);
+          } finally {
+            store.close();
+          }
+        },
+      ),
+      { numRuns: 30 },
     );
   });
 
@@ -184,13 +252,32 @@ describe('rollups', () => {
     first.close();
     const db = new Database(file);
     db.exec(
-      "DROP TABLE flow_rollup; DROP TABLE flow_policy_rollup; DELETE FROM flow_meta WHERE key IN ('rows', 'max_span', 'rollup_version')",
+      "DROP TABLE flow_rollup; DROP TABLE flow_policy_rollup; DROP TABLE flow_rollup_hour; DROP TABLE flow_policy_rollup_hour; DELETE FROM flow_meta WHERE key IN ('rows', 'max_span', 'rollup_version')",
     );
     db.close();
     const again = new FlowStore(file, { now: () => NOW });
     try {
       assert.equal(again.count, 300);
       assertAgrees(again, rng(4), NOW);
+    } finally {
+      again.close();
+    }
+  });
+
+  test('a store from before the hour level (minute rollups only) gets its hour rollups built when it is opened', () => {
+    const file = tempDb();
+    const first = new FlowStore(file, { now: () => NOW });
+    first.ingest('node-0', { records: randomBatch(rng(8), NOW, 400, 3 * 3_600_000) });
+    first.close();
+    const db = new Database(file);
+    db.exec(
+      "DROP TABLE flow_rollup_hour; DROP TABLE flow_policy_rollup_hour; UPDATE flow_meta SET value = 1 WHERE key = 'rollup_version'",
+    );
+    db.close();
+    const again = new FlowStore(file, { now: () => NOW });
+    try {
+      assert.ok(again.rollupSizes().hourEdges > 0);
+      assertAgrees(again, rng(9), NOW, 8, 4 * 3_600_000);
     } finally {
       again.close();
     }

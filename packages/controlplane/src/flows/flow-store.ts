@@ -1,8 +1,9 @@
 // The flow store: flow records in their own SQLite file (`<data-dir>/flows.db`), kept apart from
 // the policy store so high-volume writes never contend with policy transactions or grow its
 // revision history. Bounded by age, by record count and by file size; indexed for the console's
-// and the CLI's queries; per-minute rollups (kept in the insert's and the deletion's transaction)
-// answer the graph and policy-hit aggregations. Owns: the schema, retention, queries, rollups and
+// and the CLI's queries; per-minute and per-hour rollups (kept in the insert's and the
+// deletion's transaction) answer the graph and policy-hit aggregations: whole hours from the
+// hour level, whole minutes at the edges from the minute level, the rest from the records. Owns: the schema, retention, queries, rollups and
 // the shed ledger.
 // Must never: grow without bound, or lose a shed count (what nodes could not send is recorded
 // and summed here beside the records).
@@ -145,6 +146,27 @@ interface Row {
   count: number;
 }
 
+/** The edge and policy rollup tables of one level (`''` per minute, `_hour` per hour). */
+function rollupTables(suffix: '' | '_hour'): string {
+  return `CREATE TABLE IF NOT EXISTS flow_rollup${suffix} (
+  bucket INTEGER NOT NULL, node TEXT NOT NULL,
+  src_ns TEXT NOT NULL, src_name TEXT NOT NULL, src_key TEXT NOT NULL,
+  dst_ns TEXT NOT NULL, dst_name TEXT NOT NULL, dst_key TEXT NOT NULL,
+  verdict TEXT NOT NULL, point TEXT NOT NULL, policy TEXT NOT NULL, tier TEXT NOT NULL,
+  prov_kind TEXT NOT NULL,
+  src_ip TEXT NOT NULL, dst_ip TEXT NOT NULL, last_ms INTEGER NOT NULL,
+  src_labels TEXT NOT NULL, dst_labels TEXT NOT NULL, count INTEGER NOT NULL, records INTEGER NOT NULL,
+  PRIMARY KEY (bucket, node, src_ns, src_name, src_key, dst_ns, dst_name, dst_key, verdict, point,
+               policy, tier, prov_kind)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_policy_rollup${suffix} (
+  bucket INTEGER NOT NULL, node TEXT NOT NULL, policy TEXT NOT NULL, tier TEXT NOT NULL,
+  prov_kind TEXT NOT NULL, point TEXT NOT NULL, verdict TEXT NOT NULL,
+  count INTEGER NOT NULL, records INTEGER NOT NULL,
+  PRIMARY KEY (bucket, node, policy, tier, prov_kind, point, verdict)
+) WITHOUT ROWID;`;
+}
+
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS flows (
   id INTEGER PRIMARY KEY,
@@ -161,23 +183,8 @@ CREATE TABLE IF NOT EXISTS flow_shed (
   count INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS flow_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS flow_rollup (
-  bucket INTEGER NOT NULL, node TEXT NOT NULL,
-  src_ns TEXT NOT NULL, src_name TEXT NOT NULL, src_key TEXT NOT NULL,
-  dst_ns TEXT NOT NULL, dst_name TEXT NOT NULL, dst_key TEXT NOT NULL,
-  verdict TEXT NOT NULL, point TEXT NOT NULL, policy TEXT NOT NULL, tier TEXT NOT NULL,
-  prov_kind TEXT NOT NULL,
-  src_ip TEXT NOT NULL, dst_ip TEXT NOT NULL, last_ms INTEGER NOT NULL,
-  src_labels TEXT NOT NULL, dst_labels TEXT NOT NULL, count INTEGER NOT NULL, records INTEGER NOT NULL,
-  PRIMARY KEY (bucket, node, src_ns, src_name, src_key, dst_ns, dst_name, dst_key, verdict, point,
-               policy, tier, prov_kind)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_policy_rollup (
-  bucket INTEGER NOT NULL, node TEXT NOT NULL, policy TEXT NOT NULL, tier TEXT NOT NULL,
-  prov_kind TEXT NOT NULL, point TEXT NOT NULL, verdict TEXT NOT NULL,
-  count INTEGER NOT NULL, records INTEGER NOT NULL,
-  PRIMARY KEY (bucket, node, policy, tier, prov_kind, point, verdict)
-) WITHOUT ROWID;
+${rollupTables('')}
+${rollupTables('_hour')}
 `;
 
 /**
@@ -193,18 +200,22 @@ CREATE INDEX IF NOT EXISTS flows_verdict ON flows(verdict, end_ms);
 `;
 const INDEX_NAMES = ['flows_end', 'flows_src', 'flows_dst', 'flows_policy', 'flows_verdict'];
 
-/** Width of a rollup bucket: one minute of window ends. */
+/** Width of a minute rollup bucket. */
 export const ROLLUP_BUCKET_MS = 60_000;
+/** Width of an hour rollup bucket: 60 minute buckets. */
+export const ROLLUP_HOUR_MS = 3_600_000;
+const MINUTES_PER_HOUR = ROLLUP_HOUR_MS / ROLLUP_BUCKET_MS;
 /** Version of the rollup tables' contents; a store opened with an older one rebuilds them. */
-const ROLLUP_VERSION = 1;
+const ROLLUP_VERSION = 2;
 
-/** `floor(end_ms / bucket)` in SQL (integer division truncates toward zero). */
-const BUCKET_SQL = `(end_ms / ${ROLLUP_BUCKET_MS} - (end_ms % ${ROLLUP_BUCKET_MS} < 0))`;
+/** `floor(x / width)` in SQL (integer division truncates toward zero). */
+const floorDiv = (x: string, width: number) => `(${x} / ${width} - (${x} % ${width} < 0))`;
 
 const bucketOf = (endMs: number): number => Math.floor(endMs / ROLLUP_BUCKET_MS);
+const hourOf = (endMs: number): number => Math.floor(endMs / ROLLUP_HOUR_MS);
 
 /** The edge rollup's grouping over raw records (in primary-key order) and its aggregates. */
-const EDGE_ROLLUP_SELECT = `SELECT ${BUCKET_SQL} AS bucket, node,
+const edgeRollupSelect = (width: number) => `SELECT ${floorDiv('end_ms', width)} AS bucket, node,
     coalesce(src_ns, '') AS src_ns, coalesce(src_name, '') AS src_name,
     CASE WHEN src_name IS NULL THEN src_ip ELSE '' END AS src_key,
     coalesce(dst_ns, '') AS dst_ns, coalesce(dst_name, '') AS dst_name,
@@ -214,9 +225,22 @@ const EDGE_ROLLUP_SELECT = `SELECT ${BUCKET_SQL} AS bucket, node,
     coalesce(max(dst_labels), ''), sum(count), count(*)
   FROM flows`;
 const EDGE_ROLLUP_GROUP = `GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13`;
-const POLICY_ROLLUP_SELECT = `SELECT ${BUCKET_SQL} AS bucket, node, coalesce(policy, '') AS policy,
-    coalesce(tier, '') AS tier, prov_kind, point, verdict, sum(count), count(*) FROM flows`;
+const policyRollupSelect = (width: number) => `SELECT ${floorDiv('end_ms', width)} AS bucket, node,
+    coalesce(policy, '') AS policy, coalesce(tier, '') AS tier, prov_kind, point, verdict,
+    sum(count), count(*) FROM flows`;
 const POLICY_ROLLUP_GROUP = `GROUP BY 1, 2, 3, 4, 5, 6, 7`;
+/**
+ * An hour's rollup rows from its minute rows (every aggregate is a sum, min or max, so the hour
+ * of the minutes equals the hour of the records; an empty label set is '' and sorts first).
+ */
+const EDGE_HOUR_FROM_MINUTES = `SELECT ${floorDiv('bucket', MINUTES_PER_HOUR)}, node, src_ns,
+    src_name, src_key, dst_ns, dst_name, dst_key, verdict, point, policy, tier, prov_kind,
+    min(src_ip), min(dst_ip), max(last_ms), max(src_labels), max(dst_labels), sum(count),
+    sum(records)
+  FROM flow_rollup WHERE bucket >= ? AND bucket < ? ${EDGE_ROLLUP_GROUP}`;
+const POLICY_HOUR_FROM_MINUTES = `SELECT ${floorDiv('bucket', MINUTES_PER_HOUR)}, node, policy,
+    tier, prov_kind, point, verdict, sum(count), sum(records)
+  FROM flow_policy_rollup WHERE bucket >= ? AND bucket < ? ${POLICY_ROLLUP_GROUP}`;
 
 const APPLICATION_ID = 0x50464c57; // "PFLW"
 
@@ -229,8 +253,21 @@ export interface FlowStoreOptions {
   readonly busyTimeoutMs?: number;
 }
 
-/** Where an aggregation reads from: the rollups (and raw records at the edges), or raw only. */
-export type AggregateSource = 'rollup' | 'raw';
+/**
+ * Where an aggregation reads from: hour and minute rollups (and raw records at the edges), the
+ * minute rollups and raw records only (the plan before the hour level, for comparison), or the
+ * raw records only.
+ */
+export type AggregateSource = 'rollup' | 'minute' | 'raw';
+
+/** See `FlowStore.plan`: bucket ranges (either end open) per level, and the raw remainder. */
+interface ReadPlan {
+  readonly hours: readonly [number | undefined, number | undefined] | undefined;
+  readonly minutes: readonly (readonly [number | undefined, number | undefined])[];
+  readonly raw: { readonly sql: string; readonly args: number[] } | undefined;
+  /** The window holds no whole minute: read it raw. */
+  readonly rawAll: boolean;
+}
 
 type TimeFilter = Omit<FlowQuery, 'limit' | 'afterId' | 'beforeId' | 'beforeKey'>;
 
@@ -289,8 +326,11 @@ export class FlowStore {
   private rows: number;
   private readonly insertStmt: Database.Statement;
   private readonly shedStmt: Database.Statement;
-  private readonly edgeUpsert: Database.Statement;
-  private readonly policyUpsert: Database.Statement;
+  /** Rollup upserts by level: minute first, then hour. */
+  private readonly upserts: readonly {
+    readonly edge: Database.Statement;
+    readonly policy: Database.Statement;
+  }[];
   private readonly metaAdd: Database.Statement;
   private readonly metaMax: Database.Statement;
   private readonly metaGet: Database.Statement;
@@ -335,18 +375,20 @@ export class FlowStore {
     this.shedStmt = db.prepare(
       'INSERT INTO flow_shed (time_ms, node, point, reason, count) VALUES (?,?,?,?,?)',
     );
-    this.edgeUpsert = db.prepare(
-      `INSERT INTO flow_rollup VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-       ON CONFLICT DO UPDATE SET src_ip = min(src_ip, excluded.src_ip),
-         dst_ip = min(dst_ip, excluded.dst_ip), last_ms = max(last_ms, excluded.last_ms),
-         src_labels = max(src_labels, excluded.src_labels),
-         dst_labels = max(dst_labels, excluded.dst_labels), count = count + excluded.count,
-         records = records + excluded.records`,
-    );
-    this.policyUpsert = db.prepare(
-      `INSERT INTO flow_policy_rollup VALUES (?,?,?,?,?,?,?,?,?)
-       ON CONFLICT DO UPDATE SET count = count + excluded.count, records = records + excluded.records`,
-    );
+    this.upserts = (['', '_hour'] as const).map((suffix) => ({
+      edge: db.prepare(
+        `INSERT INTO flow_rollup${suffix} VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+         ON CONFLICT DO UPDATE SET src_ip = min(src_ip, excluded.src_ip),
+           dst_ip = min(dst_ip, excluded.dst_ip), last_ms = max(last_ms, excluded.last_ms),
+           src_labels = max(src_labels, excluded.src_labels),
+           dst_labels = max(dst_labels, excluded.dst_labels), count = count + excluded.count,
+           records = records + excluded.records`,
+      ),
+      policy: db.prepare(
+        `INSERT INTO flow_policy_rollup${suffix} VALUES (?,?,?,?,?,?,?,?,?)
+         ON CONFLICT DO UPDATE SET count = count + excluded.count, records = records + excluded.records`,
+      ),
+    }));
     this.metaAdd = db.prepare(
       `INSERT INTO flow_meta (key, value) VALUES (?, ?)
        ON CONFLICT(key) DO UPDATE SET value = value + excluded.value RETURNING value`,
@@ -406,8 +448,7 @@ export class FlowStore {
     let first = 0;
     let last = 0;
     const tx = this.db.transaction(() => {
-      const edges = new Map<string, EdgeAgg>();
-      const policies = new Map<string, PolicyAgg>();
+      const folds = newFolds();
       let span = 0;
       for (const r of batch.records) {
         const values = rowValues(node, r);
@@ -415,9 +456,9 @@ export class FlowStore {
         last = Number(info.lastInsertRowid);
         if (first === 0) first = last;
         span = Math.max(span, (values[1] as number) - (values[0] as number));
-        foldRecord(values, edges, policies);
+        foldRecord(values, folds);
       }
-      this.upsertRollups(edges, policies);
+      this.upsertRollups(folds);
       if (batch.records.length > 0) {
         this.rows = (this.metaAdd.get('rows', batch.records.length) as { value: number }).value;
         this.metaMax.run('max_span', span);
@@ -432,42 +473,47 @@ export class FlowStore {
     return { first, last };
   }
 
-  private upsertRollups(edges: Map<string, EdgeAgg>, policies: Map<string, PolicyAgg>): void {
-    for (const e of edges.values())
-      this.edgeUpsert.run(
-        e.bucket,
-        e.node,
-        e.srcNs,
-        e.srcName,
-        e.srcKey,
-        e.dstNs,
-        e.dstName,
-        e.dstKey,
-        e.verdict,
-        e.point,
-        e.policy,
-        e.tier,
-        e.kind,
-        e.srcIp,
-        e.dstIp,
-        e.last,
-        e.srcLabels,
-        e.dstLabels,
-        e.count,
-        e.records,
-      );
-    for (const p of policies.values())
-      this.policyUpsert.run(
-        p.bucket,
-        p.node,
-        p.policy,
-        p.tier,
-        p.kind,
-        p.point,
-        p.verdict,
-        p.count,
-        p.records,
-      );
+  /** Merges a batch's folded groups into the rollup tables of both levels. */
+  private upsertRollups(folds: Folds): void {
+    folds.forEach((level, i) => {
+      const st = this.upserts[i];
+      if (!st) return;
+      for (const e of level.edges.values())
+        st.edge.run(
+          e.bucket,
+          e.node,
+          e.srcNs,
+          e.srcName,
+          e.srcKey,
+          e.dstNs,
+          e.dstName,
+          e.dstKey,
+          e.verdict,
+          e.point,
+          e.policy,
+          e.tier,
+          e.kind,
+          e.srcIp,
+          e.dstIp,
+          e.last,
+          e.srcLabels,
+          e.dstLabels,
+          e.count,
+          e.records,
+        );
+      for (const p of level.policies.values())
+        st.policy.run(
+          p.bucket,
+          p.node,
+          p.policy,
+          p.tier,
+          p.kind,
+          p.point,
+          p.verdict,
+          p.count,
+          p.records,
+        );
+    });
   }
 
   /**
@@ -483,15 +529,13 @@ export class FlowStore {
     let added = 0;
     let inTx = 0;
     let span = 0;
-    let edges = new Map<string, EdgeAgg>();
-    let policies = new Map<string, PolicyAgg>();
+    let folds = newFolds();
     const commit = () => {
-      this.upsertRollups(edges, policies);
+      this.upsertRollups(folds);
       this.rows = (this.metaAdd.get('rows', inTx) as { value: number }).value;
       this.metaMax.run('max_span', span);
       db.exec('COMMIT');
-      edges = new Map();
-      policies = new Map();
+      folds = newFolds();
       inTx = 0;
     };
     db.exec('BEGIN IMMEDIATE');
@@ -500,7 +544,7 @@ export class FlowStore {
         if (values.length !== 31) throw new Error('a flow row has 31 columns');
         this.insertStmt.run(...values);
         span = Math.max(span, (values[1] as number) - (values[0] as number));
-        foldRecord(values, edges, policies);
+        foldRecord(values, folds);
         added++;
         if (++inTx >= chunk) {
           commit();
@@ -517,34 +561,58 @@ export class FlowStore {
     return added;
   }
 
-  /** Rebuilds both rollup tables from the records (inside the caller's transaction). */
+  /** Rebuilds every rollup table from the records (inside the caller's transaction). */
   private rebuildRollups(): void {
-    this.db.exec('DELETE FROM flow_rollup; DELETE FROM flow_policy_rollup;');
-    this.db.exec(`INSERT INTO flow_rollup ${EDGE_ROLLUP_SELECT} ${EDGE_ROLLUP_GROUP}`);
-    this.db.exec(`INSERT INTO flow_policy_rollup ${POLICY_ROLLUP_SELECT} ${POLICY_ROLLUP_GROUP}`);
-  }
-
-  /** Recomputes one bucket of both rollups from the records left in it. */
-  private rebuildBucket(bucket: number): void {
-    const lo = bucket * ROLLUP_BUCKET_MS;
-    const hi = lo + ROLLUP_BUCKET_MS;
-    this.db.prepare('DELETE FROM flow_rollup WHERE bucket = ?').run(bucket);
-    this.db.prepare('DELETE FROM flow_policy_rollup WHERE bucket = ?').run(bucket);
-    this.db
-      .prepare(
-        `INSERT INTO flow_rollup ${EDGE_ROLLUP_SELECT} WHERE end_ms >= ? AND end_ms < ? ${EDGE_ROLLUP_GROUP}`,
-      )
-      .run(lo, hi);
-    this.db
-      .prepare(
-        `INSERT INTO flow_policy_rollup ${POLICY_ROLLUP_SELECT} WHERE end_ms >= ? AND end_ms < ? ${POLICY_ROLLUP_GROUP}`,
-      )
-      .run(lo, hi);
+    for (const [suffix, width] of [
+      ['', ROLLUP_BUCKET_MS],
+      ['_hour', ROLLUP_HOUR_MS],
+    ] as const) {
+      this.db.exec(`DELETE FROM flow_rollup${suffix}; DELETE FROM flow_policy_rollup${suffix};`);
+      this.db.exec(
+        `INSERT INTO flow_rollup${suffix} ${edgeRollupSelect(width)} ${EDGE_ROLLUP_GROUP}`,
+      );
+      this.db.exec(
+        `INSERT INTO flow_policy_rollup${suffix} ${policyRollupSelect(width)} ${POLICY_ROLLUP_GROUP}`,
+      );
+    }
   }
 
   /**
-   * Rollup rows that differ from a recomputation over the records (0 when consistent): for
-   * tests and `palisade flows stats` checks; reads both tables in full.
+   * After the records before `(e, i)` were deleted: drops the buckets of both levels wholly
+   * before `e`'s, recomputes `e`'s minute bucket from the records left in it and `e`'s hour from
+   * its minute buckets (the earlier minutes of that hour hold no records any more).
+   */
+  private trimRollups(e: number): void {
+    const b = bucketOf(e);
+    const h = hourOf(e);
+    const lo = b * ROLLUP_BUCKET_MS;
+    const run = (sql: string, ...args: number[]) => this.db.prepare(sql).run(...args);
+    run('DELETE FROM flow_rollup WHERE bucket <= ?', b);
+    run('DELETE FROM flow_policy_rollup WHERE bucket <= ?', b);
+    run(
+      `INSERT INTO flow_rollup ${edgeRollupSelect(ROLLUP_BUCKET_MS)} WHERE end_ms >= ? AND end_ms < ? ${EDGE_ROLLUP_GROUP}`,
+      lo,
+      lo + ROLLUP_BUCKET_MS,
+    );
+    run(
+      `INSERT INTO flow_policy_rollup ${policyRollupSelect(ROLLUP_BUCKET_MS)} WHERE end_ms >= ? AND end_ms < ? ${POLICY_ROLLUP_GROUP}`,
+      lo,
+      lo + ROLLUP_BUCKET_MS,
+    );
+    run('DELETE FROM flow_rollup_hour WHERE bucket <= ?', h);
+    run('DELETE FROM flow_policy_rollup_hour WHERE bucket <= ?', h);
+    const m0 = h * MINUTES_PER_HOUR;
+    run(`INSERT INTO flow_rollup_hour ${EDGE_HOUR_FROM_MINUTES}`, m0, m0 + MINUTES_PER_HOUR);
+    run(
+      `INSERT INTO flow_policy_rollup_hour ${POLICY_HOUR_FROM_MINUTES}`,
+      m0,
+      m0 + MINUTES_PER_HOUR,
+    );
+  }
+
+  /**
+   * Rollup rows that differ from a recomputation over the records (0 when consistent), both
+   * levels: for tests and `palisade flows stats` checks; reads every rollup table in full.
    */
   verifyRollups(): number {
     const diff = (table: string, select: string, group: string) =>
@@ -560,8 +628,10 @@ export class FlowStore {
       ).n;
     return this.db.transaction(
       () =>
-        diff('flow_rollup', EDGE_ROLLUP_SELECT, EDGE_ROLLUP_GROUP) +
-        diff('flow_policy_rollup', POLICY_ROLLUP_SELECT, POLICY_ROLLUP_GROUP),
+        diff('flow_rollup', edgeRollupSelect(ROLLUP_BUCKET_MS), EDGE_ROLLUP_GROUP) +
+        diff('flow_policy_rollup', policyRollupSelect(ROLLUP_BUCKET_MS), POLICY_ROLLUP_GROUP) +
+        diff('flow_rollup_hour', edgeRollupSelect(ROLLUP_HOUR_MS), EDGE_ROLLUP_GROUP) +
+        diff('flow_policy_rollup_hour', policyRollupSelect(ROLLUP_HOUR_MS), POLICY_ROLLUP_GROUP),
     )();
   }
 
@@ -629,10 +699,7 @@ export class FlowStore {
             .prepare('DELETE FROM flows WHERE end_ms <= ? AND (end_ms < ? OR id <= ?)')
             .run(e, e, i);
           if (r.changes === 0) return 0;
-          const b = bucketOf(e);
-          this.db.prepare('DELETE FROM flow_rollup WHERE bucket < ?').run(b);
-          this.db.prepare('DELETE FROM flow_policy_rollup WHERE bucket < ?').run(b);
-          this.rebuildBucket(b);
+          this.trimRollups(e);
           this.rows = (this.metaAdd.get('rows', -r.changes) as { value: number }).value;
           return r.changes;
         })
@@ -686,37 +753,103 @@ export class FlowStore {
   }
 
   /**
-   * The rollup buckets wholly inside a time filter (`[lo, hi]`, either open), and the raw
-   * records' condition for the rest of the window.
+   * How a time filter is read exactly: the hour buckets wholly inside it, minute buckets for
+   * the whole minutes at either edge, raw records for the rest (a record is in bucket
+   * `floor(end_ms / width)`; a bucket is wholly inside when every record in it overlaps the
+   * window). `hours: false` plans minutes and raw records only (the previous version's plan).
    */
-  private split(q: TimeFilter): {
-    lo: number | undefined;
-    hi: number | undefined;
-    empty: boolean;
-    rawOutside: { sql: string; args: number[] } | undefined;
-  } {
-    const lo = q.sinceMs !== undefined ? Math.ceil(q.sinceMs / ROLLUP_BUCKET_MS) : undefined;
-    // A bucket's records all satisfy `start_ms <= until` when its last millisecond is <= until.
-    const hi =
+  private plan(q: TimeFilter, hours: boolean): ReadPlan {
+    // Whole minutes: their records all satisfy `end_ms >= since`, and `start_ms <= until` as the
+    // bucket's last millisecond is <= until (a window never ends before it starts).
+    const mlo = q.sinceMs !== undefined ? Math.ceil(q.sinceMs / ROLLUP_BUCKET_MS) : undefined;
+    const mhi =
       q.untilMs !== undefined ? Math.floor((q.untilMs + 1) / ROLLUP_BUCKET_MS) - 1 : undefined;
-    const empty = lo !== undefined && hi !== undefined && lo > hi;
-    if (empty) return { lo, hi, empty, rawOutside: { sql: '1', args: [] } };
-    const parts: string[] = [];
-    const args: number[] = [];
-    if (lo !== undefined) {
-      parts.push('end_ms < ?');
-      args.push(lo * ROLLUP_BUCKET_MS);
+    if (mlo !== undefined && mhi !== undefined && mlo > mhi)
+      return { hours: undefined, minutes: [], raw: undefined, rawAll: true };
+    const raw: string[] = [];
+    const rawArgs: number[] = [];
+    if (mlo !== undefined) {
+      raw.push('end_ms < ?');
+      rawArgs.push(mlo * ROLLUP_BUCKET_MS);
     }
-    if (hi !== undefined) {
-      parts.push('end_ms >= ?');
-      args.push((hi + 1) * ROLLUP_BUCKET_MS);
+    if (mhi !== undefined) {
+      raw.push('end_ms >= ?');
+      rawArgs.push((mhi + 1) * ROLLUP_BUCKET_MS);
     }
-    return {
-      lo,
-      hi,
-      empty,
-      rawOutside: parts.length ? { sql: `(${parts.join(' OR ')})`, args } : undefined,
+    const rawPart = raw.length ? { sql: `(${raw.join(' OR ')})`, args: rawArgs } : undefined;
+    const M = MINUTES_PER_HOUR;
+    const hlo = mlo !== undefined ? Math.ceil(mlo / M) : undefined;
+    const hhi = mhi !== undefined ? Math.floor((mhi + 1) / M) - 1 : undefined;
+    if (!hours || (hlo !== undefined && hhi !== undefined && hlo > hhi))
+      return { hours: undefined, minutes: [[mlo, mhi]], raw: rawPart, rawAll: false };
+    const minutes: [number | undefined, number | undefined][] = [];
+    if (mlo !== undefined && hlo !== undefined && mlo <= hlo * M - 1)
+      minutes.push([mlo, hlo * M - 1]);
+    if (mhi !== undefined && hhi !== undefined && (hhi + 1) * M <= mhi)
+      minutes.push([(hhi + 1) * M, mhi]);
+    return { hours: [hlo, hhi], minutes, raw: rawPart, rawAll: false };
+  }
+
+  /**
+   * One aggregation over a window, read through the plan: `select.raw` from the records and
+   * `select.rollup` from the rollup table of each level (`select.table`), all with the filter's
+   * conditions, unioned for `outer` (a statement over `(...)` with its own trailing `args`).
+   * `source: 'raw'` reads the records only, `'minute'` the minute rollups and the records.
+   */
+  private aggregate(
+    q: TimeFilter,
+    source: AggregateSource,
+    select: {
+      readonly raw: string;
+      readonly rollup: string;
+      readonly table: (level: '' | '_hour') => string;
+    },
+    outer: (union: string) => string,
+    args: readonly (string | number)[],
+  ): unknown[] {
+    const parts: { sql: string; args: (string | number)[] }[] = [];
+    const rawPart = (extra: { sql: string; args: number[] } | undefined) => {
+      const f = whereOf(q, this.maxSpan());
+      const w = [...f.where, ...(extra ? [extra.sql] : [])];
+      parts.push({
+        sql: `SELECT ${select.raw} FROM flows ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
+        args: [...f.args, ...(extra?.args ?? [])],
+      });
     };
+    const rollupPart = (level: '' | '_hour', lo: number | undefined, hi: number | undefined) => {
+      const f = whereOf(q, 0, false);
+      const w = [...f.where];
+      const a: (string | number)[] = [...f.args];
+      if (lo !== undefined) {
+        w.push('bucket >= ?');
+        a.push(lo);
+      }
+      if (hi !== undefined) {
+        w.push('bucket <= ?');
+        a.push(hi);
+      }
+      parts.push({
+        sql: `SELECT ${select.rollup} FROM ${select.table(level)} ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
+        args: a,
+      });
+    };
+    if (source === 'raw') rawPart(undefined);
+    else {
+      const p = this.plan(q, source === 'rollup');
+      if (p.rawAll) rawPart(undefined);
+      else {
+        if (p.hours) rollupPart('_hour', p.hours[0], p.hours[1]);
+        for (const [lo, hi] of p.minutes) rollupPart('', lo, hi);
+        if (p.raw) rawPart(p.raw);
+      }
+    }
+    return this.db
+      .transaction(() =>
+        this.db
+          .prepare(outer(parts.map((p) => p.sql).join(' UNION ALL ')))
+          .all(...parts.flatMap((p) => p.args), ...args),
+      )
+      .deferred();
   }
 
   /** Edges of the service graph over a window (at most `limit` groups, the busiest first). */
@@ -728,60 +861,30 @@ export class FlowStore {
     edges: GraphEdge[];
     nodes: GraphNode[];
   } {
-    const { where, args } = whereOf(q, this.maxSpan());
     const keys = `src_ns, src_name, src_key, dst_ns, dst_name, dst_key, verdict, point, policy, prov_kind`;
-    const raw = (extra: { sql: string; args: number[] } | undefined) => {
-      const w = [...where, ...(extra ? [extra.sql] : [])];
-      return {
-        sql: `SELECT src_ns, src_name, CASE WHEN src_name IS NULL THEN src_ip ELSE '' END AS src_key,
+    const rows = this.aggregate(
+      q,
+      source,
+      {
+        raw: `src_ns, src_name, CASE WHEN src_name IS NULL THEN src_ip ELSE '' END AS src_key,
                 src_ip, dst_ns, dst_name, CASE WHEN dst_name IS NULL THEN dst_ip ELSE '' END AS dst_key,
                 dst_ip, verdict, point, policy, prov_kind, count AS n, end_ms AS last,
-                src_labels AS sl, dst_labels AS dl
-              FROM flows ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
-        args: [...args, ...(extra?.args ?? [])],
-      };
-    };
-    const parts: { sql: string; args: (string | number)[] }[] = [];
-    if (source === 'raw') parts.push(raw(undefined));
-    else {
-      const s = this.split(q);
-      if (!s.empty) {
-        const f = whereOf(q, 0, false);
-        const w = [...f.where];
-        const a: (string | number)[] = [...f.args];
-        if (s.lo !== undefined) {
-          w.push('bucket >= ?');
-          a.push(s.lo);
-        }
-        if (s.hi !== undefined) {
-          w.push('bucket <= ?');
-          a.push(s.hi);
-        }
-        parts.push({
-          sql: `SELECT nullif(src_ns, '') AS src_ns, nullif(src_name, '') AS src_name, src_key, src_ip,
+                src_labels AS sl, dst_labels AS dl`,
+        rollup: `nullif(src_ns, '') AS src_ns, nullif(src_name, '') AS src_name, src_key, src_ip,
                   nullif(dst_ns, '') AS dst_ns, nullif(dst_name, '') AS dst_name, dst_key, dst_ip,
                   verdict, point, nullif(policy, '') AS policy, prov_kind, count AS n, last_ms AS last,
-                  nullif(src_labels, '') AS sl, nullif(dst_labels, '') AS dl
-                FROM flow_rollup ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
-          args: a,
-        });
-      }
-      if (s.rawOutside) parts.push(raw(s.rawOutside));
-    }
-    const rows = this.db
-      .transaction(() =>
-        this.db
-          .prepare(
-            `SELECT src_ns, src_name, min(src_ip) AS src_ip, dst_ns, dst_name, min(dst_ip) AS dst_ip,
-               verdict, point, policy, prov_kind, sum(n) AS n, max(last) AS last,
-               max(sl) AS sl, max(dl) AS dl
-             FROM (${parts.map((p) => p.sql).join(' UNION ALL ')})
-             GROUP BY ${keys}
-             ORDER BY n DESC, ${keys} LIMIT ?`,
-          )
-          .all(...parts.flatMap((p) => p.args), limit),
-      )
-      .deferred() as {
+                  nullif(src_labels, '') AS sl, nullif(dst_labels, '') AS dl`,
+        table: (level) => `flow_rollup${level}`,
+      },
+      (union) =>
+        `SELECT src_ns, src_name, min(src_ip) AS src_ip, dst_ns, dst_name, min(dst_ip) AS dst_ip,
+           verdict, point, policy, prov_kind, sum(n) AS n, max(last) AS last,
+           max(sl) AS sl, max(dl) AS dl
+         FROM (${union})
+         GROUP BY ${keys}
+         ORDER BY n DESC, ${keys} LIMIT ?`,
+      [limit],
+    ) as {
       src_ns: string | null;
       src_name: string | null;
       src_ip: string;
@@ -822,56 +925,24 @@ export class FlowStore {
 
   /** Hits per deciding policy (or provenance kind) over a window, for the policy board. */
   policyHits(q: TimeFilter, source: AggregateSource = 'rollup'): PolicyHits[] {
-    const { where, args } = whereOf(q, this.maxSpan());
-    const raw = (extra: { sql: string; args: number[] } | undefined) => {
-      const w = [...where, ...(extra ? [extra.sql] : [])];
-      return {
-        sql: `SELECT policy, tier, prov_kind, point, verdict, count AS n FROM flows
-              ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
-        args: [...args, ...(extra?.args ?? [])],
-      };
-    };
-    const parts: { sql: string; args: (string | number)[] }[] = [];
-    if (source === 'raw') parts.push(raw(undefined));
-    else {
-      const s = this.split(q);
-      if (!s.empty) {
-        // The policy rollup answers filters on policy, verdict, point and node; an endpoint or
-        // namespace filter needs the edge rollup.
-        const table =
-          q.endpoint === undefined && q.namespace === undefined
-            ? 'flow_policy_rollup'
-            : 'flow_rollup';
-        const f = whereOf(q, 0, false);
-        const w = [...f.where];
-        const a: (string | number)[] = [...f.args];
-        if (s.lo !== undefined) {
-          w.push('bucket >= ?');
-          a.push(s.lo);
-        }
-        if (s.hi !== undefined) {
-          w.push('bucket <= ?');
-          a.push(s.hi);
-        }
-        parts.push({
-          sql: `SELECT nullif(policy, '') AS policy, nullif(tier, '') AS tier, prov_kind, point,
-                  verdict, count AS n FROM ${table} ${w.length ? `WHERE ${w.join(' AND ')}` : ''}`,
-          args: a,
-        });
-      }
-      if (s.rawOutside) parts.push(raw(s.rawOutside));
-    }
     const keys = 'policy, tier, prov_kind, point, verdict';
-    const rows = this.db
-      .transaction(() =>
-        this.db
-          .prepare(
-            `SELECT ${keys}, sum(n) AS n FROM (${parts.map((p) => p.sql).join(' UNION ALL ')})
-             GROUP BY ${keys} ORDER BY n DESC, ${keys} LIMIT 10000`,
-          )
-          .all(...parts.flatMap((p) => p.args)),
-      )
-      .deferred() as {
+    // The policy rollup answers filters on policy, verdict, point and node; an endpoint or
+    // namespace filter needs the edge rollup.
+    const byPolicy = q.endpoint === undefined && q.namespace === undefined;
+    const rows = this.aggregate(
+      q,
+      source,
+      {
+        raw: `policy, tier, prov_kind, point, verdict, count AS n`,
+        rollup: `nullif(policy, '') AS policy, nullif(tier, '') AS tier, prov_kind, point,
+                  verdict, count AS n`,
+        table: (level) => (byPolicy ? `flow_policy_rollup${level}` : `flow_rollup${level}`),
+      },
+      (union) =>
+        `SELECT ${keys}, sum(n) AS n FROM (${union})
+         GROUP BY ${keys} ORDER BY n DESC, ${keys} LIMIT 10000`,
+      [],
+    ) as {
       policy: string | null;
       tier: string | null;
       prov_kind: string;
@@ -919,10 +990,15 @@ export class FlowStore {
   }
 
   /** Rows in the rollup tables (how much an aggregation reads instead of the records). */
-  rollupSizes(): { edges: number; policies: number } {
+  rollupSizes(): { edges: number; policies: number; hourEdges: number; hourPolicies: number } {
     const n = (t: string) =>
       (this.db.prepare(`SELECT count(*) AS n FROM ${t}`).get() as { n: number }).n;
-    return { edges: n('flow_rollup'), policies: n('flow_policy_rollup') };
+    return {
+      edges: n('flow_rollup'),
+      policies: n('flow_policy_rollup'),
+      hourEdges: n('flow_rollup_hour'),
+      hourPolicies: n('flow_policy_rollup_hour'),
+    };
   }
 
   /** The newest id (0 when empty), where a follow stream starts. */
@@ -936,17 +1012,27 @@ export class FlowStore {
   }
 }
 
-/** Folds one record's row values into the batch's rollup groups. */
-function foldRecord(
-  v: (string | number | null)[],
-  edges: Map<string, EdgeAgg>,
-  policies: Map<string, PolicyAgg>,
-): void {
+/** A batch's rollup groups per level (minute, hour), folded in memory before the upserts. */
+type Folds = readonly {
+  readonly edges: Map<string, EdgeAgg>;
+  readonly policies: Map<string, PolicyAgg>;
+}[];
+
+function newFolds(): Folds {
+  return [
+    { edges: new Map(), policies: new Map() },
+    { edges: new Map(), policies: new Map() },
+  ];
+}
+
+/** Folds one record's row values into the batch's rollup groups of both levels. */
+function foldRecord(v: (string | number | null)[], folds: Folds): void {
   const str = (i: number) => (v[i] as string | null) ?? '';
   const endMs = v[1] as number;
-  const bucket = bucketOf(endMs);
   const node = v[2] as string;
+  const srcNs = str(3);
   const srcName = str(4);
+  const dstNs = str(9);
   const dstName = str(10);
   const srcIp = v[5] as string;
   const dstIp = v[11] as string;
@@ -960,47 +1046,53 @@ function foldRecord(
   const count = v[30] as number;
   const srcLabels = str(8);
   const dstLabels = str(14);
-  const ek = [bucket, node, str(3), srcName, srcKey, str(9), dstName, dstKey, verdict, point]
+  const group = [node, srcNs, srcName, srcKey, dstNs, dstName, dstKey, verdict, point]
     .concat([policy, tier, kind])
     .join('\u0000');
-  const e = edges.get(ek);
-  if (e) {
-    if (srcIp < e.srcIp) e.srcIp = srcIp;
-    if (dstIp < e.dstIp) e.dstIp = dstIp;
-    if (endMs > e.last) e.last = endMs;
-    if (srcLabels > e.srcLabels) e.srcLabels = srcLabels;
-    if (dstLabels > e.dstLabels) e.dstLabels = dstLabels;
-    e.count += count;
-    e.records++;
-  } else
-    edges.set(ek, {
-      bucket,
-      node,
-      srcNs: str(3),
-      srcName,
-      srcKey,
-      dstNs: str(9),
-      dstName,
-      dstKey,
-      verdict,
-      point,
-      policy,
-      tier,
-      kind,
-      srcIp,
-      dstIp,
-      last: endMs,
-      srcLabels,
-      dstLabels,
-      count,
-      records: 1,
-    });
-  const pk = [bucket, node, policy, tier, kind, point, verdict].join('\u0000');
-  const p = policies.get(pk);
-  if (p) {
-    p.count += count;
-    p.records++;
-  } else policies.set(pk, { bucket, node, policy, tier, kind, point, verdict, count, records: 1 });
+  const pgroup = [node, policy, tier, kind, point, verdict].join('\u0000');
+  folds.forEach(({ edges, policies }, level) => {
+    const bucket = level === 0 ? bucketOf(endMs) : hourOf(endMs);
+    const ek = `${bucket}\u0000${group}`;
+    const e = edges.get(ek);
+    if (e) {
+      if (srcIp < e.srcIp) e.srcIp = srcIp;
+      if (dstIp < e.dstIp) e.dstIp = dstIp;
+      if (endMs > e.last) e.last = endMs;
+      if (srcLabels > e.srcLabels) e.srcLabels = srcLabels;
+      if (dstLabels > e.dstLabels) e.dstLabels = dstLabels;
+      e.count += count;
+      e.records++;
+    } else
+      edges.set(ek, {
+        bucket,
+        node,
+        srcNs,
+        srcName,
+        srcKey,
+        dstNs,
+        dstName,
+        dstKey,
+        verdict,
+        point,
+        policy,
+        tier,
+        kind,
+        srcIp,
+        dstIp,
+        last: endMs,
+        srcLabels,
+        dstLabels,
+        count,
+        records: 1,
+      });
+    const pk = `${bucket}\u0000${pgroup}`;
+    const p = policies.get(pk);
+    if (p) {
+      p.count += count;
+      p.records++;
+    } else
+      policies.set(pk, { bucket, node, policy, tier, kind, point, verdict, count, records: 1 });
+  });
 }
 
 /**

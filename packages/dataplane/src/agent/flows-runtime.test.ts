@@ -2,12 +2,15 @@
 // the agent applying real nftables rules, its flow runtime tracing the kernel's decisions, the
 // endpoint sockets taking an L7 report from a real reporter (as a sidecar sends it), and the
 // server's flow store. Kernel records name the deciding rule and both endpoints from the agent's
-// view; the L7 record gets the endpoint's own side from the agent, not from the sender; a socket
+// view, and carry the would-be verdicts of a staged policy from the agent's own engine (shown by
+// `palisade flows`); the L7 record gets the endpoint's own side from the agent, not from the sender; a socket
 // refuses reports about another endpoint and malformed ones; flow trouble (a server that refuses
 // the node, a kernel source that cannot start) changes nothing in enforcement; the agent's
 // /metrics counts allowed and refused flows per policy and point.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -33,7 +36,29 @@ interface Rec {
   readonly source: { ip: string; name?: string; namespace?: string; identity?: string };
   readonly destination: { ip: string; name?: string; port?: number };
   readonly provenance: { kind: string; policy?: string; tier?: string; rule?: number };
+  readonly staged?: { policy: string; tier?: string; verdict: string; rule?: number }[];
   readonly node: string;
+}
+
+const CLI = new URL('../../../cli/bin/palisade.js', import.meta.url).pathname;
+
+/** `palisade ARGS` as a process against the test server (exit code, stdout). */
+function cli(
+  server: string,
+  token: string,
+  args: string[],
+): Promise<{ code: number; out: string; err: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      {
+        env: { ...process.env, PALISADE_SERVER: server, PALISADE_TOKEN: token },
+        timeout: 60_000,
+      },
+      (e, out, err) => resolve({ code: e ? Number(e.code ?? 1) : 0, out, err }),
+    );
+  });
 }
 
 function post(
@@ -104,6 +129,21 @@ describe(
         },
       });
       await c.applied(rv, 20_000);
+      // A staged policy the kernel never enforces: refuse `other`, allow the rest.
+      const srv = await c.create('/api/v1/projectcalico.org/StagedNetworkPolicy/demo', {
+        apiVersion: 'projectcalico.org/v3',
+        kind: 'StagedNetworkPolicy',
+        metadata: { name: 'lockdown', namespace: 'demo' },
+        spec: {
+          selector: "app == 'pg'",
+          types: ['Ingress'],
+          ingress: [
+            { action: 'Deny', source: { selector: "app == 'other'" } },
+            { action: 'Allow', protocol: 'TCP' },
+          ],
+        },
+      });
+      await c.applied(srv, 20_000);
       sync = new PolicySync(agent);
       sockets = new EndpointSockets({
         source: sync,
@@ -146,6 +186,61 @@ describe(
       assert.equal(allow?.source.identity, 'spiffe://cluster.local/ns/demo/sa/default');
       assert.equal(deny?.source.name, 'other');
       assert.equal(deny?.provenance.kind, 'tier-default');
+    });
+
+    test("kernel records carry the would-be verdicts of staged policies from the agent's engine (DESIGN §4.8), and palisade flows shows them", async () => {
+      await until(
+        'kernel records with staged verdicts',
+        async () => {
+          await Promise.all([web.tcp(pg.ip, 80, 1000), other.tcp(pg.ip, 80, 1000)]);
+          const got = await records('endpoint=demo/pg&point=kernel');
+          return (
+            got.some((r) => r.verdict === 'allow' && r.direction === 'ingress' && r.staged) &&
+            got.some((r) => r.verdict === 'deny' && r.direction === 'ingress' && r.staged)
+          );
+        },
+        60_000,
+      );
+      const got = await records('endpoint=demo/pg&point=kernel');
+      const allow = got.find((r) => r.verdict === 'allow' && r.direction === 'ingress' && r.staged);
+      const deny = got.find((r) => r.verdict === 'deny' && r.direction === 'ingress' && r.staged);
+      // The real verdicts are unchanged (the staged policy is not enforced) ...
+      assert.equal(allow?.provenance.policy, 'demo/allow-web');
+      assert.equal(deny?.provenance.kind, 'tier-default');
+      // ... and beside each, what the staged policy would have done with that connection.
+      assert.equal(allow?.source.name, 'web');
+      assert.deepEqual(allow?.staged, [
+        { policy: 'demo/lockdown', tier: 'default', verdict: 'allow', rule: 1 },
+      ]);
+      assert.equal(deny?.source.name, 'other');
+      assert.deepEqual(deny?.staged, [
+        { policy: 'demo/lockdown', tier: 'default', verdict: 'deny', rule: 0 },
+      ]);
+      // The senders' egress: no staged policy selects them there.
+      assert.ok(got.filter((r) => r.direction === 'egress').every((r) => r.staged === undefined));
+      assert.ok(flows.aggregator.counters.stagedLookups > 0);
+      assert.equal(flows.aggregator.counters.stagedSkipped, 0);
+      const admin = readFileSync(join(c.dir, 'admin.token'), 'utf8').trim();
+      const shown = await cli(c.server?.url ?? '', admin, [
+        'flows',
+        '--endpoint',
+        'demo/pg',
+        '--point',
+        'kernel',
+        '--limit',
+        '1000',
+      ]);
+      assert.equal(shown.code, 0, shown.err);
+      const lines = shown.out.split('\n');
+      assert.match(lines[0] ?? '', /STAGED$/);
+      assert.ok(
+        lines.some((l) => /demo\/other .* DENY .*demo\/lockdown=deny$/.test(l)),
+        shown.out,
+      );
+      assert.ok(
+        lines.some((l) => /demo\/web .* ALLOW .*demo\/lockdown=allow$/.test(l)),
+        shown.out,
+      );
     });
 
     test("an L7 report gets the endpoint's own side from the agent; reports about another endpoint or malformed ones are refused", async () => {

@@ -2,7 +2,8 @@
 // monitor trace`) for the agent's own table, the L7 reports the sidecars and ext_authz servers of
 // this node hand in over their endpoint sockets, one aggregator for both (per interval, default
 // 10 s) and the shipper to the API server with the node's credential. Endpoints are named from
-// the agent's own view of the cluster (the calculation's engine).
+// the agent's own view of the cluster (the calculation's engine), and the same engine gives each
+// kernel record the would-be verdicts of the staged policies at its side (flows/staged.ts).
 // Fail soft: nothing here can change a verdict or stop enforcement. A kernel source that cannot
 // start is retried every 30 s; a failed shipment is kept (bounded) and counted as shed beyond
 // that; an L7 report the agent cannot use is refused to its sender and counted.
@@ -16,6 +17,8 @@ import type { EndpointInfo } from '../flows/aggregator.js';
 import { KernelFlowSource } from '../flows/kernel-source.js';
 import { MAX_REPORT_BYTES, observationOf, validateL7Report } from '../flows/l7-report.js';
 import { flowShipper } from '../flows/shipper.js';
+import { FlowSpool } from '../flows/spool.js';
+import { engineStagedLookup } from '../flows/staged.js';
 import type { WireBatch } from '../flows/observation.js';
 import type { Agent } from './agent.js';
 
@@ -32,6 +35,13 @@ export interface AgentFlowsOptions {
   readonly kernel?: boolean;
   /** New connections traced per second (default 2000). */
   readonly traceRate?: number;
+  /** Distinct kernel tuples judged for staged verdicts per interval (default 5000). */
+  readonly stagedLookupsPerInterval?: number;
+  /**
+   * The flow spool (in the agent's state directory): what the agent holds and has not shipped
+   * survives a SIGKILL and is shipped by the next agent. Default: none.
+   */
+  readonly spoolFile?: string;
   readonly trustDomain?: string;
   /** Delay before a kernel source that failed to start is tried again (default 30 s). */
   readonly retryMs?: number;
@@ -73,6 +83,11 @@ export class AgentFlows {
           ...(o.ca !== undefined ? { ca: o.ca } : {}),
         }),
       resolve: (ip) => this.resolve(ip),
+      staged: engineStagedLookup(() => this.agent.view().engine),
+      ...(o.spoolFile !== undefined ? { spool: new FlowSpool(o.spoolFile) } : {}),
+      ...(o.stagedLookupsPerInterval !== undefined
+        ? { maxStagedLookups: o.stagedLookupsPerInterval }
+        : {}),
       ...(o.intervalMs !== undefined ? { intervalMs: o.intervalMs } : {}),
       log: (l) => this.say(`flows: ${JSON.stringify(l)}`),
     });

@@ -3,7 +3,11 @@
 // point, direction, verdict, provenance, L7 method and path) per interval; the source port is
 // kept when every folded observation had the same one. Bounded: at most `maxKeys` records per
 // interval and `maxPending` unsent batches; whatever does not fit is counted, by reason, and the
-// counts ride along with the next batch — nothing is dropped silently.
+// counts ride along with the next batch — nothing is dropped silently. Kernel records get the
+// would-be verdicts of staged policies when the interval closes (`staged`, asked once per
+// distinct tuple per interval, at most `maxStagedLookups` times). With a `spool`, what is held
+// and not shipped is written to disk every second (when it changed) and after each send, and a
+// new aggregator ships what a killed one left (spool.ts).
 // Owns: aggregation, the shed ledger and the send loop. Must never: block an enforcement point
 // (observe() is O(1) and never waits), or lose a shed count on a failed send.
 
@@ -11,12 +15,16 @@ import type {
   FlowObservation,
   FlowPoint,
   ShedReason,
+  StagedObservation,
   WireBatch,
   WireEndpoint,
   WireFlowRecord,
   WireShed,
 } from './observation.js';
 import { FlowCounters } from './flow-counters.js';
+import type { FlowSpool } from './spool.js';
+import type { StagedLookup } from './staged.js';
+import { stagedKey } from './staged.js';
 
 export interface EndpointInfo {
   readonly namespace: string;
@@ -34,6 +42,17 @@ export interface FlowAggregatorOptions {
   readonly intervalMs?: number;
   readonly maxKeys?: number;
   readonly maxPending?: number;
+  /**
+   * The would-be verdicts of staged policies for a kernel observation's tuple (the node's
+   * engine, `engineStagedLookup`); asked when the interval closes, once per distinct tuple.
+   */
+  readonly staged?: StagedLookup;
+  /** Distinct tuples asked per interval (default 5000); records beyond go without, counted. */
+  readonly maxStagedLookups?: number;
+  /** Where unshipped records survive the process (the agent's state directory). */
+  readonly spool?: FlowSpool;
+  /** How often a changed state is written to the spool (default 1 s). */
+  readonly spoolEveryMs?: number;
   readonly now?: () => number;
   readonly log?: (line: Readonly<Record<string, unknown>>) => void;
 }
@@ -54,6 +73,10 @@ export interface AggregatorCounters {
   batchesSent: number;
   sendFailures: number;
   shed: Record<string, number>;
+  /** Tuples the staged lookup was asked about. */
+  stagedLookups: number;
+  /** Kernel records shipped without staged verdicts: over the lookup budget, or it failed. */
+  stagedSkipped: number;
 }
 
 function keyOf(o: FlowObservation): string {
@@ -85,6 +108,8 @@ export class FlowAggregator {
     batchesSent: 0,
     sendFailures: 0,
     shed: {},
+    stagedLookups: 0,
+    stagedSkipped: 0,
   };
   /** Judged flows by point, verdict and deciding policy (the node's /metrics). */
   readonly flows = new FlowCounters();
@@ -98,6 +123,9 @@ export class FlowAggregator {
   private readonly maxPending: number;
   private readonly now: () => number;
   private timer: NodeJS.Timeout | undefined;
+  private spoolTimer: NodeJS.Timeout | undefined;
+  /** Something changed since the spool was last written. */
+  private dirty = false;
   private flushing: Promise<void> | undefined;
 
   constructor(o: FlowAggregatorOptions) {
@@ -114,13 +142,82 @@ export class FlowAggregator {
   }
 
   start(): void {
+    this.restore();
     this.timer = setInterval(() => void this.flush(), this.intervalMs);
     this.timer.unref();
+    if (this.o.spool) {
+      this.spoolTimer = setInterval(() => {
+        if (!this.dirty) return;
+        this.dirty = false;
+        this.writeSpool();
+      }, this.o.spoolEveryMs ?? 1000);
+      this.spoolTimer.unref();
+    }
+  }
+
+  /**
+   * Takes over what a previous process left in the spool: its batches go out first (beyond
+   * `maxPending` they are counted `send-failed`), its shed counts with the next batch. A spool
+   * that cannot be read is reported (its contents are unknown). Returns the records restored.
+   */
+  restore(): number {
+    const spool = this.o.spool;
+    if (!spool) return 0;
+    const got = spool.read();
+    if (got.problem)
+      this.o.log?.({
+        msg: 'flow spool of the previous run not fully readable',
+        problem: got.problem,
+      });
+    const c = got.content;
+    if (!c) return 0;
+    let restored = 0;
+    const room = Math.max(0, this.maxPending - this.pending.length);
+    const batches = c.batches.filter((b) => b.records.length > 0);
+    for (const b of batches.slice(0, Math.max(0, batches.length - room)))
+      for (const r of b.records) this.shed(r.point, 'send-failed', r.count);
+    const kept = batches.slice(Math.max(0, batches.length - room));
+    this.pending.unshift(...kept.map((b) => ({ records: b.records })));
+    for (const b of kept) restored += b.records.length;
+    for (const x of c.shed) this.shed(x.point, x.reason, x.count);
+    if (restored > 0 || c.shed.length > 0)
+      this.o.log?.({
+        msg: 'flow records of the previous run restored from the spool; shipped first',
+        records: restored,
+        shed: c.shed.reduce((a, x) => a + x.count, 0),
+      });
+    this.dirty = true;
+    return restored;
+  }
+
+  /**
+   * Writes what is held and not shipped to the spool: pending batches, the current interval's
+   * records (the first `maxRecords` of the spool; the rest only as counts) and unreported shed.
+   */
+  private writeSpool(): void {
+    const spool = this.o.spool;
+    if (!spool) return;
+    let room = spool.maxRecords - this.pending.reduce((a, b) => a + b.records.length, 0);
+    const current: WireFlowRecord[] = [];
+    const over = new Map<FlowPoint, number>();
+    for (const a of this.current.values()) {
+      if (room-- > 0) current.push(this.record(a, (o) => o.staged));
+      else over.set(a.first.point, (over.get(a.first.point) ?? 0) + a.count);
+    }
+    const ok = spool.write({
+      batches: [...this.pending, ...(current.length > 0 ? [{ records: current }] : [])],
+      shed: [
+        ...this.unreported.values(),
+        ...[...over].map(([point, count]) => ({ point, reason: 'send-failed' as const, count })),
+      ],
+    });
+    if (!ok) this.dirty = true;
   }
 
   /** Folds one observation into the current interval. Never blocks, never throws. */
   observe(ob: FlowObservation): void {
     this.counters.observed++;
+    this.dirty = true;
     this.flows.count(ob.point, ob.verdict, ob.provenance);
     const k = keyOf(ob);
     const a = this.current.get(k);
@@ -151,6 +248,7 @@ export class FlowAggregator {
   /** Counts records that could not be kept or sent; reported with the next batch. */
   shed(point: FlowPoint, reason: ShedReason, count: number): void {
     if (count <= 0) return;
+    this.dirty = true;
     const k = `${point} ${reason}`;
     const prev = this.unreported.get(k);
     this.unreported.set(k, { point, reason, count: (prev?.count ?? 0) + count });
@@ -164,9 +262,20 @@ export class FlowAggregator {
   }
 
   private async doFlush(): Promise<void> {
+    try {
+      await this.sendAll();
+    } finally {
+      // Once per interval, right after the sends: what the server took leaves the spool.
+      this.dirty = false;
+      this.writeSpool();
+    }
+  }
+
+  private async sendAll(): Promise<void> {
     const closed = this.current;
     this.current = new Map();
-    const records = [...closed.values()].map((a) => this.record(a));
+    const staged = this.stagedMemo();
+    const records = [...closed.values()].map((a) => this.record(a, staged));
     // Batches stay under the server's limit of 5000 records.
     for (let i = 0; i < records.length; i += 5000) {
       if (this.pending.length >= this.maxPending) {
@@ -221,8 +330,52 @@ export class FlowAggregator {
     };
   }
 
-  private record(a: Agg): WireFlowRecord {
+  /**
+   * One interval's staged lookups: memoised by tuple (records of one tuple with other verdicts,
+   * provenances or source ports share the answer), at most `maxStagedLookups` questions.
+   */
+  private stagedMemo(): (o: FlowObservation) => readonly StagedObservation[] | undefined {
+    const lookup = this.o.staged;
+    if (!lookup) return (o) => o.staged;
+    const memo = new Map<string, readonly StagedObservation[] | undefined | null>();
+    const budget = this.o.maxStagedLookups ?? 5000;
+    let asked = 0;
+    let skipped = 0;
+    return (o) => {
+      // L7 points judge their requests themselves and report the staged verdicts they saw.
+      if (o.point !== 'kernel' || o.staged) return o.staged;
+      const k = stagedKey(o);
+      let v = memo.get(k);
+      if (v === undefined && !memo.has(k)) {
+        if (asked >= budget) v = null;
+        else {
+          asked++;
+          this.counters.stagedLookups++;
+          try {
+            v = lookup(o);
+          } catch {
+            v = null;
+          }
+        }
+        memo.set(k, v);
+      }
+      if (v !== null) return v;
+      this.counters.stagedSkipped++;
+      if (skipped++ === 0)
+        this.o.log?.({
+          msg: 'kernel flow records shipped without staged verdicts (lookup budget spent or failed)',
+          budget,
+        });
+      return undefined;
+    };
+  }
+
+  private record(
+    a: Agg,
+    stagedOf: (o: FlowObservation) => readonly StagedObservation[] | undefined,
+  ): WireFlowRecord {
     const o = a.first;
+    const staged = stagedOf(o);
     const srcPort = a.srcPort === null ? undefined : a.srcPort;
     return {
       start: new Date(a.startMs).toISOString(),
@@ -236,7 +389,7 @@ export class FlowAggregator {
       point: o.point,
       ...(o.direction !== undefined ? { direction: o.direction } : {}),
       provenance: o.provenance,
-      ...(o.staged && o.staged.length > 0 ? { staged: o.staged } : {}),
+      ...(staged && staged.length > 0 ? { staged } : {}),
       packets: a.packets,
       bytes: a.bytes,
       count: a.count,
@@ -259,6 +412,15 @@ export class FlowAggregator {
       `# HELP ${prefix}_flow_send_failures_total Flow batches the server did not take (retried).`,
       `# TYPE ${prefix}_flow_send_failures_total counter`,
       `${prefix}_flow_send_failures_total ${c.sendFailures}`,
+      `# HELP ${prefix}_flow_staged_lookups_total Kernel flow tuples judged for the would-be verdicts of staged policies.`,
+      `# TYPE ${prefix}_flow_staged_lookups_total counter`,
+      `${prefix}_flow_staged_lookups_total ${c.stagedLookups}`,
+      `# HELP ${prefix}_flow_staged_skipped_total Kernel flow records shipped without staged verdicts (lookup budget spent, or the lookup failed).`,
+      `# TYPE ${prefix}_flow_staged_skipped_total counter`,
+      `${prefix}_flow_staged_skipped_total ${c.stagedSkipped}`,
+      `# HELP ${prefix}_flow_spool_write_failures_total Writes of the flow spool that failed (the records stay in memory).`,
+      `# TYPE ${prefix}_flow_spool_write_failures_total counter`,
+      `${prefix}_flow_spool_write_failures_total ${this.o.spool?.failures ?? 0}`,
       `# HELP ${prefix}_flows_shed_total Observations not kept or not sent, by point and reason.`,
       `# TYPE ${prefix}_flows_shed_total counter`,
       ...Object.entries(c.shed)
@@ -277,6 +439,7 @@ export class FlowAggregator {
   /** Stops the timer and sends what is left (one attempt). */
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.spoolTimer);
     await this.flush();
   }
 }
