@@ -6,17 +6,8 @@
 // as tombstones and replayed. Owns: the file. Must never: keep a record the CNI plugin deleted, or
 // load a file it cannot fully validate (it then starts empty and says so).
 
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { replaceFileDurably } from '../durable-file.js';
 import type { RegisteredEndpoint } from '../agent-socket/protocol.js';
 
 export const DEFAULT_RECORD_PATH = '/var/lib/palisade/endpoints.json';
@@ -136,16 +127,6 @@ export class LocalEndpointRecord {
       endpoints: this.list(),
       tombstones: this.listTombstones(),
     };
-    const dir = dirname(this.path);
-    if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    const fd = openSync(tmp, 'w', 0o600);
-    try {
-      writeSync(fd, JSON.stringify(doc));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.path);
+    replaceFileDurably(this.path, JSON.stringify(doc));
   }
 }

@@ -6,16 +6,8 @@
 // Owns: the file format and its bounds. Must never: throw into the flow pipeline (a spool that
 // cannot be written or read is reported, and enforcement goes on), or grow without bound.
 
-import {
-  closeSync,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from 'node:fs';
-import { dirname } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { replaceFileDurably } from '../durable-file.js';
 import type { FlowPoint, WireBatch, WireFlowRecord, WireShed } from './observation.js';
 
 export interface SpoolContent {
@@ -29,7 +21,6 @@ const REASONS = new Set(['buffer-full', 'rate-limit', 'send-failed', 'kernel-unt
 export class FlowSpool {
   /** Writes that failed (metrics, tests). */
   failures = 0;
-  private madeDir = false;
 
   constructor(
     readonly file: string,
@@ -56,20 +47,8 @@ export class FlowSpool {
       ...[...over].map(([point, count]) => ({ point, reason: 'send-failed' as const, count })),
     ]);
     const text = JSON.stringify({ version: VERSION, batches, shed });
-    const tmp = `${this.file}.tmp`;
     try {
-      if (!this.madeDir) {
-        mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 });
-        this.madeDir = true;
-      }
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        writeSync(fd, text);
-        fsyncSync(fd);
-      } finally {
-        closeSync(fd);
-      }
-      renameSync(tmp, this.file);
+      replaceFileDurably(this.file, text);
       return true;
     } catch {
       this.failures++;

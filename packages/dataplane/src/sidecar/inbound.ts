@@ -51,7 +51,8 @@ import {
 } from './h2.js';
 import type { AppProtocol } from './h2.js';
 
-export interface InboundOptions {
+/** What every inbound listener of the sidecar is given (HTTP here, raw TCP in tcp-inbound.ts). */
+export interface InboundListenerOptions {
   /** Address and port to listen on (port 0: any free port). */
   readonly listenHost: string;
   readonly listenPort: number;
@@ -68,6 +69,9 @@ export interface InboundOptions {
   readonly now?: () => Date;
   /** Time for the first byte and the TLS handshake (default 10 s). */
   readonly handshakeTimeoutMs?: number;
+}
+
+export interface InboundOptions extends InboundListenerOptions {
   /**
    * What the application speaks on `appPort` (default HTTP/1.1; `appProtocolFor` derives it
    * from the port's name or appProtocol as Istio does). Requests of either client protocol are

@@ -146,6 +146,28 @@ type OutboundJudged = { readonly dest: string; readonly port: number } & (
   | { readonly ok: false; readonly refusal: Refused }
 );
 
+/**
+ * Checks one redirected destination (an IP address, ports in range, a loopback listen address,
+ * a listen port not already serving one) and returns the host its listener binds; throws why not.
+ */
+export function fixedDestinationHost(
+  d: FixedDestination,
+  listening: ReadonlyMap<number, unknown>,
+): string {
+  const fam = isIP(d.ip);
+  if (fam === 0) throw new Error(`destination ${JSON.stringify(d.ip)} is not an IP address`);
+  if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535)
+    throw new Error(`destination port ${d.port} out of range`);
+  if (!Number.isInteger(d.listenPort) || d.listenPort < 0 || d.listenPort > 65535)
+    throw new Error(`listen port ${d.listenPort} out of range`);
+  const host = d.listenHost ?? (fam === 6 ? '::1' : '127.0.0.1');
+  if (!(host === '::1' || /^127\./.test(host)))
+    throw new Error(`a redirected destination listens on loopback only, not ${host}`);
+  if (listening.has(d.listenPort))
+    throw new Error(`port ${d.listenPort} already serves a destination`);
+  return host;
+}
+
 export class OutboundProxy {
   readonly log: AccessLog;
   readonly #opts: OutboundOptions;
@@ -224,17 +246,7 @@ export class OutboundProxy {
    * redirected to a closed port). Refuses a non-loopback listen address.
    */
   async addDestination(d: FixedDestination): Promise<AddressInfo> {
-    const fam = isIP(d.ip);
-    if (fam === 0) throw new Error(`destination ${JSON.stringify(d.ip)} is not an IP address`);
-    if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535)
-      throw new Error(`destination port ${d.port} out of range`);
-    if (!Number.isInteger(d.listenPort) || d.listenPort < 0 || d.listenPort > 65535)
-      throw new Error(`listen port ${d.listenPort} out of range`);
-    const host = d.listenHost ?? (fam === 6 ? '::1' : '127.0.0.1');
-    if (!(host === '::1' || /^127\./.test(host)))
-      throw new Error(`a redirected destination listens on loopback only, not ${host}`);
-    if (this.#listeners.has(d.listenPort))
-      throw new Error(`port ${d.listenPort} already serves a destination`);
+    const host = fixedDestinationHost(d, this.#listeners);
     const dest: FixedDestination = { ip: d.ip, port: d.port, listenPort: d.listenPort };
     const server = createNetServer({ pauseOnConnect: true, noDelay: true }, (s) => {
       s.on('error', () => s.destroy());

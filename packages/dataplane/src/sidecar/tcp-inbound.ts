@@ -15,33 +15,18 @@ import { createServer as createTlsServer } from 'node:tls';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { checkPeerChain, peerChainFromCertificate, svidServerOptions } from '@palisade/pki';
-import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
 import { credentialProblem } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { AccessLog } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
-import type { PolicyViewHolder, SidecarDecision } from './policy-view.js';
+import type { SidecarDecision } from './policy-view.js';
 import { judgeDecision, l7Provenance, recordAccess } from './judge.js';
 import type { RecordBase } from './judge.js';
 import { plainAddress } from './request.js';
+import type { InboundListenerOptions } from './inbound.js';
 
-export interface TcpInboundOptions {
-  readonly listenHost: string;
-  /** Port 0: any free port. */
-  readonly listenPort: number;
-  /** The application, on loopback. */
-  readonly appPort: number;
-  readonly appHost?: string;
-  /** The endpoint's port as policies see it. */
-  readonly podPort: number;
-  readonly svid: SvidMaterial;
-  readonly trustBundlePem: string;
-  readonly policy: PolicyViewHolder;
-  readonly log?: AccessLog;
-  readonly now?: () => Date;
-  /** Time for the TLS handshake (default 10 s). */
-  readonly handshakeTimeoutMs?: number;
+export interface TcpInboundOptions extends InboundListenerOptions {
   /**
    * Where PeerAuthentication permits plaintext: a client that sends nothing for this long is
    * taken as a plaintext client of a server-first protocol (default 1000 ms). Where it does not,

@@ -9,7 +9,7 @@
 // identity was not checked against the expectation for that destination, or relay before one
 // complete decision allowed the connection.
 
-import { connect as netConnect, createServer as createNetServer, isIP } from 'node:net';
+import { connect as netConnect, createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Server as NetServer, Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { randomUUID } from 'node:crypto';
@@ -20,6 +20,7 @@ import { credentialProblem } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { AccessLog } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
+import { fixedDestinationHost } from './outbound.js';
 import type { OutboundProxy, FixedDestination } from './outbound.js';
 import type { PolicyView, PolicyViewHolder } from './policy-view.js';
 import { judgeDecision, l7Provenance, recordAccess } from './judge.js';
@@ -70,17 +71,7 @@ export class TcpOutbound {
 
   /** Opens the loopback listener of one L4 destination (as `OutboundProxy.addDestination`). */
   async addDestination(d: FixedDestination): Promise<AddressInfo> {
-    const fam = isIP(d.ip);
-    if (fam === 0) throw new Error(`destination ${JSON.stringify(d.ip)} is not an IP address`);
-    if (!Number.isInteger(d.port) || d.port < 1 || d.port > 65535)
-      throw new Error(`destination port ${d.port} out of range`);
-    if (!Number.isInteger(d.listenPort) || d.listenPort < 0 || d.listenPort > 65535)
-      throw new Error(`listen port ${d.listenPort} out of range`);
-    const host = d.listenHost ?? (fam === 6 ? '::1' : '127.0.0.1');
-    if (!(host === '::1' || /^127\./.test(host)))
-      throw new Error(`a redirected destination listens on loopback only, not ${host}`);
-    if (this.#listeners.has(d.listenPort))
-      throw new Error(`port ${d.listenPort} already serves a destination`);
+    const host = fixedDestinationHost(d, this.#listeners);
     const dest = { ip: d.ip, port: d.port };
     const server = createNetServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) =>
       this.#onConnection(s, dest.ip, dest.port),
