@@ -159,6 +159,27 @@ describe('palisade agent: API to kernel', { skip, timeout: 60_000 }, () => {
     assert.ok(lines.some((l) => l.startsWith('applied revision')));
   });
 
+  test('an L7-only change (an AuthorizationPolicy) still advances the applied revision, with the kernel unchanged', async () => {
+    const before = nftList();
+    const rv = await create(admin, '/api/v1/security.istio.io/AuthorizationPolicy/demo', {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'AuthorizationPolicy',
+      metadata: { name: 'b-l7-only', namespace: 'demo' },
+      spec: { selector: { matchLabels: { app: 'b' } }, action: 'ALLOW', rules: [{}] },
+    });
+    await applied(rv);
+    assert.equal(nftList(), before, 'an L7 policy changes nothing in the kernel');
+    const del = await admin.call(
+      'DELETE',
+      '/api/v1/security.istio.io/AuthorizationPolicy/demo/b-l7-only',
+    );
+    assert.equal(del.status, 200, JSON.stringify(del.body));
+    const gone = Number(
+      (del.body as { metadata?: { resourceVersion?: string } }).metadata?.resourceVersion ?? NaN,
+    );
+    if (Number.isFinite(gone)) await applied(gone);
+  });
+
   test('with the server stopped the rules stay (fail static); a change made meanwhile is picked up', async () => {
     const rv = await create(admin, '/api/v1/projectcalico.org/NetworkPolicy/demo', denyB);
     await applied(rv);

@@ -581,7 +581,10 @@ export class Agent {
         break;
       }
     }
-    if (KERNEL_KINDS.has(o.kind)) this.schedule();
+    // Every mirrored change, L7-only ones too: the apply after it finds the kernel unchanged
+    // and says the ruleset reflects this revision, so whoever waits for "applied revision N"
+    // (the demo, `agent status`) is not left waiting when the last change was an L7 one.
+    this.schedule();
   }
 
   /** Into the calculations: pre-DNAT and untracked policies are not normal policy. */
