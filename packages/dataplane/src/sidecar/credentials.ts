@@ -3,7 +3,8 @@
 // that does not chain to the bundle it comes with, or a key that does not match the certificate.
 
 import { createSecureContext } from 'node:tls';
-import { certificateChainPem, verifySvid } from '@palisade/pki';
+import type { Server as TlsServer } from 'node:tls';
+import { certificateChainPem, svidServerOptions, verifySvid } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 
 export interface Credentials {
@@ -27,5 +28,22 @@ export function credentialProblem(
   } catch (e) {
     return `own key and certificate do not form a TLS credential: ${(e as Error).message}`;
   }
+  return undefined;
+}
+
+/**
+ * Installs renewed credentials on an inbound TLS server for new connections (open ones keep
+ * theirs; client certificate handling stays as configured); returns why not when they are not
+ * usable by the endpoint, keeping the current ones.
+ */
+export function renewServerCredentials(
+  tls: TlsServer,
+  c: Credentials,
+  view: { readonly identity: string; readonly trustDomain: string },
+  now: Date,
+): string | undefined {
+  const problem = credentialProblem(c, view.identity, view.trustDomain, now);
+  if (problem) return problem;
+  tls.setSecureContext(svidServerOptions(c.svid, c.trustBundlePem));
   return undefined;
 }

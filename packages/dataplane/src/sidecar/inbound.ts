@@ -25,7 +25,7 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { checkPeerChain, peerChainFromCertificate, svidServerOptions } from '@palisade/pki';
 import type { SvidMaterial } from '@palisade/pki';
 import type { Provenance, StagedVerdict } from '@palisade/core';
-import { credentialProblem } from './credentials.js';
+import { credentialProblem, renewServerCredentials } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { AccessLog, provenanceForLog, provenanceSummary } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
@@ -233,13 +233,9 @@ export class InboundSidecar {
    * returns why not when they are not usable, keeping the current ones.
    */
   updateCredentials(c: Credentials): string | undefined {
-    const view = this.#opts.policy.current;
-    const problem = credentialProblem(c, view.identity, view.trustDomain, this.#now());
-    if (problem) return problem;
-    // Only the key, chain and CAs change; client certificate handling stays as configured.
-    this.#tls.setSecureContext(svidServerOptions(c.svid, c.trustBundlePem));
-    this.#bundle = c.trustBundlePem;
-    return undefined;
+    const problem = renewServerCredentials(this.#tls, c, this.#opts.policy.current, this.#now());
+    if (problem === undefined) this.#bundle = c.trustBundlePem;
+    return problem;
   }
 
   /** Counters for the admin endpoint. */

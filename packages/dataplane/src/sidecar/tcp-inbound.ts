@@ -16,7 +16,7 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { checkPeerChain, peerChainFromCertificate, svidServerOptions } from '@palisade/pki';
 import type { Provenance } from '@palisade/core';
-import { credentialProblem } from './credentials.js';
+import { credentialProblem, renewServerCredentials } from './credentials.js';
 import type { Credentials } from './credentials.js';
 import { AccessLog } from './access-log.js';
 import type { AccessRecord } from './access-log.js';
@@ -170,12 +170,9 @@ export class TcpInboundSidecar {
 
   /** New connections get renewed credentials; open ones keep theirs. */
   updateCredentials(c: Credentials): string | undefined {
-    const view = this.#opts.policy.current;
-    const problem = credentialProblem(c, view.identity, view.trustDomain, this.#now());
-    if (problem) return problem;
-    this.#tls.setSecureContext(svidServerOptions(c.svid, c.trustBundlePem));
-    this.#bundle = c.trustBundlePem;
-    return undefined;
+    const problem = renewServerCredentials(this.#tls, c, this.#opts.policy.current, this.#now());
+    if (problem === undefined) this.#bundle = c.trustBundlePem;
+    return problem;
   }
 
   counters(): ReturnType<AccessLog['snapshot']> {
