@@ -3,7 +3,7 @@
 // secrets (the text is counters with bounded labels).
 
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listenTcp } from '../listen-tcp.js';
 
 export interface MetricsServer {
   readonly port: number;
@@ -35,15 +35,9 @@ export async function startMetricsServer(
   });
   server.headersTimeout = 5_000;
   server.requestTimeout = 10_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const bound = await listenTcp(server, port, host);
   return {
-    port: (server.address() as AddressInfo).port,
+    port: bound.port,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();

@@ -9,6 +9,7 @@ import { isIP } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import type { SidecarCounters } from './access-log.js';
 import type { PolicyViewHolder } from './policy-view.js';
+import { listenTcp } from '../listen-tcp.js';
 
 export interface AdminSources {
   readonly policy: PolicyViewHolder;
@@ -63,14 +64,7 @@ export class AdminServer {
   }
 
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#server.once('error', reject);
-      this.#server.listen(this.port, this.host, () => {
-        this.#server.off('error', reject);
-        resolve();
-      });
-    });
-    return this.#server.address() as AddressInfo;
+    return listenTcp(this.#server, this.port, this.host);
   }
 
   async close(): Promise<void> {

@@ -50,6 +50,7 @@ import {
   sniffProtocol,
 } from './h2.js';
 import type { AppProtocol } from './h2.js';
+import { listenTcp } from '../listen-tcp.js';
 
 /** What every inbound listener of the sidecar is given (HTTP here, raw TCP in tcp-inbound.ts). */
 export interface InboundListenerOptions {
@@ -191,14 +192,7 @@ export class InboundSidecar {
 
   /** Starts listening; resolves with the bound address. */
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#net.once('error', reject);
-      this.#net.listen(this.#opts.listenPort, this.#opts.listenHost, () => {
-        this.#net.off('error', reject);
-        resolve();
-      });
-    });
-    return this.#net.address() as AddressInfo;
+    return listenTcp(this.#net, this.#opts.listenPort, this.#opts.listenHost);
   }
 
   async close(): Promise<void> {

@@ -43,6 +43,7 @@ import {
   relayStream,
   sniffProtocol,
 } from './h2.js';
+import { listenTcp } from '../listen-tcp.js';
 
 export interface OutboundOptions {
   /** Where the application reaches the proxy (default 127.0.0.1). */
@@ -229,15 +230,13 @@ export class OutboundProxy {
   }
 
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#http.once('error', reject);
-      this.#http.listen(this.#opts.listenPort, this.#opts.listenHost ?? '127.0.0.1', () => {
-        this.#http.off('error', reject);
-        resolve();
-      });
-    });
+    const a = await listenTcp(
+      this.#http,
+      this.#opts.listenPort,
+      this.#opts.listenHost ?? '127.0.0.1',
+    );
     for (const d of this.#opts.destinations ?? []) await this.addDestination(d);
-    return this.#http.address() as AddressInfo;
+    return a;
   }
 
   /**
@@ -268,14 +267,7 @@ export class OutboundProxy {
         s.resume();
       });
     });
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(d.listenPort, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const a = server.address() as AddressInfo;
+    const a = await listenTcp(server, d.listenPort, host);
     this.#listeners.set(a.port, server);
     return a;
   }

@@ -25,6 +25,7 @@ import { judgeDecision, l7Provenance, recordAccess } from './judge.js';
 import type { RecordBase } from './judge.js';
 import { plainAddress } from './request.js';
 import type { InboundListenerOptions } from './inbound.js';
+import { listenTcp } from '../listen-tcp.js';
 
 export interface TcpInboundOptions extends InboundListenerOptions {
   /**
@@ -143,14 +144,7 @@ export class TcpInboundSidecar {
   }
 
   async start(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      this.#net.once('error', reject);
-      this.#net.listen(this.#opts.listenPort, this.#opts.listenHost, () => {
-        this.#net.off('error', reject);
-        resolve();
-      });
-    });
-    return this.#net.address() as AddressInfo;
+    return listenTcp(this.#net, this.#opts.listenPort, this.#opts.listenHost);
   }
 
   async close(): Promise<void> {

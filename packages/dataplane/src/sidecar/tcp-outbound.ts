@@ -26,6 +26,7 @@ import type { PolicyView, PolicyViewHolder } from './policy-view.js';
 import { judgeDecision, l7Provenance, recordAccess } from './judge.js';
 import type { RecordBase } from './judge.js';
 import { relay } from './tcp-inbound.js';
+import { listenTcp } from '../listen-tcp.js';
 
 export interface TcpOutboundOptions {
   readonly svid: SvidMaterial;
@@ -76,14 +77,7 @@ export class TcpOutbound {
     const server = createNetServer({ pauseOnConnect: true, allowHalfOpen: true }, (s) =>
       this.#onConnection(s, dest.ip, dest.port),
     );
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(d.listenPort, host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const a = server.address() as AddressInfo;
+    const a = await listenTcp(server, d.listenPort, host);
     this.#listeners.set(a.port, server);
     return a;
   }
